@@ -1,0 +1,145 @@
+"""The one settings object, read once from the environment and `.env`.
+
+Every other module asks `get_settings()`; nothing else reads `os.environ` for configuration.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from providers.errors import ConfigError
+
+_MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="CHORUS_", env_file=".env", env_file_encoding="utf-8", extra="ignore", frozen=True
+    )
+
+    broker_url: str | None = Field(default=None, description="Celery broker; unset means embedded mode")
+    result_backend: str | None = Field(default=None, description="Celery result backend")
+    database_url: str | None = Field(default=None, description="SQLAlchemy URL; default SQLite in data dir")
+    data_dir: Path = Field(default=Path(".chorus"), description="Embedded broker, SQLite files, logs")
+    anthropic_api_key: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("ANTHROPIC_API_KEY", "CHORUS_ANTHROPIC_API_KEY")
+    )
+    anthropic_base_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("ANTHROPIC_BASE_URL", "CHORUS_ANTHROPIC_BASE_URL")
+    )
+    provider: Literal["auto", "anthropic", "offline"] = Field(
+        default="auto", description="auto = anthropic when ANTHROPIC_API_KEY is set, else offline"
+    )
+    models: str = Field(
+        default="claude-haiku-4-5,claude-sonnet-4-6,claude-opus-4-6",
+        description="Comma-separated models; each gets its own Celery queue",
+    )
+    default_model: str = Field(default="claude-haiku-4-5", description="Model used when none is given")
+    call_timeout_s: float = Field(default=60.0, gt=0, description="HTTP timeout of one provider call")
+    max_attempts: int = Field(default=4, ge=1, le=20, description="Attempts per slot (Celery retries)")
+    retry_backoff_s: float = Field(default=1.0, gt=0, description="Base of the exponential retry backoff")
+    retry_backoff_max_s: float = Field(default=60.0, gt=0, description="Cap of one retry countdown")
+    embedded_concurrency: int = Field(default=8, ge=1, le=256, description="Threads of the embedded worker")
+    run_timeout_s: float = Field(default=300.0, gt=0, description="How long the CLI waits for a run")
+
+    @field_validator("broker_url", "result_backend", "database_url", "anthropic_base_url", mode="before")
+    @classmethod
+    def _blank_is_unset(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("broker_url")
+    @classmethod
+    def _broker_scheme(cls, value: str | None) -> str | None:
+        if value is not None and "://" not in value:
+            raise ValueError("expected a URL such as redis://127.0.0.1:6379/0")
+        return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_scheme(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        if value.startswith(("postgres://", "postgresql://")):
+            # psycopg 3 is the driver we ship; a bare postgresql:// URL would look for psycopg2.
+            return "postgresql+psycopg://" + value.split("://", 1)[1]
+        if not value.startswith(("sqlite", "postgresql+psycopg://")):
+            raise ValueError("expected sqlite:///PATH or postgresql://USER@HOST:PORT/DB")
+        return value
+
+    @field_validator("models")
+    @classmethod
+    def _models_list(cls, value: str) -> str:
+        names = [m.strip() for m in value.split(",") if m.strip()]
+        if not names:
+            raise ValueError("list at least one model, e.g. claude-haiku-4-5")
+        for name in names:
+            if not _MODEL_NAME.match(name):
+                raise ValueError(f"{name!r} is not a model name")
+        return ",".join(names)
+
+    # ----- derived values -------------------------------------------------------------------
+    @property
+    def embedded(self) -> bool:
+        return self.broker_url is None
+
+    @property
+    def model_list(self) -> list[str]:
+        names = self.models.split(",")
+        if self.default_model not in names:
+            names.insert(0, self.default_model)
+        return names
+
+    @property
+    def provider_name(self) -> Literal["anthropic", "offline"]:
+        if self.provider != "auto":
+            return self.provider
+        return "anthropic" if self.anthropic_api_key else "offline"
+
+    @property
+    def data_path(self) -> Path:
+        return self.data_dir.expanduser().resolve()
+
+    @property
+    def effective_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.data_path / 'chorus.db'}"
+
+    @property
+    def effective_broker_url(self) -> str:
+        return self.broker_url or "filesystem://"
+
+    @property
+    def effective_result_backend(self) -> str:
+        if self.result_backend:
+            return self.result_backend
+        if self.embedded:
+            return f"chorus.sqlite_backend:SQLiteKVBackend://{self.data_path / 'results.db'}"
+        return self.effective_broker_url
+
+
+def _env_name(loc: tuple[object, ...]) -> str:
+    field = str(loc[0]) if loc else "?"
+    info = Settings.model_fields.get(field)
+    alias = getattr(info, "validation_alias", None) if info else None
+    if isinstance(alias, AliasChoices):
+        return str(alias.choices[0])
+    return f"CHORUS_{field.upper()}"
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read the settings; a bad value raises ConfigError naming its environment variable."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        problems = "; ".join(f"{_env_name(e['loc'])}: {e['msg']}" for e in exc.errors())
+        raise ConfigError(f"bad configuration: {problems}") from None
+
+
+@functools.cache
+def get_settings() -> Settings:
+    return load_settings()

@@ -1,0 +1,1 @@
+"""Pure logic: no Celery, no database, no network. Everything here is table-tested."""
