@@ -47,6 +47,7 @@ class Settings(BaseSettings):
     retry_backoff_max_s: float = Field(default=60.0, gt=0, description="Cap of one retry countdown")
     embedded_concurrency: int = Field(default=8, ge=1, le=256, description="Threads of the embedded worker")
     run_timeout_s: float = Field(default=300.0, gt=0, description="How long the CLI waits for a run")
+    ready_file: Path | None = Field(default=None, description="Internal: a worker writes it once ready")
 
     @field_validator("broker_url", "result_backend", "database_url", "anthropic_base_url", mode="before")
     @classmethod

@@ -1,0 +1,103 @@
+"""The engine, the one sessionmaker, and schema upgrades through Alembic."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event, inspect
+from sqlalchemy.orm import sessionmaker
+
+from providers.errors import ConfigError
+
+# The one sessionmaker. It is bound to an engine by `get_engine()`; callers use
+# `with Session.begin() as s:` and pass `s` on.
+Session = sessionmaker(expire_on_commit=False)
+
+_engines: dict[str, Engine] = {}
+_lock = threading.Lock()
+MIGRATIONS = Path(__file__).with_name("migrations")
+
+
+def engine_for(url: str) -> Engine:
+    """One engine per URL per process, so connections are pooled and reused."""
+    with _lock:
+        engine = _engines.get(url)
+        if engine is None:
+            engine = _create(url)
+            _engines[url] = engine
+        return engine
+
+
+def _create(url: str) -> Engine:
+    if url.startswith("sqlite"):
+        path = url.split("///", 1)[-1]
+        if path and path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+
+        @event.listens_for(engine, "connect")
+        def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+            # WAL lets the CLI read while worker threads write; busy_timeout waits out short locks.
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.execute("PRAGMA busy_timeout=30000")
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.close()
+
+        return engine
+    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+
+
+def get_engine(url: str | None = None) -> Engine:
+    """The engine for `url` (default: the settings' database) with the sessionmaker bound to it."""
+    if url is None:
+        from settings import get_settings
+
+        url = get_settings().effective_database_url
+    engine = engine_for(url)
+    if Session.kw.get("bind") is not engine:
+        Session.configure(bind=engine)
+    return engine
+
+
+def dispose_engine() -> None:
+    """After a fork, drop inherited pooled connections without closing the parent's sockets."""
+    for engine in _engines.values():
+        engine.dispose(close=False)
+
+
+def alembic_config(url: str) -> Any:
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    return cfg
+
+
+def ensure_schema(url: str | None = None) -> Engine:
+    """Upgrade the database to the newest migration (cheap when it is already there)."""
+    from alembic import command
+    from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+
+    engine = get_engine(url)
+    cfg = alembic_config(str(engine.url.render_as_string(hide_password=False)))
+    head = ScriptDirectory.from_config(cfg).get_current_head()
+    try:
+        with engine.connect() as conn:
+            current = MigrationContext.configure(conn).get_current_revision()
+    except Exception as exc:  # noqa: BLE001 - any driver error here means we cannot reach the DB
+        raise ConfigError(f"cannot open the database {engine.url!r}: {exc}. Check CHORUS_DATABASE_URL.") from exc
+    if current != head:
+        with engine.begin() as conn:
+            cfg.attributes["connection"] = conn
+            command.upgrade(cfg, "head")
+    return engine
+
+
+def table_names(engine: Engine) -> list[str]:
+    return sorted(inspect(engine).get_table_names())

@@ -1,0 +1,168 @@
+"""The tables: a Batch holds Documents; each Document gets a Run; each Run has WorkerOutcomes."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from enum import StrEnum
+from typing import Annotated, Any
+
+from sqlalchemy import JSON, DateTime, Enum, ForeignKey, Index, String, Text, UniqueConstraint, func
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+
+def new_id() -> str:
+    return uuid.uuid4().hex
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+StrId = Annotated[str, mapped_column(String(32), primary_key=True, default=new_id)]
+IntId = Annotated[int, mapped_column(primary_key=True, autoincrement=True)]
+Created = Annotated[dt.datetime, mapped_column(DateTime(timezone=True), default=utcnow, server_default=func.now())]
+Stamp = Annotated[dt.datetime | None, mapped_column(DateTime(timezone=True))]
+
+
+class Pattern(StrEnum):
+    VOTE = "vote"
+    SECTION = "section"
+
+
+class RunStatus(StrEnum):
+    PENDING = "pending"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    PARTIAL = "partial"
+    FAILED = "failed"
+
+    @property
+    def terminal(self) -> bool:
+        return self in TERMINAL_RUN
+
+
+TERMINAL_RUN = frozenset({RunStatus.SUCCEEDED, RunStatus.PARTIAL, RunStatus.FAILED})
+
+
+class OutcomeStatus(StrEnum):
+    PENDING = "pending"
+    RUNNING = "running"
+    RETRYING = "retrying"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+
+    @property
+    def terminal(self) -> bool:
+        return self in (OutcomeStatus.SUCCEEDED, OutcomeStatus.FAILED)
+
+
+class OutcomeRole(StrEnum):
+    VOTER = "voter"
+    SECTION = "section"
+    SYNTHESIS = "synthesis"
+
+
+def _enum(cls: type[StrEnum], name: str) -> Enum:
+    # Stored as plain strings (no native PG enum) so adding a value never needs an ALTER TYPE.
+    return Enum(cls, name=name, native_enum=False, length=16, values_callable=lambda e: [m.value for m in e])
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {dict[str, Any]: JSON}
+
+
+class Batch(Base):
+    __tablename__ = "batch"
+
+    id: Mapped[StrId]
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    pattern: Mapped[Pattern] = mapped_column(_enum(Pattern, "pattern"))
+    config: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    created_at: Mapped[Created]
+
+    documents: Mapped[list[Document]] = relationship(back_populates="batch")
+
+
+class Document(Base):
+    __tablename__ = "document"
+    __table_args__ = (UniqueConstraint("batch_id", "external_id", name="uq_document_batch_external"),)
+
+    id: Mapped[StrId]
+    batch_id: Mapped[str | None] = mapped_column(ForeignKey("batch.id", ondelete="CASCADE"), index=True)
+    external_id: Mapped[str] = mapped_column(String(200))
+    content_hash: Mapped[str] = mapped_column(String(64), index=True)
+    text: Mapped[str] = mapped_column(Text)
+    gold_label: Mapped[str | None] = mapped_column(String(64))
+    status: Mapped[RunStatus] = mapped_column(_enum(RunStatus, "document_status"), default=RunStatus.PENDING)
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[Created]
+
+    batch: Mapped[Batch | None] = relationship(back_populates="documents")
+    runs: Mapped[list[Run]] = relationship(back_populates="document")
+
+
+class Run(Base):
+    __tablename__ = "run"
+    __table_args__ = (Index("ix_run_status_created", "status", "created_at"),)
+
+    id: Mapped[StrId]
+    document_id: Mapped[str] = mapped_column(ForeignKey("document.id", ondelete="CASCADE"), index=True)
+    pattern: Mapped[Pattern] = mapped_column(_enum(Pattern, "pattern"))
+    status: Mapped[RunStatus] = mapped_column(_enum(RunStatus, "run_status"), default=RunStatus.PENDING)
+    provider: Mapped[str] = mapped_column(String(32))
+    config: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    result: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    answer: Mapped[str | None] = mapped_column(String(64))
+    confidence: Mapped[float | None]
+    low_agreement: Mapped[bool | None]
+    error: Mapped[str | None] = mapped_column(Text)
+    chord_id: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[Created]
+    submitted_at: Mapped[Stamp]
+    finished_at: Mapped[Stamp]
+
+    document: Mapped[Document] = relationship(back_populates="runs")
+    outcomes: Mapped[list[WorkerOutcome]] = relationship(
+        back_populates="run", order_by="WorkerOutcome.slot", cascade="all, delete-orphan"
+    )
+
+
+class WorkerOutcome(Base):
+    __tablename__ = "worker_outcome"
+    # (run_id, slot) is the idempotency key: a redelivered task updates its row, never adds one.
+    __table_args__ = (UniqueConstraint("run_id", "slot", name="uq_outcome_run_slot"),)
+
+    id: Mapped[IntId]
+    run_id: Mapped[str] = mapped_column(ForeignKey("run.id", ondelete="CASCADE"))
+    slot: Mapped[int]
+    role: Mapped[OutcomeRole] = mapped_column(_enum(OutcomeRole, "outcome_role"))
+    model: Mapped[str] = mapped_column(String(64))
+    prompt_variant: Mapped[str | None] = mapped_column(String(32))
+    temperature: Mapped[float | None]
+    status: Mapped[OutcomeStatus] = mapped_column(
+        _enum(OutcomeStatus, "outcome_status"), default=OutcomeStatus.PENDING
+    )
+    raw_output: Mapped[str | None] = mapped_column(Text)
+    answer: Mapped[str | None] = mapped_column(String(64))
+    error: Mapped[str | None] = mapped_column(Text)
+    input_tokens: Mapped[int] = mapped_column(default=0)
+    output_tokens: Mapped[int] = mapped_column(default=0)
+    cache_write_tokens: Mapped[int] = mapped_column(default=0)
+    cache_read_tokens: Mapped[int] = mapped_column(default=0)
+    usage_estimated: Mapped[bool] = mapped_column(default=False)
+    queued_at: Mapped[Stamp]
+    started_at: Mapped[Stamp]
+    finished_at: Mapped[Stamp]
+    attempts: Mapped[int] = mapped_column(default=0)
+    hostname: Mapped[str | None] = mapped_column(String(200))
+    task_id: Mapped[str | None] = mapped_column(String(64))
+    request_id: Mapped[str | None] = mapped_column(String(128))
+
+    run: Mapped[Run] = relationship(back_populates="outcomes")
+
+    @property
+    def latency_s(self) -> float | None:
+        if self.started_at is None or self.finished_at is None:
+            return None
+        return (self.finished_at - self.started_at).total_seconds()

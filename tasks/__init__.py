@@ -1,0 +1,1 @@
+"""Thin Celery tasks: load by id, call the provider, run a pure workflow function, save."""

@@ -1,0 +1,137 @@
+"""One slot, one provider call: the body shared by every chord header task.
+
+A provider failure that survives its retries is recorded on the outcome and *returned*, never
+raised: in a Celery chord a raising header task turns into a ChordError and the callback never
+runs, so one bad voter would sink the whole run.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import random
+
+from typing import Any
+
+from celery import Task
+
+from models import OutcomeStatus, Session, get_engine
+from models import repo
+from models.tables import OutcomeRole, utcnow
+from providers import get_provider
+from providers.base import CallRequest, CallResult
+from providers.errors import PermanentError, ProviderError, RetryableError
+from settings import get_settings
+from workflows.retry import compute_backoff
+from workflows.voting import Voter, parse_answer, vote_request
+
+log = logging.getLogger("chorus.tasks")
+
+
+@functools.lru_cache(maxsize=512)
+def _inputs(run_id: str) -> tuple[dict[str, Any], str]:
+    # Config and text never change after submit; voters of one run on one process share the read.
+    with Session() as s:
+        return repo.run_inputs(s, run_id)
+
+
+def build_request(claim: repo.Claim, config: dict[str, Any], text: str) -> CallRequest:
+    tags = (("run", claim.run_id), ("slot", str(claim.slot)))
+    if claim.role is OutcomeRole.VOTER:
+        voter = Voter(claim.slot, claim.model, claim.prompt_variant or "direct", claim.temperature or 0.0)
+        return vote_request(voter, config["labels"], text, tags=tags)
+    raise ValueError(f"no request builder for role {claim.role}")
+
+
+def interpret(claim: repo.Claim, config: dict[str, Any], result: CallResult) -> dict[str, Any]:
+    """Outcome fields for a successful call."""
+    fields: dict[str, Any] = {"raw_output": result.text, "error": None}
+    if claim.role is OutcomeRole.VOTER:
+        answer = parse_answer(result.text, config["labels"])
+        fields["answer"] = answer
+        if answer is None:
+            fields["error"] = "abstained: the reply named no allowed label"
+    return fields
+
+
+def describe_failure(exc: Exception, attempts: int, elapsed_s: float) -> str:
+    if isinstance(exc, RetryableError):
+        return f"{exc}; gave up after {attempts} attempt(s) in {elapsed_s:.1f} s"
+    if isinstance(exc, PermanentError):
+        return f"{exc}; not retried (permanent error)"
+    if isinstance(exc, ProviderError):
+        return str(exc)
+    return f"internal error: {type(exc).__name__}: {exc}"
+
+
+def run_slot(task: Task, run_id: str, slot: int) -> dict[str, Any]:
+    settings = get_settings()
+    get_engine()
+    with Session.begin() as s:
+        claim = repo.claim_slot(s, run_id, slot, task_id=task.request.id, hostname=task.request.hostname)
+    if claim is None:
+        return _stored_summary(run_id, slot)
+
+    failure: Exception | None = None
+    retry_in: float | None = None
+    fields: dict[str, Any]
+    try:
+        config, text = _inputs(run_id)
+        result = get_provider(settings).call(build_request(claim, config, text))
+        fields = interpret(claim, config, result) | _usage_fields(result)
+    except RetryableError as exc:
+        failure = exc
+        if claim.attempts < settings.max_attempts:
+            retry_in = compute_backoff(
+                claim.attempts,
+                base_s=settings.retry_backoff_s,
+                cap_s=settings.retry_backoff_max_s,
+                retry_after_s=exc.retry_after,
+                jitter=random.random(),
+            )
+    except Exception as exc:  # noqa: BLE001 - any failure is recorded on the slot, never raised
+        failure = exc
+        if not isinstance(exc, ProviderError):
+            log.exception("slot %s/%s failed with an internal error", run_id, slot)
+
+    if retry_in is not None:
+        with Session.begin() as s:
+            repo.update_slot(s, run_id, slot, status=OutcomeStatus.RETRYING,
+                             error=f"{failure}; attempt {claim.attempts} of {settings.max_attempts}, "
+                                   f"retrying in {retry_in:.1f} s")
+        raise task.retry(countdown=retry_in, max_retries=None)
+
+    if failure is not None:
+        elapsed = (utcnow() - claim.started_at).total_seconds()
+        fields = {"status": OutcomeStatus.FAILED, "error": describe_failure(failure, claim.attempts, elapsed),
+                  "request_id": getattr(failure, "request_id", None)}
+    else:
+        fields["status"] = OutcomeStatus.SUCCEEDED
+    fields["finished_at"] = utcnow()
+    with Session.begin() as s:
+        repo.update_slot(s, run_id, slot, **fields)
+    return {"slot": slot, "status": fields["status"].value, "answer": fields.get("answer"),
+            "error": fields.get("error")}
+
+
+def _usage_fields(result: CallResult) -> dict[str, Any]:
+    u = result.usage
+    return {
+        "input_tokens": u.input_tokens,
+        "output_tokens": u.output_tokens,
+        "cache_write_tokens": u.cache_creation_input_tokens,
+        "cache_read_tokens": u.cache_read_input_tokens,
+        "usage_estimated": u.estimated,
+        "request_id": result.request_id,
+    }
+
+
+def _stored_summary(run_id: str, slot: int) -> dict[str, Any]:
+    with Session() as s:
+        run = repo.load_run(s, run_id)
+        outcome = next((o for o in run.outcomes if o.slot == slot), None) if run else None
+        if outcome is None:
+            return {"slot": slot, "status": "failed", "answer": None, "error": f"no slot {slot} in run {run_id}"}
+        return {"slot": slot, "status": outcome.status.value, "answer": outcome.answer, "error": outcome.error}
+
+

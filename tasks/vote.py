@@ -1,0 +1,57 @@
+"""Voting tasks: `chorus.vote.call` (one per voter, chord header) and `chorus.vote.tally` (callback)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import Task
+
+from models import OutcomeStatus, RunStatus, Session, get_engine
+from models import repo
+from tasks.calls import run_slot
+from worker import app
+from workflows.voting import TiePolicy, VoteStatus, tally
+
+
+@app.task(name="chorus.vote.call", bind=True)
+def call(self: Task, run_id: str, slot: int, model: str) -> dict[str, Any]:
+    """One voter. `model` is only a label so Flower shows who this is; the slot row is the truth."""
+    return run_slot(self, run_id, slot)
+
+
+@app.task(name="chorus.vote.tally", bind=True)
+def tally_votes(self: Task, results: list[dict[str, Any]], run_id: str) -> dict[str, Any]:
+    return finish_vote(run_id)
+
+
+def finish_vote(run_id: str) -> dict[str, Any]:
+    """Tally what the run's outcomes hold and store the result. Safe to call twice."""
+    get_engine()
+    with Session.begin() as s:
+        run = repo.load_run(s, run_id)
+        if run is None:
+            return {"run_id": run_id, "status": "failed", "error": "unknown run"}
+        if run.status.terminal:
+            return {"run_id": run_id, "status": run.status.value, **(run.result or {})}
+        config = run.config
+        answers = [o.answer for o in run.outcomes if o.status is OutcomeStatus.SUCCEEDED]
+        unfinished = sum(1 for o in run.outcomes if not o.status.terminal)
+        failed = sum(1 for o in run.outcomes if o.status is OutcomeStatus.FAILED) + unfinished
+        result = tally(
+            answers,
+            config["labels"],
+            failed=failed,
+            quorum=config.get("quorum"),
+            tie_policy=TiePolicy(config.get("tie_policy", TiePolicy.NONE)),
+            low_agreement_below=config.get("low_agreement_below", 0.6),
+        )
+        summary = result.to_json()
+        if unfinished:
+            summary["reason"] = (summary["reason"] + "; " if summary["reason"] else "") + (
+                f"{unfinished} voter(s) never finished"
+            )
+        status = RunStatus(result.status.value)
+        error = summary["reason"] or None if result.status is not VoteStatus.SUCCEEDED else None
+        repo.finish_run(s, run, status=status, result=summary, answer=result.winner,
+                        confidence=result.confidence, low_agreement=result.low_agreement, error=error)
+        return {"run_id": run_id, **summary}

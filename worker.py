@@ -1,0 +1,109 @@
+"""The Celery app: `celery -A worker worker -Q llm.claude-haiku-4-5,callbacks`.
+
+Everything is configured from the one settings object: broker and backend, JSON only, late acks,
+one queue per model plus `callbacks`, task events for Flower, and worker signals for the
+cross-cutting parts (engine disposal after fork, timing logs, the embedded ready file).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from celery import Celery, signals
+from kombu import Queue
+
+from models.db import dispose_engine
+from settings import Settings, get_settings
+
+CALLBACK_QUEUE = "callbacks"
+log = logging.getLogger("chorus.worker")
+
+
+def queue_for_model(model: str) -> str:
+    return f"llm.{model}"
+
+
+def all_queues(settings: Settings) -> list[str]:
+    return [queue_for_model(m) for m in settings.model_list] + [CALLBACK_QUEUE]
+
+
+def _transport_options(settings: Settings) -> dict[str, Any]:
+    if settings.embedded:
+        folder = settings.data_path / "broker"
+        for sub in ("queue", "control"):
+            (folder / sub).mkdir(parents=True, exist_ok=True)
+        return {
+            "data_folder_in": str(folder / "queue"),
+            "data_folder_out": str(folder / "queue"),
+            "control_folder": str(folder / "control"),
+            # The filesystem transport polls its folder; the default 1 s would be the latency floor.
+            "polling_interval": 0.02,
+        }
+    # A task that is not acked within this window is redelivered; retry countdowns stay below it.
+    return {"visibility_timeout": 3600}
+
+
+def make_app(settings: Settings | None = None) -> Celery:
+    settings = settings or get_settings()
+    celery_app = Celery("chorus", broker=settings.effective_broker_url, backend=settings.effective_result_backend)
+    celery_app.conf.update(
+        accept_content=["json"],
+        task_serializer="json",
+        result_serializer="json",
+        result_accept_content=["json"],
+        event_serializer="json",
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        task_track_started=True,
+        task_queues=[Queue(q) for q in all_queues(settings)],
+        task_default_queue=CALLBACK_QUEUE,
+        task_routes={"chorus.vote.tally": {"queue": CALLBACK_QUEUE}},
+        worker_prefetch_multiplier=1,
+        worker_send_task_events=not settings.embedded,
+        task_send_sent_event=not settings.embedded,
+        worker_enable_remote_control=not settings.embedded,
+        worker_hijack_root_logger=False,
+        broker_transport_options=_transport_options(settings),
+        broker_connection_retry_on_startup=True,
+        result_expires=24 * 3600,
+        result_chord_retry_interval=0.05,
+        timezone="UTC",
+    )
+    return celery_app
+
+
+app = make_app()
+
+
+@signals.worker_process_init.connect
+def _after_fork(**_: Any) -> None:
+    dispose_engine()
+
+
+@signals.worker_ready.connect
+def _announce_ready(**_: Any) -> None:
+    ready = get_settings().ready_file
+    if ready is not None:
+        ready.write_text(str(time.time()))
+
+
+_started: dict[str, float] = {}
+
+
+@signals.task_prerun.connect
+def _task_started(task_id: str | None = None, **_: Any) -> None:
+    if task_id:
+        _started[task_id] = time.perf_counter()
+
+
+@signals.task_postrun.connect
+def _task_finished(task_id: str | None = None, task: Any = None, state: str | None = None, **_: Any) -> None:
+    began = _started.pop(task_id or "", None)
+    if began is not None:
+        log.info("%s %s %s in %.1f ms", getattr(task, "name", "?"), task_id, state,
+                 (time.perf_counter() - began) * 1000)
+
+
+import tasks.vote  # noqa: E402,F401  (registers the tasks on `app`)
