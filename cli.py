@@ -68,10 +68,10 @@ def _workers(settings: Settings) -> Iterator[Any]:
     if not settings.embedded:
         yield None
         return
-    from chorus.embedded import EmbeddedWorkers, mode_line
+    from chorus.embedded import embedded_worker, mode_line
 
     err.print(mode_line(settings), highlight=False)
-    workers = EmbeddedWorkers(settings).start()
+    workers = embedded_worker(settings).start()
     try:
         yield workers
     finally:

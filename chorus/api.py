@@ -20,8 +20,7 @@ from typing import Any
 
 from celery import chord
 
-from models import Pattern, Run, RunStatus, Session, WorkerOutcome, ensure_schema
-from models import repo
+from models import Pattern, Run, RunStatus, Session, WorkerOutcome, ensure_schema, repo
 from models.tables import OutcomeRole, utcnow
 from providers.errors import ChorusError, ConfigError, NotFoundError
 from settings import Settings, get_settings

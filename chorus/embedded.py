@@ -1,18 +1,23 @@
-"""Embedded mode: no broker configured, so the CLI runs its own worker process.
+"""Worker processes that chorus starts itself.
 
-The worker is a real `celery -A worker worker` on kombu's filesystem transport, with results in a
-SQLite key-value backend (native chord join) and data in SQLite, all under CHORUS_DATA_DIR. It is
-started in its own process group and stopped, with everything it forked, when the CLI is done.
+`WorkerProcess` is one real `celery -A worker worker`, started in its own process group so it and
+anything it forks stop together. Embedded mode (no broker configured) runs one of them on kombu's
+filesystem transport, with results in a SQLite key-value backend (native chord join) and data in
+SQLite, all under CHORUS_DATA_DIR; the CLI stops it when the command is done. Tests and
+benchmarks start them against Redis the same way.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
+import uuid
+from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
 
@@ -20,55 +25,65 @@ from providers.errors import ChorusError
 from settings import Settings, get_settings
 
 
-class EmbeddedWorkers:
-    def __init__(self, settings: Settings | None = None, *, concurrency: int | None = None) -> None:
-        self.settings = settings or get_settings()
-        self.concurrency = concurrency or self.settings.embedded_concurrency
+class WorkerProcess:
+    def __init__(
+        self,
+        queues: list[str],
+        *,
+        log_dir: Path,
+        name: str = "worker",
+        pool: str = "threads",
+        concurrency: int = 8,
+        env: Mapping[str, str] | None = None,
+        extra_args: tuple[str, ...] = (),
+    ) -> None:
+        self.queues = queues
+        self.name = name
+        self.pool = pool
+        self.concurrency = concurrency
+        self.env = dict(os.environ if env is None else env)
+        self.extra_args = extra_args
+        log_dir.mkdir(parents=True, exist_ok=True)
+        tag = f"{name}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        self.log_path = log_dir / f"{name}.log"
+        self.stderr_path = log_dir / f"{name}.stderr"
+        self.ready_path = log_dir / f"{tag}.ready"
+        self.hostname = f"{tag}@{socket.gethostname()}"
         self.proc: subprocess.Popen[bytes] | None = None
-        data = self.settings.data_path
-        self.log_path = data / "worker.log"
-        self.ready_path = data / f"worker-{os.getpid()}.ready"
-        self.stderr_path = data / "worker.stderr"
 
-    def start(self) -> EmbeddedWorkers:
-        from worker import all_queues
-
-        data = self.settings.data_path
-        data.mkdir(parents=True, exist_ok=True)
-        self.ready_path.unlink(missing_ok=True)
-        env = dict(os.environ)
-        env["CHORUS_DATA_DIR"] = str(data)
+    def start(self) -> WorkerProcess:
+        env = dict(self.env)
         env["CHORUS_READY_FILE"] = str(self.ready_path)
         cmd = [
             sys.executable, "-m", "celery", "-A", "worker", "worker",
-            "--pool", "threads", "--concurrency", str(self.concurrency),
-            "--queues", ",".join(all_queues(self.settings)),
-            "--hostname", f"embedded-{os.getpid()}@{socket.gethostname()}",
-            "--without-gossip", "--without-mingle", "--without-heartbeat",
-            "--loglevel", "INFO", "--logfile", str(self.log_path),
+            "--pool", self.pool, "--concurrency", str(self.concurrency),
+            "--queues", ",".join(self.queues), "--hostname", self.hostname,
+            "--without-gossip", "--without-mingle",
+            "--loglevel", "INFO", "--logfile", str(self.log_path), *self.extra_args,
         ]
-        # A new session: the worker and anything it forks form one group we can stop together.
         with self.stderr_path.open("wb") as err:
+            # A new session: the worker and its pool children form one group we can stop together.
             self.proc = subprocess.Popen(
                 cmd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err,
                 start_new_session=True,
             )
         return self
 
-    def wait_ready(self, timeout: float = 30.0) -> None:
+    def wait_ready(self, timeout: float = 60.0) -> WorkerProcess:
         deadline = time.monotonic() + timeout
         while not self.ready_path.exists():
             self.check()
             if time.monotonic() > deadline:
-                raise ChorusError(f"the embedded worker did not start within {timeout:.0f} s; see {self.log_path}")
+                raise ChorusError(f"worker {self.name} did not start within {timeout:.0f} s; see {self.log_path}")
             time.sleep(0.02)
+        return self
 
     def check(self) -> None:
         """Raise if the worker process has died."""
         if self.proc is not None and self.proc.poll() is not None:
-            err = self.stderr_path.read_text(errors="replace")[-2000:] if self.stderr_path.exists() else ""
+            tail = self.stderr_path.read_text(errors="replace")[-1500:] if self.stderr_path.exists() else ""
             raise ChorusError(
-                f"the embedded worker exited with code {self.proc.returncode}. {err.strip()} (log: {self.log_path})"
+                f"worker {self.name} exited with code {self.proc.returncode}: {tail.strip()} (log: {self.log_path})"
             )
 
     def stop(self, timeout: float = 15.0) -> None:
@@ -77,34 +92,43 @@ class EmbeddedWorkers:
             return
         try:
             if proc.poll() is None:
-                _signal_group(proc.pid, signal.SIGTERM)
-                try:
+                _signal_group(proc.pid, signal.SIGTERM)  # warm shutdown: running tasks finish
+                with contextlib.suppress(subprocess.TimeoutExpired):
                     proc.wait(timeout=timeout)
-                except subprocess.TimeoutExpired:
-                    _signal_group(proc.pid, signal.SIGKILL)
-                    proc.wait(timeout=5)
-            # Thread-pool workers fork nothing, but make sure no member of the group outlives us.
-            _signal_group(proc.pid, signal.SIGKILL)
+            _signal_group(proc.pid, signal.SIGKILL)  # nothing in the group may outlive us
+            proc.wait(timeout=5)
         finally:
             self.ready_path.unlink(missing_ok=True)
 
-    def __enter__(self) -> EmbeddedWorkers:
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc else None
+
+    def __enter__(self) -> WorkerProcess:
         return self.start()
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         self.stop()
 
-    @property
-    def pid(self) -> int | None:
-        return self.proc.pid if self.proc else None
-
 
 def _signal_group(pgid: int, sig: int) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
+
+
+def embedded_worker(settings: Settings | None = None) -> WorkerProcess:
+    """The one worker of embedded mode: a thread pool on every queue (LLM calls wait on I/O)."""
+    from worker import all_queues
+
+    settings = settings or get_settings()
+    data = settings.data_path
+    env = dict(os.environ)
+    env["CHORUS_DATA_DIR"] = str(data)
+    # No broker events or remote control on the filesystem transport: nothing listens to them.
+    return WorkerProcess(all_queues(settings), log_dir=data, name="worker", pool="threads",
+                         concurrency=settings.embedded_concurrency, env=env,
+                         extra_args=("--without-heartbeat",))
 
 
 def mode_line(settings: Settings) -> str:

@@ -48,6 +48,9 @@ class SQLiteKVBackend(KeyValueStoreBackend):
             self._local.conn = conn
         return conn
 
+    def as_uri(self, include_password: bool = False) -> str:
+        return f"sqlite-kv://{self.path}"
+
     def _now(self) -> float:
         return time.time()
 

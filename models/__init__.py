@@ -1,7 +1,17 @@
 """SQLAlchemy 2.0 models, the engine and the one sessionmaker."""
 
 from models.db import Session, dispose_engine, engine_for, ensure_schema, get_engine
-from models.tables import Base, Batch, Document, OutcomeRole, OutcomeStatus, Pattern, Run, RunStatus, WorkerOutcome
+from models.tables import (
+    Base,
+    Batch,
+    Document,
+    OutcomeRole,
+    OutcomeStatus,
+    Pattern,
+    Run,
+    RunStatus,
+    WorkerOutcome,
+)
 
 __all__ = [
     "Base",

@@ -111,13 +111,14 @@ NEGATORS = frozenset({"not", "no", "never", "without", "hardly", "barely", "noth
 CONTRAST_AFTER = frozenset({"but", "however", "yet"})
 CONCESSIVE = frozenset({"although", "though"})
 NEGATION_WINDOW = 3
-STOP_WORDS = frozenset(  # noqa: SIM905 - a word list reads better as one string
+_STOP_TEXT = (
     "a an the and or but if then else of to in on at by for with from as is are was were be been being it "
     "its this that these those there here i me my we our you your he him his she her they them their what "
     "which who whom whose when where why how not no so than too very can could will would shall should may "
     "might must do does did done have has had having about into over under again further once all any both "
-    "each few more most other some such only own same just also up down out off s t don now".split()
+    "each few more most other some such only own same just also up down out off s t don now"
 )
+STOP_WORDS = frozenset(_STOP_TEXT.split())
 
 _WORD = re.compile(r"[a-z0-9']+|\?")
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n+")

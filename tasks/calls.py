@@ -10,13 +10,11 @@ from __future__ import annotations
 import functools
 import logging
 import random
-
 from typing import Any
 
 from celery import Task
 
-from models import OutcomeStatus, Session, get_engine
-from models import repo
+from models import OutcomeStatus, Session, get_engine, repo
 from models.tables import OutcomeRole, utcnow
 from providers import get_provider
 from providers.base import CallRequest, CallResult

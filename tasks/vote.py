@@ -6,8 +6,7 @@ from typing import Any
 
 from celery import Task
 
-from models import OutcomeStatus, RunStatus, Session, get_engine
-from models import repo
+from models import OutcomeStatus, RunStatus, Session, get_engine, repo
 from tasks.calls import run_slot
 from worker import app
 from workflows.voting import TiePolicy, VoteStatus, tally

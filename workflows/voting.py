@@ -139,10 +139,7 @@ def parse_answer(text: str, labels: Sequence[str]) -> str | None:
     """
     allowed = {label.lower(): label for label in labels}
     matches = _ANSWER_LINE.findall(text)
-    if matches:
-        candidate = _clean(matches[-1])
-    else:
-        candidate = _clean(text)
+    candidate = _clean(matches[-1]) if matches else _clean(text)
     return allowed.get(candidate)
 
 

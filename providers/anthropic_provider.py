@@ -1,0 +1,154 @@
+"""The Anthropic provider: the real `anthropic` SDK, with its exceptions translated at one boundary."""
+
+from __future__ import annotations
+
+import email.utils
+import functools
+import os
+import re
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import anthropic
+
+from providers.base import CallRequest, CallResult, Usage
+from providers.errors import PermanentError, ProviderError, RetryableError
+from providers.tokens import estimate_tokens, min_cacheable_tokens
+
+RETRYABLE_STATUSES = frozenset({408, 409, 429})
+FIX_HINTS: dict[int, str] = {
+    400: "fix the request (model name, max_tokens, message content)",
+    401: "check ANTHROPIC_API_KEY",
+    402: "check the billing of the Anthropic account",
+    403: "the API key may not use this model or workspace; check ANTHROPIC_API_KEY",
+    404: "check the model name and ANTHROPIC_BASE_URL",
+    413: "the request is too large; shorten the document or split it into sections",
+    422: "fix the request parameters",
+}
+_HEADER_KEY = re.compile(r"[^a-z0-9-]+")
+
+
+def build_params(request: CallRequest) -> dict[str, Any]:
+    """The keyword arguments of `client.messages.create` for one request (pure, for tests too).
+
+    `request.temperature` is not sent: SDK 2.x speaks API version 2026-10-21, which rejects
+    temperature/top_p/top_k with a 400 on every model, so voters differ by prompt and model instead.
+    """
+    blocks: list[dict[str, Any]] = [{"type": "text", "text": text} for text in request.user_blocks]
+    prefix = min(request.cache_blocks, len(blocks))
+    if prefix > 0:
+        prefix_tokens = estimate_tokens(request.system) + sum(
+            estimate_tokens(text) for text in request.user_blocks[:prefix]
+        )
+        # Below the model's minimum Anthropic silently does not cache, so marking would only mislead.
+        if prefix_tokens >= min_cacheable_tokens(request.model):
+            blocks[prefix - 1]["cache_control"] = {"type": "ephemeral"}
+    params: dict[str, Any] = {
+        "model": request.model,
+        "max_tokens": request.max_tokens,
+        "messages": [{"role": "user", "content": blocks}],
+        "extra_headers": tag_headers(request.tags),
+    }
+    if request.system:
+        params["system"] = request.system
+    return params
+
+
+def tag_headers(tags: tuple[tuple[str, str], ...]) -> dict[str, str]:
+    """Each tag (k, v) becomes the header `x-chorus-<k>: v` (sanitized: headers are ASCII lines)."""
+    headers = {}
+    for key, value in tags:
+        name = _HEADER_KEY.sub("-", str(key).lower()).strip("-")
+        text = "".join(ch for ch in str(value) if " " <= ch <= "~")
+        if name:
+            headers[f"x-chorus-{name}"] = text
+    return headers
+
+
+def parse_retry_after(headers: Mapping[str, str] | None) -> float | None:
+    """Seconds to wait, from `retry-after-ms`, or `retry-after` (seconds or an HTTP date)."""
+    if not headers:
+        return None
+    millis = headers.get("retry-after-ms")
+    if millis:
+        try:
+            return max(0.0, float(millis) / 1000.0)
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def translate(exc: anthropic.AnthropicError) -> ProviderError:
+    """The one place SDK exceptions become chorus errors."""
+    if isinstance(exc, anthropic.APITimeoutError):
+        return RetryableError("request timed out", retry_after=None)
+    if isinstance(exc, anthropic.APIConnectionError):
+        return RetryableError(f"connection error: {exc.message}", retry_after=None)
+    if isinstance(exc, anthropic.APIStatusError):
+        status = exc.status_code
+        kind = exc.type or "error"
+        detail = exc.api_message or exc.message
+        message = f"HTTP {status} {kind}: {detail}"
+        if status in RETRYABLE_STATUSES or status >= 500:
+            return RetryableError(
+                message,
+                retry_after=parse_retry_after(exc.response.headers),
+                status=status,
+                request_id=exc.request_id,
+            )
+        hint = FIX_HINTS.get(status, "the request was refused; retrying will not help")
+        return PermanentError(f"{message} ({hint})", status=status, request_id=exc.request_id)
+    return ProviderError(f"{type(exc).__name__}: {exc}")
+
+
+@functools.lru_cache(maxsize=8)
+def _client(api_key: str, base_url: str | None, timeout_s: float, pid: int) -> anthropic.Anthropic:
+    # One client per process keeps HTTP connections alive across calls; the pid is in the key
+    # because a client created before a fork must not share its sockets with the children.
+    # max_retries=0: Celery owns retries per slot, so each attempt is counted once and SDK retries
+    # cannot multiply into a retry storm under a 429.
+    return anthropic.Anthropic(api_key=api_key, base_url=base_url, timeout=timeout_s, max_retries=0)
+
+
+class AnthropicProvider:
+    name = "anthropic"
+
+    def __init__(self, api_key: str, base_url: str | None = None, timeout_s: float = 60.0) -> None:
+        self.api_key = api_key
+        self.base_url = base_url
+        self.timeout_s = timeout_s
+
+    def __repr__(self) -> str:  # never show the key
+        return f"AnthropicProvider(base_url={self.base_url!r}, timeout_s={self.timeout_s})"
+
+    def call(self, request: CallRequest) -> CallResult:
+        client = _client(self.api_key, self.base_url, self.timeout_s, os.getpid())
+        try:
+            response = client.messages.create(**build_params(request))
+        except anthropic.AnthropicError as exc:
+            raise translate(exc) from exc
+        usage = response.usage
+        return CallResult(
+            text="".join(block.text for block in response.content if block.type == "text"),
+            model=response.model or request.model,
+            usage=Usage(
+                input_tokens=usage.input_tokens or 0,
+                output_tokens=usage.output_tokens or 0,
+                cache_creation_input_tokens=usage.cache_creation_input_tokens or 0,
+                cache_read_input_tokens=usage.cache_read_input_tokens or 0,
+            ),
+            stop_reason=response.stop_reason,
+            request_id=response._request_id,
+        )

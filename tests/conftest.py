@@ -1,0 +1,153 @@
+"""Shared fixtures. Integration tests use the machine's real Redis and PostgreSQL, real Celery
+worker processes, and the real anthropic SDK against the project's stub server.
+
+The test process is configured through the environment before anything reads the settings:
+Redis database 11, a fresh PostgreSQL database per session, and the stub on a free port.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import tempfile
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from chorus.embedded import WorkerProcess
+
+ROOT = Path(__file__).resolve().parent.parent
+REDIS_URL = "redis://127.0.0.1:6379/11"
+PG_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/test"
+PG_DB = f"chorus_test_{uuid.uuid4().hex[:10]}"
+PG_URL = f"postgresql+psycopg://postgres@127.0.0.1:5432/{PG_DB}"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+STUB_PORT = free_port()
+DATA_DIR = Path(tempfile.mkdtemp(prefix="chorus-tests-"))
+
+for _name in [n for n in os.environ if n.startswith(("CHORUS_", "ANTHROPIC_"))]:
+    del os.environ[_name]
+os.environ.update(
+    CHORUS_BROKER_URL=REDIS_URL,
+    CHORUS_RESULT_BACKEND=REDIS_URL,
+    CHORUS_DATABASE_URL=PG_URL,
+    CHORUS_DATA_DIR=str(DATA_DIR),
+    ANTHROPIC_API_KEY="test-key",
+    ANTHROPIC_BASE_URL=f"http://127.0.0.1:{STUB_PORT}",
+    CHORUS_RETRY_BACKOFF_S="0.2",
+)
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """The environment of a fresh user: no CHORUS_* or ANTHROPIC_* variables."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CHORUS_", "ANTHROPIC_"))}
+    env.update(extra)
+    return env
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[str]:
+    import psycopg
+
+    try:
+        admin = psycopg.connect(PG_ADMIN_URL, autocommit=True, connect_timeout=5)
+    except psycopg.OperationalError as exc:
+        pytest.fail(f"PostgreSQL is not reachable at 127.0.0.1:5432 ({exc}); `bash .ci/run` starts it")
+    with admin:
+        admin.execute(f'CREATE DATABASE "{PG_DB}"')
+    try:
+        yield PG_URL
+    finally:
+        from models.db import _engines
+
+        for engine in _engines.values():
+            engine.dispose()
+        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{PG_DB}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def redis_db() -> Iterator[str]:
+    import redis
+
+    client = redis.Redis.from_url(REDIS_URL)
+    try:
+        client.ping()
+    except redis.ConnectionError as exc:
+        pytest.fail(f"Redis is not reachable at 127.0.0.1:6379 ({exc}); `bash .ci/run` starts it")
+    client.flushdb()
+    try:
+        yield REDIS_URL
+    finally:
+        client.flushdb()
+        client.close()
+
+
+@pytest.fixture(scope="session")
+def stub() -> Iterator[object]:
+    from stubserver.testing import running_stub
+
+    with running_stub(latency_ms=0, extra_args=("--port", str(STUB_PORT))) as handle:
+        yield handle
+
+
+class WorkerProcs:
+    """Real `celery -A worker worker` processes, stopped by their process group at the end."""
+
+    def __init__(self) -> None:
+        self.procs: list[WorkerProcess] = []
+
+    def start(self, name: str, queues: list[str], pool: str = "prefork", concurrency: int = 4,
+              env: dict[str, str] | None = None) -> WorkerProcess:
+        proc = WorkerProcess(queues, log_dir=DATA_DIR, name=name, pool=pool, concurrency=concurrency, env=env)
+        self.procs.append(proc)
+        return proc.start().wait_ready()
+
+    def stop_all(self) -> None:
+        for proc in self.procs:
+            proc.stop()
+        self.procs.clear()
+
+
+@pytest.fixture(scope="session")
+def workers(postgres: str, redis_db: str, stub: object) -> Iterator[WorkerProcs]:
+    """One prefork worker for the model queues and one for callbacks, on Redis + PostgreSQL."""
+    from models import ensure_schema
+    from settings import get_settings
+    from worker import all_queues
+
+    ensure_schema(PG_URL)
+    procs = WorkerProcs()
+    try:
+        models = [q for q in all_queues(get_settings()) if q != "callbacks"]
+        procs.start("llm", models, pool="prefork", concurrency=5)
+        procs.start("callbacks", ["callbacks"], pool="solo", concurrency=1)
+        yield procs
+    finally:
+        procs.stop_all()
+
+
+def pids_matching(fragment: str) -> list[int]:
+    """Live processes whose command line contains `fragment` (used to prove nothing kept running)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            state = next((line for line in (entry / "status").read_text().splitlines()
+                          if line.startswith("State:")), "")
+        except OSError:
+            continue
+        if fragment in cmdline and "zombie" not in state:
+            found.append(int(entry.name))
+    return found

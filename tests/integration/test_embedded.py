@@ -1,0 +1,75 @@
+"""Embedded mode from a user's point of view: no broker, no database, no API key."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT, clean_env, pids_matching
+
+pytestmark = pytest.mark.integration
+
+
+def chorus(*args: str, cwd: Path, timeout: float = 240) -> subprocess.CompletedProcess[str]:
+    exe = shutil.which("chorus")
+    cmd = [exe, *args] if exe else [sys.executable, str(ROOT / "cli.py"), *args]
+    return subprocess.run(cmd, cwd=cwd, env=clean_env(COLUMNS="200"), capture_output=True, text=True,
+                          timeout=timeout, stdin=subprocess.DEVNULL)
+
+
+def test_demo_json_in_an_empty_directory_runs_embedded_and_leaves_nothing_running(tmp_path):
+    proc = chorus("demo", "--json", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "embedded mode" in proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["mode"] == "embedded"
+    assert report["provider"] == "offline"
+    assert report["usage_estimated"] is True
+    assert len(report["runs"]) == 8
+    for run in report["runs"]:
+        assert run["status"] in {"succeeded", "partial"}
+        assert run["result"]["voters"] == 5
+        assert len(run["outcomes"]) == 5
+        assert all(o["status"] == "succeeded" and o["input_tokens"] > 0 for o in run["outcomes"])
+        assert all(o["started_at"] and o["finished_at"] for o in run["outcomes"])
+    # The offline voters are not canned: they read the text, so most of the demo is right.
+    assert report["accuracy"] >= 0.6
+    assert (tmp_path / ".chorus" / "chorus.db").exists()
+    assert pids_matching(str(tmp_path)) == []
+
+
+def test_a_vote_then_its_status_in_embedded_mode(tmp_path):
+    voted = chorus("vote", "I love this kettle, it is excellent.", "--labels", "positive,negative",
+                   "--voters", "3", "--json", cwd=tmp_path)
+    assert voted.returncode == 0, voted.stderr
+    run = json.loads(voted.stdout)
+    assert run["answer"] == "positive"
+    assert [o["slot"] for o in run["outcomes"]] == [0, 1, 2]
+
+    shown = chorus("status", run["id"][:8], "--json", cwd=tmp_path)
+    assert shown.returncode == 0, shown.stderr
+    assert json.loads(shown.stdout)["id"] == run["id"]
+    assert pids_matching(str(tmp_path)) == []
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["vote", "   ", "--labels", "a,b"], "empty"),
+        (["vote", "text", "--labels", "a"], "at least two labels"),
+        (["vote", "text", "--labels", "a,b", "--model", "gpt-4"], "CHORUS_MODELS"),
+        (["vote", "missing-file.txt", "--labels", "a,b"], "no such file"),
+        (["status", "doesnotexist"], "no run"),
+    ],
+)
+def test_bad_input_exits_2_with_a_message_that_names_the_problem(tmp_path, args, message):
+    proc = chorus(*args, cwd=tmp_path, timeout=120)
+    assert proc.returncode == 2, (proc.stdout, proc.stderr)
+    assert message in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert pids_matching(str(tmp_path)) == []
