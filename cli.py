@@ -99,14 +99,15 @@ def vote(
     as_json: JsonOpt = False,
 ) -> None:
     """Send one document to N voters and print the tally."""
-    from chorus.api import submit_vote, wait_for_run
+    from chorus.api import plan_vote, submit_plan, wait_for_run
 
     settings = _settings()
     text = _read_document(document)
+    with _errors():
+        plan = plan_vote(text, labels, voters=voters, models=model, quorum=quorum, tie_policy=tie_policy,
+                         external_id=Path(document).name if Path(document).is_file() else None, settings=settings)
     with _errors(), _workers(settings) as workers:
-        run_id = submit_vote(text, labels, voters=voters, models=model, quorum=quorum, tie_policy=tie_policy,
-                             external_id=Path(document).name if Path(document).is_file() else None,
-                             settings=settings)
+        run_id = submit_plan(plan, settings=settings)
         run = wait_for_run(run_id, timeout=timeout, settings=settings, check=workers.check if workers else None)
     if as_json:
         out.print_json(json.dumps(run.to_json()))
@@ -151,7 +152,7 @@ def demo(
     as_json: JsonOpt = False,
 ) -> None:
     """Vote on the bundled example reviews and show the results, per-voter answers and timings."""
-    from chorus.api import submit_vote, wait_for_run
+    from chorus.api import plan_vote, submit_plan, wait_for_run
 
     settings = _settings()
     examples = [json.loads(line) for line in (EXAMPLES / "reviews.jsonl").read_text().splitlines() if line.strip()]
@@ -160,8 +161,8 @@ def demo(
     with _errors(), _workers(settings) as workers:
         batch_id = _demo_batch(settings)
         run_ids = [
-            submit_vote(ex["text"], labels, voters=voters, external_id=ex["id"], gold_label=ex["label"],
-                        batch_id=batch_id, settings=settings)
+            submit_plan(plan_vote(ex["text"], labels, voters=voters, external_id=ex["id"], gold_label=ex["label"],
+                                  batch_id=batch_id, settings=settings), settings=settings)
             for ex in examples
         ]
         check = workers.check if workers else None

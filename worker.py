@@ -66,6 +66,7 @@ def make_app(settings: Settings | None = None) -> Celery:
         worker_enable_remote_control=not settings.embedded,
         worker_hijack_root_logger=False,
         broker_transport_options=_transport_options(settings),
+        broker_transport="chorus.fs_transport:Transport" if settings.embedded else None,
         broker_connection_retry_on_startup=True,
         result_expires=24 * 3600,
         result_chord_retry_interval=0.05,

@@ -24,7 +24,7 @@ from models import Pattern, Run, RunStatus, Session, WorkerOutcome, ensure_schem
 from models.tables import OutcomeRole, utcnow
 from providers.errors import ChorusError, ConfigError, NotFoundError
 from settings import Settings, get_settings
-from workflows.voting import TiePolicy, build_panel, default_quorum, normalize_labels
+from workflows.voting import TiePolicy, Voter, build_panel, default_quorum, normalize_labels
 
 _schema_ready: set[str] = set()
 
@@ -36,7 +36,31 @@ def _prepare(settings: Settings) -> None:
         _schema_ready.add(url)
 
 
-def submit_vote(
+@dataclass(frozen=True)
+class VotePlan:
+    """A validated vote, ready to store and send. Building one writes nothing."""
+
+    text: str
+    labels: tuple[str, ...]
+    panel: tuple[Voter, ...]
+    quorum: int
+    tie_policy: TiePolicy
+    low_agreement_below: float
+    external_id: str | None = None
+    batch_id: str | None = None
+    gold_label: str | None = None
+
+    def config(self) -> dict[str, Any]:
+        return {
+            "labels": list(self.labels),
+            "voters": [asdict(v) for v in self.panel],
+            "quorum": self.quorum,
+            "tie_policy": self.tie_policy.value,
+            "low_agreement_below": self.low_agreement_below,
+        }
+
+
+def plan_vote(
     text: str,
     labels: str | Sequence[str],
     *,
@@ -49,12 +73,8 @@ def submit_vote(
     batch_id: str | None = None,
     gold_label: str | None = None,
     settings: Settings | None = None,
-) -> str:
-    """Store a vote run (document, run, one pending outcome per voter) and send its chord.
-
-    Returns the run id at once; `wait_for_run` waits for the tally. Bad input raises ConfigError
-    before anything is written.
-    """
+) -> VotePlan:
+    """Check a vote's inputs; bad input raises ConfigError naming the problem."""
     settings = settings or get_settings()
     try:
         label_set = normalize_labels(labels)
@@ -67,44 +87,53 @@ def submit_vote(
     unknown = sorted({v.model for v in panel} - set(settings.model_list))
     if unknown:
         raise ConfigError(
-            f"model(s) {', '.join(unknown)} have no queue; add them to CHORUS_MODELS "
-            f"(now: {settings.models})"
+            f"model(s) {', '.join(unknown)} have no queue; add them to CHORUS_MODELS (now: {settings.models})"
         )
     if quorum is not None and not 1 <= quorum <= voters:
         raise ConfigError(f"quorum must be between 1 and {voters} (the number of voters), got {quorum}")
-    if gold_label is not None and gold_label.strip().lower() not in label_set:
+    gold = gold_label.strip().lower() if gold_label else None
+    if gold is not None and gold not in label_set:
         raise ConfigError(f"gold label {gold_label!r} is not one of the labels {', '.join(label_set)}")
+    return VotePlan(text, label_set, tuple(panel), quorum or default_quorum(voters), policy, low_agreement_below,
+                    external_id, batch_id, gold)
 
+
+def submit_vote(text: str, labels: str | Sequence[str], *, settings: Settings | None = None, **options: Any) -> str:
+    """Validate, store and send a vote; returns the run id at once (`wait_for_run` waits).
+
+    Options are those of `plan_vote`: voters, models, quorum, tie_policy, low_agreement_below,
+    external_id, batch_id, gold_label.
+    """
+    settings = settings or get_settings()
+    return submit_plan(plan_vote(text, labels, settings=settings, **options), settings=settings)
+
+
+def submit_plan(plan: VotePlan, *, settings: Settings | None = None) -> str:
+    """Store the run (document, run, one pending outcome per voter) and send its chord."""
+    settings = settings or get_settings()
     _prepare(settings)
     from tasks.vote import call, tally_votes  # the Celery app is built on first use, not on import
     from worker import queue_for_model
 
     callback_id = uuid.uuid4().hex
-    config = {
-        "labels": list(label_set),
-        "voters": [asdict(v) for v in panel],
-        "quorum": quorum or default_quorum(voters),
-        "tie_policy": policy.value,
-        "low_agreement_below": low_agreement_below,
-    }
     with Session.begin() as s:
         run = repo.create_run(
             s,
-            text=text,
-            external_id=external_id or f"inline-{callback_id[:8]}",
+            text=plan.text,
+            external_id=plan.external_id or f"inline-{callback_id[:8]}",
             pattern=Pattern.VOTE,
             provider=settings.provider_name,
-            config=config,
-            slots=[repo.SlotSpec(v.slot, OutcomeRole.VOTER, v.model, v.variant, v.temperature) for v in panel],
-            batch_id=batch_id,
-            gold_label=gold_label.strip().lower() if gold_label else None,
+            config=plan.config(),
+            slots=[repo.SlotSpec(v.slot, OutcomeRole.VOTER, v.model, v.variant, v.temperature) for v in plan.panel],
+            batch_id=plan.batch_id,
+            gold_label=plan.gold_label,
         )
         run.status = RunStatus.RUNNING
         run.submitted_at = utcnow()
         run.chord_id = callback_id
         run_id = run.id
 
-    header = [call.si(run_id, v.slot, v.model).set(queue=queue_for_model(v.model)) for v in panel]
+    header = [call.si(run_id, v.slot, v.model).set(queue=queue_for_model(v.model)) for v in plan.panel]
     try:
         chord(header)(tally_votes.s(run_id).set(task_id=callback_id))
     except Exception as exc:  # noqa: BLE001 - the broker can fail in many ways; none may leave a half run

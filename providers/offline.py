@@ -18,8 +18,8 @@ Classification (the prompt has `<labels>` and `<document>`, as built by `workflo
     - `evidence`: only sentences with a cue; each such sentence casts one vote for its best label,
       instead of every cue word counting;
     - `contrast`: negation handling (below), and the clause after "but" / "however" / "yet" weighs
-      double. For "although" / "though" the *other* clause weighs double ("Although it started
-      well, it ended badly" -> "it ended badly"), since that clause is the concession.
+      double. "although" / "though" mark the concession, so the *other* clause weighs double:
+      "X, although Y" -> X; "Although Y, X" -> X (the last clause of the sentence).
     - anything else reads as `whole`.
 * Negation handling: a negator ("not", "never", "no" as in "no longer", "-n't", "hardly", ...)
   up to 3 words before a cue, in the same clause, flips a polar cue to its opposite label
@@ -214,27 +214,24 @@ def _view(sentences: list[_Sentence], focus: str) -> list[_Sentence]:
 
 
 def _clause_weights(s: _Sentence, contrast: bool) -> list[tuple[int, float]]:
-    """(clause id, weight) per token of the sentence."""
+    """(clause id, weight) per token of the sentence; weights are all 1 unless `contrast`."""
     out: list[tuple[int, float]] = []
-    clause, weight, concessive = 0, 1.0, False
+    clause, weight = 0, 1.0
     for pos, (wi, tok) in enumerate(s.tokens):
         prev = s.tokens[pos - 1][0] if pos else wi
-        boundary = prev != wi and s.words[prev].endswith(_CLAUSE_PUNCT)
         if tok in CONTRAST_AFTER:
             clause, weight = clause + 1, 2.0
-        elif tok in CONCESSIVE:
-            # "X, although Y": X was the main clause; "Although Y, X": X is coming after the comma.
-            if pos == 0:
-                concessive = True
-            else:
-                out = [(c, 2.0 if contrast and c == clause else w) for c, w in out]
-                clause, weight = clause + 1, 1.0
-        elif boundary:
+        elif tok in CONCESSIVE and pos > 0:
+            # "X, although Y": X is the main clause, Y the concession.
+            out = [(c, 2.0 if c == clause else w) for c, w in out]
+            clause, weight = clause + 1, 1.0
+        elif prev != wi and s.words[prev].endswith(_CLAUSE_PUNCT):
             clause += 1
-            if concessive:
-                concessive, weight = False, 2.0
-        out.append((clause, weight if contrast else 1.0))
-    return out
+        out.append((clause, weight))
+    if s.tokens and s.tokens[0][1] in CONCESSIVE and clause > 0:
+        # "Although Y, X": the main clause usually comes last.
+        out = [(c, 2.0 if c == clause else w) for c, w in out]
+    return out if contrast else [(c, 1.0) for c, _ in out]
 
 
 def _hits(view: list[_Sentence], labels: Sequence[str], negation: bool, contrast: bool) -> list[_Hit]:

@@ -13,14 +13,17 @@ Every request is logged (see `GET /_stub/requests`). The admin API lives under `
 
 from __future__ import annotations
 
+import argparse
 import ipaddress
 import json
 import os
+import signal
 import socket
+import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -358,3 +361,31 @@ def serve_forever(server: StubServer, stop: threading.Event | None = None) -> No
     finally:
         server.shutdown()
         server.server_close()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m stubserver", description="A local Messages-API stub.")
+    parser.add_argument("--host", default="127.0.0.1", help="loopback address to listen on")
+    parser.add_argument("--port", type=int, default=0, help="0 picks a free port (printed on start)")
+    parser.add_argument("--latency-ms", type=float, default=0.0, help="delay before each answer")
+    parser.add_argument(
+        "--fail", action="append", default=[], metavar="RULE",
+        help="fault rule [run=R,][slot=S]:STATUS[:times=K][:retry_after=S], e.g. slot=2:500; repeatable",
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Serve until SIGTERM/SIGINT; once listening, print `{"host", "port", "pid"}` as one JSON line."""
+    args = build_parser().parse_args(argv)
+    try:
+        server = make_server(args.host, args.port, args.latency_ms, [FaultRule.parse(f) for f in args.fail])
+    except (ValueError, OSError) as exc:
+        print(f"stubserver: {exc}", file=sys.stderr)
+        return 2
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    print(json.dumps({"host": server.host, "port": server.port, "pid": os.getpid()}), flush=True)
+    serve_forever(server, stop)
+    return 0
