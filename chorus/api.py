@@ -11,6 +11,7 @@ Submitting needs workers consuming the queues: `celery -A worker worker` against
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import time
 import uuid
@@ -19,6 +20,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from celery import chord
+from sqlalchemy import select
 
 from models import Pattern, Run, RunStatus, Session, WorkerOutcome, ensure_schema, repo
 from models.tables import OutcomeRole, utcnow
@@ -27,6 +29,7 @@ from settings import Settings, get_settings
 from workflows.voting import TiePolicy, Voter, build_panel, default_quorum, normalize_labels
 
 _schema_ready: set[str] = set()
+_inflight: dict[str, Any] = {}
 
 
 def _prepare(settings: Settings) -> None:
@@ -135,7 +138,9 @@ def submit_plan(plan: VotePlan, *, settings: Settings | None = None) -> str:
 
     header = [call.si(run_id, v.slot, v.model).set(queue=queue_for_model(v.model)) for v in plan.panel]
     try:
-        chord(header)(tally_votes.s(run_id).set(task_id=callback_id))
+        # Keep the callback's AsyncResult: with Redis it is already subscribed to the result channel,
+        # so `wait_for_run` hears about the tally at once instead of polling the database.
+        _inflight[run_id] = chord(header)(tally_votes.s(run_id).set(task_id=callback_id))
     except Exception as exc:  # noqa: BLE001 - the broker can fail in many ways; none may leave a half run
         reason = f"could not enqueue the run: {exc}. Is the broker at {settings.effective_broker_url} up?"
         with Session.begin() as s:
@@ -271,12 +276,21 @@ def wait_for_run(
     check: Callable[[], None] | None = None,
 ) -> RunView:
     """Wait until the run is terminal and return it. `check` is called while waiting (the embedded
-    workers use it to fail fast when their process died). Raises TimeoutError after `timeout`."""
+    workers use it to fail fast when their process died). Raises TimeoutError after `timeout`.
+
+    The database is the truth. With a broker, the tally's result message wakes us first; with no
+    result to wait on (embedded mode, or a run submitted by another process) we poll the run row.
+    """
     settings = settings or get_settings()
     _prepare(settings)
-    deadline = time.monotonic() + (timeout if timeout is not None else settings.run_timeout_s)
-    from sqlalchemy import select
+    limit = timeout if timeout is not None else settings.run_timeout_s
+    deadline = time.monotonic() + limit
+    pending = _inflight.pop(run_id, None)
+    if pending is not None and not settings.embedded:
+        from celery.exceptions import TimeoutError as CeleryTimeout
 
+        with contextlib.suppress(CeleryTimeout):
+            pending.get(timeout=limit, interval=0.02, propagate=False)
     delay = 0.005
     while True:
         with Session() as s:
@@ -288,6 +302,6 @@ def wait_for_run(
         if check is not None:
             check()
         if time.monotonic() > deadline:
-            raise TimeoutError(f"run {run_id} is still {status.value} after {timeout or settings.run_timeout_s:.0f} s")
+            raise TimeoutError(f"run {run_id} is still {status.value} after {limit:.0f} s")
         time.sleep(delay)
-        delay = min(delay * 1.5, 0.2)
+        delay = min(delay * 1.5, 0.025)

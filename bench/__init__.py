@@ -1,0 +1,1 @@
+"""Benchmarks. Each module runs on its own: `python -m bench.vote_overhead --help`."""

@@ -1,0 +1,110 @@
+"""Shared set-up for benchmarks: a Redis database, a fresh PostgreSQL database, the stub server and
+real worker processes, all on loopback, all stopped at the end."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import platform
+import statistics
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+PG_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/test"
+
+
+def machine() -> str:
+    return f"{platform.node()}: {os.cpu_count()} cores, Python {platform.python_version()}, {platform.system()}"
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    k = (len(ordered) - 1) * q
+    lo, hi = int(k), min(int(k) + 1, len(ordered) - 1)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
+
+
+def summary_ms(values_s: list[float]) -> dict[str, float]:
+    ms = [v * 1000 for v in values_s]
+    return {
+        "n": len(ms),
+        "p50_ms": round(statistics.median(ms), 1),
+        "p90_ms": round(percentile(ms, 0.9), 1),
+        "p99_ms": round(percentile(ms, 0.99), 1),
+        "mean_ms": round(statistics.fmean(ms), 1),
+    }
+
+
+def configure_env(*, redis_db: int, pg_db: str, stub_url: str, extra: dict[str, str] | None = None) -> Path:
+    """Point this process (and the workers it starts) at Redis, PostgreSQL and the stub."""
+    for name in [n for n in os.environ if n.startswith(("CHORUS_", "ANTHROPIC_"))]:
+        del os.environ[name]
+    data = Path(tempfile.mkdtemp(prefix="chorus-bench-"))
+    os.environ.update(
+        CHORUS_BROKER_URL=f"redis://127.0.0.1:6379/{redis_db}",
+        CHORUS_RESULT_BACKEND=f"redis://127.0.0.1:6379/{redis_db}",
+        CHORUS_DATABASE_URL=f"postgresql+psycopg://postgres@127.0.0.1:5432/{pg_db}",
+        CHORUS_DATA_DIR=str(data),
+        ANTHROPIC_API_KEY="bench-key",
+        ANTHROPIC_BASE_URL=stub_url,
+        **(extra or {}),
+    )
+    return data
+
+
+@contextlib.contextmanager
+def fresh_postgres(name: str) -> Iterator[str]:
+    import psycopg
+
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield name
+    finally:
+        from models.db import _engines
+
+        for engine in _engines.values():
+            engine.dispose()
+        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@contextlib.contextmanager
+def flushed_redis(db: int) -> Iterator[None]:
+    import redis
+
+    client = redis.Redis(host="127.0.0.1", port=6379, db=db)
+    client.flushdb()
+    try:
+        yield
+    finally:
+        client.flushdb()
+        client.close()
+
+
+@contextlib.contextmanager
+def workers(data: Path, *, pool: str, concurrency: int) -> Iterator[list[Any]]:
+    """One worker on the model queues and one on callbacks."""
+    from chorus.embedded import WorkerProcess
+    from settings import get_settings
+    from worker import CALLBACK_QUEUE, all_queues
+
+    model_queues = [q for q in all_queues(get_settings()) if q != CALLBACK_QUEUE]
+    procs = [
+        WorkerProcess(model_queues, log_dir=data, name="llm", pool=pool, concurrency=concurrency),
+        WorkerProcess([CALLBACK_QUEUE], log_dir=data, name="callbacks", pool="solo", concurrency=1),
+    ]
+    try:
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.wait_ready()
+        yield procs
+    finally:
+        for p in procs:
+            p.stop()
