@@ -20,7 +20,8 @@ _MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
-        env_prefix="CHORUS_", env_file=".env", env_file_encoding="utf-8", extra="ignore", frozen=True
+        env_prefix="CHORUS_", env_file=".env", env_file_encoding="utf-8", extra="ignore", frozen=True,
+        populate_by_name=True,
     )
 
     broker_url: str | None = Field(default=None, description="Celery broker; unset means embedded mode")

@@ -20,7 +20,7 @@ class CallRequest:
     system: str
     user_blocks: tuple[str, ...]
     max_tokens: int = 256
-    temperature: float = 0.0
+    temperature: float | None = None  # recorded; not sent (see providers/anthropic_provider.py)
     cache_blocks: int = 0
     tags: tuple[tuple[str, str], ...] = ()
 

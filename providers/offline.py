@@ -266,9 +266,10 @@ def _scores(hits: list[_Hit], labels: Sequence[str], focus: str) -> dict[str, fl
         for h in hits:
             scores[h.label] += h.weight
         return scores
-    per_sentence: dict[int, Counter[str]] = {}
+    per_sentence: dict[int, dict[str, float]] = {}
     for h in hits:
-        per_sentence.setdefault(h.sentence, Counter())[h.label] += h.weight
+        counts = per_sentence.setdefault(h.sentence, {})
+        counts[h.label] = counts.get(h.label, 0.0) + h.weight
     for counts in per_sentence.values():
         top = max(counts.values())
         leaders = [label for label, v in counts.items() if v == top]

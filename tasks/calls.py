@@ -36,7 +36,7 @@ def _inputs(run_id: str) -> tuple[dict[str, Any], str]:
 def build_request(claim: repo.Claim, config: dict[str, Any], text: str) -> CallRequest:
     tags = (("run", claim.run_id), ("slot", str(claim.slot)))
     if claim.role is OutcomeRole.VOTER:
-        voter = Voter(claim.slot, claim.model, claim.prompt_variant or "direct", claim.temperature or 0.0)
+        voter = Voter(claim.slot, claim.model, claim.prompt_variant or "direct", claim.temperature)
         return vote_request(voter, config["labels"], text, tags=tags)
     raise ValueError(f"no request builder for role {claim.role}")
 

@@ -57,13 +57,20 @@ class Voter:
     slot: int
     model: str
     variant: str
-    temperature: float
+    temperature: float | None = None
 
 
 def build_panel(
-    n: int, models: Sequence[str], variants: Sequence[str] = VARIANT_ORDER, temperatures: Sequence[float] = (0.0,)
+    n: int,
+    models: Sequence[str],
+    variants: Sequence[str] = VARIANT_ORDER,
+    temperatures: Sequence[float | None] = (None,),
 ) -> list[Voter]:
-    """N voters that cycle through variants, models and temperatures, so no two look alike early."""
+    """N voters that cycle through variants, models and temperatures, so no two look alike early.
+
+    Temperatures default to None (the provider's own): the Messages API version that anthropic
+    SDK 2.x sends rejects `temperature`, so voters differ by prompt variant and model instead.
+    """
     if n < 1:
         raise ValueError("a panel needs at least one voter")
     if not models:

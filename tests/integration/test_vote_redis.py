@@ -42,6 +42,7 @@ def test_a_five_voter_vote_yields_one_run_and_five_outcomes_with_usage_timestamp
         assert o.attempts == 1
         assert o.input_tokens > 0 and o.output_tokens > 0
         assert not o.usage_estimated  # measured by the provider (here: the stub), not estimated
+        assert o.queued_at and o.started_at and o.finished_at and run.finished_at
         assert o.queued_at <= o.started_at <= o.finished_at <= run.finished_at
         assert o.hostname and o.hostname.startswith("llm-")
         assert o.task_id

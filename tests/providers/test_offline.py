@@ -84,6 +84,22 @@ def test_the_opening_and_the_closing_voter_disagree_when_the_text_turns():
     assert answer(GOOD_START_BAD_END, variant="closing") == "negative"
 
 
+@pytest.mark.parametrize(
+    ("document", "variant", "expected_view", "expected_whole"),
+    [
+        ("Wonderful. Great. Excellent cast. Beautiful sets. A charming story. The ending was terrible and awful.",
+         "closing", "negative", "positive"),
+        ("The start was terrible and awful. A boring story. Bad sets. Poor cast. The ending was great.",
+         "lead", "negative", "negative"),
+        ("The start was great and wonderful. A boring story. Bad sets. Poor cast. Awful ending.",
+         "lead", "positive", "negative"),
+    ],
+)
+def test_the_opening_and_closing_views_read_only_their_third(document, variant, expected_view, expected_whole):
+    assert answer(document, variant=variant) == expected_view
+    assert answer(document, variant="direct") == expected_whole
+
+
 def test_the_evidence_voter_counts_sentences_not_words():
     document = (
         "The screen is great, bright, beautiful and excellent. The case is bad. "

@@ -1,0 +1,16 @@
+# The one image every chorus service runs (workers, beat, flower, migrate).
+FROM python:3.11-slim
+WORKDIR /app
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1
+COPY pyproject.toml README.md ./
+COPY cli.py worker.py settings.py ./
+COPY chorus ./chorus
+COPY tasks ./tasks
+COPY workflows ./workflows
+COPY models ./models
+COPY providers ./providers
+COPY stubserver ./stubserver
+COPY examples ./examples
+RUN pip install -e . && useradd --create-home chorus
+USER chorus
+CMD ["chorus", "--help"]

@@ -1,0 +1,78 @@
+"""Schema and idempotent outcome writes, on SQLite and on the real PostgreSQL."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import func, inspect, select
+from sqlalchemy.exc import IntegrityError
+
+from models import OutcomeStatus, Pattern, RunStatus, Session, WorkerOutcome, ensure_schema, get_engine, repo
+from models.tables import OutcomeRole
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request, tmp_path):
+    url = f"sqlite:///{tmp_path / 'chorus.db'}" if request.param == "sqlite" else request.getfixturevalue("postgres")
+    ensure_schema(url)
+    get_engine(url)
+    yield url
+    get_engine()  # rebind the sessionmaker to the session-wide database
+
+
+def make_run(slots: int = 3) -> str:
+    with Session.begin() as s:
+        run = repo.create_run(
+            s, text="some text", external_id="doc-1", pattern=Pattern.VOTE, provider="offline",
+            config={"labels": ["a", "b"]},
+            slots=[repo.SlotSpec(i, OutcomeRole.VOTER, "m", "direct", 0.0) for i in range(slots)],
+        )
+        return run.id
+
+
+def test_the_migration_creates_every_table(db_url):
+    assert {"batch", "document", "run", "worker_outcome", "alembic_version"} <= set(
+        inspect(get_engine(db_url)).get_table_names()
+    )
+
+
+def test_a_new_run_has_one_pending_outcome_per_slot(db_url):
+    run_id = make_run(3)
+    with Session() as s:
+        run = repo.load_run(s, run_id)
+        assert run is not None and run.status is RunStatus.PENDING
+        assert [(o.slot, o.status) for o in run.outcomes] == [(i, OutcomeStatus.PENDING) for i in range(3)]
+        assert all(o.queued_at is not None for o in run.outcomes)
+
+
+def test_claiming_a_slot_counts_attempts_and_a_terminal_slot_cannot_be_claimed_again(db_url):
+    run_id = make_run(2)
+    with Session.begin() as s:
+        first = repo.claim_slot(s, run_id, 0, task_id="t1", hostname="h1")
+    with Session.begin() as s:
+        second = repo.claim_slot(s, run_id, 0, task_id="t2", hostname="h2")  # a retry
+    assert first is not None and second is not None
+    assert (first.attempts, second.attempts) == (1, 2)
+    assert second.started_at == first.started_at  # the slot's clock starts at its first attempt
+
+    with Session.begin() as s:
+        repo.update_slot(s, run_id, 0, status=OutcomeStatus.SUCCEEDED, answer="a")
+    with Session.begin() as s:
+        assert repo.claim_slot(s, run_id, 0, task_id="t3", hostname="h3") is None  # a redelivery
+        assert repo.claim_slot(s, run_id, 7, task_id="t4", hostname="h4") is None  # no such slot
+    with Session() as s:
+        rows = s.scalars(select(WorkerOutcome).where(WorkerOutcome.run_id == run_id).order_by(WorkerOutcome.slot))
+        assert [(o.slot, o.attempts, o.task_id) for o in rows] == [(0, 2, "t2"), (1, 0, None)]
+
+
+def test_the_database_refuses_a_second_row_for_the_same_slot(db_url):
+    run_id = make_run(1)
+    with pytest.raises(IntegrityError), Session.begin() as s:
+        s.add(WorkerOutcome(run_id=run_id, slot=0, role=OutcomeRole.VOTER, model="m"))
+    with Session() as s:
+        assert s.scalar(select(func.count()).where(WorkerOutcome.run_id == run_id)) == 1
+
+
+def test_ensure_schema_is_a_no_op_when_current(db_url):
+    ensure_schema(db_url)
+    ensure_schema(db_url)
+    assert "worker_outcome" in inspect(get_engine(db_url)).get_table_names()
