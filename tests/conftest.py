@@ -2,7 +2,7 @@
 worker processes, and the real anthropic SDK against the project's stub server.
 
 The test process is configured through the environment before anything reads the settings:
-Redis database 11, a fresh PostgreSQL database per session, and the stub on a free port.
+a Redis database of its own, a fresh PostgreSQL database per session, and the stub on a free port.
 """
 
 from __future__ import annotations
@@ -19,7 +19,26 @@ import pytest
 from chorus.embedded import WorkerProcess
 
 ROOT = Path(__file__).resolve().parent.parent
-REDIS_URL = "redis://127.0.0.1:6379/11"
+
+
+def claim_redis_db() -> int:
+    """A Redis database no other test session on this machine is using (sessions may overlap)."""
+    import redis
+
+    client = redis.Redis(host="127.0.0.1", port=6379, db=0, socket_connect_timeout=5)
+    try:
+        for db in range(1, 16):
+            if client.set(f"chorus-tests:db:{db}", os.getpid(), nx=True, ex=3600):
+                return db
+    except redis.ConnectionError:
+        return 15  # the `redis_db` fixture reports Redis as down
+    finally:
+        client.close()
+    raise RuntimeError("all Redis databases 1-15 are claimed by other chorus test sessions")
+
+
+REDIS_DB = claim_redis_db()
+REDIS_URL = f"redis://127.0.0.1:6379/{REDIS_DB}"
 PG_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/test"
 PG_DB = f"chorus_test_{uuid.uuid4().hex[:10]}"
 PG_URL = f"postgresql+psycopg://postgres@127.0.0.1:5432/{PG_DB}"
@@ -90,6 +109,18 @@ def redis_db() -> Iterator[str]:
     finally:
         client.flushdb()
         client.close()
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    import redis
+
+    try:
+        admin = redis.Redis(host="127.0.0.1", port=6379, db=0, socket_connect_timeout=2)
+        if admin.get(f"chorus-tests:db:{REDIS_DB}") == str(os.getpid()).encode():
+            admin.delete(f"chorus-tests:db:{REDIS_DB}")
+        admin.close()
+    except redis.RedisError:
+        pass
 
 
 @pytest.fixture(scope="session")
