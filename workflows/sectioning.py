@@ -248,7 +248,7 @@ def plan_level(sizes: Sequence[int], budget: int) -> list[list[int]] | None:
         current.append(i)
         total += size
     groups.append(current)
-    return groups
+    return groups if len(groups) > 1 else None  # one group is the final synthesis itself
 
 
 def plan_tree(sizes: Sequence[int], budget: int, output_tokens: int = SYNTHESIS_OUTPUT_TOKENS

@@ -130,6 +130,7 @@ def test_missing_sections_are_named(numbers, expected):
     [
         ([10, 10, 10], 30, None),  # everything fits one final synthesis
         ([50], 10, None),  # one item: nothing to combine
+        ([40, 40], 30, None),  # a single group of partials would only repeat the final synthesis
         ([10, 10, 10, 10], 25, [[0, 1], [2, 3]]),
         ([10, 10, 10, 10, 10], 25, [[0, 1], [2, 3], [4]]),  # the lone last item is carried up
         ([40, 40, 5], 30, [[0, 1], [2]]),  # an item over budget still pairs, so the level shrinks
