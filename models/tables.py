@@ -79,7 +79,10 @@ class Batch(Base):
     name: Mapped[str] = mapped_column(String(200), unique=True)
     pattern: Mapped[Pattern] = mapped_column(_enum(Pattern, "pattern"))
     config: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    # Where the documents came from (a folder, a JSONL or CSV file); a re-run reads it again.
+    source: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[Created]
+    updated_at: Mapped[Stamp]
 
     documents: Mapped[list[Document]] = relationship(back_populates="batch")
 
@@ -96,6 +99,8 @@ class Document(Base):
     gold_label: Mapped[str | None] = mapped_column(String(64))
     status: Mapped[RunStatus] = mapped_column(_enum(RunStatus, "document_status"), default=RunStatus.PENDING)
     error: Mapped[str | None] = mapped_column(Text)
+    position: Mapped[int | None]  # order in the batch's input, for exports
+    size_bytes: Mapped[int | None]
     created_at: Mapped[Created]
 
     batch: Mapped[Batch | None] = relationship(back_populates="documents")
@@ -158,6 +163,11 @@ class WorkerOutcome(Base):
     hostname: Mapped[str | None] = mapped_column(String(200))
     task_id: Mapped[str | None] = mapped_column(String(64))
     request_id: Mapped[str | None] = mapped_column(String(128))
+    # Sectioning: a section's title, or the span a synthesis step covers ("sections 1-4");
+    # a synthesis step's input slots in order and its level in the tree (0 = the final one's inputs).
+    title: Mapped[str | None] = mapped_column(String(200))
+    inputs: Mapped[list[int] | None] = mapped_column(JSON)
+    level: Mapped[int | None]
 
     run: Mapped[Run] = relationship(back_populates="outcomes")
 
