@@ -36,7 +36,9 @@ class WorkerProcess:
         concurrency: int = 8,
         env: Mapping[str, str] | None = None,
         extra_args: tuple[str, ...] = (),
+        app: str = "worker",
     ) -> None:
+        self.app = app
         self.queues = queues
         self.name = name
         self.pool = pool
@@ -55,7 +57,7 @@ class WorkerProcess:
         env = dict(self.env)
         env["CHORUS_READY_FILE"] = str(self.ready_path)
         cmd = [
-            sys.executable, "-m", "celery", "-A", "worker", "worker",
+            sys.executable, "-m", "celery", "-A", self.app, "worker",
             "--pool", self.pool, "--concurrency", str(self.concurrency),
             "--queues", ",".join(self.queues), "--hostname", self.hostname,
             "--without-gossip", "--without-mingle",

@@ -219,6 +219,9 @@ def validate(body: Any, api_version: str | None) -> str | None:
 
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # Headers and body go out in separate writes; with Nagle on, a keep-alive client's delayed ACK
+    # added ~40 ms to every response (measured: 44 ms per call at zero latency).
+    disable_nagle_algorithm = True
     server: StubServer
     server_version = "chorus-stub"
 
