@@ -39,7 +39,11 @@ def estimate_tokens(text: str) -> int:
     return math.ceil(len(text) / 4) if text else 0
 
 
-def min_cacheable_tokens(model: str) -> int:
+def model_family(model: str) -> str:
+    """`claude-sonnet-4-5-20250929` -> `claude-sonnet-4-5` (the key of per-model tables)."""
     family = _SNAPSHOT.match(model.strip().lower())
-    name = family.group("family") if family else model
-    return MIN_CACHEABLE_TOKENS.get(name, UNKNOWN_MODEL_MIN_CACHEABLE)
+    return family.group("family") if family else model
+
+
+def min_cacheable_tokens(model: str) -> int:
+    return MIN_CACHEABLE_TOKENS.get(model_family(model), UNKNOWN_MODEL_MIN_CACHEABLE)

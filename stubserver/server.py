@@ -29,6 +29,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from providers.offline import respond
+from stubserver.cache import CacheRequestError, PromptCache
 
 ERROR_TYPES: dict[int, str] = {
     400: "invalid_request_error",
@@ -124,6 +125,7 @@ class StubState:
         self._rules = list(rules)
         self._log: list[dict[str, Any]] = []
         self._seq = 0
+        self.cache = PromptCache()
 
     def take_rule(self, run: str | None, slot: str | None) -> FaultRule | None:
         with self._lock:
@@ -155,6 +157,7 @@ class StubState:
             self._log.clear()
             self._rules.clear()
             self._seq = 0
+        self.cache.clear()
 
 
 class StubServer(ThreadingHTTPServer):
@@ -263,6 +266,8 @@ class Handler(BaseHTTPRequestHandler):
         body, ok = self._read_json()
         if self.path == "/v1/messages":
             self._messages(body if ok else _INVALID_JSON)
+        elif self.path == "/v1/messages/count_tokens":
+            self._count_tokens(body if ok else _INVALID_JSON)
         elif self.path == "/_stub/rules":
             try:
                 if not isinstance(body, list):
@@ -307,13 +312,21 @@ class Handler(BaseHTTPRequestHandler):
             message = ERROR_MESSAGES.get(rule.status, f"HTTP {rule.status} (injected by the stub)")
             finish(rule.status, _error_body(rule.status, message, request_id), headers)
             return
+        try:
+            cached = self.server.state.cache.lookup(body)
+        except CacheRequestError as exc:
+            finish(400, _error_body(400, str(exc), request_id))
+            return
         if self.server.state.latency_ms > 0:
             time.sleep(self.server.state.latency_ms / 1000)
+        self.server.state.cache.response_started(cached)  # Anthropic: readable once the response begins
         user_text = "\n".join(_text(m["content"]) for m in body["messages"] if m["role"] == "user")
         text, input_tokens, output_tokens = respond(
             body["model"], _text(body.get("system", "")), user_text, body["max_tokens"]
         )
-        entry.update(input_tokens=input_tokens, output_tokens=output_tokens)
+        usage = {**cached.usage_fields(input_tokens), "output_tokens": output_tokens}
+        entry.update(input_tokens=usage["input_tokens"], output_tokens=output_tokens,
+                     cache_write_tokens=cached.write_tokens, cache_read_tokens=cached.read_tokens)
         finish(200, {
             "id": f"msg_{uuid.uuid4().hex[:24]}",
             "type": "message",
@@ -322,13 +335,20 @@ class Handler(BaseHTTPRequestHandler):
             "content": [{"type": "text", "text": text}] if text else [],
             "stop_reason": "end_turn" if body["max_tokens"] > 0 else "max_tokens",
             "stop_sequence": None,
-            "usage": {
-                "input_tokens": input_tokens,
-                "output_tokens": output_tokens,
-                "cache_creation_input_tokens": 0,
-                "cache_read_input_tokens": 0,
-            },
+            "usage": usage,
         })
+
+    def _count_tokens(self, body: Any) -> None:
+        """`POST /v1/messages/count_tokens`: the prompt's tokens, counted the way `_messages` bills them."""
+        problem = "request body is not valid JSON" if body is _INVALID_JSON else validate(
+            {"max_tokens": 0, **body} if isinstance(body, dict) else body, self.headers.get("anthropic-version")
+        )
+        if problem:
+            self._send(400, _error_body(400, problem, _request_id()))
+            return
+        user_text = "\n".join(_text(m["content"]) for m in body["messages"] if m["role"] == "user")
+        _, input_tokens, _ = respond(body["model"], _text(body.get("system", "")), user_text, 0)
+        self._send(200, {"input_tokens": input_tokens})
 
 
 _INVALID_JSON = object()
