@@ -69,7 +69,7 @@ def test_a_message_gets_a_messages_api_body_and_a_request_id(stub_server):
     assert body["content"][0]["type"] == "text" and body["content"][0]["text"].endswith("Answer: positive")
     assert body["stop_reason"] == "end_turn" and body["stop_sequence"] is None
     assert set(body["usage"]) == {"input_tokens", "output_tokens", "cache_creation_input_tokens",
-                                  "cache_read_input_tokens"}
+                                  "cache_read_input_tokens", "cache_creation"}
 
 
 def test_the_log_counts_requests_per_slot(stub_server):
