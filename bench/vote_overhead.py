@@ -19,7 +19,9 @@ from bench.harness import configure_env, flushed_redis, fresh_postgres, machine,
 TEXT = "The kettle boils fast and the handle stays cool. I love it and would buy it again."
 
 
-def run(votes: int, voters: int, latency_ms: int, pool: str, concurrency: int, warmup: int) -> dict[str, Any]:
+def run(quick: bool = True, votes: int | None = None, voters: int = 5, latency_ms: int = 200, pool: str = "threads",
+        concurrency: int = 10, warmup: int = 3) -> dict[str, Any]:
+    votes = votes or 50
     from stubserver.testing import running_stub
 
     with running_stub(latency_ms=latency_ms) as stub, fresh_postgres("chorus_bench"), flushed_redis(12):
@@ -43,6 +45,7 @@ def run(votes: int, voters: int, latency_ms: int, pool: str, concurrency: int, w
                 server_overheads.append(view.wall_s - view.slowest_worker_s)
     return {
         "benchmark": "vote_overhead",
+        "command": f"python -m bench.vote_overhead --votes {votes} --voters {voters} --latency-ms {latency_ms}",
         "machine": machine(),
         "date": time.strftime("%Y-%m-%d"),
         "params": {"votes": votes, "voters": voters, "latency_ms": latency_ms, "pool": pool,
@@ -52,6 +55,25 @@ def run(votes: int, voters: int, latency_ms: int, pool: str, concurrency: int, w
         "overhead_client": summary_ms(overheads),
         "overhead_stored": summary_ms(server_overheads),
     }
+
+
+def render(result: dict[str, Any]) -> str:
+    p = result["params"]
+    lines = [
+        f"`{result['command']}` — {result['date']}, {result['machine']}.",
+        f"Pool `{p['pool']}` ×{p['concurrency']} on the model queues, `solo` on callbacks; {p['votes']} votes after "
+        f"{p['warmup']} warm-up votes. Overhead = wall − the slowest voter's recorded latency.",
+        "",
+        "| measure | p50 ms | p90 ms | p99 ms | mean ms |",
+        "|---|---|---|---|---|",
+    ]
+    names = {"wall": "vote wall time (client)", "slowest_voter": "slowest voter's latency",
+             "overhead_client": "overhead, client (wall − slowest voter)",
+             "overhead_stored": "overhead, stored (finished_at − submitted_at − slowest voter)"}
+    for key, name in names.items():
+        d = result[key]
+        lines.append(f"| {name} | {d['p50_ms']} | {d['p90_ms']} | {d['p99_ms']} | {d['mean_ms']} |")
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -64,7 +86,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--json", action="store_true", help="print only the JSON result")
     args = ap.parse_args(argv)
-    result = run(args.votes, args.voters, args.latency_ms, args.pool, args.concurrency, args.warmup)
+    result = run(votes=args.votes, voters=args.voters, latency_ms=args.latency_ms, pool=args.pool,
+                 concurrency=args.concurrency, warmup=args.warmup)
     if args.json:
         print(json.dumps(result))
     else:

@@ -1,0 +1,91 @@
+"""Run the benchmarks and write BENCHMARKS.md.
+
+    python -m bench all [--quick] [--only overhead,throughput]
+    python -m bench list
+
+Each benchmark module has `run(quick) -> dict` and `render(dict) -> str`. Results are printed,
+kept as JSON in bench/results/, and rendered into BENCHMARKS.md, each table under the command that
+made it, the machine and the date. A benchmark that fails is reported as failed in the file; the
+others still run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = Path(__file__).resolve().parent / "results"
+
+# (key, module, title)
+REGISTRY: list[tuple[str, str, str]] = [
+    ("overhead", "bench.overhead", "Orchestration overhead of a 5-voter vote (issue 7)"),
+    ("throughput", "bench.throughput", "Throughput at zero provider latency (issue 7)"),
+    ("concurrency", "bench.concurrency", "Concurrency with a 2 s provider (issue 7)"),
+    ("embedded", "bench.embedded", "Embedded mode chord overhead (issue 7)"),
+    ("vote_overhead", "bench.vote_overhead", "Vote overhead, chorus alone on Redis + PostgreSQL (issue 2)"),
+]
+
+INTRO = """# Benchmarks
+
+Written by `python -m bench all{quick}` on {date}, {machine}. The machine is shared and noisy, so
+every comparison is between systems measured in the same run; read ratios, not absolute numbers.
+Every section names the command that produces it alone. Raw results: `bench/results/*.json`.
+"""
+
+
+def run_one(key: str, module: str, quick: bool) -> dict[str, Any]:
+    mod = importlib.import_module(module)
+    started = time.perf_counter()
+    result = mod.run(quick=quick)
+    result["bench_seconds"] = round(time.perf_counter() - started, 1)
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / f"{key}.json").write_text(json.dumps(result, indent=2, default=str))
+    return result
+
+
+def write_markdown(sections: list[str], quick: bool) -> None:
+    from bench.harness import machine
+
+    head = INTRO.format(quick=" --quick" if quick else "", date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+                        machine=machine())
+    (ROOT / "BENCHMARKS.md").write_text(head + "\n" + "\n\n".join(sections) + "\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("what", choices=["all", "list"])
+    ap.add_argument("--quick", action="store_true", help="fewer iterations (the whole run stays under 10 minutes)")
+    ap.add_argument("--only", help="comma-separated keys")
+    args = ap.parse_args(argv)
+    if args.what == "list":
+        for key, module, title in REGISTRY:
+            print(f"{key:14} {module:24} {title}")
+        return 0
+    wanted = set(args.only.split(",")) if args.only else None
+    sections, failed = [], 0
+    for key, module, title in REGISTRY:
+        if wanted and key not in wanted:
+            continue
+        print(f"==> {key}: {title}", flush=True)
+        try:
+            result = run_one(key, module, args.quick)
+            body = importlib.import_module(module).render(result)
+            print(body, flush=True)
+        except (Exception, SystemExit) as exc:  # noqa: BLE001 - one broken benchmark must not hide the rest
+            failed += 1
+            traceback.print_exc()
+            body = f"**This benchmark failed in this run:** `{type(exc).__name__}: {exc}`"
+        sections.append(f"## {title}\n\n{body}")
+    write_markdown(sections, args.quick)
+    print(f"wrote {ROOT / 'BENCHMARKS.md'}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
