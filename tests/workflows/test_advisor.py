@@ -1,0 +1,74 @@
+"""The advisor's decision table and its Wilson interval."""
+
+from __future__ import annotations
+
+import pytest
+
+from workflows.advisor import AdviceInputs, Measured, Verdict, advise, wilson_interval
+
+
+@pytest.mark.parametrize(
+    ("successes", "n", "lo", "hi"),
+    [
+        # Wilson (1927) / Newcombe (1998) style values, z = 1.96
+        (81, 263, 0.2553, 0.3662),
+        (0, 10, 0.0, 0.2775),
+        (10, 10, 0.7225, 1.0),
+        (45, 50, 0.7864, 0.9565),
+    ],
+)
+def test_the_wilson_interval_matches_published_values(successes, n, lo, hi):
+    got_lo, got_hi = wilson_interval(successes, n)
+    assert (got_lo, got_hi) == pytest.approx((lo, hi), abs=5e-4)
+
+
+def test_the_wilson_interval_of_nothing_is_everything_and_bad_counts_are_refused():
+    assert wilson_interval(0, 0) == (0.0, 1.0)
+    with pytest.raises(ValueError):
+        wilson_interval(5, 4)
+
+
+def single(correct: int, total: int = 100) -> Measured:
+    return Measured("1 x sonnet", correct, total, cost_usd=1.0, wall_s=1.0)
+
+
+def vote(correct: int, total: int = 100) -> Measured:
+    return Measured("3 x haiku", correct, total, cost_usd=0.8, wall_s=1.3)
+
+
+@pytest.mark.parametrize(
+    ("s", "v", "discrete", "low", "verdict", "phrase"),
+    [
+        (single(95), vote(97), True, 0.05, Verdict.SINGLE, "meets the target"),
+        (single(90), vote(97), True, 0.05, Verdict.SINGLE, "meets the target"),  # exactly on target
+        (single(80), vote(93), True, 0.05, Verdict.VOTE, "meets the target"),
+        (single(80), vote(85), True, 0.05, Verdict.VOTE, "still misses"),
+        (single(80), vote(93), True, 0.40, Verdict.FIX_PROMPT, "disagree on 40%"),
+        (single(80), vote(80), True, 0.05, Verdict.FIX_PROMPT, "correlated"),
+        (single(80), vote(75), True, 0.05, Verdict.FIX_PROMPT, "no better"),
+        (single(80), vote(93), False, 0.05, Verdict.FIX_PROMPT, "discrete"),
+    ],
+)
+def test_the_verdict_follows_the_measurements(s, v, discrete, low, verdict, phrase):
+    advice = advise(AdviceInputs(target=0.9, single=s, vote=v, discrete=discrete, low_agreement_share=low))
+    assert advice.verdict is verdict
+    assert phrase in advice.reason
+    assert advice.recommendation.startswith(verdict.value)
+
+
+def test_a_single_call_on_target_with_a_wide_interval_asks_for_more_labels():
+    advice = advise(AdviceInputs(0.9, single(19, 20), vote(20, 20), True, 0.0))
+    assert advice.verdict is Verdict.SINGLE
+    assert any("label more documents" in n for n in advice.notes)
+
+
+@pytest.mark.parametrize(("tokens", "splittable", "suggest"),
+                         [(9000, 0.8, True), (9000, 0.2, False), (500, 1.0, False)])
+def test_sectioning_is_suggested_for_long_splittable_documents(tokens, splittable, suggest):
+    advice = advise(AdviceInputs(0.9, single(95), vote(95), True, 0.0, tokens, splittable))
+    assert advice.suggest_sectioning is suggest
+
+
+def test_a_target_outside_zero_to_one_is_refused():
+    with pytest.raises(ValueError, match="target"):
+        advise(AdviceInputs(90, single(95), vote(95), True, 0.0))
