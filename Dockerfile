@@ -11,6 +11,9 @@ COPY models ./models
 COPY providers ./providers
 COPY stubserver ./stubserver
 COPY examples ./examples
-RUN pip install -e . && useradd --create-home chorus
+# /var/lib/chorus/beat is owned by chorus in the image, so the named volume docker-compose.yml mounts
+# there (beat's schedule file) starts out writable.
+RUN pip install -e . && useradd --create-home chorus \
+ && mkdir -p /var/lib/chorus/beat && chown -R chorus:chorus /var/lib/chorus
 USER chorus
 CMD ["chorus", "--help"]

@@ -49,6 +49,14 @@ class Settings(BaseSettings):
     embedded_concurrency: int = Field(default=8, ge=1, le=256, description="Threads of the embedded worker")
     run_timeout_s: float = Field(default=300.0, gt=0, description="How long the CLI waits for a run")
     ready_file: Path | None = Field(default=None, description="Internal: a worker writes it once ready")
+    section_tokens: int = Field(default=2000, ge=50, le=200_000, description="Input tokens per section at most")
+    synthesis_budget_tokens: int = Field(
+        default=8000, ge=10, le=1_000_000, description="Section outputs above this are synthesized as a tree"
+    )
+    max_document_bytes: int = Field(
+        default=2_000_000, ge=1, description="A batch document above this size fails with a reason"
+    )
+    schedule_file: Path | None = Field(default=None, description="JSON or TOML file of scheduled jobs (beat)")
 
     @field_validator("broker_url", "result_backend", "database_url", "anthropic_base_url", mode="before")
     @classmethod

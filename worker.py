@@ -108,3 +108,4 @@ def _task_finished(task_id: str | None = None, task: Any = None, state: str | No
 
 
 import tasks.vote  # noqa: E402,F401  (registers the tasks on `app`)
+import tasks.section  # noqa: E402,F401

@@ -115,9 +115,6 @@ def submit_plan(plan: VotePlan, *, settings: Settings | None = None) -> str:
     """Store the run (document, run, one pending outcome per voter) and send its chord."""
     settings = settings or get_settings()
     _prepare(settings)
-    from tasks.vote import call, tally_votes  # the Celery app is built on first use, not on import
-    from worker import queue_for_model
-
     callback_id = uuid.uuid4().hex
     with Session.begin() as s:
         run = repo.create_run(
@@ -136,11 +133,27 @@ def submit_plan(plan: VotePlan, *, settings: Settings | None = None) -> str:
         run.chord_id = callback_id
         run_id = run.id
 
+    send_vote(run_id, plan, callback_id, settings=settings)
+    return run_id
+
+
+def send_vote(run_id: str, plan: VotePlan, callback_id: str, *, settings: Settings, keep: bool = True) -> None:
+    """Send a stored vote's chord (batches store many runs at once, then send each)."""
+    from tasks.vote import call, tally_votes
+    from worker import queue_for_model
+
     header = [call.si(run_id, v.slot, v.model).set(queue=queue_for_model(v.model)) for v in plan.panel]
+    send_chord(run_id, header, tally_votes.s(run_id).set(task_id=callback_id), settings=settings, keep=keep)
+
+
+def send_chord(run_id: str, header: list[Any], callback: Any, *, settings: Settings, keep: bool = True) -> None:
+    """Send a stored run's chord; if the broker refuses it, the run is marked failed (never half sent)."""
     try:
         # Keep the callback's AsyncResult: with Redis it is already subscribed to the result channel,
         # so `wait_for_run` hears about the tally at once instead of polling the database.
-        _inflight[run_id] = chord(header)(tally_votes.s(run_id).set(task_id=callback_id))
+        pending = chord(header)(callback)
+        if keep:
+            _inflight[run_id] = pending
     except Exception as exc:  # noqa: BLE001 - the broker can fail in many ways; none may leave a half run
         reason = f"could not enqueue the run: {exc}. Is the broker at {settings.effective_broker_url} up?"
         with Session.begin() as s:
@@ -148,7 +161,6 @@ def submit_plan(plan: VotePlan, *, settings: Settings | None = None) -> str:
             if stored is not None:
                 repo.finish_run(s, stored, status=RunStatus.FAILED, result={}, error=reason)
         raise ChorusError(reason) from exc
-    return run_id
 
 
 @dataclass(frozen=True)
@@ -173,6 +185,9 @@ class OutcomeView:
     hostname: str | None
     task_id: str | None
     raw_output: str | None = field(default=None, repr=False)
+    title: str | None = None  # sectioning: the section's title, or the span a synthesis step covers
+    inputs: list[int] | None = None
+    level: int | None = None
 
     @classmethod
     def of(cls, o: WorkerOutcome) -> OutcomeView:
@@ -183,7 +198,7 @@ class OutcomeView:
             cache_read_tokens=o.cache_read_tokens, usage_estimated=o.usage_estimated,
             queued_at=repo.as_utc(o.queued_at), started_at=repo.as_utc(o.started_at),
             finished_at=repo.as_utc(o.finished_at), latency_s=o.latency_s, hostname=o.hostname,
-            task_id=o.task_id, raw_output=o.raw_output,
+            task_id=o.task_id, raw_output=o.raw_output, title=o.title, inputs=o.inputs, level=o.level,
         )
 
 

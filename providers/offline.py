@@ -39,6 +39,10 @@ whole user text. Sentences are scored by the frequency of their non-stop words (
 the best third (at least one) is kept within about `max_tokens` tokens, and they are returned in
 document order.
 
+Synthesis prompts (a `<synthesis>` block of `<part …>` elements, as built by
+`workflows.sectioning`): a merge in the parts' order, the parts sharing `max_tokens`; a part that
+fits its share is kept whole, a longer one is cut to its extractive summary.
+
 Usage is estimated with `providers.tokens.estimate_tokens` and marked `estimated=True`.
 """
 
@@ -358,6 +362,16 @@ def summarize(text: str, max_tokens: int) -> str:
     return summary if estimate_tokens(summary) <= max_tokens else summary[: max_tokens * 4].rstrip()
 
 
+def synthesize(parts: Sequence[str], max_tokens: int) -> str:
+    """A merge, in the parts' order, sharing the token budget: a part that fits its share is kept
+    whole, a longer one is cut to its extractive summary."""
+    if not parts:
+        return ""
+    share = max(1, max_tokens // len(parts))
+    pieces = (p.strip() if estimate_tokens(p.strip()) <= share else summarize(p, share) for p in parts)
+    return "\n".join(piece for piece in pieces if piece)
+
+
 def _summary_source(user_text: str) -> str:
     for tag in ("document", "section", "text"):
         parts = re.findall(rf"<{tag}>(.*?)</{tag}>", user_text, re.DOTALL)
@@ -380,6 +394,8 @@ def respond(model: str, system: str, user_text: str, max_tokens: int) -> tuple[s
         text = classify(model, labels, document, focus)
         if estimate_tokens(text) > max_tokens:
             text = text.splitlines()[-1]
+    elif "<synthesis>" in user_text:
+        text = synthesize(re.findall(r"<part[^>]*>(.*?)</part>", user_text, re.DOTALL), max_tokens)
     else:
         text = summarize(_summary_source(user_text), max_tokens)
     return text, input_tokens, estimate_tokens(text)

@@ -38,6 +38,10 @@ def build_request(claim: repo.Claim, config: dict[str, Any], text: str) -> CallR
     if claim.role is OutcomeRole.VOTER:
         voter = Voter(claim.slot, claim.model, claim.prompt_variant or "direct", claim.temperature)
         return vote_request(voter, config["labels"], text, tags=tags)
+    if claim.role in (OutcomeRole.SECTION, OutcomeRole.SYNTHESIS):
+        from tasks.section import section_call_request  # the section module imports this one
+
+        return section_call_request(claim, config, text, tags)
     raise ValueError(f"no request builder for role {claim.role}")
 
 

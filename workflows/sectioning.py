@@ -9,7 +9,7 @@ joining them gives the text back. With a token-budget overlap, a section may sta
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -280,3 +280,19 @@ def leaf_order(levels: Sequence[Sequence[Sequence[int]]]) -> list[int]:
 
 def output_tokens(text: str | None) -> int:
     return estimate_tokens(text or "")
+
+
+def covered_sections(items: Sequence[int], inputs_of: Mapping[int, Sequence[int]], succeeded: set[int]) -> list[int]:
+    """The section slots whose output reaches `items` through succeeded steps only, in order.
+
+    A section slot is a slot with no inputs; a synthesis step's inputs are the slots it merged. A
+    section under a failed partial synthesis is missing from the final result even though its own
+    worker succeeded.
+    """
+    found: list[int] = []
+    for slot in items:
+        if slot not in succeeded:
+            continue
+        children = inputs_of.get(slot)
+        found.extend(covered_sections(children, inputs_of, succeeded) if children else [slot])
+    return found

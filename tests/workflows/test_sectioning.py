@@ -8,6 +8,7 @@ from workflows.sectioning import (
     Part,
     Section,
     Split,
+    covered_sections,
     describe_missing,
     headings,
     leaf_order,
@@ -176,3 +177,17 @@ def test_a_synthesis_request_lists_the_parts_in_order_and_names_the_missing_ones
     text = request.user_text
     assert text.index("first") < text.index("third")
     assert "section 2 missing" in text
+
+
+@pytest.mark.parametrize(
+    ("items", "succeeded", "covered"),
+    [
+        ([6], {0, 1, 2, 3, 4, 5, 6}, [0, 1, 2, 3]),  # final (6) <- partials 4 (0,1) and 5 (2,3)
+        ([6], {0, 1, 3, 4, 5, 6}, [0, 1, 3]),  # section 2 failed
+        ([6], {0, 1, 2, 3, 5, 6}, [2, 3]),  # partial 4 failed: sections 0 and 1 are lost with it
+        ([6], {0, 1, 2, 3, 4, 5}, []),  # the final step failed
+    ],
+)
+def test_only_sections_reached_through_succeeded_steps_count_as_covered(items, succeeded, covered):
+    inputs_of = {4: [0, 1], 5: [2, 3], 6: [4, 5]}
+    assert covered_sections(items, inputs_of, succeeded) == covered

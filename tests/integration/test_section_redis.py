@@ -1,0 +1,85 @@
+"""Sectioning through real Celery workers on Redis, stored in PostgreSQL, with the real anthropic
+SDK calling the stub server (whose answers come from the offline provider: an extractive summary
+per section and a merge for the synthesis)."""
+
+from __future__ import annotations
+
+import pytest
+
+from chorus.api import wait_for_run
+from chorus.sections import plan_section, submit_section, submit_section_plan
+from settings import load_settings
+
+pytestmark = pytest.mark.integration
+
+TOPICS = ["Apples", "Bridges", "Comets", "Dunes", "Eels", "Ferns"]
+
+
+def document(n: int) -> str:
+    """n Markdown sections; each has one marker sentence naming its topic, so the synthesis shows
+    which sections reached it and in what order."""
+    return "".join(f"# {t}\nMarker {t.upper()} is the topic of section {i + 1}.\n\n" for i, t in enumerate(TOPICS[:n]))
+
+
+def markers_in(text: str) -> list[str]:
+    return [t for t in TOPICS if f"Marker {t.upper()}" in text]
+
+
+def slot_calls(stub, run_id: str) -> list[tuple[float, int]]:
+    return sorted((r["time"], int(r["slot"])) for r in stub.requests() if r["run"] == run_id)
+
+
+def test_a_multi_section_document_is_synthesized_from_its_sections_in_order(workers, stub):
+    stub.reset()
+    run = wait_for_run(submit_section(document(4), task="summarize"), timeout=60)
+
+    assert run.status == "succeeded", run.error
+    sections = [o for o in run.outcomes if o.role == "section"]
+    steps = [o for o in run.outcomes if o.role == "synthesis"]
+    assert [o.slot for o in sections] == [0, 1, 2, 3]
+    assert all(o.status == "succeeded" and o.input_tokens > 0 for o in run.outcomes)
+    assert [markers_in(o.raw_output or "") for o in sections] == [[t] for t in TOPICS[:4]]
+    assert len(steps) == 1 and steps[0].prompt_variant == "final"
+    assert run.result is not None
+    assert markers_in(run.result["synthesis"]) == TOPICS[:4]
+    assert run.result["synthesis"].index("APPLES") < run.result["synthesis"].index("DUNES")
+    assert run.result["missing"] == [] and run.result["sections"] == 4
+    # The synthesis call went out after every section call had answered.
+    calls = slot_calls(stub, run.id)
+    assert calls[-1][1] == steps[0].slot
+    assert sorted(slot for _, slot in calls[:-1]) == [0, 1, 2, 3]
+
+
+def test_a_failed_section_is_named_in_the_result_and_the_rest_is_synthesized(workers, stub):
+    stub.reset()
+    plan = plan_section(document(4))
+    stub.set_rules([{"slot": "2", "status": 400}])  # a permanent error: not retried
+    try:
+        run = wait_for_run(submit_section_plan(plan), timeout=60)
+    finally:
+        stub.reset()
+
+    assert run.status == "partial"
+    assert run.error == "section 3 missing"
+    assert run.result is not None and run.result["missing"] == [3]
+    assert markers_in(run.result["synthesis"]) == ["Apples", "Bridges", "Dunes"]
+    assert [o.status for o in run.outcomes if o.role == "section"] == ["succeeded", "succeeded", "failed",
+                                                                         "succeeded"]
+
+
+def test_outputs_over_the_budget_are_synthesized_as_a_tree_that_keeps_the_order(workers, stub):
+    stub.reset()
+    tight = load_settings(synthesis_budget_tokens=25)  # a section output is ~11 tokens: 2 per partial
+    run = wait_for_run(submit_section(document(6), settings=tight), timeout=90)
+
+    assert run.status == "succeeded", run.error
+    steps = [o for o in run.outcomes if o.role == "synthesis"]
+    partials = [o for o in steps if o.prompt_variant == "partial"]
+    assert len(partials) >= 2 and run.result is not None and run.result["levels"] >= 2
+    final = steps[-1]
+    assert final.prompt_variant == "final" and final.level == run.result["levels"]
+    # Each partial merges consecutive sections; together they cover every section once, in order.
+    first_level = sorted((o for o in partials if o.level == 1), key=lambda o: o.slot)
+    leaves = [i for o in first_level for i in (o.inputs or [])]
+    assert leaves == sorted(leaves) and len(set(leaves)) == len(leaves)
+    assert markers_in(run.result["synthesis"]) == TOPICS

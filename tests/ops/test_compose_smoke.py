@@ -1,0 +1,71 @@
+"""docker-compose.yml's own commands and environment, run as local processes (tests/ops/stack.py):
+the migrate job, a worker per model queue, the callbacks worker, beat and Flower, then a vote."""
+
+from __future__ import annotations
+
+import socket
+import time
+
+import pytest
+
+from tests.ops.conftest import MODELS
+from tests.ops.stack import LocalStack
+
+pytestmark = pytest.mark.integration
+
+
+def worker_names_by_queue(stack: LocalStack) -> dict[str, str]:
+    """queue -> the worker's node name, read from each service's `-Q` and `-n` arguments."""
+    names = {}
+    for service in stack.services.values():
+        argv = service.argv
+        if "worker" in argv[3:4] and "-Q" in argv:
+            node = argv[argv.index("-n") + 1].replace("%h", socket.gethostname())
+            for queue in argv[argv.index("-Q") + 1].split(","):
+                names[queue] = node
+    return names
+
+
+def test_the_compose_file_runs_every_service_built_from_our_image(compose_stack):
+    assert set(compose_stack.services) == {
+        "migrate", "worker-haiku", "worker-sonnet", "worker-opus", "worker-callbacks", "beat", "flower"
+    }
+    migrate = compose_stack.services["migrate"]
+    assert migrate.proc is not None and migrate.proc.returncode == 0
+    assert "schema is current" in migrate.log()
+    for service in compose_stack.services.values():
+        if not service.one_shot:
+            service.check_alive()
+
+
+def test_a_vote_runs_through_the_compose_workers_each_model_on_its_own_worker(compose_stack, compose_vote, stub):
+    run = compose_vote
+    assert run["status"] == "succeeded"
+    assert run["provider"] == "anthropic"  # ANTHROPIC_API_KEY reached the workers through the compose file
+    assert run["answer"] == "positive"
+
+    by_queue = worker_names_by_queue(compose_stack)
+    assert set(by_queue) == {f"llm.{m}" for m in MODELS} | {"callbacks"}
+    outcomes = run["outcomes"]
+    assert [o["model"] for o in outcomes] == [MODELS[i % 3] for i in range(5)]
+    for o in outcomes:
+        assert o["status"] == "succeeded"
+        assert o["hostname"] == by_queue[f"llm.{o['model']}"]
+        assert not o["usage_estimated"]
+    # ANTHROPIC_BASE_URL from the compose file pointed the SDK at the stub: it saw every voter once.
+    slots = sorted(int(r["slot"]) for r in stub.requests() if r["run"] == run["id"])
+    assert slots == [0, 1, 2, 3, 4]
+
+
+def test_beat_runs_from_the_compose_file_and_keeps_its_schedule_on_the_named_volume(compose_stack):
+    beat = compose_stack.services["beat"]
+    volume = compose_stack.workdir / "volumes" / "beat-data"
+    deadline = time.monotonic() + 20
+    while not any(volume.iterdir()) and time.monotonic() < deadline:
+        beat.check_alive()
+        time.sleep(0.2)
+    beat.check_alive()
+    assert [p.name for p in volume.iterdir() if p.name.startswith("celerybeat-schedule")], (
+        f"beat wrote no schedule file under its volume; log:\n{beat.log()[-2000:]}"
+    )
+    assert "beat: Starting..." in beat.log()

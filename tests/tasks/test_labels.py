@@ -1,0 +1,35 @@
+"""What Flower shows as a task's arguments (tasks/labels.py): named, short, never the payload."""
+
+from __future__ import annotations
+
+import pytest
+
+from tasks.labels import describe_call, describe_value
+
+
+@pytest.mark.parametrize(
+    ("names", "args", "kwargs", "shown"),
+    [
+        (["run_id", "slot", "model"], ("ab12", 1, "claude-haiku-4-5"), {}, "run_id=ab12 slot=1 model=claude-haiku-4-5"),
+        (["results", "run_id"], ([{"slot": i} for i in range(64)], "ab12"), {}, "results=<64 items> run_id=ab12"),
+        (["run_id"], ("ab12", "extra"), {}, "run_id=ab12 arg1=extra"),
+        (["run_id", "slot"], ("ab12",), {"slot": 3}, "run_id=ab12 slot=3"),
+        ([], (), {}, ""),
+    ],
+)
+def test_a_call_is_shown_as_its_parameters_by_name(names, args, kwargs, shown):
+    assert describe_call(names, args, kwargs) == shown
+
+
+@pytest.mark.parametrize(
+    ("value", "shown"),
+    [
+        (None, "None"),
+        (2.5, "2.5"),
+        ({"a": 1, "b": 2}, "<2 keys>"),
+        ((1, 2, 3), "<3 items>"),
+        ("x" * 200, "x" * 79 + "…"),
+    ],
+)
+def test_a_value_is_shown_short(value, shown):
+    assert describe_value(value) == shown
