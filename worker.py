@@ -47,7 +47,9 @@ def _transport_options(settings: Settings) -> dict[str, Any]:
 
 def make_app(settings: Settings | None = None) -> Celery:
     settings = settings or get_settings()
-    celery_app = Celery("chorus", broker=settings.effective_broker_url, backend=settings.effective_result_backend)
+    # LabelledTask: Flower shows each task's arguments by name (run_id=… slot=… model=…), never cut off.
+    celery_app = Celery("chorus", broker=settings.effective_broker_url, backend=settings.effective_result_backend,
+                        task_cls="tasks.labels:LabelledTask")
     celery_app.conf.update(
         accept_content=["json"],
         task_serializer="json",
