@@ -95,6 +95,9 @@ def vote(
     quorum: Annotated[int | None, typer.Option(help="Valid answers needed (default: a majority).")] = None,
     tie_policy: Annotated[str, typer.Option(help="none (a tie decides nothing) or first (label order).")] = "none",
     timeout: Annotated[float | None, typer.Option(help="Seconds to wait for the result.")] = None,
+    cache_aware: Annotated[bool, typer.Option(
+        "--cache-aware/--no-cache-aware", help="Send one voter per model first so the rest read the prompt cache.")
+    ] = True,
     as_json: JsonOpt = False,
 ) -> None:
     """Send one document to N voters and print the tally."""
@@ -104,6 +107,7 @@ def vote(
     text = _read_document(document)
     with _errors():
         plan = plan_vote(text, labels, voters=voters, models=model, quorum=quorum, tie_policy=tie_policy,
+                         cache_aware=cache_aware,
                          external_id=Path(document).name if Path(document).is_file() else None, settings=settings)
     with _errors(), _workers(settings) as workers:
         run_id = submit_plan(plan, settings=settings)

@@ -19,14 +19,15 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from celery import chord
+from celery import chain, chord, group
 from sqlalchemy import select
 
 from models import Pattern, Run, RunStatus, Session, WorkerOutcome, ensure_schema, repo
 from models.tables import OutcomeRole, utcnow
 from providers.errors import ChorusError, ConfigError, NotFoundError
 from settings import Settings, get_settings
-from workflows.voting import TiePolicy, Voter, build_panel, default_quorum, normalize_labels
+from workflows.dispatch import Dispatch, cacheable_prefix_tokens, plan_dispatch
+from workflows.voting import TiePolicy, Voter, build_panel, default_quorum, normalize_labels, vote_request
 
 _schema_ready: set[str] = set()
 _inflight: dict[str, Any] = {}
@@ -52,6 +53,7 @@ class VotePlan:
     external_id: str | None = None
     batch_id: str | None = None
     gold_label: str | None = None
+    dispatch: Dispatch | None = None  # None: every voter at once
 
     def config(self) -> dict[str, Any]:
         return {
@@ -60,6 +62,7 @@ class VotePlan:
             "quorum": self.quorum,
             "tie_policy": self.tie_policy.value,
             "low_agreement_below": self.low_agreement_below,
+            **({"dispatch": self.dispatch.to_json()} if self.dispatch else {}),
         }
 
 
@@ -75,6 +78,7 @@ def plan_vote(
     external_id: str | None = None,
     batch_id: str | None = None,
     gold_label: str | None = None,
+    cache_aware: bool = True,
     settings: Settings | None = None,
 ) -> VotePlan:
     """Check a vote's inputs; bad input raises ConfigError naming the problem."""
@@ -97,8 +101,11 @@ def plan_vote(
     gold = gold_label.strip().lower() if gold_label else None
     if gold is not None and gold not in label_set:
         raise ConfigError(f"gold label {gold_label!r} is not one of the labels {', '.join(label_set)}")
+    # The offline provider has no prompt cache: making voters wait for a leader would only cost time.
+    prefix = cacheable_prefix_tokens(vote_request(panel[0], label_set, text))
+    dispatch = plan_dispatch(panel, prefix, cache_aware=cache_aware and settings.provider_name == "anthropic")
     return VotePlan(text, label_set, tuple(panel), quorum or default_quorum(voters), policy, low_agreement_below,
-                    external_id, batch_id, gold)
+                    external_id, batch_id, gold, dispatch)
 
 
 def submit_vote(text: str, labels: str | Sequence[str], *, settings: Settings | None = None, **options: Any) -> str:
@@ -142,16 +149,27 @@ def send_vote(run_id: str, plan: VotePlan, callback_id: str, *, settings: Settin
     from tasks.vote import call, tally_votes
     from worker import queue_for_model
 
-    header = [call.si(run_id, v.slot, v.model).set(queue=queue_for_model(v.model)) for v in plan.panel]
-    send_chord(run_id, header, tally_votes.s(run_id).set(task_id=callback_id), settings=settings, keep=keep)
+    calls = {v.slot: call.si(run_id, v.slot, v.model).set(queue=queue_for_model(v.model)) for v in plan.panel}
+    leaders = plan.dispatch.leaders if plan.dispatch else ()
+    header = [sig for slot, sig in calls.items() if slot not in leaders]
+    send_chord(run_id, header, tally_votes.s(run_id).set(task_id=callback_id), settings=settings,
+               first=[calls[slot] for slot in leaders], keep=keep)
 
 
-def send_chord(run_id: str, header: list[Any], callback: Any, *, settings: Settings, keep: bool = True) -> None:
-    """Send a stored run's chord; if the broker refuses it, the run is marked failed (never half sent)."""
+def send_chord(run_id: str, header: list[Any], callback: Any, *, settings: Settings, keep: bool = True,
+               first: Sequence[Any] = ()) -> None:
+    """Send a stored run's chord; if the broker refuses it, the run is marked failed (never half sent).
+
+    `first` (cache-aware dispatch) run before the header is sent; they return failures, never raise,
+    so a failed leader still lets the rest of the vote go out."""
     try:
         # Keep the callback's AsyncResult: with Redis it is already subscribed to the result channel,
         # so `wait_for_run` hears about the tally at once instead of polling the database.
-        pending = chord(header)(callback)
+        if first:
+            lead = group(list(first)) if len(first) > 1 else first[0]
+            pending = chain(lead, chord(header, callback)).apply_async()
+        else:
+            pending = chord(header)(callback)
         if keep:
             _inflight[run_id] = pending
     except Exception as exc:  # noqa: BLE001 - the broker can fail in many ways; none may leave a half run

@@ -280,6 +280,13 @@ class Handler(BaseHTTPRequestHandler):
         elif self.path == "/_stub/reset":
             self.server.state.reset()
             self._send(200, {"ok": True})
+        elif self.path == "/_stub/latency":
+            latency = body.get("latency_ms") if isinstance(body, dict) else None
+            if isinstance(latency, bool) or not isinstance(latency, int | float) or latency < 0:
+                self._send(400, _error_body(400, "expected {\"latency_ms\": <non-negative number>}", _request_id()))
+                return
+            self.server.state.latency_ms = float(latency)
+            self._send(200, {"latency_ms": self.server.state.latency_ms})
         else:
             self._send(404, _error_body(404, f"no route POST {self.path}", _request_id()))
 

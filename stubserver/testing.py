@@ -55,6 +55,10 @@ class StubHandle:
     def health(self) -> dict[str, Any]:
         return self._admin("GET", "/_stub/health")
 
+    def set_latency(self, latency_ms: float) -> None:
+        """Change the delay before each answer (`reset` leaves it alone)."""
+        self._admin("POST", "/_stub/latency", {"latency_ms": latency_ms})
+
 
 @contextmanager
 def running_stub(

@@ -7,6 +7,7 @@ runs, so one bad voter would sink the whole run.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import random
@@ -20,6 +21,7 @@ from providers import get_provider
 from providers.base import CallRequest, CallResult
 from providers.errors import PermanentError, ProviderError, RetryableError
 from settings import get_settings
+from workflows.dispatch import shares_prefix
 from workflows.retry import compute_backoff
 from workflows.voting import Voter, parse_answer, vote_request
 
@@ -37,7 +39,10 @@ def build_request(claim: repo.Claim, config: dict[str, Any], text: str) -> CallR
     tags = (("run", claim.run_id), ("slot", str(claim.slot)))
     if claim.role is OutcomeRole.VOTER:
         voter = Voter(claim.slot, claim.model, claim.prompt_variant or "direct", claim.temperature)
-        return vote_request(voter, config["labels"], text, tags=tags)
+        request = vote_request(voter, config["labels"], text, tags=tags)
+        if not shares_prefix([v["model"] for v in config["voters"]], claim.model):
+            request = dataclasses.replace(request, cache_blocks=0)  # no voter could read it: skip the write
+        return request
     if claim.role in (OutcomeRole.SECTION, OutcomeRole.SYNTHESIS):
         from tasks.section import section_call_request  # the section module imports this one
 

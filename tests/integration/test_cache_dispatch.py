@@ -1,0 +1,77 @@
+"""Cache-aware dispatch through real workers, Redis, PostgreSQL and the stub's prompt cache."""
+
+from __future__ import annotations
+
+import pytest
+
+from chorus.api import get_run, plan_vote, submit_plan, wait_for_run
+
+pytestmark = pytest.mark.integration
+
+LABELS = "positive,negative,neutral"
+# ~6,000 tokens of shared prefix: above Haiku 4.5's 4,096-token cache minimum.
+LONG = ("I love this kettle. It is excellent, fast and quiet. The lid is a little stiff. " * 300).strip()
+
+
+def vote(text: str, *, cache_aware: bool, voters: int = 3):
+    run_id = submit_plan(plan_vote(text, LABELS, voters=voters, cache_aware=cache_aware))
+    return wait_for_run(run_id, timeout=60)
+
+
+def test_with_cache_aware_dispatch_voters_two_and_three_read_the_shared_prefix_from_the_cache(workers, stub):
+    stub.reset()
+    run = vote(LONG, cache_aware=True)
+    assert run.status == "succeeded" and run.answer == "positive"
+    assert run.config["dispatch"]["leaders"] == [0]
+    by_slot = {o.slot: o for o in run.outcomes}
+    written = by_slot[0].cache_write_tokens
+    assert written > 4096 and by_slot[0].cache_read_tokens == 0
+    for slot in (1, 2):
+        assert by_slot[slot].cache_read_tokens == written
+        assert by_slot[slot].cache_write_tokens == 0
+        # the followers were sent once the leader had answered
+        assert by_slot[slot].started_at >= by_slot[0].finished_at
+
+
+def test_without_cache_aware_dispatch_voters_sent_at_once_each_pay_a_cache_write(workers, stub):
+    stub.reset()
+    stub.set_latency(400)  # calls take time, as real ones do, so the three are in flight together
+    try:
+        run = vote(LONG, cache_aware=False)
+    finally:
+        stub.set_latency(0)
+    assert run.status == "succeeded"
+    assert run.config["dispatch"]["leaders"] == []
+    # Three workers took the three calls at once, so each missed the entry the others were writing.
+    assert [o.cache_read_tokens for o in run.outcomes] == [0, 0, 0]
+    assert all(o.cache_write_tokens > 4096 for o in run.outcomes)
+
+
+def test_a_short_document_is_neither_marked_nor_made_to_wait(workers, stub):
+    stub.reset()
+    run = vote("I love this kettle. It is excellent.", cache_aware=True)
+    assert run.status == "succeeded"
+    assert run.config["dispatch"]["leaders"] == []
+    assert "under the cache minimum" in run.config["dispatch"]["reason"]
+    assert all(o.cache_write_tokens == 0 and o.cache_read_tokens == 0 for o in run.outcomes)
+
+
+def test_a_failed_leader_does_not_stop_the_vote(workers, stub):
+    stub.reset()
+    stub.set_rules([{"slot": "0", "status": 400}])
+    try:
+        run = vote(LONG, cache_aware=True)
+    finally:
+        stub.reset()
+    assert run.status == "succeeded"  # two of three voters still answer: quorum met
+    by_slot = {o.slot: o for o in run.outcomes}
+    assert by_slot[0].status == "failed"
+    assert by_slot[1].status == by_slot[2].status == "succeeded"
+    assert get_run(run.id).result["failed"] == 1
+
+
+def test_a_single_voter_marks_no_cache_prefix(workers, stub):
+    stub.reset()
+    run = vote(LONG, cache_aware=True, voters=1)
+    assert run.status == "succeeded"
+    assert run.outcomes[0].cache_write_tokens == 0 and run.outcomes[0].input_tokens > 4096
