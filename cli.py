@@ -134,13 +134,19 @@ def _read_document(arg: str) -> str:
 
 @app.command()
 def status(
-    run_id: Annotated[str, typer.Argument(help="A run id (or a unique prefix of one).")],
+    run_id: Annotated[str | None, typer.Argument(help="A run id (or a unique prefix of one).")] = None,
+    limits: Annotated[bool, typer.Option("--limits", help="Show each model queue's rate limits instead.")] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Show a run: its tally and every voter's outcome."""
+    """Show a run: its tally and every voter's outcome (or, with --limits, the queues' rate limits)."""
     from chorus.api import get_run
 
     settings = _settings()
+    if limits:
+        _print_limits(settings, as_json)
+        return
+    if not run_id:
+        raise _fail("give a run id (printed by `chorus vote`), or --limits", EXIT_USAGE)
     with _errors():
         run = get_run(run_id, settings=settings)
     if as_json:
@@ -204,6 +210,21 @@ def _demo_batch(settings: Settings) -> str:
         return batch.id
 
 
+def _print_limits(settings: Settings, as_json: bool) -> None:
+    from providers.ratelimit import limits_view
+
+    rows = limits_view(settings)
+    if as_json:
+        out.print_json(json.dumps(rows))
+        return
+    table = Table("queue", "limits (per minute)", "available now")
+    for row in rows:
+        available = ", ".join(f"{k} {v:g}" for k, v in row["available"].items()) or row.get("error", "-")
+        table.add_row(row["queue"], row["limits"], available)
+    out.print(table)
+    out.print("[dim]CHORUS_RATE_LIMITS sets them; every worker shares these buckets[/dim]")
+
+
 def _print_run(run: Any) -> None:
     colour = {"succeeded": "green", "partial": "yellow", "failed": "red"}.get(run.status, "white")
     out.print(f"run [bold]{run.id}[/bold]  [{colour}]{run.status}[/{colour}]  provider {run.provider}")
@@ -254,6 +275,12 @@ def stub(
     port: Annotated[int, typer.Option(help="Port (0 picks a free one).")] = 8765,
     latency_ms: Annotated[int, typer.Option("--latency-ms", help="Delay before each answer.")] = 0,
     fail: Annotated[list[str] | None, typer.Option("--fail", help="Fault rule, e.g. slot=2:500")] = None,
+    fault: Annotated[str, typer.Option(help="Random fault mix, e.g. 429=0.2,529=0.05,500=0.05,hang=0.02")] = "",
+    seed: Annotated[int, typer.Option(help="Seed of the fault mix (same seed, same faults).")] = 0,
+    hang_s: Annotated[float, typer.Option("--hang-s", help="How long a hang holds a request.")] = 30.0,
+    rpm: Annotated[float | None, typer.Option(help="Requests per minute (token bucket).")] = None,
+    itpm: Annotated[float | None, typer.Option(help="Input tokens per minute.")] = None,
+    otpm: Annotated[float | None, typer.Option(help="Output tokens per minute.")] = None,
 ) -> None:
     """Serve a local Messages-API stub for tests and benchmarks (answers from the offline provider)."""
     from stubserver.server import main as stub_main
@@ -261,6 +288,10 @@ def stub(
     argv = ["--host", host, "--port", str(port), "--latency-ms", str(latency_ms)]
     for rule in fail or []:
         argv += ["--fail", rule]
+    argv += ["--fault", fault, "--seed", str(seed), "--hang-s", str(hang_s)]
+    for name, value in (("--rpm", rpm), ("--itpm", itpm), ("--otpm", otpm)):
+        if value is not None:
+            argv += [name, str(value)]
     raise typer.Exit(stub_main(argv) or 0)
 
 

@@ -14,6 +14,7 @@ from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_vali
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from providers.errors import ConfigError
+from workflows.ratelimit import QueueLimits, parse_limits
 
 _MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
@@ -46,6 +47,16 @@ class Settings(BaseSettings):
     max_attempts: int = Field(default=4, ge=1, le=20, description="Attempts per slot (Celery retries)")
     retry_backoff_s: float = Field(default=1.0, gt=0, description="Base of the exponential retry backoff")
     retry_backoff_max_s: float = Field(default=60.0, gt=0, description="Cap of one retry countdown")
+    visibility_timeout_s: float = Field(
+        default=3600.0, ge=4, description="Redis redelivers a task left unacked this long; countdowns stay below half"
+    )
+    rate_limits: str = Field(
+        default="", description="Per-model token buckets shared by all workers, e.g. claude-haiku-4-5:rpm=50,itpm=50000"
+    )
+    rate_limit_max_wait_s: float = Field(default=120.0, gt=0, description="Longest wait a slot reserves a token for")
+    reap_after_s: float = Field(default=900.0, gt=0, description="A run unfinished this long is finished by the reaper")
+    reap_grace_s: float = Field(default=30.0, gt=0, description="Slots all done but no tally this long: reaper tallies")
+    reap_interval_s: float = Field(default=60.0, gt=0, description="How often beat runs the reaper")
     embedded_concurrency: int = Field(default=8, ge=1, le=256, description="Threads of the embedded worker")
     run_timeout_s: float = Field(default=300.0, gt=0, description="How long the CLI waits for a run")
     ready_file: Path | None = Field(default=None, description="Internal: a worker writes it once ready")
@@ -82,6 +93,12 @@ class Settings(BaseSettings):
             raise ValueError("expected sqlite:///PATH or postgresql://USER@HOST:PORT/DB")
         return value
 
+    @field_validator("rate_limits")
+    @classmethod
+    def _rate_limits(cls, value: str) -> str:
+        parse_limits(value)  # raises ValueError naming the bad part
+        return value
+
     @field_validator("models")
     @classmethod
     def _models_list(cls, value: str) -> str:
@@ -94,6 +111,10 @@ class Settings(BaseSettings):
         return ",".join(names)
 
     # ----- derived values -------------------------------------------------------------------
+    @property
+    def queue_limits(self) -> dict[str, QueueLimits]:
+        return parse_limits(self.rate_limits)
+
     @property
     def embedded(self) -> bool:
         return self.broker_url is None

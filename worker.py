@@ -41,8 +41,11 @@ def _transport_options(settings: Settings) -> dict[str, Any]:
             # The filesystem transport polls its folder; the default 1 s would be the latency floor.
             "polling_interval": 0.02,
         }
-    # A task that is not acked within this window is redelivered; retry countdowns stay below it.
-    return {"visibility_timeout": 3600}
+    # A task that is not acked within this window is redelivered; retry countdowns stay below it
+    # (workflows.retry.cap_countdown). A short window is swept often enough to matter.
+    vt = settings.visibility_timeout_s
+    return {"visibility_timeout": vt, "unacked_restore_interval": max(1, min(10, int(vt // 10))),
+            "unacked_restore_throttle": 1 if vt < 600 else 10}
 
 
 def make_app(settings: Settings | None = None) -> Celery:
@@ -74,6 +77,10 @@ def make_app(settings: Settings | None = None) -> Celery:
         result_chord_retry_interval=0.05,
         timezone="UTC",
     )
+    celery_app.conf.task_routes["chorus.maintenance.*"] = {"queue": CALLBACK_QUEUE}
+    celery_app.conf.beat_schedule = {**celery_app.conf.beat_schedule, "chorus-reaper": {
+        "task": "chorus.maintenance.reap", "schedule": settings.reap_interval_s,
+    }}
     return celery_app
 
 
@@ -109,5 +116,7 @@ def _task_finished(task_id: str | None = None, task: Any = None, state: str | No
                  (time.perf_counter() - began) * 1000)
 
 
-import tasks.vote  # noqa: E402,F401  (registers the tasks on `app`)
+import tasks.maintenance  # noqa: E402,F401  (registers the tasks on `app`)
 import tasks.section  # noqa: E402,F401
+import tasks.schedule  # noqa: E402,F401
+import tasks.vote  # noqa: E402,F401

@@ -325,6 +325,11 @@ def wait_for_run(
         with contextlib.suppress(CeleryTimeout):
             pending.get(timeout=limit, interval=0.02, propagate=False)
     delay = 0.005
+    stall = None
+    if settings.embedded:  # no beat runs the reaper here; the waiting process checks its run itself
+        from tasks.maintenance import StallWatch
+
+        stall = StallWatch(run_id, settings)
     while True:
         with Session() as s:
             status = s.execute(select(Run.status).where(Run.id == run_id)).scalar_one_or_none()
@@ -334,6 +339,8 @@ def wait_for_run(
             return get_run(run_id, settings=settings)
         if check is not None:
             check()
+        if stall is not None:
+            stall()
         if time.monotonic() > deadline:
             raise TimeoutError(f"run {run_id} is still {status.value} after {limit:.0f} s")
         time.sleep(delay)

@@ -7,7 +7,7 @@ import hashlib
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import case, func, select, update
 from sqlalchemy.orm import Session as OrmSession
 from sqlalchemy.orm import selectinload
 
@@ -125,6 +125,28 @@ def claim_slot(s: OrmSession, run_id: str, slot: int, *, task_id: str | None, ho
         return None
     return Claim(run_id, slot, row.role, row.model, row.prompt_variant, row.temperature, row.attempts,
                  as_utc(row.started_at) or now)
+
+
+def release_slot(s: OrmSession, run_id: str, slot: int, *, note: str) -> None:
+    """Undo a claim whose call never went out (it waits for a rate-limit token): the attempt is not
+    counted, and a slot that never ran is pending again, so a wait never shows up as latency."""
+    s.execute(
+        update(WorkerOutcome)
+        .where(WorkerOutcome.run_id == run_id, WorkerOutcome.slot == slot,
+               WorkerOutcome.status == OutcomeStatus.RUNNING)
+        .values(
+            attempts=WorkerOutcome.attempts - 1,
+            status=case((WorkerOutcome.attempts > 1, OutcomeStatus.RETRYING), else_=OutcomeStatus.PENDING),
+            started_at=case((WorkerOutcome.attempts > 1, WorkerOutcome.started_at), else_=None),
+            error=note,
+        )
+    )
+
+
+def count_open_slots(s: OrmSession, run_id: str) -> int:
+    """Slots of the run that are not terminal yet (pending, running or retrying)."""
+    return s.scalar(select(func.count()).select_from(WorkerOutcome).where(
+        WorkerOutcome.run_id == run_id, WorkerOutcome.status.in_(OPEN_OUTCOME))) or 0
 
 
 def run_inputs(s: OrmSession, run_id: str) -> tuple[dict[str, Any], str]:

@@ -14,6 +14,7 @@ import anthropic
 
 from providers.base import CallRequest, CallResult, Usage
 from providers.errors import PermanentError, ProviderError, RetryableError
+from providers.ratelimit import remaining_from_headers
 from providers.tokens import estimate_tokens, min_cacheable_tokens
 
 RETRYABLE_STATUSES = frozenset({408, 409, 429})
@@ -136,7 +137,8 @@ class AnthropicProvider:
     def call(self, request: CallRequest) -> CallResult:
         client = _client(self.api_key, self.base_url, self.timeout_s, os.getpid())
         try:
-            response = client.messages.create(**build_params(request))
+            raw = client.messages.with_raw_response.create(**build_params(request))
+            response = raw.parse()
         except anthropic.AnthropicError as exc:
             raise translate(exc) from exc
         usage = response.usage
@@ -151,4 +153,5 @@ class AnthropicProvider:
             ),
             stop_reason=response.stop_reason,
             request_id=response._request_id,
+            rate_limit=remaining_from_headers(raw.headers),
         )

@@ -48,6 +48,7 @@ class CallResult:
     usage: Usage = field(default_factory=Usage)
     stop_reason: str | None = "end_turn"
     request_id: str | None = None
+    rate_limit: dict[str, float] = field(default_factory=dict)  # remaining per dimension, from headers
 
 
 class Provider(Protocol):

@@ -14,6 +14,7 @@ Every request is logged (see `GET /_stub/requests`). The admin API lives under `
 from __future__ import annotations
 
 import argparse
+import contextlib
 import ipaddress
 import json
 import os
@@ -30,6 +31,8 @@ from typing import Any
 
 from providers.offline import respond
 from stubserver.cache import CacheRequestError, PromptCache
+from stubserver.faults import HANG, FaultMix
+from stubserver.ratelimit import StubLimiter, add_reliability_options, reliability_from_args
 
 ERROR_TYPES: dict[int, str] = {
     400: "invalid_request_error",
@@ -119,8 +122,11 @@ class FaultRule:
 class StubState:
     """The request log and the fault rules, shared by the handler threads."""
 
-    def __init__(self, latency_ms: float = 0, rules: Iterable[FaultRule] = ()) -> None:
+    def __init__(self, latency_ms: float = 0, rules: Iterable[FaultRule] = (), faults: FaultMix | None = None,
+                 limiter: StubLimiter | None = None) -> None:
         self.latency_ms = latency_ms
+        self.faults = faults
+        self.limiter = limiter
         self._lock = threading.Lock()
         self._rules = list(rules)
         self._log: list[dict[str, Any]] = []
@@ -319,6 +325,27 @@ class Handler(BaseHTTPRequestHandler):
             message = ERROR_MESSAGES.get(rule.status, f"HTTP {rule.status} (injected by the stub)")
             finish(rule.status, _error_body(rule.status, message, request_id), headers)
             return
+        state = self.server.state
+        fault = state.faults.draw() if state.faults else None
+        if fault is not None and state.faults is not None:
+            entry["fault"] = fault.kind
+            if fault.kind == HANG:
+                time.sleep(state.faults.hang_s)  # bounded: longer than the client waits, never forever
+            headers = {"retry-after": _seconds(state.faults.retry_after_s)} if fault.status == 429 else {}
+            message = ERROR_MESSAGES.get(fault.status, f"HTTP {fault.status} (injected by the stub)")
+            with contextlib.suppress(OSError):  # a hung request's client has usually gone
+                finish(fault.status, _error_body(fault.status, message, request_id), headers)
+            return
+        limit_headers: dict[str, str] = {}
+        if state.limiter is not None and state.limiter.active:
+            prompt = "\n".join(_text(m["content"]) for m in body["messages"] if m["role"] == "user")
+            _, prompt_tokens, _ = respond(body["model"], _text(body.get("system", "")), prompt, 0)
+            verdict = state.limiter.admit(prompt_tokens, body["max_tokens"])
+            limit_headers = verdict.headers
+            if not verdict.allowed:
+                entry["limited"] = verdict.limited
+                finish(429, _error_body(429, verdict.message, request_id), limit_headers)
+                return
         try:
             cached = self.server.state.cache.lookup(body)
         except CacheRequestError as exc:
@@ -343,7 +370,9 @@ class Handler(BaseHTTPRequestHandler):
             "stop_reason": "end_turn" if body["max_tokens"] > 0 else "max_tokens",
             "stop_sequence": None,
             "usage": usage,
-        })
+        }, limit_headers)
+        if state.limiter is not None and state.limiter.active:
+            state.limiter.finish(output_tokens, body["max_tokens"])
 
     def _count_tokens(self, body: Any) -> None:
         """`POST /v1/messages/count_tokens`: the prompt's tokens, counted the way `_messages` bills them."""
@@ -370,14 +399,15 @@ def _seconds(value: float) -> str:
 
 
 def make_server(
-    host: str = "127.0.0.1", port: int = 0, latency_ms: float = 0, rules: Iterable[FaultRule | str] = ()
+    host: str = "127.0.0.1", port: int = 0, latency_ms: float = 0, rules: Iterable[FaultRule | str] = (),
+    faults: FaultMix | None = None, limiter: StubLimiter | None = None,
 ) -> StubServer:
     """A bound (not yet serving) stub on a loopback address; port 0 picks a free port."""
     if host != "localhost" and not ipaddress.ip_address(host).is_loopback:
         raise ValueError(f"the stub only listens on loopback addresses, not {host!r}")
     parsed = [r if isinstance(r, FaultRule) else FaultRule.parse(r) for r in rules]
     server_cls = _IPv6StubServer if ":" in host else StubServer
-    return server_cls((host, port), StubState(latency_ms, parsed))
+    return server_cls((host, port), StubState(latency_ms, parsed, faults, limiter))
 
 
 def serve_forever(server: StubServer, stop: threading.Event | None = None) -> None:
@@ -402,6 +432,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--fail", action="append", default=[], metavar="RULE",
         help="fault rule [run=R,][slot=S]:STATUS[:times=K][:retry_after=S], e.g. slot=2:500; repeatable",
     )
+    add_reliability_options(parser)
     return parser
 
 
@@ -409,7 +440,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Serve until SIGTERM/SIGINT; once listening, print `{"host", "port", "pid"}` as one JSON line."""
     args = build_parser().parse_args(argv)
     try:
-        server = make_server(args.host, args.port, args.latency_ms, [FaultRule.parse(f) for f in args.fail])
+        server = make_server(args.host, args.port, args.latency_ms, [FaultRule.parse(f) for f in args.fail],
+                             *reliability_from_args(args))
     except (ValueError, OSError) as exc:
         print(f"stubserver: {exc}", file=sys.stderr)
         return 2

@@ -20,9 +20,10 @@ from models.tables import OutcomeRole, utcnow
 from providers import get_provider
 from providers.base import CallRequest, CallResult
 from providers.errors import PermanentError, ProviderError, RetryableError
+from providers.ratelimit import note_rate_limited, settle_call, take_token
 from settings import get_settings
 from workflows.dispatch import shares_prefix
-from workflows.retry import compute_backoff
+from workflows.retry import cap_countdown, compute_backoff
 from workflows.voting import Voter, parse_answer, vote_request
 
 log = logging.getLogger("chorus.tasks")
@@ -81,13 +82,20 @@ def run_slot(task: Task, run_id: str, slot: int) -> dict[str, Any]:
 
     failure: Exception | None = None
     retry_in: float | None = None
+    wait_s: float | None = None  # waiting for a rate-limit token: no call, no attempt
     fields: dict[str, Any]
     try:
         config, text = _inputs(run_id)
-        result = get_provider(settings).call(build_request(claim, config, text))
-        fields = interpret(claim, config, result) | _usage_fields(result)
+        request = build_request(claim, config, text)
+        wait_s = take_token(settings, claim.model, f"{run_id}:{slot}", request)
+        if wait_s is None:
+            result = get_provider(settings).call(request)
+            settle_call(settings, claim.model, request, result)
+            fields = interpret(claim, config, result) | _usage_fields(result)
     except RetryableError as exc:
         failure = exc
+        if exc.status == 429:
+            note_rate_limited(settings, claim.model)
         if claim.attempts < settings.max_attempts:
             retry_in = compute_backoff(
                 claim.attempts,
@@ -101,12 +109,17 @@ def run_slot(task: Task, run_id: str, slot: int) -> dict[str, Any]:
         if not isinstance(exc, ProviderError):
             log.exception("slot %s/%s failed with an internal error", run_id, slot)
 
+    if wait_s is not None:
+        with Session.begin() as s:
+            repo.release_slot(s, run_id, slot, note=f"waiting {wait_s:.1f} s for a rate-limit token")
+        raise task.retry(countdown=cap_countdown(wait_s, settings.visibility_timeout_s), max_retries=None)
+
     if retry_in is not None:
         with Session.begin() as s:
             repo.update_slot(s, run_id, slot, status=OutcomeStatus.RETRYING,
                              error=f"{failure}; attempt {claim.attempts} of {settings.max_attempts}, "
                                    f"retrying in {retry_in:.1f} s")
-        raise task.retry(countdown=retry_in, max_retries=None)
+        raise task.retry(countdown=cap_countdown(retry_in, settings.visibility_timeout_s), max_retries=None)
 
     if failure is not None:
         elapsed = (utcnow() - claim.started_at).total_seconds()

@@ -11,6 +11,9 @@ from tasks.calls import run_slot
 from worker import app
 from workflows.voting import TiePolicy, VoteStatus, tally
 
+TALLY_WAIT_S = 1.0
+MAX_TALLY_WAITS = 3600
+
 
 @app.task(name="chorus.vote.call", bind=True)
 def call(self: Task, run_id: str, slot: int, model: str) -> dict[str, Any]:
@@ -20,6 +23,14 @@ def call(self: Task, run_id: str, slot: int, model: str) -> dict[str, Any]:
 
 @app.task(name="chorus.vote.tally", bind=True)
 def tally_votes(self: Task, results: list[dict[str, Any]], run_id: str) -> dict[str, Any]:
+    # A header task redelivered after it had already stored its result (a lost ack) is counted twice
+    # by the chord's join, so the callback can fire while a sibling is still running: wait for it.
+    # Bounded: after CHORUS_REAP_AFTER_S the reaper fails the open slots and this tally goes ahead.
+    get_engine()
+    with Session() as s:
+        still_open = repo.count_open_slots(s, run_id)
+    if still_open and self.request.retries < MAX_TALLY_WAITS:
+        raise self.retry(countdown=TALLY_WAIT_S, max_retries=None)
     return finish_vote(run_id)
 
 

@@ -25,3 +25,15 @@ def compute_backoff(
     if retry_after_s is not None:
         delay = max(delay, retry_after_s)
     return delay
+
+
+def cap_countdown(delay_s: float, visibility_timeout_s: float) -> float:
+    """A countdown the broker will not redeliver early.
+
+    Redis holds an ETA task unacked in the worker for its whole countdown; a countdown past the
+    visibility timeout would have the same task delivered a second time. Half the timeout leaves
+    room for the call itself.
+    """
+    if visibility_timeout_s <= 0:
+        raise ValueError("the visibility timeout is positive")
+    return max(0.0, min(delay_s, visibility_timeout_s / 2))

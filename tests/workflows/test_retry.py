@@ -1,6 +1,6 @@
 import pytest
 
-from workflows.retry import compute_backoff
+from workflows.retry import cap_countdown, compute_backoff
 
 
 @pytest.mark.parametrize(
@@ -26,3 +26,12 @@ def test_backoff_is_exponential_with_jitter_and_honours_retry_after(attempt, jit
 def test_backoff_rejects_impossible_inputs(attempt, jitter):
     with pytest.raises(ValueError):
         compute_backoff(attempt, jitter=jitter)
+
+
+@pytest.mark.parametrize(
+    ("delay", "visibility", "expected"),
+    [(5.0, 3600.0, 5.0), (7200.0, 3600.0, 1800.0), (30.0, 20.0, 10.0), (-1.0, 20.0, 0.0)],
+)
+def test_a_countdown_stays_well_below_the_visibility_timeout(delay, visibility, expected):
+    assert cap_countdown(delay, visibility) == expected
+    assert cap_countdown(delay, visibility) < visibility

@@ -1,0 +1,99 @@
+"""The reaper: every run reaches a terminal status even when its callback never fires.
+
+A callback can be lost (a header task's message lost with a broker, a crash between the last
+slot's write and the chord's join, or, in embedded mode, a worker stopped mid-run with no
+visibility timeout to bring the message back). Beat runs `chorus.maintenance.reap` every
+CHORUS_REAP_INTERVAL_S; the waiting CLI of embedded mode runs the same check itself when a run
+stalls. Two cases:
+
+- every slot is terminal but the run is not, for longer than CHORUS_REAP_GRACE_S: the callback was
+  lost; the run is finished from its stored outcomes by the same function the callback calls;
+- the run is older than CHORUS_REAP_AFTER_S: its open slots are failed with a reason, then the run
+  is finished the same way (partial or failed, with the reason in words).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from sqlalchemy import func, select, update
+
+from models import OutcomeStatus, Pattern, Run, RunStatus, Session, WorkerOutcome, get_engine, repo
+from models.tables import utcnow
+from settings import Settings, get_settings
+from worker import app
+
+log = logging.getLogger("chorus.reaper")
+OPEN_RUN = (RunStatus.PENDING, RunStatus.RUNNING)
+
+
+def _finisher(pattern: Pattern) -> Callable[[str], dict[str, Any]]:
+    if pattern is Pattern.SECTION:
+        from tasks.section import finish_section
+
+        return finish_section
+    from tasks.vote import finish_vote
+
+    return finish_vote
+
+
+def reap_stalled(settings: Settings | None = None, *, now: dt.datetime | None = None,
+                 run_ids: list[str] | None = None) -> dict[str, list[str]]:
+    """Finish stalled runs (optionally only `run_ids`); returns the ids it finished, by case."""
+    settings = settings or get_settings()
+    get_engine()
+    now = now or utcnow()
+    grace_edge = now - dt.timedelta(seconds=settings.reap_grace_s)
+    expire_edge = now - dt.timedelta(seconds=settings.reap_after_s)
+    started = func.coalesce(Run.submitted_at, Run.created_at)
+    query = select(Run.id, Run.pattern, started.label("started")).where(Run.status.in_(OPEN_RUN), started < grace_edge)
+    if run_ids is not None:
+        query = query.where(Run.id.in_(run_ids))
+    done: dict[str, list[str]] = {"lost_callback": [], "expired": []}
+    with Session() as s:
+        candidates = s.execute(query.limit(500)).all()
+    for run_id, pattern, began in candidates:
+        with Session() as s:
+            open_slots = repo.count_open_slots(s, run_id)
+        if open_slots:
+            if (repo.as_utc(began) or now) >= expire_edge:
+                continue  # still within its time; slots may be waiting for a retry or a token
+            reason = f"never finished: the reaper gave up on it {settings.reap_after_s:.0f} s after submit"
+            with Session.begin() as s:
+                s.execute(update(WorkerOutcome).where(
+                    WorkerOutcome.run_id == run_id, WorkerOutcome.status.in_(repo.OPEN_OUTCOME),
+                ).values(status=OutcomeStatus.FAILED, error=reason, finished_at=utcnow()))
+            done["expired"].append(run_id)
+        else:
+            done["lost_callback"].append(run_id)
+        _finisher(pattern)(run_id)
+        log.warning("reaped run %s (%s)", run_id, "expired" if open_slots else "callback never fired")
+    return done
+
+
+@app.task(name="chorus.maintenance.reap")
+def reap() -> dict[str, list[str]]:
+    return reap_stalled()
+
+
+class StallWatch:
+    """For a waiting process with no beat (embedded mode): run the reaper's check for the awaited run
+    at most every `every_s` seconds, once the run has been waiting longer than the grace period."""
+
+    def __init__(self, run_id: str, settings: Settings, every_s: float = 5.0) -> None:
+        self.run_id = run_id
+        self.settings = settings
+        self.every_s = every_s
+        self.began = time.monotonic()
+        self.last = self.began
+
+    def __call__(self) -> None:
+        now = time.monotonic()
+        if now - self.began < self.settings.reap_grace_s or now - self.last < self.every_s:
+            return
+        self.last = now
+        reap_stalled(self.settings, run_ids=[self.run_id])
