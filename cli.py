@@ -134,7 +134,8 @@ def _read_document(arg: str) -> str:
 
 @app.command()
 def status(
-    run_id: Annotated[str | None, typer.Argument(help="A run id (or a unique prefix of one).")] = None,
+    run_id: Annotated[str | None, typer.Argument(help="A run id (or a unique prefix of one), or a batch id or name.")]
+    = None,
     limits: Annotated[bool, typer.Option("--limits", help="Show each model queue's rate limits instead.")] = False,
     as_json: JsonOpt = False,
 ) -> None:
@@ -148,9 +149,20 @@ def status(
     if not run_id:
         raise _fail("give a run id (printed by `chorus vote`), or --limits", EXIT_USAGE)
     with _errors():
-        run = get_run(run_id, settings=settings)
+        try:
+            run = get_run(run_id, settings=settings)
+        except NotFoundError:
+            from chorus.commands import print_batch_status  # `chorus status BATCH` summarizes a batch
+
+            if print_batch_status(run_id, as_json):
+                return
+            raise
     if as_json:
         out.print_json(json.dumps(run.to_json()))
+    elif run.pattern == "section":
+        from chorus.commands import print_section_run
+
+        print_section_run(run)
     else:
         _print_run(run)
 
@@ -306,6 +318,8 @@ def db_upgrade() -> None:
         ensure_schema(settings.effective_database_url)
     out.print(f"schema is current: {', '.join(table_names(get_engine(settings.effective_database_url)))}")
 
+
+import chorus.commands  # noqa: E402,F401  (section, batch, export, beat)
 
 if __name__ == "__main__":  # pragma: no cover
     app()

@@ -1,0 +1,124 @@
+"""Scheduled jobs for Celery beat, read from the file named by CHORUS_SCHEDULE_FILE (JSON or TOML).
+
+    # TOML                                   // JSON: {"jobs": [{...}, ...]}
+    [[jobs]]
+    name = "inbox"
+    kind = "inbox"              # every N minutes: new files of a folder into a named batch
+    every_minutes = 5
+    folder = "/srv/inbox"
+    batch = "inbox"
+    pattern = "vote"
+    options = { labels = "positive,negative,neutral", voters = 3 }
+
+    [[jobs]]
+    name = "nightly-retry"
+    kind = "retry_failed"       # re-run the failed (and partial) documents of a batch
+    batch = "inbox"
+    at = "03:00"                # every day at this UTC time (or every_minutes / every_seconds)
+
+The file is checked when beat starts; a bad file stops it with a message naming the job and field.
+"""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from providers.errors import ConfigError
+
+
+class Job(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+    kind: Literal["inbox", "retry_failed"]
+    batch: str = Field(min_length=1, max_length=200)
+    every_minutes: float | None = Field(default=None, gt=0)
+    every_seconds: float | None = Field(default=None, gt=0)
+    at: str | None = Field(default=None, pattern=r"^([01]\d|2[0-3]):[0-5]\d$")
+    folder: Path | None = None
+    pattern: Literal["vote", "section"] | None = None
+    options: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _check(self) -> Job:
+        timings = [t for t in (self.every_minutes, self.every_seconds, self.at) if t is not None]
+        if len(timings) != 1:
+            raise ValueError("give exactly one of every_minutes, every_seconds or at (\"HH:MM\", UTC)")
+        if self.kind == "inbox":
+            if self.folder is None or self.pattern is None:
+                raise ValueError("an inbox job needs folder and pattern")
+        elif self.folder is not None or self.pattern is not None or self.options:
+            raise ValueError("a retry_failed job takes only batch and its timing (the batch keeps its pattern)")
+        return self
+
+    def schedule(self) -> Any:
+        from celery.schedules import crontab
+
+        if self.at is not None:
+            hour, minute = self.at.split(":")
+            return crontab(hour=int(hour), minute=int(minute))
+        seconds = self.every_seconds if self.every_seconds is not None else (self.every_minutes or 0) * 60
+        return timedelta(seconds=seconds)
+
+    def describe(self) -> str:
+        when = f"daily at {self.at} UTC" if self.at else (
+            f"every {self.every_seconds:g} s" if self.every_seconds else f"every {self.every_minutes:g} min")
+        if self.kind == "inbox":
+            return f"{when}: new files of {self.folder} into batch {self.batch!r} ({self.pattern})"
+        return f"{when}: re-run the failed documents of batch {self.batch!r}"
+
+
+def load_jobs(path: Path) -> list[Job]:
+    """The jobs of a schedule file; ConfigError names the file, the job and the problem."""
+    where = f"schedule file {path} (CHORUS_SCHEDULE_FILE)"
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"{where}: cannot read it: {exc.strerror}") from None
+    try:
+        data = tomllib.loads(raw.decode("utf-8")) if path.suffix.lower() == ".toml" else json.loads(raw)
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"{where}: not valid {'TOML' if path.suffix.lower() == '.toml' else 'JSON'}: {exc}") \
+            from None
+    items = data.get("jobs") if isinstance(data, dict) else None
+    if not isinstance(items, list) or not items:
+        raise ConfigError(f"{where}: expected a non-empty list under \"jobs\"")
+    jobs: list[Job] = []
+    for n, item in enumerate(items, 1):
+        label = f"job {n}" + (f" ({item.get('name')})" if isinstance(item, dict) and item.get("name") else "")
+        try:
+            jobs.append(Job.model_validate(item))
+        except ValidationError as exc:
+            problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'job'}: {e['msg']}" for e in exc.errors())
+            raise ConfigError(f"{where}: {label}: {problems}") from None
+    names = [j.name for j in jobs]
+    dupes = sorted({x for x in names if names.count(x) > 1})
+    if dupes:
+        raise ConfigError(f"{where}: job names must be unique; repeated: {', '.join(dupes)}")
+    return jobs
+
+
+def beat_entries(jobs: list[Job], queue: str) -> dict[str, dict[str, Any]]:
+    return {f"chorus-job-{j.name}": {"task": "chorus.schedule.run_job", "schedule": j.schedule(), "args": [j.name],
+                                     "options": {"queue": queue}} for j in jobs}
+
+
+def run_job(name: str, path: Path) -> dict[str, Any]:
+    """Run one job now: submit its documents and return (the runs finish on the workers)."""
+    from chorus.batch import retry_failed, run_batch
+
+    job = next((j for j in load_jobs(path) if j.name == name), None)
+    if job is None:
+        raise ConfigError(f"no job {name!r} in {path} any more")
+    if job.kind == "inbox":
+        assert job.folder is not None and job.pattern is not None
+        sub = run_batch(job.folder, pattern=job.pattern, options=job.options, name=job.batch, max_in_flight=None)
+    else:
+        sub = retry_failed(job.batch)
+    return {"job": name, **sub.to_json()}

@@ -1,0 +1,111 @@
+"""Checking batch input, one document at a time. Pure: bytes and strings in, text or a reason out.
+
+Every check names the problem so that a user can fix that one document; the rest of the batch goes
+on without it.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+# The first bytes of common binary formats that end up renamed as .txt.
+MAGIC: tuple[tuple[bytes, str], ...] = (
+    (b"%PDF", "a PDF file"),
+    (b"\x89PNG", "a PNG image"),
+    (b"\xff\xd8\xff", "a JPEG image"),
+    (b"GIF8", "a GIF image"),
+    (b"PK\x03\x04", "a ZIP archive (docx, xlsx and odt are ZIP archives too)"),
+    (b"\x1f\x8b", "gzip-compressed data"),
+    (b"\x7fELF", "an executable"),
+)
+SNIFF_BYTES = 8192
+
+
+@dataclass(frozen=True)
+class Record:
+    """One input document: its id, its text (None when it failed a check) and why it failed."""
+
+    key: str
+    text: str | None
+    label: str | None = None
+    error: str | None = None
+    size: int | None = None
+
+
+def check_bytes(raw: bytes, max_bytes: int) -> tuple[str | None, str | None]:
+    """(text, None) or (None, reason) for the bytes of a file."""
+    if len(raw) > max_bytes:
+        return None, too_big(len(raw), max_bytes)
+    for magic, what in MAGIC:
+        if raw.startswith(magic):
+            return None, f"binary content: this is {what}, not text; convert it to text first"
+    if b"\x00" in raw[:SNIFF_BYTES]:
+        return None, "binary content (NUL bytes); only plain UTF-8 text can be processed"
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return None, (f"invalid UTF-8 at byte {exc.start} ({raw[exc.start:exc.start + 4]!r}); "
+                      "re-encode the file as UTF-8 (e.g. iconv -f latin1 -t utf-8)")
+    return check_text(text.removeprefix("\ufeff"), max_bytes)
+
+
+def check_text(text: str, max_bytes: int) -> tuple[str | None, str | None]:
+    size = len(text.encode("utf-8", "surrogatepass"))
+    if size > max_bytes:
+        return None, too_big(size, max_bytes)
+    if "\x00" in text:
+        return None, "binary content (NUL characters); only plain text can be processed"
+    if not text:
+        return None, "empty document"
+    if not text.strip():
+        return None, "the document is only whitespace"
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return None, "invalid UTF-8 (a lone surrogate escape in the text)"
+    return text, None
+
+
+def too_big(size: int, max_bytes: int) -> str:
+    return f"{size} bytes is over the size cap of {max_bytes} bytes (CHORUS_MAX_DOCUMENT_BYTES)"
+
+
+def parse_jsonl(line: str, lineno: int, max_bytes: int) -> Record:
+    """One JSONL line: an object with a string `id`, a string `text` and an optional `label`."""
+    where = f"line {lineno}"
+    fallback = f"line-{lineno}"
+    try:
+        data = json.loads(line)
+    except json.JSONDecodeError as exc:
+        return Record(fallback, None, error=f"{where}: malformed JSON ({exc.msg} at column {exc.colno})")
+    if not isinstance(data, dict):
+        return Record(fallback, None, error=f"{where}: expected a JSON object with \"id\" and \"text\"")
+    return record_from(data, where, fallback, max_bytes)
+
+
+def record_from(data: dict[str, object], where: str, fallback: str, max_bytes: int) -> Record:
+    """A record from a JSONL object or a CSV row, checked the same way."""
+    raw_id, raw_text, raw_label = data.get("id"), data.get("text"), data.get("label")
+    missing = [name for name, value in (("id", raw_id), ("text", raw_text)) if value is None]
+    key = str(raw_id).strip() if isinstance(raw_id, str | int) and str(raw_id).strip() else fallback
+    if missing:
+        return Record(key, None, error=f"{where}: missing {' and '.join(repr(m) for m in missing)}")
+    if not isinstance(raw_id, str | int) or not str(raw_id).strip():
+        return Record(key, None, error=f"{where}: \"id\" must be a non-empty string or number")
+    if len(key) > 200:
+        return Record(fallback, None, error=f"{where}: \"id\" is longer than 200 characters")
+    if not isinstance(raw_text, str):
+        return Record(key, None, error=f"{where}: \"text\" must be a string, not {type(raw_text).__name__}")
+    label = str(raw_label).strip() or None if raw_label is not None else None
+    text, reason = check_text(raw_text, max_bytes)
+    size = len(raw_text.encode("utf-8", "surrogatepass"))
+    if reason:
+        return Record(key, None, label, f"{where}: {reason}", size)
+    return Record(key, text, label, None, size)
+
+
+def duplicate(record: Record, first_where: str, where: str, lineno: int) -> Record:
+    """A later record with an id already seen: failed, stored under a key of its own."""
+    return Record(f"{record.key}#dup-{lineno}", None, record.label,
+                  f"{where}: duplicate id {record.key!r} (first at {first_where})", record.size)
