@@ -22,12 +22,13 @@ The file is checked when beat starts; a bad file stops it with a message naming 
 from __future__ import annotations
 
 import json
+import re
 import tomllib
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from providers.errors import ConfigError
 
@@ -40,10 +41,17 @@ class Job(BaseModel):
     batch: str = Field(min_length=1, max_length=200)
     every_minutes: float | None = Field(default=None, gt=0)
     every_seconds: float | None = Field(default=None, gt=0)
-    at: str | None = Field(default=None, pattern=r"^([01]\d|2[0-3]):[0-5]\d$")
+    at: str | None = None
     folder: Path | None = None
     pattern: Literal["vote", "section"] | None = None
     options: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("at")
+    @classmethod
+    def _time_of_day(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"([01]\d|2[0-3]):[0-5]\d", value):
+            raise ValueError("expected a UTC time of day as HH:MM, e.g. 03:00")
+        return value
 
     @model_validator(mode="after")
     def _check(self) -> Job:
@@ -95,7 +103,7 @@ def load_jobs(path: Path) -> list[Job]:
         try:
             jobs.append(Job.model_validate(item))
         except ValidationError as exc:
-            problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'job'}: {e['msg']}" for e in exc.errors())
+            problems = "; ".join(_problem(e) for e in exc.errors())
             raise ConfigError(f"{where}: {label}: {problems}") from None
     names = [j.name for j in jobs]
     dupes = sorted({x for x in names if names.count(x) > 1})
@@ -104,21 +112,25 @@ def load_jobs(path: Path) -> list[Job]:
     return jobs
 
 
+def _problem(error: Any) -> str:
+    message = str(error["msg"]).removeprefix("Value error, ")
+    field = ".".join(str(p) for p in error["loc"])
+    return f"{field}: {message}" if field else message
+
+
 def beat_entries(jobs: list[Job], queue: str) -> dict[str, dict[str, Any]]:
-    return {f"chorus-job-{j.name}": {"task": "chorus.schedule.run_job", "schedule": j.schedule(), "args": [j.name],
-                                     "options": {"queue": queue}} for j in jobs}
+    """Beat sends the checked job itself (a small JSON object), so workers need no schedule file."""
+    return {f"chorus-job-{j.name}": {"task": "chorus.schedule.run_job", "schedule": j.schedule(),
+                                     "args": [j.model_dump(mode="json")], "options": {"queue": queue}} for j in jobs}
 
 
-def run_job(name: str, path: Path) -> dict[str, Any]:
+def run_job(job: Job) -> dict[str, Any]:
     """Run one job now: submit its documents and return (the runs finish on the workers)."""
     from chorus.batch import retry_failed, run_batch
 
-    job = next((j for j in load_jobs(path) if j.name == name), None)
-    if job is None:
-        raise ConfigError(f"no job {name!r} in {path} any more")
     if job.kind == "inbox":
         assert job.folder is not None and job.pattern is not None
         sub = run_batch(job.folder, pattern=job.pattern, options=job.options, name=job.batch, max_in_flight=None)
     else:
         sub = retry_failed(job.batch)
-    return {"job": name, **sub.to_json()}
+    return {"job": job.name, **sub.to_json()}

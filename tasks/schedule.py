@@ -8,8 +8,9 @@ import sys
 from typing import Any
 
 from celery import Task, signals
+from pydantic import ValidationError
 
-from chorus.schedule import beat_entries, load_jobs, run_job
+from chorus.schedule import Job, beat_entries, load_jobs, run_job
 from providers.errors import ConfigError
 from settings import get_settings
 from worker import CALLBACK_QUEUE, app
@@ -18,13 +19,11 @@ log = logging.getLogger("chorus.schedule")
 
 
 @app.task(name="chorus.schedule.run_job", bind=True)
-def run_scheduled_job(self: Task, name: str) -> dict[str, Any]:
-    path = get_settings().schedule_file
-    if path is None:
-        return {"job": name, "error": "CHORUS_SCHEDULE_FILE is not set on this worker"}
+def run_scheduled_job(self: Task, job: dict[str, Any]) -> dict[str, Any]:
+    name = str(job.get("name"))
     try:
-        return run_job(name, path)
-    except ConfigError as exc:  # a job that cannot run says why in its result and the log
+        return run_job(Job.model_validate(job))
+    except (ConfigError, ValidationError) as exc:  # a job that cannot run says why in its result and the log
         log.error("scheduled job %s: %s", name, exc)
         return {"job": name, "error": str(exc)}
 

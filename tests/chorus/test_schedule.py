@@ -1,0 +1,64 @@
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+
+import pytest
+
+from chorus.schedule import beat_entries, load_jobs
+from providers.errors import ConfigError
+
+INBOX = {"name": "inbox", "kind": "inbox", "every_minutes": 5, "folder": "/srv/inbox", "batch": "mail",
+         "pattern": "vote", "options": {"labels": "a,b"}}
+RETRY = {"name": "nightly", "kind": "retry_failed", "batch": "mail", "at": "03:00"}
+
+
+def write(tmp_path, data, suffix=".json"):
+    path = tmp_path / f"jobs{suffix}"
+    path.write_text(data if isinstance(data, str) else json.dumps(data))
+    return path
+
+
+def test_a_json_schedule_becomes_beat_entries_that_carry_the_checked_job(tmp_path):
+    jobs = load_jobs(write(tmp_path, {"jobs": [INBOX, RETRY]}))
+    entries = beat_entries(jobs, "callbacks")
+    assert entries["chorus-job-inbox"]["schedule"] == timedelta(minutes=5)
+    assert entries["chorus-job-inbox"]["args"][0]["folder"] == "/srv/inbox"
+    cron = entries["chorus-job-nightly"]["schedule"]
+    assert cron.hour == {3} and cron.minute == {0}
+    assert jobs[1].describe() == "daily at 03:00 UTC: re-run the failed documents of batch 'mail'"
+
+
+def test_a_toml_schedule_reads_the_same(tmp_path):
+    text = ('[[jobs]]\nname = "inbox"\nkind = "inbox"\nevery_seconds = 30\nfolder = "/in"\nbatch = "b"\n'
+            'pattern = "section"\noptions = { task = "summarize" }\n')
+    (job,) = load_jobs(write(tmp_path, text, ".toml"))
+    assert job.every_seconds == 30 and job.options == {"task": "summarize"}
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ("{not json", "not valid JSON"),
+        ({"jobs": []}, "expected a non-empty list under \"jobs\""),
+        ({"jobs": [{**INBOX, "every_minutes": 0}]}, "job 1 (inbox): every_minutes: Input should be greater than 0"),
+        ({"jobs": [{**INBOX, "at": "03:00"}]}, "job 1 (inbox): give exactly one of every_minutes"),
+        ({"jobs": [{**RETRY, "at": "25:00"}]}, "job 1 (nightly): at: expected a UTC time of day as HH:MM"),
+        ({"jobs": [{k: v for k, v in INBOX.items() if k != "folder"}]}, "an inbox job needs folder and pattern"),
+        ({"jobs": [{**RETRY, "pattern": "vote"}]}, "a retry_failed job takes only batch"),
+        ({"jobs": [{**INBOX, "kind": "cleanup"}]}, "kind: Input should be 'inbox' or 'retry_failed'"),
+        ({"jobs": [{**INBOX, "colour": "red"}]}, "colour: Extra inputs are not permitted"),
+        ({"jobs": [INBOX, INBOX]}, "job names must be unique; repeated: inbox"),
+    ],
+)
+def test_a_bad_schedule_is_refused_naming_the_file_job_and_field(tmp_path, data, message):
+    path = write(tmp_path, data)
+    with pytest.raises(ConfigError) as info:
+        load_jobs(path)
+    assert message in str(info.value)
+    assert str(path) in str(info.value) and "CHORUS_SCHEDULE_FILE" in str(info.value)
+
+
+def test_a_missing_schedule_file_says_so(tmp_path):
+    with pytest.raises(ConfigError, match="cannot read it"):
+        load_jobs(tmp_path / "nope.json")

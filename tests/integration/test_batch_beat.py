@@ -1,0 +1,87 @@
+"""Scheduled jobs: a real `celery -A worker beat` process sends them, real workers run them."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from chorus.batch import batch_counts, find_batch
+from providers.errors import NotFoundError
+from tests.conftest import ROOT
+
+pytestmark = pytest.mark.integration
+
+
+@contextmanager
+def beat(schedule: Path, workdir: Path) -> Iterator[subprocess.Popen[bytes]]:
+    env = dict(os.environ, CHORUS_SCHEDULE_FILE=str(schedule))
+    log = (workdir / "beat.log").open("wb")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "worker", "beat", "--loglevel", "INFO",
+         "--schedule", str(workdir / "beat-schedule")],
+        cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(5)
+        log.close()
+
+
+def wait_until(predicate, timeout: float, what: str, proc: subprocess.Popen[bytes], log: Path) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert proc.poll() is None, f"beat exited with {proc.returncode}: {log.read_text()[-2000:]}"
+        assert time.monotonic() < deadline, f"timed out waiting for {what}; beat log: {log.read_text()[-2000:]}"
+        time.sleep(0.2)
+
+
+def succeeded(name: str) -> int:
+    try:
+        return batch_counts(find_batch(name).id).succeeded
+    except NotFoundError:
+        return 0
+
+
+def test_beat_runs_an_inbox_job_and_its_batch_completes_then_picks_up_a_new_file(workers, stub, tmp_path):
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    for i in range(3):
+        (inbox / f"mail{i}.txt").write_text(f"Mail {i}: I love this, excellent service.\n")
+    schedule = tmp_path / "jobs.json"
+    schedule.write_text(json.dumps({"jobs": [{
+        "name": "inbox", "kind": "inbox", "every_seconds": 1, "folder": str(inbox), "batch": "beat-inbox",
+        "pattern": "vote", "options": {"labels": "positive,negative", "voters": 2},
+    }]}))
+
+    with beat(schedule, tmp_path) as proc:
+        wait_until(lambda: succeeded("beat-inbox") == 3, 60, "the first 3 documents", proc, tmp_path / "beat.log")
+        (inbox / "mail3.txt").write_text("Mail 3: terrible, a waste of money.\n")
+        wait_until(lambda: succeeded("beat-inbox") == 4, 60, "the new file", proc, tmp_path / "beat.log")
+
+    counts = batch_counts(find_batch("beat-inbox").id)
+    assert (counts.total, counts.succeeded, counts.failed) == (4, 4, 0)
+
+
+def test_beat_refuses_a_bad_schedule_file_at_start_up_naming_the_job_and_field(postgres, tmp_path):
+    schedule = tmp_path / "jobs.toml"
+    schedule.write_text('[[jobs]]\nname = "retry"\nkind = "retry_failed"\nbatch = "x"\n')
+    with beat(schedule, tmp_path) as proc:
+        code = proc.wait(60)
+    assert code == 2
+    log = (tmp_path / "beat.log").read_text()
+    assert "job 1 (retry)" in log and "give exactly one of every_minutes, every_seconds or at" in log
