@@ -2,8 +2,8 @@
 
 Celery shows `repr(args)`, cut at 1 KiB. A chord callback's first argument is the list of every
 header result, so a tally's run id came last and was cut off once a panel had a dozen voters.
-`LabelledTask` (the app's task class, see worker.py) sends `argsrepr` as `run_id=… slot=1
-model=…`, with a list shown as its length, on every send: first sends, retries, chord callbacks.
+`LabelledTask` (the app's task class, see worker.py) sends `argsrepr` as `slot=1 model=…
+run_id=…`, with a list shown as its length, on every send: first sends, retries, chord callbacks.
 """
 
 from __future__ import annotations
@@ -27,10 +27,14 @@ def describe_value(value: Any) -> str:
 
 
 def describe_call(names: Sequence[str], args: Sequence[Any], kwargs: Mapping[str, Any]) -> str:
-    """`run_id=ab12 slot=1 model=claude-haiku-4-5`: positional arguments named after the parameters."""
+    """`slot=1 model=claude-haiku-4-5 run_id=ab12…`: the arguments named after the parameters.
+
+    Ids go last: Flower's tasks table cuts the cell, and a run id is the same on every row of a run,
+    while the slot and the model tell the rows apart."""
     pairs = list(zip(names, args, strict=False))
     pairs += [(f"arg{i}", a) for i, a in enumerate(args[len(names):], start=len(names))]
     pairs += list(kwargs.items())
+    pairs.sort(key=lambda pair: pair[0] == "id" or pair[0].endswith("_id"))
     return " ".join(f"{name}={describe_value(value)}" for name, value in pairs)
 
 

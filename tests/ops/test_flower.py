@@ -4,6 +4,8 @@ and the compose workers, after a real vote."""
 from __future__ import annotations
 
 import socket
+import subprocess
+import sys
 import time
 from typing import Any
 
@@ -11,6 +13,7 @@ import httpx
 import pytest
 
 from tests.ops.conftest import FLOWER_USER, MODELS
+from tests.ops.stack import ROOT
 
 pytestmark = pytest.mark.integration
 
@@ -47,8 +50,8 @@ def test_flower_with_credentials_lists_the_votes_tasks_with_run_slot_and_model(
     assert len(calls) == 5 and len(tallies) == 1
     for o in run["outcomes"]:
         task = seen[o["task_id"]]
-        # The arguments by name: the run id, the slot and the model, and nothing else (never the text).
-        assert task["args"] == f"run_id={run['id']} slot={o['slot']} model={o['model']}"
+        # The arguments by name: the slot, the model and the run id, and nothing else (never the text).
+        assert task["args"] == f"slot={o['slot']} model={o['model']} run_id={run['id']}"
         assert task["worker"] == o["hostname"]
     # The chord hands the tally every voter's result first: shown as a count, so the run id stays in view.
     assert tallies[0]["args"] == f"results=<5 items> run_id={run['id']}"
@@ -77,3 +80,34 @@ def test_flower_metrics_answer_without_credentials_as_docs_operations_warns(comp
         response = client.get(flower(compose_stack) + "/metrics")
     assert response.status_code == 200
     assert "flower_events_total" in response.text
+
+
+def test_a_real_browser_with_the_credentials_sees_the_votes_tasks_on_flowers_tasks_page(
+    compose_stack, compose_vote, flower_password, tmp_path
+):
+    """Headless Chromium renders /tasks (its table is filled by a script from /tasks/datatable)."""
+    run = compose_vote
+    with httpx.Client(auth=(FLOWER_USER, flower_password), trust_env=False, timeout=10) as client:
+        vote_tasks(client, flower(compose_stack), run)  # Flower has seen them all finish
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "docs" / "flower_screenshot.py"), "--url", flower(compose_stack),
+         "--user", FLOWER_USER, "--password", flower_password, "--dump-dom"],
+        capture_output=True, text=True, timeout=120, check=False, cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    page = proc.stdout
+    for o in run["outcomes"]:
+        assert o["task_id"] in page
+        assert f"slot={o['slot']} model={o['model']} run_id=" in page
+    assert "chorus.vote.tally" in page
+
+
+def test_a_real_browser_without_credentials_gets_no_task_data(compose_stack, compose_vote, tmp_path):
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "docs" / "flower_screenshot.py"), "--url", flower(compose_stack),
+         "--user", "", "--password", "", "--dump-dom"],
+        capture_output=True, text=True, timeout=120, check=False, cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "chorus.vote" not in proc.stdout
+    assert compose_vote["outcomes"][0]["task_id"] not in proc.stdout

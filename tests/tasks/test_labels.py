@@ -10,10 +10,11 @@ from tasks.labels import describe_call, describe_value
 @pytest.mark.parametrize(
     ("names", "args", "kwargs", "shown"),
     [
-        (["run_id", "slot", "model"], ("ab12", 1, "claude-haiku-4-5"), {}, "run_id=ab12 slot=1 model=claude-haiku-4-5"),
+        (["run_id", "slot", "model"], ("ab12", 1, "claude-haiku-4-5"), {}, "slot=1 model=claude-haiku-4-5 run_id=ab12"),
         (["results", "run_id"], ([{"slot": i} for i in range(64)], "ab12"), {}, "results=<64 items> run_id=ab12"),
-        (["run_id"], ("ab12", "extra"), {}, "run_id=ab12 arg1=extra"),
-        (["run_id", "slot"], ("ab12",), {"slot": 3}, "run_id=ab12 slot=3"),
+        (["run_id"], ("ab12", "extra"), {}, "arg1=extra run_id=ab12"),
+        (["run_id", "slot"], ("ab12",), {"slot": 3}, "slot=3 run_id=ab12"),
+        (["id", "batch_id", "name"], ("r1", "b1", "nightly"), {}, "name=nightly id=r1 batch_id=b1"),
         ([], (), {}, ""),
     ],
 )
