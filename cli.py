@@ -321,5 +321,7 @@ def db_upgrade() -> None:
 
 import chorus.commands  # noqa: E402,F401  (section, batch, export, beat)
 
+import chorus.analysis_commands  # noqa: E402,F401  (compare, advise, report)
+
 if __name__ == "__main__":  # pragma: no cover
     app()

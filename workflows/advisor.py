@@ -63,6 +63,7 @@ class AdviceInputs:
     low_agreement_share: float  # share of documents where the vote's voters mostly disagreed
     mean_document_tokens: float = 0.0
     splittable_share: float = 0.0  # share of documents with several sections/paragraphs
+    effective_voters: float | None = None  # from workflows.agreement, when known
 
 
 @dataclass(frozen=True)
@@ -126,11 +127,16 @@ def advise(
                       f"on {_pct(m.low_agreement_share)} of documents: the prompt or the labels are ambiguous, "
                       "and voting would only average the noise", sectioning, notes)
     gain = m.vote.accuracy - m.single.accuracy
+    correlated = ("" if m.effective_voters is None
+                  else f" (the voters are worth {m.effective_voters:.1f} independent ones)")
     if gain <= 0:
         return Advice(Verdict.FIX_PROMPT, f"{single}, under the target {_pct(m.target)}, and a vote "
                       f"({m.vote.name}) scores {_pct(m.vote.accuracy)}, no better: the voters' errors are "
-                      "correlated, so improve the prompt rather than add voters", sectioning, notes)
-    meets = "meets" if m.vote.accuracy >= m.target else "still misses"
+                      f"correlated{correlated}, so improve the prompt rather than add voters", sectioning, notes)
+    if m.vote.accuracy < m.target:
+        return Advice(Verdict.FIX_PROMPT, f"{single}, and a vote ({m.vote.name}) scores {_pct(m.vote.accuracy)}: "
+                      f"both miss the target {_pct(m.target)}{correlated}; more voters will not close the gap, "
+                      "a better prompt (or model) must", sectioning, notes)
     return Advice(Verdict.VOTE, f"{single}, under the target {_pct(m.target)}; a vote ({m.vote.name}) scores "
-                  f"{_pct(m.vote.accuracy)} ({meets} the target) at {_ratio(m.vote.cost_usd, m.single.cost_usd)} "
+                  f"{_pct(m.vote.accuracy)}, meeting it, at {_ratio(m.vote.cost_usd, m.single.cost_usd)} "
                   f"the cost and {_ratio(m.vote.wall_s, m.single.wall_s)} the latency", sectioning, notes)

@@ -41,8 +41,8 @@ def vote(correct: int, total: int = 100) -> Measured:
     [
         (single(95), vote(97), True, 0.05, Verdict.SINGLE, "meets the target"),
         (single(90), vote(97), True, 0.05, Verdict.SINGLE, "meets the target"),  # exactly on target
-        (single(80), vote(93), True, 0.05, Verdict.VOTE, "meets the target"),
-        (single(80), vote(85), True, 0.05, Verdict.VOTE, "still misses"),
+        (single(80), vote(93), True, 0.05, Verdict.VOTE, "meeting it"),
+        (single(80), vote(85), True, 0.05, Verdict.FIX_PROMPT, "both miss the target"),
         (single(80), vote(93), True, 0.40, Verdict.FIX_PROMPT, "disagree on 40%"),
         (single(80), vote(80), True, 0.05, Verdict.FIX_PROMPT, "correlated"),
         (single(80), vote(75), True, 0.05, Verdict.FIX_PROMPT, "no better"),
@@ -72,3 +72,9 @@ def test_sectioning_is_suggested_for_long_splittable_documents(tokens, splittabl
 def test_a_target_outside_zero_to_one_is_refused():
     with pytest.raises(ValueError, match="target"):
         advise(AdviceInputs(90, single(95), vote(95), True, 0.0))
+
+
+def test_a_reason_names_how_many_independent_voters_the_panel_is_worth():
+    advice = advise(AdviceInputs(0.9, single(48), vote(50), True, 0.03, effective_voters=1.13))
+    assert advice.verdict is Verdict.FIX_PROMPT
+    assert "worth 1.1 independent ones" in advice.reason

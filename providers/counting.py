@@ -1,0 +1,27 @@
+"""Token counts before sending: Anthropic's `count_tokens` endpoint, or the offline estimate."""
+
+from __future__ import annotations
+
+import os
+
+import anthropic
+
+from providers.anthropic_provider import _client, build_params, translate
+from providers.base import CallRequest
+from providers.tokens import estimate_tokens
+from settings import Settings
+
+
+def count_tokens(request: CallRequest, settings: Settings) -> tuple[int, bool]:
+    """(prompt tokens, estimated?) of one request; free with Claude, a local estimate offline."""
+    if settings.provider_name != "anthropic" or settings.anthropic_api_key is None:
+        return estimate_tokens(request.system) + estimate_tokens(request.user_text), True
+    params = build_params(request)
+    client = _client(settings.anthropic_api_key.get_secret_value(), settings.anthropic_base_url,
+                     settings.call_timeout_s, os.getpid())
+    try:
+        counted = client.messages.count_tokens(model=params["model"], messages=params["messages"],
+                                               system=params.get("system", anthropic.omit))
+    except anthropic.AnthropicError as exc:
+        raise translate(exc) from exc
+    return counted.input_tokens, False
