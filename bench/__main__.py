@@ -29,6 +29,7 @@ REGISTRY: list[tuple[str, str, str]] = [
     ("concurrency", "bench.concurrency", "Concurrency with a 2 s provider (issue 7)"),
     ("embedded", "bench.embedded", "Embedded mode chord overhead (issue 7)"),
     ("vote_overhead", "bench.vote_overhead", "Vote overhead, chorus alone on Redis + PostgreSQL (issue 2)"),
+    ("cost_compare", "bench.cost_compare", "Cost: prompt caching and a cheaper voting panel (issue 5)"),
 ]
 
 INTRO = """# Benchmarks

@@ -92,6 +92,8 @@ class PatternResult:
             "statuses": {s: sum(1 for r in self.runs if r.status == s) for s in {r.status for r in self.runs}},
             "cost": self.cost.to_json(), "cost_without_cache": self.cost_without_cache.to_json(),
             "minimum_cost": self.minimum_cost.to_json(),
+            **{kind: sum(getattr(o, kind) for r in self.runs for o in r.outcomes)
+               for kind in ("input_tokens", "output_tokens", "cache_write_tokens", "cache_read_tokens")},
             "accuracy": self.accuracy, "correct": self.correct, "labelled": len(self.labelled),
             "mean_wall_s": round(self.mean_wall_s, 4), "mean_slowest_worker_s": round(self.mean_slowest_worker_s, 4),
             "mean_overhead_s": round(self.mean_overhead_s, 4), "elapsed_s": round(self.elapsed_s, 3),
