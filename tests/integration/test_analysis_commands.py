@@ -1,0 +1,125 @@
+"""`chorus compare`, `chorus advise` and `chorus report` as a user runs them: the CLI in a
+subprocess against the session's Redis, PostgreSQL, real workers and the stub."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+LABELS = "positive,negative,neutral"
+LONG = {
+    "kettle": ("positive", "I love this kettle. It is excellent, fast and quiet. " * 450),
+    "lamp": ("negative", "The lamp broke in a week. Awful light, a waste of money and I regret it. " * 330),
+    "desk": ("neutral", "The desk arrived on Tuesday. It is an ordinary, standard desk with four legs. " * 320),
+}
+
+
+def chorus(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    exe = shutil.which("chorus") or pytest.fail("the `chorus` console script is not installed (pip install -e .)")
+    return subprocess.run([exe, *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout,
+                          env=os.environ.copy(), check=False)
+
+
+def as_json(done: subprocess.CompletedProcess[str]) -> Any:
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+@pytest.fixture(scope="module")
+def long_set(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("sets") / "long.jsonl"
+    path.write_text("".join(json.dumps({"id": k, "label": v[0], "text": v[1]}) + "\n" for k, v in LONG.items()))
+    return path
+
+
+@pytest.fixture(scope="module")
+def compared(workers, stub, long_set) -> dict[str, Any]:
+    return as_json(chorus("compare", str(long_set), "--labels", LABELS, "--json"))
+
+
+def test_compare_prices_the_cache_aware_vote_at_the_cache_rule_minimum(compared):
+    single, aware, naive = compared["patterns"]
+    assert (single["voters"], aware["cache_aware"], naive["cache_aware"]) == (1, True, False)
+    assert single["cache_write_tokens"] == 0  # a lone call marks no prefix nobody could read
+    assert aware["cache_write_tokens"] > 3 * 4096 and aware["cache_read_tokens"] == 2 * aware["cache_write_tokens"]
+    assert aware["cost"]["total_usd"] == pytest.approx(aware["minimum_cost"]["total_usd"], rel=1e-9)
+    assert not aware["cost"]["estimated"]  # measured usage from the API, not an estimate
+    ratios = compared["ratios"]
+    assert ratios["vote_cost / single_cost"] == pytest.approx(
+        aware["cost"]["total_usd"] / single["cost"]["total_usd"], rel=1e-3)
+    assert ratios["vote_cost / minimum_cost"] == pytest.approx(1.0)
+    assert aware["accuracy"] == pytest.approx(1.0) and aware["labelled"] == 3
+
+
+def test_the_dry_run_estimate_bounds_the_measured_cost_from_above_and_closely(compared, long_set):
+    estimate = as_json(chorus("compare", str(long_set), "--labels", LABELS, "--dry-run", "--json"))
+    assert estimate["dry_run"] is True
+    by_pattern = {e["pattern"]: e for e in estimate["patterns"]}
+    for measured in compared["patterns"]:
+        guess = by_pattern[measured["pattern"]]
+        assert guess["estimated_cost"]["estimated"] is True
+        assert guess["counted_with"] == "count_tokens"
+        if measured["cache_aware"] or measured["voters"] == 1:
+            assert measured["cost"]["total_usd"] <= guess["estimated_cost"]["total_usd"]
+            assert guess["estimated_cost"]["total_usd"] <= 1.2 * measured["cost"]["total_usd"]
+
+
+def test_advise_says_dont_parallelize_when_a_single_call_meets_the_target(workers, stub):
+    # On the bundled reviews the single call (the `direct` prompt) gets 7 of 8 right.
+    done = as_json(chorus("advise", str(ROOT / "examples" / "reviews.jsonl"), "--labels", LABELS,
+                          "--target", "0.8", "--json"))
+    assert done["single_accuracy"] == pytest.approx(7 / 8)
+    assert done["meets_target"] is True
+    assert done["verdict"] == "don't parallelize"
+    assert done["recommendation"].startswith("don't parallelize: ")
+    lo, hi = done["single_ci95"]
+    assert lo < 7 / 8 < hi
+    assert done["agreement"]["fleiss_kappa"] is not None
+
+
+def test_advise_refuses_an_unlabelled_set(workers, stub, tmp_path):
+    path = tmp_path / "unlabelled.jsonl"
+    path.write_text(json.dumps({"id": "a", "text": "hello"}) + "\n")
+    done = chorus("advise", str(path), "--labels", LABELS)
+    assert done.returncode == 2
+    assert "needs a label" in done.stderr
+
+
+def test_report_writes_one_offline_page_that_chromium_renders(compared, tmp_path):
+    batch_id = compared["patterns"][1]["batch_id"]
+    page = tmp_path / "report.html"
+    done = as_json(chorus("report", batch_id[:10], "--html", str(page), "--json"))
+    assert done["kind"] == "batch" and done["runs"] == 3
+    html = page.read_text()
+    for part in ("per-worker timeline", "batch timeline", "slowest worker", "Fleiss&#x27; kappa", "low agreement",
+                 "cache read", "ratio to the minimum 1.000"):
+        assert part in html, part
+    assert not re.search(r"<(script|link)\b", html) and "http://" not in html.replace('xmlns="http://www.w3.org', "")
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.skip("chromium is not installed (`apt-get install chromium`; .ci/run installs it)")
+    png = tmp_path / "report.png"
+    with tempfile.TemporaryDirectory() as profile:
+        subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                        "--disable-quic", "--no-first-run", "--disable-component-update", "--disable-sync",
+                        f"--user-data-dir={profile}", f"--screenshot={png}", "--window-size=1000,1400",
+                        page.as_uri()], capture_output=True, timeout=90, check=False)
+    # A blank 1000x1400 page compresses to a few kB; this one has text, tables and bars.
+    assert png.exists() and png.stat().st_size > 30_000
+
+
+def test_report_of_an_unknown_id_says_how_to_find_one(workers, tmp_path):
+    done = chorus("report", "nosuchid", "--html", str(tmp_path / "x.html"))
+    assert done.returncode == 2
+    assert "no run or batch 'nosuchid'" in done.stderr
