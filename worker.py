@@ -118,5 +118,6 @@ def _task_finished(task_id: str | None = None, task: Any = None, state: str | No
 
 import tasks.maintenance  # noqa: E402,F401  (registers the tasks on `app`)
 import tasks.section  # noqa: E402,F401
+import tasks.batch  # noqa: E402,F401
 import tasks.schedule  # noqa: E402,F401
 import tasks.vote  # noqa: E402,F401

@@ -140,17 +140,19 @@ def submit_plan(plan: VotePlan, *, settings: Settings | None = None) -> str:
         run.chord_id = callback_id
         run_id = run.id
 
-    send_vote(run_id, plan, callback_id, settings=settings)
+    send_vote(run_id, plan.config(), callback_id, settings=settings)
     return run_id
 
 
-def send_vote(run_id: str, plan: VotePlan, callback_id: str, *, settings: Settings, keep: bool = True) -> None:
-    """Send a stored vote's chord (batches store many runs at once, then send each)."""
+def send_vote(run_id: str, config: dict[str, Any], callback_id: str, *, settings: Settings, keep: bool = True
+              ) -> None:
+    """Send a stored vote's chord from its stored config (batches store many runs, then send each)."""
     from tasks.vote import call, tally_votes
     from worker import queue_for_model
 
-    calls = {v.slot: call.si(run_id, v.slot, v.model).set(queue=queue_for_model(v.model)) for v in plan.panel}
-    leaders = plan.dispatch.leaders if plan.dispatch else ()
+    calls = {v["slot"]: call.si(run_id, v["slot"], v["model"]).set(queue=queue_for_model(v["model"]))
+             for v in config["voters"]}
+    leaders = tuple((config.get("dispatch") or {}).get("leaders") or ())
     header = [sig for slot, sig in calls.items() if slot not in leaders]
     send_chord(run_id, header, tally_votes.s(run_id).set(task_id=callback_id), settings=settings,
                first=[calls[slot] for slot in leaders], keep=keep)

@@ -34,6 +34,7 @@ FOLDER_SUFFIXES = (".txt", ".md")
 JSONL_SUFFIXES = (".jsonl", ".ndjson")
 CHUNK = 200
 POLL_S = 0.02
+DISPATCH_GROUP = 100
 
 
 # ----- input ----------------------------------------------------------------------------------
@@ -284,13 +285,6 @@ class Submission:
                 "already_running": self.already_running}
 
 
-@dataclass
-class _Pending:
-    run_id: str
-    plan: Any
-    callback_id: str
-
-
 class Submitter:
     """Streams records into stored runs and sends them, keeping at most `max_in_flight` unfinished."""
 
@@ -317,11 +311,11 @@ class Submitter:
         result.sent = self.sent
         return result
 
-    def _store(self, chunk: list[tuple[int, Record]], result: Submission) -> list[_Pending]:
+    def _store(self, chunk: list[tuple[int, Record]], result: Submission) -> list[str]:
         """Write one chunk: documents (new or updated), and a run with its pending outcomes for
-        every document that needs one. Nothing is sent yet."""
+        every document that needs one. Returns the new run ids; nothing is sent yet."""
         keys = [r.key for _, r in chunk]
-        pending: list[_Pending] = []
+        pending: list[str] = []
         now = utcnow()
         with Session.begin() as s:
             existing = {d.external_id: d for d in s.execute(
@@ -370,7 +364,7 @@ class Submitter:
                              "status": RunStatus.PENDING, "provider": self.settings.provider_name,
                              "config": plan.config(), "chord_id": callback_id, "created_at": now})
                 outcomes.extend(_outcome_rows(run_id, plan, now))
-                pending.append(_Pending(run_id, plan, callback_id))
+                pending.append(run_id)
             if new_docs:
                 s.execute(insert(Document), new_docs)
             s.flush()
@@ -380,39 +374,26 @@ class Submitter:
             s.execute(update(Batch).where(Batch.id == self.batch_id).values(updated_at=now))
         return pending
 
-    def _send(self, pending: list[_Pending]) -> None:
+    def _send(self, pending: list[str]) -> None:
+        """Hand stored runs to `chorus.batch.dispatch` tasks, at most DISPATCH_GROUP per message:
+        the workers send the per-document chords, so the submitter's rate is not bounded by one
+        process publishing every voter's message."""
+        from tasks.batch import dispatch
+        from worker import CALLBACK_QUEUE
+
         i = 0
         while i < len(pending):
             room = len(pending) - i if self.max_in_flight is None else self._wait_for_room()
-            group = pending[i:i + room]
+            group = pending[i:i + min(room, DISPATCH_GROUP)]
             i += len(group)
-            self._mark_running(group)
-            for p in group:
-                self._send_one(p)
-                self.in_flight.add(p.run_id)
+            try:
+                dispatch.si(group).apply_async(queue=CALLBACK_QUEUE)
+            except Exception as exc:  # noqa: BLE001 - the broker can fail in many ways; no run stays open
+                fail_runs(group, f"could not enqueue the run: {exc}. Is the broker at "
+                                 f"{self.settings.effective_broker_url} up?")
+            self.in_flight.update(group)
             self.sent += len(group)
             self._tick()
-
-    def _send_one(self, p: _Pending) -> None:
-        from chorus.api import send_chord, send_vote
-        from chorus.sections import section_chord
-
-        try:
-            if self.spec.pattern is Pattern.VOTE:
-                send_vote(p.run_id, p.plan, p.callback_id, settings=self.settings, keep=False)
-            else:
-                header, callback = section_chord(p.run_id, p.plan.model, len(p.plan.sections))
-                send_chord(p.run_id, header, callback, settings=self.settings, keep=False)
-        except Exception:  # noqa: BLE001 - send_chord already marked the run failed with the reason
-            return
-
-    def _mark_running(self, group: list[_Pending]) -> None:
-        ids = [p.run_id for p in group]
-        now = utcnow()
-        with Session.begin() as s:
-            s.execute(update(Run).where(Run.id.in_(ids)).values(status=RunStatus.RUNNING, submitted_at=now))
-            s.execute(update(Document).where(Document.id.in_(select(Run.document_id).where(Run.id.in_(ids))))
-                      .values(status=RunStatus.RUNNING))
 
     def _wait_for_room(self) -> int:
         assert self.max_in_flight is not None
@@ -438,6 +419,43 @@ class Submitter:
         if now - self._last_tick >= 0.2:
             self._last_tick = now
             self.on_tick()
+
+
+def send_stored(run_ids: list[str], settings: Settings | None = None) -> int:
+    """Mark stored pending runs running and send each one's chord (the dispatch task's body).
+    Runs already sent (a redelivered dispatch) are left alone."""
+    from chorus.api import send_chord, send_vote
+    from chorus.sections import section_chord
+
+    settings = settings or get_settings()
+    now = utcnow()
+    with Session.begin() as s:
+        rows = s.execute(update(Run).where(Run.id.in_(run_ids), Run.status == RunStatus.PENDING)
+                         .values(status=RunStatus.RUNNING, submitted_at=now)
+                         .returning(Run.id, Run.pattern, Run.config, Run.chord_id, Run.document_id)).all()
+        if rows:
+            s.execute(update(Document).where(Document.id.in_([r.document_id for r in rows]))
+                      .values(status=RunStatus.RUNNING))
+    for row in rows:
+        try:
+            if row.pattern is Pattern.VOTE:
+                send_vote(row.id, row.config, row.chord_id, settings=settings, keep=False)
+            else:
+                header, callback = section_chord(row.id, row.config["model"], len(row.config["sections"]))
+                send_chord(row.id, header, callback, settings=settings, keep=False)
+        except Exception:  # noqa: BLE001 - send_chord has marked the run failed with the reason
+            continue
+    return len(rows)
+
+
+def fail_runs(run_ids: list[str], reason: str) -> None:
+    from models import repo
+
+    with Session.begin() as s:
+        for run_id in run_ids:
+            run = repo.load_run(s, run_id)
+            if run is not None and not run.status.terminal:
+                repo.finish_run(s, run, status=RunStatus.FAILED, result={}, error=reason)
 
 
 def _label(plan: Any, record: Record) -> str | None:

@@ -123,7 +123,7 @@ def batch(
     progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                         TextColumn("{task.fields[detail]}"), TimeElapsedColumn(), console=err,
                         disable=as_json and not err.is_terminal)
-    bar = progress.add_task("batch", total=total, detail="")
+    bar = progress.add_task(prepared.name, total=total, detail="")
 
     def tick(batch_id: str) -> None:
         c = batch_counts(batch_id)
@@ -132,7 +132,6 @@ def batch(
 
     with _errors(), _workers(settings) as workers, progress:
         sub = run_batch(prepared, settings=settings, on_tick=tick)
-        progress.update(bar, description=sub.name)
         counts = wait_for_batch(sub.batch_id, timeout=timeout or settings.run_timeout_s,
                                 on_tick=lambda: tick(sub.batch_id), check=workers.check if workers else None)
         tick(sub.batch_id)
