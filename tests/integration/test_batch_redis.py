@@ -116,3 +116,28 @@ def test_back_pressure_keeps_at_most_max_in_flight_runs_unfinished(workers, stub
     peak = max(sum(1 for a, b in spans if a <= t < b) for t, _ in spans)
     assert 1 <= peak <= 3
     assert batch_counts(find_batch("pressure").id).succeeded == 12
+
+
+def test_the_retry_failed_job_reruns_the_failed_documents_from_their_stored_text(workers, stub, tmp_path):
+    from chorus.schedule import Job, run_job
+
+    stub.reset()
+    folder = tmp_path / "letters"
+    folder.mkdir()
+    for i in range(4):
+        (folder / f"letter{i}.md").write_text(f"Letter {i}: the invoice for the project is attached.\n")
+    stub.set_rules([{"status": 400, "times": 1}])
+    try:
+        first = run_batch(folder, pattern="section", options={}, name="letters", max_in_flight=1)
+        assert wait_for_batch(first.batch_id, timeout=60).failed == 1
+    finally:
+        stub.reset()
+    for path in folder.iterdir():
+        path.unlink()  # the retry job reads the stored text, not the source
+
+    result = run_job(Job(name="nightly", kind="retry_failed", batch="letters", at="03:00"))
+    counts = wait_for_batch(first.batch_id, timeout=60)
+
+    assert (result["read"], result["sent"]) == (1, 1)
+    assert (counts.succeeded, counts.failed) == (4, 0)
+    assert len(stub.requests()) == 1
