@@ -276,7 +276,21 @@ class RunView:
                 o.pop("raw_output", None)
         data["wall_s"] = self.wall_s
         data["slowest_worker_s"] = self.slowest_worker_s
+        data["cost"] = _cost_json(self, data["outcomes"])
         return _jsonable(data)
+
+
+def _cost_json(run: RunView, outcomes: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """Cost computed on read from the stored usage (prices change, usage does not); None when a
+    model has no price in providers/prices.py."""
+    from chorus.costing import outcome_cost, run_cost
+
+    try:
+        for view, data in zip(run.outcomes, outcomes, strict=True):
+            data["cost"] = outcome_cost(view).to_json()
+        return run_cost(run).to_json()
+    except ValueError:
+        return None
 
 
 def _jsonable(value: Any) -> Any:

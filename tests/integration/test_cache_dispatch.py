@@ -31,6 +31,12 @@ def test_with_cache_aware_dispatch_voters_two_and_three_read_the_shared_prefix_f
         assert by_slot[slot].cache_write_tokens == 0
         # the followers were sent once the leader had answered
         assert by_slot[slot].started_at >= by_slot[0].finished_at
+    # The cost is computed on read from that usage: Haiku 4.5 at $1/MTok in, 1.25x write, 0.1x read, $5/MTok out.
+    data = run.to_json()
+    expected = sum(o.input_tokens + 1.25 * o.cache_write_tokens + 0.1 * o.cache_read_tokens + 5 * o.output_tokens
+                   for o in run.outcomes) / 1e6
+    assert data["cost"]["total_usd"] == pytest.approx(expected) and data["cost"]["estimated"] is False
+    assert sum(o["cost"]["total_usd"] for o in data["outcomes"]) == pytest.approx(expected)
 
 
 def test_without_cache_aware_dispatch_voters_sent_at_once_each_pay_a_cache_write(workers, stub):
