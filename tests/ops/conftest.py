@@ -1,4 +1,5 @@
-"""The compose stack as local processes, shared by the compose smoke test and the Flower tests.
+"""The compose stack as local processes, shared by the compose smoke test and the Flower tests,
+and stopped once the last test of tests/ops is done.
 
 It gets a Redis database and a PostgreSQL database of its own, apart from the session's (whose
 `workers` fixture consumes the same queue names and must not take this stack's tasks).
@@ -6,8 +7,10 @@ It gets a Redis database and a PostgreSQL database of its own, apart from the se
 
 from __future__ import annotations
 
+import json
 import secrets
 import shutil
+import subprocess
 import tempfile
 import uuid
 from collections.abc import Iterator
@@ -19,14 +22,16 @@ from tests.conftest import PG_ADMIN_URL, STUB_PORT, claim_redis_db, clean_env
 from tests.ops.stack import LocalStack, Target, compose_config
 
 FLOWER_USER = "ops"
+POSITIVE = "I love this kettle. It is excellent, fast and quiet, and I would happily buy it again."
+MODELS = ("claude-haiku-4-5", "claude-sonnet-4-6", "claude-opus-4-6")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def flower_password() -> str:
     return secrets.token_urlsafe(12)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def compose_stack(stub: object, flower_password: str) -> Iterator[LocalStack]:
     import psycopg
     import redis
@@ -48,20 +53,22 @@ def compose_stack(stub: object, flower_password: str) -> Iterator[LocalStack]:
     admin = redis.Redis.from_url(redis_url)
     with psycopg.connect(PG_ADMIN_URL, autocommit=True, connect_timeout=5) as conn:
         conn.execute(f'CREATE DATABASE "{pg_db}"')
-    stack = LocalStack(
-        config=compose_config(compose_env),
-        target=Target(redis_url=redis_url, postgres_url=f"postgresql://postgres@127.0.0.1:5432/{pg_db}"),
-        workdir=workdir,
-        base_env=clean_env(),
-    )
+    stack: LocalStack | None = None
     try:
         admin.flushdb()
+        stack = LocalStack(
+            config=compose_config(compose_env),
+            target=Target(redis_url=redis_url, postgres_url=f"postgresql://postgres@127.0.0.1:5432/{pg_db}"),
+            workdir=workdir,
+            base_env=clean_env(),
+        )
         stack.prepare()
         stack.run_one_shots()
         stack.start_long_running()
         yield stack
     finally:
-        stack.down()
+        if stack is not None:
+            stack.down()
         admin.flushdb()
         root = redis.Redis(host="127.0.0.1", port=6379, db=0)
         root.delete(f"chorus-tests:db:{redis_db}")
@@ -72,13 +79,10 @@ def compose_stack(stub: object, flower_password: str) -> Iterator[LocalStack]:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def compose_vote(compose_stack: LocalStack) -> dict[str, object]:
     """One vote through the stack, submitted the way a user would: `chorus vote` with the
     services' environment (as `docker compose run migrate chorus vote ...` would)."""
-    import json
-    import subprocess
-
     client = compose_stack.services["migrate"]
     cmd = ["chorus", "vote", POSITIVE, "--labels", "positive,negative,neutral", "--voters", "5",
            *[arg for model in MODELS for arg in ("--model", model)], "--timeout", "60", "--json"]
@@ -88,7 +92,3 @@ def compose_vote(compose_stack: LocalStack) -> dict[str, object]:
     run = json.loads(proc.stdout)
     assert isinstance(run, dict)
     return run
-
-
-POSITIVE = "I love this kettle. It is excellent, fast and quiet, and I would happily buy it again."
-MODELS = ("claude-haiku-4-5", "claude-sonnet-4-6", "claude-opus-4-6")
