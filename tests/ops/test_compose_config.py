@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 import shutil
 import tomllib
+import urllib.parse
 from pathlib import Path
 from typing import Any
 
@@ -127,3 +128,23 @@ def test_the_image_contains_every_module_pyproject_installs():
     dockerfile = (ROOT / "Dockerfile").read_text()
     copied = {part for line in dockerfile.splitlines() if line.startswith("COPY ") for part in line.split()[1:-1]}
     assert [name for name in modules + packages if name not in copied and Path(ROOT / name).exists()] == []
+
+
+def test_the_services_urls_carry_the_credentials_redis_and_postgres_are_started_with(tmp_path):
+    """The smoke test points the URLs at this machine's servers, so it cannot see these: check them here."""
+    secrets_env = tmp_path / "secrets.env"
+    secrets_env.write_text("REDIS_PASSWORD=r-secret\nPOSTGRES_PASSWORD=p-secret\nFLOWER_PASSWORD=f\n")
+    services = compose_config(clean_env(), env_file=secrets_env)["services"]
+    redis_cmd = services["redis"]["command"]
+    assert redis_cmd[redis_cmd.index("--requirepass") + 1] == "r-secret"
+    assert services["redis"]["environment"]["REDIS_PASSWORD"] == "r-secret"  # its healthcheck authenticates
+    pg = services["postgres"]["environment"]
+    for name in OURS:
+        env = services[name]["environment"]
+        for key in ("CHORUS_BROKER_URL", "CHORUS_RESULT_BACKEND"):
+            url = urllib.parse.urlsplit(env[key])
+            assert (url.scheme, url.hostname, url.port, url.password) == ("redis", "redis", 6379, "r-secret"), key
+        db = urllib.parse.urlsplit(env["CHORUS_DATABASE_URL"])
+        assert (db.hostname, db.port, db.username, db.password, db.path) == (
+            "postgres", 5432, pg["POSTGRES_USER"], pg["POSTGRES_PASSWORD"], "/" + pg["POSTGRES_DB"]
+        ), name
