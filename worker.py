@@ -44,8 +44,10 @@ def _transport_options(settings: Settings) -> dict[str, Any]:
     # A task that is not acked within this window is redelivered; retry countdowns stay below it
     # (workflows.retry.cap_countdown). A short window is swept often enough to matter.
     vt = settings.visibility_timeout_s
+    # The restore sweep holds a mutex; a worker killed while holding it would block every sweep for
+    # kombu's default 300 s, far longer than a short visibility timeout.
     return {"visibility_timeout": vt, "unacked_restore_interval": max(1, min(10, int(vt // 10))),
-            "unacked_restore_throttle": 1 if vt < 600 else 10}
+            "unacked_restore_throttle": 1 if vt < 600 else 10, "unacked_mutex_expire": int(min(300, max(2, vt)))}
 
 
 def make_app(settings: Settings | None = None) -> Celery:

@@ -26,7 +26,7 @@ from typing import Any, Protocol
 
 from providers.base import CallRequest, CallResult
 from providers.tokens import estimate_tokens
-from workflows.ratelimit import DIMENSIONS, Level, QueueLimits, limits_for, observe, refill, settle, take
+from workflows.ratelimit import DIMENSIONS, Level, Limit, QueueLimits, limits_for, observe, refill, settle, take
 
 log = logging.getLogger("chorus.ratelimit")
 
@@ -79,10 +79,10 @@ local n = tonumber(ARGV[3])
 local wait = 0
 local after = {}
 for i = 0, n - 1 do
-  local name = ARGV[4 + i * 3]
-  local cap = tonumber(ARGV[5 + i * 3])
-  local cost = math.max(0, math.min(tonumber(ARGV[6 + i * 3]), cap))
-  local rate = cap / 60
+  local name = ARGV[4 + i * 4]
+  local rate = tonumber(ARGV[5 + i * 4]) / 60
+  local cap = tonumber(ARGV[6 + i * 4])
+  local cost = math.max(0, math.min(tonumber(ARGV[7 + i * 4]), cap))
   local tokens = tonumber(redis.call('HGET', KEYS[1], name .. ':tokens'))
   local at = tonumber(redis.call('HGET', KEYS[1], name .. ':at'))
   local level = cap
@@ -98,7 +98,7 @@ if wait > max_wait then
   return {tostring(wait), '0'}
 end
 for i = 0, n - 1 do
-  local name = ARGV[4 + i * 3]
+  local name = ARGV[4 + i * 4]
   redis.call('HSET', KEYS[1], name .. ':tokens', tostring(after[i + 1]), name .. ':at', tostring(now))
 end
 redis.call('EXPIRE', KEYS[1], 86400)
@@ -116,10 +116,10 @@ local mode = ARGV[1]
 local low_share = tonumber(ARGV[2])
 local n = tonumber(ARGV[3])
 for i = 0, n - 1 do
-  local name = ARGV[4 + i * 3]
-  local cap = tonumber(ARGV[5 + i * 3])
-  local value = tonumber(ARGV[6 + i * 3])
-  local rate = cap / 60
+  local name = ARGV[4 + i * 4]
+  local rate = tonumber(ARGV[5 + i * 4]) / 60
+  local cap = tonumber(ARGV[6 + i * 4])
+  local value = tonumber(ARGV[7 + i * 4])
   local tokens = tonumber(redis.call('HGET', KEYS[1], name .. ':tokens'))
   local at = tonumber(redis.call('HGET', KEYS[1], name .. ':at'))
   local level = cap
@@ -145,13 +145,14 @@ _LEVELS = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 local out = {}
-for i = 1, #ARGV, 2 do
-  local cap = tonumber(ARGV[i + 1])
+for i = 1, #ARGV, 3 do
+  local rate = tonumber(ARGV[i + 1]) / 60
+  local cap = tonumber(ARGV[i + 2])
   local tokens = tonumber(redis.call('HGET', KEYS[1], ARGV[i] .. ':tokens'))
   local at = tonumber(redis.call('HGET', KEYS[1], ARGV[i] .. ':at'))
   local level = cap
   if tokens and at then
-    level = math.min(cap, tokens + cap / 60 * math.max(0, now - at))
+    level = math.min(cap, tokens + rate * math.max(0, now - at))
   end
   out[#out + 1] = tostring(level)
 end
@@ -159,13 +160,18 @@ return out
 """
 
 LOW_SHARE = 0.2
+BURST_SHARE = 0.9  # see QueueLimits.buckets: 10 % of the provider's bucket stays in reserve
 
 
-def _triples(limits: QueueLimits, values: Mapping[str, float]) -> list[str]:
+def _buckets(limits: QueueLimits) -> dict[str, Limit]:
+    return limits.buckets(BURST_SHARE)
+
+
+def _quads(limits: QueueLimits, values: Mapping[str, float]) -> list[str]:
     args: list[str] = []
-    for name, limit in limits.buckets().items():
+    for name, limit in _buckets(limits).items():
         if name in values:
-            args += [name, repr(float(limit.per_minute)), repr(float(values[name]))]
+            args += [name, repr(float(limit.per_minute)), repr(float(limit.capacity)), repr(float(values[name]))]
     return args
 
 
@@ -184,21 +190,22 @@ class RedisLimiter:
 
     def acquire(self, queue: str, key: str, limits: QueueLimits, costs: Mapping[str, float],
                 max_wait_s: float) -> Grant:
-        args = _triples(limits, {n: costs.get(n, 0.0) for n in DIMENSIONS})
+        args = _quads(limits, {n: costs.get(n, 0.0) for n in DIMENSIONS})
         wait, reserved = self._acquire(
             keys=[self._bucket(queue), f"{self._bucket(queue)}:held:{key}"],
-            args=[repr(float(max_wait_s)), repr(GRACE_S), len(args) // 3, *args],
+            args=[repr(float(max_wait_s)), repr(GRACE_S), len(args) // 4, *args],
         )
         return Grant(float(wait), reserved in (b"1", "1"))
 
     def adjust(self, queue: str, limits: QueueLimits, mode: str, values: Mapping[str, float]) -> None:
-        args = _triples(limits, values)
+        args = _quads(limits, values)
         if args:
-            self._adjust(keys=[self._bucket(queue)], args=[mode, repr(LOW_SHARE), len(args) // 3, *args])
+            self._adjust(keys=[self._bucket(queue)], args=[mode, repr(LOW_SHARE), len(args) // 4, *args])
 
     def levels(self, queue: str, limits: QueueLimits) -> dict[str, float]:
-        buckets = limits.buckets()
-        args = [x for name, limit in buckets.items() for x in (name, repr(float(limit.per_minute)))]
+        buckets = _buckets(limits)
+        args = [x for name, limit in buckets.items()
+                for x in (name, repr(float(limit.per_minute)), repr(float(limit.capacity)))]
         if not args:
             return {}
         values = self._levels(keys=[self._bucket(queue)], args=args)
@@ -243,7 +250,7 @@ class SQLiteLimiter:
 
     def acquire(self, queue: str, key: str, limits: QueueLimits, costs: Mapping[str, float],
                 max_wait_s: float) -> Grant:
-        buckets = limits.buckets()
+        buckets = _buckets(limits)
         held_key = f"{queue}:{key}"
         with self._tx() as db:
             now = time.time()
@@ -263,7 +270,7 @@ class SQLiteLimiter:
             return Grant(0.0, True)
 
     def adjust(self, queue: str, limits: QueueLimits, mode: str, values: Mapping[str, float]) -> None:
-        buckets = {n: lim for n, lim in limits.buckets().items() if n in values}
+        buckets = {n: lim for n, lim in _buckets(limits).items() if n in values}
         if not buckets:
             return
         with self._tx() as db:
@@ -278,7 +285,7 @@ class SQLiteLimiter:
             self._write(db, queue, new)
 
     def levels(self, queue: str, limits: QueueLimits) -> dict[str, float]:
-        buckets = limits.buckets()
+        buckets = _buckets(limits)
         if not buckets:
             return {}
         with self._tx() as db:

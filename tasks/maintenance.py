@@ -89,7 +89,7 @@ class StallWatch:
         self.settings = settings
         self.every_s = every_s
         self.began = time.monotonic()
-        self.last = self.began
+        self.last = self.began - every_s
 
     def __call__(self) -> None:
         now = time.monotonic()

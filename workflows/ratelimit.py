@@ -21,17 +21,20 @@ SPEC_KEYS = {"rpm": "requests", "itpm": "input_tokens", "otpm": "output_tokens"}
 
 @dataclass(frozen=True)
 class Limit:
-    """One bucket: `per_minute` is both its capacity and its refill per minute."""
+    """One bucket refilled at `per_minute`; its capacity is `per_minute` too unless `burst` says less."""
 
     per_minute: float
+    burst: float | None = None
 
     def __post_init__(self) -> None:
         if not self.per_minute > 0:
             raise ValueError(f"a rate limit must be positive, got {self.per_minute}")
+        if self.burst is not None and not 0 < self.burst <= self.per_minute:
+            raise ValueError(f"a burst is between 0 and the per-minute limit, got {self.burst}")
 
     @property
     def capacity(self) -> float:
-        return self.per_minute
+        return self.per_minute if self.burst is None else self.burst
 
     @property
     def per_s(self) -> float:
@@ -117,9 +120,13 @@ class QueueLimits:
     itpm: float | None = None
     otpm: float | None = None
 
-    def buckets(self) -> dict[str, Limit]:
+    def buckets(self, burst_share: float = 1.0) -> dict[str, Limit]:
+        """`burst_share` < 1 keeps part of the provider's bucket in reserve: calls reach the provider a
+        little later than they took their token, and unevenly, so a client that mirrors the bucket
+        exactly would now and then arrive at an empty one. The refill rate is not reduced."""
         pairs = (("requests", self.rpm), ("input_tokens", self.itpm), ("output_tokens", self.otpm))
-        return {name: Limit(value) for name, value in pairs if value}
+        return {name: Limit(value, None if burst_share >= 1 else value * burst_share)
+                for name, value in pairs if value}
 
     def describe(self) -> str:
         parts = [f"{key}={value:g}" for key, value in (("rpm", self.rpm), ("itpm", self.itpm),

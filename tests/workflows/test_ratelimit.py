@@ -147,3 +147,16 @@ def test_a_model_without_its_own_limits_takes_the_wildcard_or_none():
     assert limits_for(table, "b").rpm == 9
     assert limits_for({}, "b").buckets() == {}
     assert QueueLimits(rpm=5, otpm=7).describe() == "rpm=5,otpm=7"
+
+
+def test_a_client_bucket_keeps_a_reserve_but_refills_at_the_full_rate():
+    (limit,) = QueueLimits(rpm=600).buckets(burst_share=0.9).values()
+    assert limit.capacity == 540 and limit.per_s == 10
+    assert refill(limit, Level(0.0, 0.0), 100.0) == 540
+    assert QueueLimits(rpm=600).buckets()["requests"].capacity == 600
+
+
+@pytest.mark.parametrize("burst", [0.0, 700.0])
+def test_a_burst_outside_the_limit_is_refused(burst):
+    with pytest.raises(ValueError, match="burst"):
+        Limit(600, burst)

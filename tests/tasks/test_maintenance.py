@@ -1,0 +1,103 @@
+"""The reaper finishes runs whose callback never fired, and gives up on runs past their time."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+
+from models import OutcomeStatus, Pattern, RunStatus, Session, ensure_schema, repo
+from models.tables import OutcomeRole, utcnow
+from settings import load_settings
+from tests.conftest import PG_URL
+
+pytestmark = pytest.mark.integration
+LABELS = ["positive", "negative", "neutral"]
+
+
+@pytest.fixture
+def db(postgres: str) -> str:
+    ensure_schema(PG_URL)
+    return PG_URL
+
+
+def stored_run(slots: list[tuple[OutcomeStatus, str | None]], age_s: float) -> str:
+    """A vote run left `running` with its slots in the given states, submitted `age_s` ago."""
+    from models import get_engine
+
+    get_engine(PG_URL)
+    config = {"labels": LABELS, "voters": [], "quorum": 2, "tie_policy": "none", "low_agreement_below": 0.6}
+    specs = [repo.SlotSpec(i, OutcomeRole.VOTER, "claude-haiku-4-5") for i in range(len(slots))]
+    with Session.begin() as s:
+        run = repo.create_run(s, text="A fine kettle.", external_id="reaper-test", pattern=Pattern.VOTE,
+                              provider="offline", config=config, slots=specs)
+        run.status = RunStatus.RUNNING
+        run.submitted_at = utcnow() - dt.timedelta(seconds=age_s)
+        for outcome, (status, answer) in zip(run.outcomes, slots, strict=True):
+            outcome.status = status
+            outcome.answer = answer
+        return run.id
+
+
+def load(run_id: str):
+    with Session() as s:
+        return repo.load_run(s, run_id)
+
+
+DONE = OutcomeStatus.SUCCEEDED
+
+
+def test_a_run_whose_slots_all_finished_but_whose_tally_never_ran_is_tallied_from_what_was_stored(db):
+    from tasks.maintenance import reap_stalled
+
+    run_id = stored_run([(DONE, "positive"), (DONE, "positive"), (DONE, "negative")], age_s=120)
+    done = reap_stalled(load_settings(reap_grace_s=30), run_ids=[run_id])
+    assert done == {"lost_callback": [run_id], "expired": []}
+    run = load(run_id)
+    assert run.status is RunStatus.SUCCEEDED and run.answer == "positive"
+    assert reap_stalled(load_settings(reap_grace_s=30), run_ids=[run_id]) == {"lost_callback": [], "expired": []}
+
+
+def test_a_run_within_its_grace_or_its_time_is_left_alone(db):
+    from tasks.maintenance import reap_stalled
+
+    fresh = stored_run([(DONE, "positive")] * 3, age_s=5)
+    waiting = stored_run([(DONE, "positive"), (OutcomeStatus.RETRYING, None), (OutcomeStatus.PENDING, None)],
+                         age_s=120)
+    done = reap_stalled(load_settings(reap_grace_s=30, reap_after_s=900), run_ids=[fresh, waiting])
+    assert done == {"lost_callback": [], "expired": []}
+    assert load(fresh).status is RunStatus.RUNNING and load(waiting).status is RunStatus.RUNNING
+
+
+def test_a_run_past_its_time_fails_its_open_slots_with_a_reason_and_ends(db):
+    from tasks.maintenance import reap_stalled
+
+    run_id = stored_run([(DONE, "positive"), (OutcomeStatus.RUNNING, None), (OutcomeStatus.PENDING, None)],
+                        age_s=1000)
+    done = reap_stalled(load_settings(reap_after_s=900), run_ids=[run_id])
+    assert done["expired"] == [run_id]
+    run = load(run_id)
+    assert run.status is RunStatus.PARTIAL  # one answer, quorum two
+    reaped = [o for o in run.outcomes if o.slot in (1, 2)]
+    assert all(o.status is OutcomeStatus.FAILED for o in reaped)
+    assert all("never finished: the reaper gave up on it 900 s after submit" in (o.error or "") for o in reaped)
+    assert run.outcomes[0].status is OutcomeStatus.SUCCEEDED
+
+
+def test_waiting_in_embedded_mode_runs_the_reaper_check_itself(db):
+    from chorus.api import wait_for_run
+
+    run_id = stored_run([(DONE, "negative")] * 3, age_s=60)
+    embedded = load_settings(broker_url=None, result_backend=None, database_url=PG_URL, reap_grace_s=0.2)
+    assert embedded.embedded
+    run = wait_for_run(run_id, timeout=15, settings=embedded)
+    assert run.status == "succeeded" and run.answer == "negative"
+
+
+def test_beat_runs_the_reaper_on_the_callbacks_queue():
+    from worker import CALLBACK_QUEUE, app
+
+    entry = app.conf.beat_schedule["chorus-reaper"]
+    assert entry["task"] == "chorus.maintenance.reap" and entry["task"] in app.tasks
+    assert entry["schedule"] == load_settings().reap_interval_s
+    assert app.amqp.router.route({}, "chorus.maintenance.reap")["queue"].name == CALLBACK_QUEUE
