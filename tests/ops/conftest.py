@@ -43,12 +43,13 @@ def compose_stack(stub: object, flower_password: str) -> Iterator[LocalStack]:
     pg_db = f"chorus_ops_{uuid.uuid4().hex[:10]}"
     workdir = Path(tempfile.mkdtemp(prefix="chorus-compose-"))
     # What a user puts in .env, given as the environment (which wins over the env file): the real
-    # SDK against the stub server, and Flower's credentials.
+    # SDK against the stub server, Flower's credentials, and a reaper every second.
     compose_env = clean_env(
         ANTHROPIC_API_KEY="test-key",
         ANTHROPIC_BASE_URL=f"http://127.0.0.1:{STUB_PORT}",
         FLOWER_USER=FLOWER_USER,
         FLOWER_PASSWORD=flower_password,
+        CHORUS_REAP_INTERVAL_S="1",  # so beat has something due while the tests run
     )
     admin = redis.Redis.from_url(redis_url)
     with psycopg.connect(PG_ADMIN_URL, autocommit=True, connect_timeout=5) as conn:

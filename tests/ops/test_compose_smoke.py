@@ -3,6 +3,7 @@ the migrate job, a worker per model queue, the callbacks worker, beat and Flower
 
 from __future__ import annotations
 
+import re
 import socket
 import time
 
@@ -69,3 +70,21 @@ def test_beat_runs_from_the_compose_file_and_keeps_its_schedule_on_the_named_vol
         f"beat wrote no schedule file under its volume; log:\n{beat.log()[-2000:]}"
     )
     assert "beat: Starting..." in beat.log()
+
+
+def test_what_beat_sends_is_run_by_the_compose_workers(compose_stack):
+    """Whatever the schedule holds (the reaper at least): beat sends it through Redis, a worker runs it."""
+    beat = compose_stack.services["beat"]
+    workers = [s for s in compose_stack.services.values() if s.argv[3:4] == ["worker"]]
+    deadline = time.monotonic() + 30
+    while True:
+        beat.check_alive()
+        sent = set(re.findall(r"Sending due task \S+ \(([\w.]+)\)", beat.log()))
+        done = {name for name in sent if any(re.search(rf"Task {re.escape(name)}\[\S+\] succeeded", w.log())
+                                             for w in workers)}
+        if sent and done == sent:
+            return
+        assert time.monotonic() < deadline, (
+            f"beat sent {sorted(sent)}, workers ran {sorted(done)}:\n{beat.log()[-2000:]}"
+        )
+        time.sleep(0.5)
