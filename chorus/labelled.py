@@ -47,7 +47,7 @@ def _rows(path: Path) -> list[tuple[int, dict[str, object] | str]]:
                 continue
             try:
                 value = json.loads(line)
-            except ValueError as exc:
+            except json.JSONDecodeError as exc:
                 rows.append((n, f"not JSON ({exc.msg})"))
                 continue
             rows.append((n, value if isinstance(value, dict) else "not a JSON object"))

@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import html
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -98,6 +98,19 @@ STATUS_COLOUR = {"succeeded": "#2e7d32", "failed": "#c62828", "running": "#f9a82
                  "pending": "#9e9e9e"}
 
 
+LABEL_WIDTH = 230
+
+
+def _axis(t0: dt.datetime, span_s: float, width: int) -> tuple[float, Callable[[dt.datetime | None], float]]:
+    """Pixels per second and the x of a timestamp, on an axis that starts at `t0` after the labels."""
+    scale = (width - LABEL_WIDTH - 70) / span_s
+
+    def x(t: dt.datetime | None) -> float:
+        return LABEL_WIDTH + max(0.0, _secs(t0, t) or 0.0) * scale
+
+    return scale, x
+
+
 def run_gantt(run: RunView, width: int = 900) -> str:
     """One row per worker (queue wait light, call solid), then the run's wall split into the slowest
     worker and the overhead, on one time axis from submit to tally."""
@@ -106,12 +119,8 @@ def run_gantt(run: RunView, width: int = 900) -> str:
     if t0 is None or end is None:
         return "<p>no timestamps (the run never started)</p>"
     span = max(_secs(t0, end) or 0.0, 1e-6)
-    left, row_h = 230, 22
-    scale = (width - left - 70) / span
-
-    def x(t: dt.datetime | None) -> float:
-        return left + max(0.0, _secs(t0, t) or 0.0) * scale
-
+    left, row_h = LABEL_WIDTH, 22
+    scale, x = _axis(t0, span, width)
     parts = []
     leaders = set((run.config.get("dispatch") or {}).get("leaders", []))
     for i, o in enumerate(run.outcomes):
@@ -159,12 +168,8 @@ def batch_timeline(runs: Sequence[RunView], width: int = 900) -> str:
     t0 = min(r.submitted_at for r in shown if r.submitted_at)
     t1 = max(r.finished_at for r in shown if r.finished_at)
     span = max(_secs(t0, t1) or 0.0, 1e-6)
-    left, row_h = 230, 16
-    scale = (width - left - 70) / span
-
-    def x(t: dt.datetime | None) -> float:
-        return left + max(0.0, _secs(t0, t) or 0.0) * scale
-
+    row_h = 16
+    _, x = _axis(t0, span, width)
     parts = []
     for i, r in enumerate(shown):
         y = 6 + i * row_h
