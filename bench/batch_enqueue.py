@@ -12,7 +12,8 @@ a fresh PostgreSQL database, the stub server answering with latency 0. Two phase
 * **with workers** (sizes up to `--e2e-max`): real worker processes drain the batch while it is
   submitted with `--max-in-flight 64` (back-pressure): documents finished per second, end to end.
 
-The submitter's peak RSS is `ru_maxrss` of its own process; its RSS right after imports is the
+The baseline beside them is the same submitter sending every chord itself (`send_here`), as the
+first version did. The submitter's peak RSS is `ru_maxrss` of its own process; its RSS right after imports is the
 baseline, so the growth is what the batch costs.
 """
 
@@ -51,7 +52,8 @@ def rss_kb() -> int:
     return 0
 
 
-def child(source: str, name: str, voters: int, max_in_flight: int | None, wait: bool) -> dict[str, Any]:
+def child(source: str, name: str, voters: int, max_in_flight: int | None, wait: bool, send_here: bool
+          ) -> dict[str, Any]:
     """Runs in its own process so its peak RSS is the submitter's alone."""
     from chorus.api import _prepare
     from chorus.batch import prepare_batch, run_batch, wait_for_batch
@@ -66,7 +68,7 @@ def child(source: str, name: str, voters: int, max_in_flight: int | None, wait: 
     prepared = prepare_batch(Path(source), pattern="vote", options={"labels": "positive,negative,neutral",
                                                                     "voters": voters},
                              name=name, max_in_flight=max_in_flight, settings=settings)
-    sub = run_batch(prepared, settings=settings)
+    sub = run_batch(prepared, settings=settings, send_here=send_here)
     enqueued = time.perf_counter() - t0
     done = None
     counts = None
@@ -77,9 +79,11 @@ def child(source: str, name: str, voters: int, max_in_flight: int | None, wait: 
             "rss_after_imports_kb": base, "peak_rss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}
 
 
-def run_child(source: Path, name: str, voters: int, max_in_flight: int | None, wait: bool) -> dict[str, Any]:
+def run_child(source: Path, name: str, voters: int, max_in_flight: int | None, wait: bool,
+              send_here: bool = False) -> dict[str, Any]:
     cmd = [sys.executable, "-m", "bench.batch_enqueue", "--child", str(source), "--name", name,
-           "--voters", str(voters), "--max-in-flight", str(max_in_flight or 0)] + (["--wait"] if wait else [])
+           "--voters", str(voters), "--max-in-flight", str(max_in_flight or 0)]
+    cmd += (["--wait"] if wait else []) + (["--send-here"] if send_here else [])
     out = subprocess.run(cmd, capture_output=True, text=True, check=False, env=os.environ.copy())
     if out.returncode != 0:
         raise SystemExit(f"submitter failed ({out.returncode}): {out.stderr[-3000:]}")
@@ -109,15 +113,16 @@ def release_redis_db(db: int) -> None:
     redis.Redis(host="127.0.0.1", port=6379, db=0).delete(f"chorus-tests:db:{db}")
 
 
-def run(sizes: list[int], voters: int, max_in_flight: int, concurrency: int, e2e_max: int) -> dict[str, Any]:
+def run(sizes: list[int], voters: int, max_in_flight: int, concurrency: int, e2e_max: int, pool: str
+        ) -> dict[str, Any]:
     db = claim_redis_db()
     try:
-        return _run(sizes, voters, max_in_flight, concurrency, e2e_max, db)
+        return _run(sizes, voters, max_in_flight, concurrency, e2e_max, pool, db)
     finally:
         release_redis_db(db)
 
 
-def _run(sizes: list[int], voters: int, max_in_flight: int, concurrency: int, e2e_max: int, db: int
+def _run(sizes: list[int], voters: int, max_in_flight: int, concurrency: int, e2e_max: int, pool: str, db: int
          ) -> dict[str, Any]:
     from stubserver.testing import running_stub
 
@@ -132,20 +137,24 @@ def _run(sizes: list[int], voters: int, max_in_flight: int, concurrency: int, e2
         for n in sizes:
             source = tmp / f"docs-{n}.jsonl"
             write_jsonl(source, n)
-            enq = run_child(source, f"enqueue-{n}", voters, None, wait=False)
+            here = run_child(source, f"baseline-{n}", voters, None, wait=False, send_here=True)
             drain(db)  # nobody consumes these: drop them so the next phase starts clean
+            results.append({"phase": "baseline: enqueue only, submitter sends every chord", "docs": n, **here,
+                            "docs_per_s": round(n / here["enqueue_s"], 1)})
+            enq = run_child(source, f"enqueue-{n}", voters, None, wait=False)
+            drain(db)
             results.append({"phase": "enqueue only", "docs": n, **enq,
                             "docs_per_s": round(n / enq["enqueue_s"], 1)})
             if n > e2e_max:
                 continue
-            with workers(data, pool="threads", concurrency=concurrency):
+            with workers(data, pool=pool, concurrency=concurrency):
                 e2e = run_child(source, f"e2e-{n}", voters, max_in_flight, wait=True)
             results.append({"phase": f"with workers, --max-in-flight {max_in_flight}", "docs": n, **e2e,
                             "docs_per_s": round(n / e2e["done_s"], 1)})
     return {
         "benchmark": "batch_enqueue",
         "command": f"python -m bench.batch_enqueue --docs {','.join(map(str, sizes))} --voters {voters} "
-                   f"--max-in-flight {max_in_flight} --concurrency {concurrency} --e2e-max {e2e_max}",
+                   f"--max-in-flight {max_in_flight} --pool {pool} --concurrency {concurrency} --e2e-max {e2e_max}",
         "machine": machine(),
         "date": time.strftime("%Y-%m-%d"),
         "results": results,
@@ -173,12 +182,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--child")
     parser.add_argument("--name", default="bench")
     parser.add_argument("--wait", action="store_true")
+    parser.add_argument("--send-here", action="store_true")
+    parser.add_argument("--pool", default="threads", help="Pool of the model-queue worker (threads or prefork).")
     args = parser.parse_args(argv)
     if args.child:
-        print(json.dumps(child(args.child, args.name, args.voters, args.max_in_flight or None, args.wait)))
+        print(json.dumps(child(args.child, args.name, args.voters, args.max_in_flight or None, args.wait,
+                               args.send_here)))
         return 0
     result = run([int(x) for x in args.docs.split(",")], args.voters, args.max_in_flight, args.concurrency,
-                 args.e2e_max)
+                 args.e2e_max, args.pool)
     print(json.dumps(result, indent=2))
     print(render(result), file=sys.stderr)
     return 0

@@ -289,9 +289,10 @@ class Submitter:
     """Streams records into stored runs and sends them, keeping at most `max_in_flight` unfinished."""
 
     def __init__(self, batch_id: str, spec: BatchSpec, settings: Settings, *, max_in_flight: int | None,
-                 on_tick: Callable[[], None] | None = None) -> None:
+                 on_tick: Callable[[], None] | None = None, send_here: bool = False) -> None:
         self.batch_id, self.spec, self.settings = batch_id, spec, settings
         self.max_in_flight = max_in_flight
+        self.send_here = send_here  # send every chord from this process (the benchmark's baseline)
         self.on_tick = on_tick or (lambda: None)
         self.in_flight: set[str] = set()
         self.sent = 0
@@ -387,7 +388,10 @@ class Submitter:
             group = pending[i:i + min(room, DISPATCH_GROUP)]
             i += len(group)
             try:
-                dispatch.si(group).apply_async(queue=CALLBACK_QUEUE)
+                if self.send_here:
+                    send_stored(group, self.settings)
+                else:
+                    dispatch.si(group).apply_async(queue=CALLBACK_QUEUE)
             except Exception as exc:  # noqa: BLE001 - the broker can fail in many ways; no run stays open
                 fail_runs(group, f"could not enqueue the run: {exc}. Is the broker at "
                                  f"{self.settings.effective_broker_url} up?")
@@ -494,15 +498,17 @@ def wait_for_batch(batch_id: str, *, timeout: float, on_tick: Callable[[], None]
 
 def run_batch(source: Path | Prepared, *, pattern: str = "", options: dict[str, Any] | None = None,
               name: str | None = None, max_in_flight: int | None = 64, settings: Settings | None = None,
-              on_tick: Callable[[str], None] | None = None) -> Submission:
+              on_tick: Callable[[str], None] | None = None, send_here: bool = False) -> Submission:
     """Find or create the batch and submit what needs a run (after `prepare_batch`'s checks).
-    Returns once everything is sent, not finished: see `wait_for_batch`."""
+    Returns once everything is sent, not finished: see `wait_for_batch`. `send_here` sends each
+    chord from this process instead of through `chorus.batch.dispatch` tasks."""
     settings = settings or get_settings()
     prepared = source if isinstance(source, Prepared) else prepare_batch(
         source, pattern=pattern, options=options or {}, name=name, max_in_flight=max_in_flight, settings=settings)
     batch_id, created = open_batch(prepared.source, prepared.spec, prepared.name)
     tick = (lambda: on_tick(batch_id)) if on_tick else None
-    submitter = Submitter(batch_id, prepared.spec, settings, max_in_flight=prepared.max_in_flight, on_tick=tick)
+    submitter = Submitter(batch_id, prepared.spec, settings, max_in_flight=prepared.max_in_flight, on_tick=tick,
+                          send_here=send_here)
     return submitter.run(enumerate(read_records(prepared.source, settings.max_document_bytes)),
                          Submission(batch_id, prepared.name, created))
 
