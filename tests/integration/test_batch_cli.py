@@ -17,8 +17,9 @@ pytestmark = pytest.mark.integration
 
 
 def chorus(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-c", "from cli import app; app()", *args], cwd=ROOT, capture_output=True, text=True,
-                          timeout=120, check=False)
+    # `python -m cli` would load cli.py twice (as __main__ and as cli); the console script imports it once.
+    return subprocess.run([sys.executable, "-c", "from cli import app; app()", *args], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120, check=False)
 
 
 def test_batch_status_and_export_from_the_command_line(workers, stub, tmp_path):
