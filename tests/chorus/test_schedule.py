@@ -62,3 +62,21 @@ def test_a_bad_schedule_is_refused_naming_the_file_job_and_field(tmp_path, data,
 def test_a_missing_schedule_file_says_so(tmp_path):
     with pytest.raises(ConfigError, match="cannot read it"):
         load_jobs(tmp_path / "nope.json")
+
+
+@pytest.mark.parametrize(("jobs", "code", "expected"), [
+    ({"jobs": [INBOX, RETRY]}, 0, "job nightly: daily at 03:00 UTC: re-run the failed documents of batch 'mail'"),
+    ({"jobs": [{**RETRY, "every_minutes": 5}]}, 2, "job 1 (nightly): give exactly one of"),
+])
+def test_chorus_beat_check_validates_the_schedule_file_without_starting_beat(tmp_path, jobs, code, expected):
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    env = dict(os.environ, CHORUS_SCHEDULE_FILE=str(write(tmp_path, jobs)))
+    done = subprocess.run([sys.executable, "-c", "from cli import app; app()", "beat", "--check"], cwd=ROOT,
+                          env=env, capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == code
+    assert expected in " ".join(done.stderr.split())
