@@ -30,7 +30,7 @@ FLAGS = [
 def page_url(base: str, page: str, user: str, password: str) -> str:
     parts = urllib.parse.urlsplit(base.rstrip("/") + page)
     host = parts.hostname or "127.0.0.1"
-    netloc = f"{urllib.parse.quote(user, safe='')}:{urllib.parse.quote(password, safe='')}@{host}"
+    netloc = f"{urllib.parse.quote(user, safe='')}:{urllib.parse.quote(password, safe='')}@{host}" if user else host
     if parts.port:
         netloc += f":{parts.port}"
     return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, parts.query, ""))
@@ -43,7 +43,7 @@ def chromium() -> str:
     return found
 
 
-def render(url: str, *, out: Path | None, size: str = "1400,900", wait_ms: int = 5000, timeout: float = 90) -> str:
+def render(url: str, *, out: Path | None, size: str = "1400,900", wait_ms: int = 10000, timeout: float = 90) -> str:
     """Run Chromium on `url`: a PNG at `out`, or (out=None) the rendered DOM, which is returned."""
     with tempfile.TemporaryDirectory(prefix="chorus-chromium-") as profile:
         action = [f"--screenshot={out}"] if out else ["--dump-dom"]
