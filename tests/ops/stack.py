@@ -21,6 +21,7 @@ import subprocess
 import time
 import urllib.parse
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -198,10 +199,12 @@ class LocalStack:
         deadline = time.monotonic() + timeout
         waiting = list(running)
         while waiting:
-            for service in list(waiting):
+            for service in waiting:
                 service.check_alive()
-                if service.healthy():
-                    waiting.remove(service)
+            # Healthchecks run side by side: a worker's ping waits out its own timeout until it is up.
+            with ThreadPoolExecutor(max_workers=len(waiting)) as pool:
+                verdicts = list(pool.map(Service.healthy, waiting))
+            waiting = [service for service, ok in zip(waiting, verdicts, strict=True) if not ok]
             if waiting and time.monotonic() > deadline:
                 names = ", ".join(s.name for s in waiting)
                 raise RuntimeError(f"services not healthy within {timeout:.0f} s: {names}")
