@@ -33,9 +33,10 @@ OPEN_RUN = (RunStatus.PENDING, RunStatus.RUNNING)
 
 def _finisher(pattern: Pattern) -> Callable[[str], dict[str, Any]]:
     if pattern is Pattern.SECTION:
-        from tasks.section import finish_section
+        # All slots done but no synthesis yet may be a callback still queued or lost: go on with it.
+        from tasks.section import reap_section
 
-        return finish_section
+        return reap_section
     from tasks.vote import finish_vote
 
     return finish_vote

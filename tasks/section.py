@@ -180,12 +180,15 @@ def finish_section(run_id: str) -> dict[str, Any]:
         steps = [o for o in run.outcomes if o.role is OutcomeRole.SYNTHESIS]
         if text is None:
             status = RunStatus.FAILED
+            done = sum(1 for o in run.outcomes if o.role is OutcomeRole.SECTION and o.status is OutcomeStatus.SUCCEEDED)
             if final is not None:
                 reason = f"the final synthesis failed: {final.error}"
-            elif not covered and sections > 1:
-                reason = f"no section succeeded ({describe_missing(missing)})"
-            else:
+            elif sections == 1:
                 reason = f"section 1 failed: {head.error}"
+            elif done:
+                reason = f"the synthesis never finished ({done} of {sections} sections had succeeded)"
+            else:
+                reason = f"no section succeeded ({describe_missing(missing)})"
         elif missing:
             status, reason = RunStatus.PARTIAL, describe_missing(missing)
         else:
@@ -203,6 +206,30 @@ def finish_section(run_id: str) -> dict[str, Any]:
         }
         repo.finish_run(s, run, status=status, result=result, error=reason or None)
         return {"run_id": run_id, **result}
+
+
+def reap_section(run_id: str) -> dict[str, Any]:
+    """For the reaper: a run whose slots are all done but whose next step never came (a lost
+    callback) goes on from its unmerged outputs; one past CHORUS_REAP_AFTER_S is finished as it is."""
+    from settings import get_settings
+
+    get_engine()
+    with Session() as s:
+        run = repo.load_run(s, run_id)
+        if run is None or run.status.terminal:
+            return {"run_id": run_id, "status": run.status.value if run else "failed"}
+        by_slot = {o.slot: o for o in run.outcomes}
+        began = repo.as_utc(run.submitted_at or run.created_at)
+        expired = began is None or (utcnow() - began).total_seconds() > get_settings().reap_after_s
+        if expired or any(not o.status.terminal for o in by_slot.values()) \
+                or any(o.prompt_variant == FINAL for o in by_slot.values()):
+            return finish_section(run_id)
+        consumed = {i for o in by_slot.values() for i in (o.inputs or [])}
+        inputs_of = _inputs_of(by_slot)
+        frontier = sorted((slot for slot in by_slot if slot not in consumed),
+                          key=lambda slot: min(covered_sections([slot], inputs_of, set(by_slot)) or [slot]))
+    has_steps = any(o.role is OutcomeRole.SYNTHESIS for o in by_slot.values())
+    return plan_next(run_id, frontier if has_steps else None)
 
 
 def _fail(run_id: str, reason: str) -> dict[str, Any]:

@@ -4,6 +4,8 @@ per section and a merge for the synthesis)."""
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from chorus.api import wait_for_run
@@ -83,3 +85,37 @@ def test_outputs_over_the_budget_are_synthesized_as_a_tree_that_keeps_the_order(
     leaves = [i for o in first_level for i in (o.inputs or [])]
     assert leaves == sorted(leaves) and len(set(leaves)) == len(leaves)
     assert markers_in(run.result["synthesis"]) == TOPICS
+
+
+def test_a_run_whose_synthesis_callback_was_lost_is_carried_on_by_the_reaper_hook(workers, stub):
+    from celery import group
+
+    from chorus.api import _prepare, get_run
+    from models import RunStatus, Session, repo
+    from models.tables import OutcomeRole, Pattern, utcnow
+    from settings import get_settings
+    from tasks.section import call, reap_section
+    from worker import queue_for_model
+
+    stub.reset()
+    plan = plan_section(document(3))
+    settings = get_settings()
+    _prepare(settings)
+    with Session.begin() as s:  # stored like submit_section_plan, but sent without its callback
+        run = repo.create_run(s, text=plan.text, external_id="lost", pattern=Pattern.SECTION,
+                              provider=settings.provider_name, config=plan.config(), slots=plan.slots())
+        run.status, run.submitted_at = RunStatus.RUNNING, utcnow()
+        run_id = run.id
+    group(call.si(run_id, i, plan.model).set(queue=queue_for_model(plan.model)) for i in range(3)).apply_async()
+    deadline = time.monotonic() + 30
+    while any(o.status != "succeeded" for o in get_run(run_id).outcomes):
+        assert time.monotonic() < deadline, "the section calls did not finish"
+        time.sleep(0.1)
+    assert get_run(run_id).status == "running"  # nothing would ever finish it
+
+    reap_section(run_id)
+    run_view = wait_for_run(run_id, timeout=60)
+
+    assert run_view.status == "succeeded"
+    assert [o.role for o in run_view.outcomes] == [OutcomeRole.SECTION.value] * 3 + [OutcomeRole.SYNTHESIS.value]
+    assert run_view.result is not None and markers_in(run_view.result["synthesis"]) == TOPICS[:3]
