@@ -185,3 +185,13 @@ def test_count_tokens_through_the_sdk_matches_what_a_call_bills(slow_stub):
                                                       messages=params["messages"])
     billed = client(slow_stub).messages.create(**params).usage
     assert counted.input_tokens == billed.input_tokens > 400
+
+
+@pytest.mark.parametrize("bad", [{"latency_ms": -1}, {"latency_ms": "fast"}, {"latency_ms": True}, {}])
+def test_the_latency_admin_route_refuses_a_bad_value(slow_stub, bad):
+    import urllib.error
+
+    with pytest.raises(urllib.error.HTTPError) as caught:
+        slow_stub._admin("POST", "/_stub/latency", bad)
+    assert caught.value.code == 400
+    slow_stub.set_latency(150)  # a good value is taken (the module's own)
