@@ -30,6 +30,7 @@ REGISTRY: list[tuple[str, str, str]] = [
     ("embedded", "bench.embedded", "Embedded mode chord overhead (issue 7)"),
     ("vote_overhead", "bench.vote_overhead", "Vote overhead, chorus alone on Redis + PostgreSQL (issue 2)"),
     ("cost_compare", "bench.cost_compare", "Cost: prompt caching and a cheaper voting panel (issue 5)"),
+    ("ratelimit", "bench.ratelimit", "Shared rate limit vs Celery's per-worker rate_limit at 600 RPM (issue 4)"),
 ]
 
 INTRO = """# Benchmarks
