@@ -80,7 +80,8 @@ def test_a_failed_leader_does_not_stop_the_vote(workers, stub):
     by_slot = {o.slot: o for o in run.outcomes}
     assert by_slot[0].status == "failed"
     assert by_slot[1].status == by_slot[2].status == "succeeded"
-    assert get_run(run.id).result["failed"] == 1
+    stored = get_run(run.id).result
+    assert stored is not None and stored["failed"] == 1
 
 
 def test_a_single_voter_marks_no_cache_prefix(workers, stub):

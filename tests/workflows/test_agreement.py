@@ -81,9 +81,11 @@ def test_voters_that_are_wrong_together_show_double_faults_agreement_when_wrong_
     assert (pair01.double_fault, pair01.agree_when_wrong) == pytest.approx((2 / 6, 2 / 6))
     assert pair01.error_correlation == pytest.approx(1.0)
     assert (pair02.double_fault, pair02.agree_when_wrong) == (0.0, 0.0)
-    assert report.mean_error_correlation == pytest.approx((1 - 2 * 0.31623) / 3, abs=1e-4)
-    assert report.effective_voters == pytest.approx(3 / (1 + 2 * report.mean_error_correlation))
-    assert report.effective_voters < 2.5
+    rho, n_eff = report.mean_error_correlation, report.effective_voters
+    assert rho is not None and n_eff is not None
+    assert rho == pytest.approx((1 - 2 * 0.31623) / 3, abs=1e-4)
+    assert n_eff == pytest.approx(3 / (1 + 2 * rho))
+    assert n_eff < 2.5
 
 
 def test_independent_errors_keep_every_voter_effective():
