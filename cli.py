@@ -319,9 +319,8 @@ def db_upgrade() -> None:
     out.print(f"schema is current: {', '.join(table_names(get_engine(settings.effective_database_url)))}")
 
 
-import chorus.commands  # noqa: E402,F401  (section, batch, export, beat)
-
 import chorus.analysis_commands  # noqa: E402,F401  (compare, advise, report)
+import chorus.commands  # noqa: E402,F401  (section, batch, export, beat)
 
 if __name__ == "__main__":  # pragma: no cover
     app()
