@@ -123,3 +123,14 @@ def test_report_of_an_unknown_id_says_how_to_find_one(workers, tmp_path):
     done = chorus("report", "nosuchid", "--html", str(tmp_path / "x.html"))
     assert done.returncode == 2
     assert "no run or batch 'nosuchid'" in done.stderr
+
+
+def test_vote_takes_no_cache_aware_from_the_command_line(workers, stub, tmp_path):
+    doc = tmp_path / "long.txt"
+    doc.write_text(LONG["kettle"][1])
+    led = as_json(chorus("vote", str(doc), "--labels", LABELS, "--voters", "3", "--json"))
+    flat = as_json(chorus("vote", str(doc), "--labels", LABELS, "--voters", "3", "--no-cache-aware", "--json"))
+    assert led["config"]["dispatch"]["leaders"] == [0]
+    assert flat["config"]["dispatch"]["leaders"] == []
+    assert "off" in flat["config"]["dispatch"]["reason"]
+    assert led["cost"]["total_usd"] > 0 and not led["cost"]["estimated"]
