@@ -61,9 +61,21 @@ class Limiter(Protocol):
     def levels(self, queue: str, limits: QueueLimits) -> dict[str, float]: ...
 
 
-_ACQUIRE = """
+# Redis's clock, and workflows.ratelimit.refill: a bucket never seen is full, refilled continuously.
+_PRELUDE = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local function refill(name, rate, cap)
+  local tokens = tonumber(redis.call('HGET', KEYS[1], name .. ':tokens'))
+  local at = tonumber(redis.call('HGET', KEYS[1], name .. ':at'))
+  if tokens and at then
+    return math.min(cap, tokens + rate * math.max(0, now - at))
+  end
+  return cap
+end
+"""
+
+_ACQUIRE = _PRELUDE + """
 local grace = tonumber(ARGV[2])
 local held = redis.call('GET', KEYS[2])
 if held then
@@ -83,12 +95,7 @@ for i = 0, n - 1 do
   local rate = tonumber(ARGV[5 + i * 4]) / 60
   local cap = tonumber(ARGV[6 + i * 4])
   local cost = math.max(0, math.min(tonumber(ARGV[7 + i * 4]), cap))
-  local tokens = tonumber(redis.call('HGET', KEYS[1], name .. ':tokens'))
-  local at = tonumber(redis.call('HGET', KEYS[1], name .. ':at'))
-  local level = cap
-  if tokens and at then
-    level = math.min(cap, tokens + rate * math.max(0, now - at))
-  end
+  local level = refill(name, rate, cap)
   after[i + 1] = level - cost
   if after[i + 1] < 0 then
     wait = math.max(wait, -after[i + 1] / rate)
@@ -109,9 +116,7 @@ end
 return {'0', '1'}
 """
 
-_ADJUST = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+_ADJUST = _PRELUDE + """
 local mode = ARGV[1]
 local low_share = tonumber(ARGV[2])
 local n = tonumber(ARGV[3])
@@ -120,12 +125,7 @@ for i = 0, n - 1 do
   local rate = tonumber(ARGV[5 + i * 4]) / 60
   local cap = tonumber(ARGV[6 + i * 4])
   local value = tonumber(ARGV[7 + i * 4])
-  local tokens = tonumber(redis.call('HGET', KEYS[1], name .. ':tokens'))
-  local at = tonumber(redis.call('HGET', KEYS[1], name .. ':at'))
-  local level = cap
-  if tokens and at then
-    level = math.min(cap, tokens + rate * math.max(0, now - at))
-  end
+  local level = refill(name, rate, cap)
   local write = true
   if mode == 'settle' then
     level = math.min(cap, level + value)
@@ -141,20 +141,12 @@ end
 return 1
 """
 
-_LEVELS = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+_LEVELS = _PRELUDE + """
 local out = {}
 for i = 1, #ARGV, 3 do
   local rate = tonumber(ARGV[i + 1]) / 60
   local cap = tonumber(ARGV[i + 2])
-  local tokens = tonumber(redis.call('HGET', KEYS[1], ARGV[i] .. ':tokens'))
-  local at = tonumber(redis.call('HGET', KEYS[1], ARGV[i] .. ':at'))
-  local level = cap
-  if tokens and at then
-    level = math.min(cap, tokens + rate * math.max(0, now - at))
-  end
-  out[#out + 1] = tostring(level)
+  out[#out + 1] = tostring(refill(ARGV[i], rate, cap))
 end
 return out
 """
@@ -361,6 +353,8 @@ def settle_call(settings: Any, model: str, request: CallRequest, result: CallRes
 def note_rate_limited(settings: Any, model: str) -> None:
     """The provider answered 429: every bucket of the queue is empty as far as we are concerned."""
     limits = limits_for(settings.queue_limits, model)
+    if not limits.buckets():
+        return
     with contextlib.suppress(Exception):
         get_limiter(settings).adjust(_queue(model), limits, "observe", dict.fromkeys(limits.buckets(), 0.0))
 

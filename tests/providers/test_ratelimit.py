@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import multiprocessing
+import time
 import uuid
 from pathlib import Path
 
@@ -30,30 +31,38 @@ def limiter(request, tmp_path):
 
 
 def test_a_full_bucket_lets_its_capacity_go_at_once_then_reserves_turns_a_second_apart(limiter):
+    began = time.monotonic()
     grants = [limiter.acquire("q", f"r:{i}", RPM, ONE, max_wait_s=30) for i in range(int(CAPACITY) + 3)]
+    refilled = time.monotonic() - began  # at 1 token per second, the bucket refilled this much meanwhile
     assert all(g.wait_s == 0 for g in grants[: int(CAPACITY)])
     waits = [g.wait_s for g in grants[int(CAPACITY):]]
     assert all(g.reserved for g in grants[int(CAPACITY):])
-    assert waits == pytest.approx([1.0, 2.0, 3.0], abs=0.2)
+    for turn, wait in enumerate(waits, start=1):
+        assert turn - refilled - 0.05 <= wait <= turn + 0.05
+
+
+def drain(limiter) -> None:
+    """Empty the bucket in one take (a cost above the capacity is clamped to it)."""
+    assert limiter.acquire("q", "drain", RPM, {"requests": 1000}, max_wait_s=0).wait_s == 0
 
 
 def test_a_slot_that_comes_back_spends_its_reservation_instead_of_taking_again(limiter):
-    for i in range(int(CAPACITY)):
-        limiter.acquire("q", f"r:{i}", RPM, ONE, max_wait_s=30)
+    drain(limiter)
     first = limiter.acquire("q", "late:1", RPM, ONE, max_wait_s=30)
     again = limiter.acquire("q", "late:1", RPM, ONE, max_wait_s=30)  # back too early
     assert first.reserved and again.reserved
-    assert again.wait_s <= first.wait_s and again.wait_s > 0.5
+    assert 0 < again.wait_s <= first.wait_s
     other = limiter.acquire("q", "late:2", RPM, ONE, max_wait_s=30)
-    assert other.wait_s == pytest.approx(2.0, abs=0.2)  # the early return did not take a second token
+    # The early return did not take a second token: the next slot is one turn behind, not two.
+    assert other.wait_s - first.wait_s == pytest.approx(1.0, abs=0.1)
 
 
 def test_a_wait_longer_than_allowed_is_refused_without_taking_anything(limiter):
-    for i in range(int(CAPACITY)):
-        limiter.acquire("q", f"r:{i}", RPM, ONE, max_wait_s=30)
+    drain(limiter)
+    before = limiter.levels("q", RPM)["requests"]
     refused = limiter.acquire("q", "x", RPM, {"requests": 1.0}, max_wait_s=0.5)
-    assert not refused.reserved and refused.wait_s == pytest.approx(1.0, abs=0.2)
-    assert limiter.levels("q", RPM)["requests"] == pytest.approx(0.0, abs=0.3)
+    assert not refused.reserved and 0.5 < refused.wait_s <= 1.0
+    assert limiter.levels("q", RPM)["requests"] == pytest.approx(before, abs=0.1)  # only refill since
 
 
 def test_settling_gives_back_unused_output_and_low_remaining_headers_slow_down(limiter):
@@ -86,13 +95,15 @@ def test_four_processes_together_never_take_more_than_the_bucket_holds(kind, req
     ctx = multiprocessing.get_context("fork")
     out = ctx.Queue()
     procs = [ctx.Process(target=_hammer, args=(kind, where, prefix, out)) for _ in range(4)]
+    began = time.monotonic()
     for p in procs:
         p.start()
     for p in procs:
         p.join(30)
+    elapsed = time.monotonic() - began
     granted = sum(out.get(timeout=5) for _ in procs)
-    # 160 attempts in about a second against 54 tokens: the bucket plus what refilled meanwhile.
-    assert CAPACITY <= granted <= CAPACITY + 4
+    # 160 attempts against 54 tokens: the bucket plus what refilled meanwhile (1 per second), no more.
+    assert CAPACITY <= granted <= CAPACITY + elapsed + 1
 
 
 def test_remaining_headers_are_read_per_dimension():
