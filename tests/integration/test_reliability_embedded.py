@@ -1,0 +1,32 @@
+"""Embedded mode (no Redis) paces calls with its SQLite bucket, the same way the cluster does."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import shutil
+import subprocess
+
+import pytest
+
+from tests.conftest import clean_env
+
+pytestmark = pytest.mark.integration
+
+
+def test_an_embedded_vote_over_the_rate_limit_waits_for_tokens_without_counting_attempts(tmp_path):
+    exe = shutil.which("chorus")
+    assert exe, "the chorus console script is installed with the package"
+    proc = subprocess.run(
+        [exe, "vote", "I love this kettle, it is great.", "--labels", "positive,negative", "-n", "57", "--json"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL,
+        env=clean_env(CHORUS_RATE_LIMITS="claude-haiku-4-5:rpm=60"),  # a bucket of 54, 1 per second
+    )
+    assert proc.returncode == 0, proc.stderr
+    run = json.loads(proc.stdout)
+    assert run["status"] == "succeeded" and len(run["outcomes"]) == 57
+    assert all(o["attempts"] == 1 for o in run["outcomes"])  # waiting for a token is not an attempt
+    starts = sorted(dt.datetime.fromisoformat(o["started_at"]) for o in run["outcomes"])
+    # 54 go at once; the last three wait their turns, about 1, 2 and 3 seconds later.
+    assert (starts[-1] - starts[0]).total_seconds() >= 2.0
+    assert (tmp_path / ".chorus" / "ratelimit.db").exists()
