@@ -52,9 +52,10 @@ class Fleet:
         self.env = env
         self.procs: dict[str, WorkerProcess] = {}
 
-    def start(self, name: str, queues: str = QUEUES, pool: str = "threads", concurrency: int = 4) -> WorkerProcess:
+    def start(self, name: str, queues: str = QUEUES, pool: str = "threads", concurrency: int = 4,
+              extra_args: tuple[str, ...] = ()) -> WorkerProcess:
         proc = WorkerProcess(queues.split(","), log_dir=self.folder, name=name, pool=pool, concurrency=concurrency,
-                             env=self.env)
+                             env=self.env, extra_args=extra_args)
         self.procs[name] = proc
         return proc.start()
 
@@ -173,11 +174,17 @@ def test_killing_one_of_two_workers_twice_mid_batch_loses_and_duplicates_nothing
 
 def test_a_redis_outage_mid_batch_is_survived(tmp_path, schema):
     with private_redis(tmp_path / "redis") as redis, running_stub(latency_ms=60) as stub:
+        # Beat runs the reaper every 2 s: a chord whose callback was lost with the connection is
+        # finished from what was stored, and a slot whose message was lost is failed after 45 s.
         env = worker_env(broker_url=redis.url, database_url=schema, data_dir=tmp_path, stub_url=stub.base_url,
-                         CHORUS_VISIBILITY_TIMEOUT_S="6", CHORUS_RETRY_BACKOFF_S="0.1")
+                         CHORUS_VISIBILITY_TIMEOUT_S="6", CHORUS_RETRY_BACKOFF_S="0.1", CHORUS_REAP_INTERVAL_S="2",
+                         CHORUS_REAP_GRACE_S="3", CHORUS_REAP_AFTER_S="45")
         with fleet(tmp_path, env) as workers:
-            workers.start("llm", concurrency=4)
-            workers.start("callbacks", "callbacks", pool="solo", concurrency=1)
+            # prefork: with the thread pool, celery 5.7's consumer sometimes dies on the lost
+            # connection ("'NoneType' object has no attribute 'hostname'", see docs/decisions.md).
+            workers.start("llm", pool="prefork", concurrency=4)
+            workers.start("callbacks", "callbacks", pool="solo", concurrency=1,
+                          extra_args=("--beat", "--schedule", str(tmp_path / "beat-schedule")))
             workers.ready()
             run_ids = submit_votes(env, documents(40), LABELS, voters=5)
             time.sleep(0.5)
@@ -189,11 +196,15 @@ def test_a_redis_outage_mid_batch_is_survived(tmp_path, schema):
 
     done_before = sum(s in ("succeeded", "partial", "failed") for s in before.values())
     assert done_before < 40  # the outage really hit the batch in the middle
-    assert len(statuses) == 40 and all(s in ("succeeded", "partial", "failed") for s in statuses.values()), \
-        Counter(statuses.values())
     rows = outcome_rows(run_ids, schema)
+    open_runs = {r for r, s in statuses.items() if s not in ("succeeded", "partial", "failed")}
+    assert not open_runs, (Counter(statuses.values()), Counter(r["status"] for r in rows if r["run"] in open_runs))
     assert_one_row_per_slot_and_all_terminal(run_ids, rows, voters=5)
-    assert Counter(statuses.values())["succeeded"] == 40
+    # Whatever the outage cost is said in words on the slot, and every run's status agrees with its
+    # slots (a run whose callback was lost is tallied by the reaper from the same rows).
+    assert all(r["error"] for r in rows if r["status"] == "failed")
+    all_answered = {run for run in run_ids if all(r["status"] == "succeeded" for r in rows if r["run"] == run)}
+    assert {run for run, st in statuses.items() if st == "succeeded"} == all_answered
 
 
 def test_four_workers_share_one_rate_limit_and_the_stub_never_answers_429(tmp_path, schema):
