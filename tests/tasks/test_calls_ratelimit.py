@@ -33,6 +33,7 @@ class FakeTask:
 def outcome(run_id: str, slot: int):
     with Session() as s:
         run = repo.load_run(s, run_id)
+        assert run is not None
         return next(o for o in run.outcomes if o.slot == slot)
 
 
