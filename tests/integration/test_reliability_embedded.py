@@ -30,3 +30,19 @@ def test_an_embedded_vote_over_the_rate_limit_waits_for_tokens_without_counting_
     # 54 go at once; the last three wait their turns, about 1, 2 and 3 seconds later.
     assert (starts[-1] - starts[0]).total_seconds() >= 2.0
     assert (tmp_path / ".chorus" / "ratelimit.db").exists()
+
+
+def test_status_limits_shows_each_queue_its_limits_and_what_its_bucket_holds(tmp_path):
+    exe = shutil.which("chorus")
+    assert exe
+    env = clean_env(CHORUS_RATE_LIMITS="claude-haiku-4-5:rpm=50,otpm=10000", CHORUS_MODELS="claude-haiku-4-5,m2")
+    proc = subprocess.run([exe, "status", "--limits", "--json"], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=60, stdin=subprocess.DEVNULL, env=env)
+    assert proc.returncode == 0, proc.stderr
+    rows = {r["queue"]: r for r in json.loads(proc.stdout)}
+    assert rows["llm.claude-haiku-4-5"]["limits"] == "rpm=50,otpm=10000"
+    assert rows["llm.claude-haiku-4-5"]["available"] == {"requests": 45.0, "output_tokens": 9000.0}  # 10 % reserve
+    assert rows["llm.m2"] == {"queue": "llm.m2", "limits": "unlimited", "available": {}}
+    bad = subprocess.run([exe, "status", "--limits"], cwd=tmp_path, capture_output=True, text=True, timeout=60,
+                         stdin=subprocess.DEVNULL, env=clean_env(CHORUS_RATE_LIMITS="claude-haiku-4-5:rpm=lots"))
+    assert bad.returncode == 2 and "CHORUS_RATE_LIMITS" in bad.stderr and "not a number" in bad.stderr
