@@ -169,6 +169,9 @@ class StubState:
 class StubServer(ThreadingHTTPServer):
     daemon_threads = True
     block_on_close = False  # a hung handler must never keep the stub from stopping
+    # socketserver's default backlog is 5: hundreds of workers connecting at once would see SYN
+    # drops and one-second retransmits, which is the client's problem, not the provider's.
+    request_queue_size = 1024
 
     def __init__(self, address: tuple[str, int], state: StubState) -> None:
         self.state = state
