@@ -56,6 +56,9 @@ class Settings(BaseSettings):
     rate_limit_max_wait_s: float = Field(default=120.0, gt=0, description="Longest wait a slot reserves a token for")
     reap_after_s: float = Field(default=900.0, gt=0, description="A run unfinished this long is finished by the reaper")
     reap_grace_s: float = Field(default=30.0, gt=0, description="Slots all done but no tally this long: reaper tallies")
+    reap_resend_after_s: float = Field(
+        default=300.0, gt=0, description="A slot never picked up this long is sent again, once, by the reaper"
+    )
     reap_interval_s: float = Field(default=60.0, gt=0, description="How often beat runs the reaper")
     embedded_concurrency: int = Field(default=8, ge=1, le=256, description="Threads of the embedded worker")
     run_timeout_s: float = Field(default=300.0, gt=0, description="How long the CLI waits for a run")

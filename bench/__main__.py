@@ -22,19 +22,26 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).resolve().parent / "results"
 
-# (key, module, title)
+# (key, module, title); a module's `run` takes `quick`, or the keyword arguments in QUICK_ARGS.
 REGISTRY: list[tuple[str, str, str]] = [
     ("overhead", "bench.overhead", "Orchestration overhead of a 5-voter vote (issue 7)"),
     ("throughput", "bench.throughput", "Throughput at zero provider latency (issue 7)"),
     ("concurrency", "bench.concurrency", "Concurrency with a 2 s provider (issue 7)"),
     ("embedded", "bench.embedded", "Embedded mode chord overhead (issue 7)"),
     ("vote_overhead", "bench.vote_overhead", "Vote overhead, chorus alone on Redis + PostgreSQL (issue 2)"),
+    ("batch_enqueue", "bench.batch_enqueue", "Batch enqueue rate and submitter memory (issue 3)"),
     ("cost_compare", "bench.cost_compare", "Cost: prompt caching and a cheaper voting panel (issue 5)"),
     ("ratelimit", "bench.ratelimit", "Shared rate limit vs Celery's per-worker rate_limit at 600 RPM (issue 4)"),
 ]
 
-INTRO = """# Benchmarks
+QUICK_ARGS: dict[str, dict[str, Any]] = {
+    "batch_enqueue": {"sizes": [1000, 10000], "voters": 3, "max_in_flight": 64, "concurrency": 4, "e2e_max": 0,
+                      "pool": "prefork"},
+    "ratelimit": {"quick": True, "window": 20.0},
+}
 
+BEGIN, END = "<!-- bench all: begin -->", "<!-- bench all: end -->"
+INTRO = """{begin}
 Written by `python -m bench all{quick}` on {date}, {machine}. The machine is shared and noisy, so
 every comparison is between systems measured in the same run; read ratios, not absolute numbers.
 Every section names the command that produces it alone. Raw results: `bench/results/*.json`.
@@ -44,7 +51,7 @@ Every section names the command that produces it alone. Raw results: `bench/resu
 def run_one(key: str, module: str, quick: bool) -> dict[str, Any]:
     mod = importlib.import_module(module)
     started = time.perf_counter()
-    result = mod.run(quick=quick)
+    result = mod.run(**QUICK_ARGS[key]) if quick and key in QUICK_ARGS else mod.run(quick=quick)
     result["bench_seconds"] = round(time.perf_counter() - started, 1)
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / f"{key}.json").write_text(json.dumps(result, indent=2, default=str))
@@ -52,11 +59,20 @@ def run_one(key: str, module: str, quick: bool) -> dict[str, Any]:
 
 
 def write_markdown(sections: list[str], quick: bool) -> None:
+    """Replace the generated part of BENCHMARKS.md; the hand-written notes after it stay."""
     from bench.harness import machine
 
-    head = INTRO.format(quick=" --quick" if quick else "", date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-                        machine=machine())
-    (ROOT / "BENCHMARKS.md").write_text(head + "\n" + "\n\n".join(sections) + "\n")
+    path = ROOT / "BENCHMARKS.md"
+    old = path.read_text() if path.exists() else "# Benchmarks\n"
+    head = INTRO.format(begin=BEGIN, quick=" --quick" if quick else "",
+                        date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), machine=machine())
+    generated = head + "\n" + "\n\n".join(sections) + "\n" + END
+    if BEGIN in old and END in old:
+        before, rest = old.split(BEGIN, 1)
+        after = rest.split(END, 1)[1]
+    else:
+        before, after = "# Benchmarks\n\n", "\n\n" + old.split("\n", 1)[-1]
+    path.write_text(before + generated + after)
 
 
 def main(argv: list[str] | None = None) -> int:

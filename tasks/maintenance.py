@@ -4,8 +4,13 @@ A callback can be lost (a header task's message lost with a broker, a crash betw
 slot's write and the chord's join, or, in embedded mode, a worker stopped mid-run with no
 visibility timeout to bring the message back). Beat runs `chorus.maintenance.reap` every
 CHORUS_REAP_INTERVAL_S; the waiting CLI of embedded mode runs the same check itself when a run
-stalls. Two cases:
+stalls. Three cases:
 
+- a slot was never claimed (still pending with no attempt) longer than CHORUS_REAP_RESEND_AFTER_S:
+  its message was lost. kombu's Redis transport takes a message with BRPOP and only then records
+  it as unacked, so a worker killed in between loses it for good (kombu #305, #1733). The reaper
+  sends that slot's call again, once; the claim on (run_id, slot) makes a duplicate harmless. The
+  re-sent task is not part of the chord, so the run is then finished by the next case;
 - every slot is terminal but the run is not, for longer than CHORUS_REAP_GRACE_S: the callback was
   lost; the run is finished from its stored outcomes by the same function the callback calls;
 - the run is older than CHORUS_REAP_AFTER_S: its open slots are failed with a reason, then the run
@@ -23,7 +28,7 @@ from typing import Any
 from sqlalchemy import func, select, update
 
 from models import OutcomeStatus, Pattern, Run, RunStatus, Session, WorkerOutcome, get_engine, repo
-from models.tables import utcnow
+from models.tables import OutcomeRole, utcnow
 from settings import Settings, get_settings
 from worker import app
 
@@ -54,10 +59,14 @@ def reap_stalled(settings: Settings | None = None, *, now: dt.datetime | None = 
     query = select(Run.id, Run.pattern, started.label("started")).where(Run.status.in_(OPEN_RUN), started < grace_edge)
     if run_ids is not None:
         query = query.where(Run.id.in_(run_ids))
-    done: dict[str, list[str]] = {"lost_callback": [], "expired": []}
+    done: dict[str, list[str]] = {"lost_callback": [], "expired": [], "resent": []}
+    resend_edge = now - dt.timedelta(seconds=settings.reap_resend_after_s)
     with Session() as s:
         candidates = s.execute(query.limit(500)).all()
     for run_id, pattern, began in candidates:
+        if _resend_lost_slots(run_id, resend_edge):
+            done["resent"].append(run_id)
+            continue
         with Session() as s:
             open_slots = repo.count_open_slots(s, run_id)
         if open_slots:
@@ -74,6 +83,29 @@ def reap_stalled(settings: Settings | None = None, *, now: dt.datetime | None = 
         _finisher(pattern)(run_id)
         log.warning("reaped run %s (%s)", run_id, "expired" if open_slots else "callback never fired")
     return done
+
+
+RESENT = "resent-by-reaper"
+
+
+def _resend_lost_slots(run_id: str, edge: dt.datetime) -> list[int]:
+    """Send again, once, the calls of slots never claimed since before `edge`; their slots."""
+    from worker import queue_for_model
+
+    with Session.begin() as s:
+        lost = s.execute(
+            update(WorkerOutcome)
+            .where(WorkerOutcome.run_id == run_id, WorkerOutcome.status == OutcomeStatus.PENDING,
+                   WorkerOutcome.attempts == 0, WorkerOutcome.task_id.is_(None), WorkerOutcome.queued_at < edge,
+                   WorkerOutcome.role.in_((OutcomeRole.VOTER, OutcomeRole.SECTION)))
+            .values(task_id=RESENT)  # marks the re-send, so it happens once per slot
+            .returning(WorkerOutcome.slot, WorkerOutcome.model, WorkerOutcome.role)
+        ).all()
+    for slot, model, role in lost:
+        name = "chorus.vote.call" if role is OutcomeRole.VOTER else "chorus.section.call"
+        app.send_task(name, args=(run_id, slot, model), queue=queue_for_model(model))
+        log.warning("re-sent the call of run %s slot %s: its task was never picked up", run_id, slot)
+    return [slot for slot, _, _ in lost]
 
 
 @app.task(name="chorus.maintenance.reap")

@@ -52,10 +52,11 @@ def test_a_run_whose_slots_all_finished_but_whose_tally_never_ran_is_tallied_fro
 
     run_id = stored_run([(DONE, "positive"), (DONE, "positive"), (DONE, "negative")], age_s=120)
     done = reap_stalled(load_settings(reap_grace_s=30), run_ids=[run_id])
-    assert done == {"lost_callback": [run_id], "expired": []}
+    assert done == {"lost_callback": [run_id], "expired": [], "resent": []}
     run = load(run_id)
     assert run.status is RunStatus.SUCCEEDED and run.answer == "positive"
-    assert reap_stalled(load_settings(reap_grace_s=30), run_ids=[run_id]) == {"lost_callback": [], "expired": []}
+    again = reap_stalled(load_settings(reap_grace_s=30), run_ids=[run_id])
+    assert again == {"lost_callback": [], "expired": [], "resent": []}
 
 
 def test_a_run_within_its_grace_or_its_time_is_left_alone(db):
@@ -65,7 +66,7 @@ def test_a_run_within_its_grace_or_its_time_is_left_alone(db):
     waiting = stored_run([(DONE, "positive"), (OutcomeStatus.RETRYING, None), (OutcomeStatus.PENDING, None)],
                          age_s=120)
     done = reap_stalled(load_settings(reap_grace_s=30, reap_after_s=900), run_ids=[fresh, waiting])
-    assert done == {"lost_callback": [], "expired": []}
+    assert done == {"lost_callback": [], "expired": [], "resent": []}
     assert load(fresh).status is RunStatus.RUNNING and load(waiting).status is RunStatus.RUNNING
 
 
@@ -101,3 +102,32 @@ def test_beat_runs_the_reaper_on_the_callbacks_queue():
     assert entry["task"] == "chorus.maintenance.reap" and entry["task"] in app.tasks
     assert entry["schedule"] == load_settings().reap_interval_s
     assert app.amqp.router.route({}, "chorus.maintenance.reap")["queue"].name == CALLBACK_QUEUE
+
+
+def test_a_slot_whose_task_was_lost_is_sent_again_once_and_its_run_then_ends(db, workers, stub):
+    import time
+
+    from sqlalchemy import update
+
+    from models import WorkerOutcome
+    from tasks.maintenance import reap_stalled
+
+    stub.reset()
+    run_id = stored_run([(DONE, "positive"), (DONE, "positive"), (OutcomeStatus.PENDING, None)], age_s=600)
+    with Session.begin() as s:  # queued ten minutes ago and never claimed: its message was lost
+        s.execute(update(WorkerOutcome).where(WorkerOutcome.run_id == run_id, WorkerOutcome.slot == 2)
+                  .values(queued_at=utcnow() - dt.timedelta(seconds=600)))
+    settings = load_settings(reap_grace_s=30, reap_resend_after_s=300, reap_after_s=900)
+
+    assert reap_stalled(settings, run_ids=[run_id]) == {"lost_callback": [], "expired": [], "resent": [run_id]}
+    assert reap_stalled(settings, run_ids=[run_id])["resent"] == []  # once per slot, never again
+    deadline = time.monotonic() + 60
+    while load(run_id).outcomes[2].status is not OutcomeStatus.SUCCEEDED:
+        assert time.monotonic() < deadline, "the re-sent call never ran"
+        time.sleep(0.1)
+    # The re-sent call is not part of the chord: the next pass finishes the run from what was stored.
+    assert reap_stalled(settings, run_ids=[run_id])["lost_callback"] == [run_id]
+    run = load(run_id)
+    assert run.status is RunStatus.SUCCEEDED
+    assert run.outcomes[2].attempts == 1
+    assert [r["slot"] for r in stub.requests() if r["run"] == run_id] == ["2"]
