@@ -14,7 +14,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from bench.harness import configure_env, flushed_redis, fresh_postgres, machine
+from bench.harness import bench_main, configure_env, flushed_redis, fresh_postgres, goal_lines, machine
 
 LATENCY_MS = 2000
 VOTERS = 5
@@ -118,17 +118,9 @@ def render(result: dict[str, Any]) -> str:
         lines.append(f"| {r['pool']} | {r['calls']} | {r['peak_in_flight']} | {r['completed_per_s']} | "
                      f"{r['succeeded']}/{r['votes']} | {r['elapsed_s']} |")
     lines.append("")
-    lines += [f"- {goal}: **{'met' if ok else 'not met'}**" for goal, ok in result["goals"].items()]
+    lines += goal_lines(result["goals"])
     return "\n".join(lines)
 
 
 if __name__ == "__main__":
-    import argparse
-    import json
-
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--quick", action="store_true")
-    args = ap.parse_args()
-    res = run(quick=args.quick)
-    print(json.dumps(res, indent=2))
-    print(render(res))
+    bench_main(__doc__, run, render)

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.harness import machine, summary_ms
+from bench.harness import bench_main, goal_lines, machine, summary_ms
 
 LATENCY_MS = 200
 VOTERS = 5
@@ -92,17 +92,9 @@ def render(result: dict[str, Any]) -> str:
     for name, row in result["overhead_ms"].items():
         lines.append(f"| {name} | {row['n']} | {row['p50_ms']} | {row['p90_ms']} | {row['p99_ms']} |")
     lines.append("")
-    lines += [f"- {goal}: **{'met' if ok else 'not met'}**" for goal, ok in result["goals"].items()]
+    lines += goal_lines(result["goals"])
     return "\n".join(lines)
 
 
 if __name__ == "__main__":
-    import argparse
-    import json
-
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--quick", action="store_true")
-    args = ap.parse_args()
-    res = run(quick=args.quick)
-    print(json.dumps(res, indent=2))
-    print(render(res))
+    bench_main(__doc__, run, render)

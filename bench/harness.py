@@ -108,3 +108,22 @@ def workers(data: Path, *, pool: str, concurrency: int) -> Iterator[list[Any]]:
     finally:
         for p in procs:
             p.stop()
+
+
+def goal_lines(goals: dict[str, bool]) -> list[str]:
+    return [f"- {goal}: **{'met' if ok else 'not met'}**" for goal, ok in goals.items()]
+
+
+def bench_main(doc: str | None, run: Any, render: Any, *, votes: bool = False) -> None:
+    """The command line of one benchmark module: `--quick` (and `--votes N`), JSON then the table."""
+    import argparse
+    import json
+
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true")
+    if votes:
+        ap.add_argument("--votes", type=int)
+    args = ap.parse_args()
+    res = run(quick=args.quick, votes=args.votes) if votes else run(quick=args.quick)
+    print(json.dumps(res, indent=2))
+    print(render(res))

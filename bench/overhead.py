@@ -20,7 +20,16 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from bench.harness import configure_env, flushed_redis, fresh_postgres, machine, summary_ms, workers
+from bench.harness import (
+    bench_main,
+    configure_env,
+    flushed_redis,
+    fresh_postgres,
+    goal_lines,
+    machine,
+    summary_ms,
+    workers,
+)
 
 TEXT = "The kettle boils fast and the handle stays cool. I love it and would buy it again."
 LATENCY_MS = 200
@@ -124,18 +133,9 @@ def render(result: dict[str, Any]) -> str:
         ratio = f"{row['p50_ms'] / bare:.2f}×" if bare > 0 else "-"
         lines.append(f"| {name} | {row['p50_ms']} | {row['p90_ms']} | {row['p99_ms']} | {row['mean_ms']} | {ratio} |")
     lines.append("")
-    lines += [f"- {goal}: **{'met' if ok else 'not met'}**" for goal, ok in result["goals"].items()]
+    lines += goal_lines(result["goals"])
     return "\n".join(lines)
 
 
 if __name__ == "__main__":
-    import argparse
-    import json
-
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--votes", type=int)
-    args = ap.parse_args()
-    res = run(quick=args.quick, votes=args.votes)
-    print(json.dumps(res, indent=2))
-    print(render(res))
+    bench_main(__doc__, run, render, votes=True)

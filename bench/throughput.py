@@ -14,7 +14,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from bench.harness import configure_env, flushed_redis, fresh_postgres, machine, workers
+from bench.harness import bench_main, configure_env, flushed_redis, fresh_postgres, goal_lines, machine, workers
 
 VOTERS = 5
 GOAL_RATIO = 0.9
@@ -101,18 +101,9 @@ def render(result: dict[str, Any]) -> str:
         f"| bare Celery chord (results in Redis only) | {r['bare']} | 1.00× |",
         "",
     ]
-    lines += [f"- {goal}: **{'met' if ok else 'not met'}**" for goal, ok in result["goals"].items()]
+    lines += goal_lines(result["goals"])
     return "\n".join(lines)
 
 
 if __name__ == "__main__":
-    import argparse
-    import json
-
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--votes", type=int)
-    args = ap.parse_args()
-    res = run(quick=args.quick, votes=args.votes)
-    print(json.dumps(res, indent=2))
-    print(render(res))
+    bench_main(__doc__, run, render, votes=True)
