@@ -96,30 +96,25 @@ def drain(redis_db: int) -> None:
     redis.Redis(host="127.0.0.1", port=6379, db=redis_db).flushdb()
 
 
-def claim_redis_db() -> int:
-    """A Redis database no test session is using (the same claim keys as tests/conftest.py)."""
-    import redis
+def claim_free_redis_db() -> int:
+    """A Redis database no test session is using (claimed from the top, tests claim from the bottom)."""
+    from chorus.testing import claim_redis_db
 
-    client = redis.Redis(host="127.0.0.1", port=6379, db=0)
-    for db in range(15, 0, -1):
-        if client.set(f"chorus-tests:db:{db}", f"bench-{os.getpid()}", nx=True, ex=3600):
-            return db
-    raise SystemExit("every Redis database 1-15 is claimed; try again later")
-
-
-def release_redis_db(db: int) -> None:
-    import redis
-
-    redis.Redis(host="127.0.0.1", port=6379, db=0).delete(f"chorus-tests:db:{db}")
+    db = claim_redis_db(range(15, 0, -1), f"bench-{os.getpid()}")
+    if db is None:
+        raise SystemExit("every Redis database 1-15 is claimed; try again later")
+    return db
 
 
 def run(sizes: list[int], voters: int, max_in_flight: int, concurrency: int, e2e_max: int, pool: str
         ) -> dict[str, Any]:
-    db = claim_redis_db()
+    from chorus.testing import release_redis_db
+
+    db = claim_free_redis_db()
     try:
         return _run(sizes, voters, max_in_flight, concurrency, e2e_max, pool, db)
     finally:
-        release_redis_db(db)
+        release_redis_db(db, f"bench-{os.getpid()}")
 
 
 def _run(sizes: list[int], voters: int, max_in_flight: int, concurrency: int, e2e_max: int, pool: str, db: int

@@ -76,8 +76,15 @@ def fresh_postgres(name: str) -> Iterator[str]:
 
 @contextlib.contextmanager
 def flushed_redis(db: int) -> Iterator[None]:
+    """Database `db` of the machine's Redis, claimed the way test sessions claim theirs (so neither
+    flushes the other's queues), empty at the start and at the end."""
     import redis
 
+    from chorus.testing import claim_redis_db, release_redis_db
+
+    owner = f"bench-{os.getpid()}"
+    if claim_redis_db([db], owner) is None:
+        raise SystemExit(f"Redis database {db} is in use by a chorus test session; run the benchmark after it")
     client = redis.Redis(host="127.0.0.1", port=6379, db=db)
     client.flushdb()
     try:
@@ -85,6 +92,7 @@ def flushed_redis(db: int) -> Iterator[None]:
     finally:
         client.flushdb()
         client.close()
+        release_redis_db(db, owner)
 
 
 @contextlib.contextmanager

@@ -7,6 +7,7 @@ a Redis database of its own, a fresh PostgreSQL database per session, and the st
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import tempfile
@@ -25,16 +26,15 @@ def claim_redis_db() -> int:
     """A Redis database no other test session on this machine is using (sessions may overlap)."""
     import redis
 
-    client = redis.Redis(host="127.0.0.1", port=6379, db=0, socket_connect_timeout=5)
+    from chorus.testing import claim_redis_db as claim
+
     try:
-        for db in range(1, 16):
-            if client.set(f"chorus-tests:db:{db}", os.getpid(), nx=True, ex=3600):
-                return db
+        db = claim(range(1, 16), str(os.getpid()))
     except redis.ConnectionError:
         return 15  # the `redis_db` fixture reports Redis as down
-    finally:
-        client.close()
-    raise RuntimeError("all Redis databases 1-15 are claimed by other chorus test sessions")
+    if db is None:
+        raise RuntimeError("all Redis databases 1-15 are claimed by other chorus test sessions")
+    return db
 
 
 REDIS_DB = claim_redis_db()
@@ -114,13 +114,10 @@ def redis_db() -> Iterator[str]:
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     import redis
 
-    try:
-        admin = redis.Redis(host="127.0.0.1", port=6379, db=0, socket_connect_timeout=2)
-        if admin.get(f"chorus-tests:db:{REDIS_DB}") == str(os.getpid()).encode():
-            admin.delete(f"chorus-tests:db:{REDIS_DB}")
-        admin.close()
-    except redis.RedisError:
-        pass
+    from chorus.testing import release_redis_db
+
+    with contextlib.suppress(redis.RedisError):
+        release_redis_db(REDIS_DB, str(os.getpid()))
 
 
 @pytest.fixture(scope="session")
