@@ -25,17 +25,27 @@ REDIS_CLAIM = "chorus-tests:db:{db}"
 
 def claim_redis_db(candidates: Sequence[int] | range, owner: str) -> int | None:
     """The first database of `candidates` on the machine's Redis that no test session or benchmark
-    holds (or `owner` itself), now held by `owner` for an hour (sessions and benchmarks may overlap); None if all are
+    holds, now held by `owner` for an hour (sessions and benchmarks may overlap); None if all are
     held. Raises redis.ConnectionError when Redis is down."""
     import redis
 
     client = redis.Redis(host="127.0.0.1", port=6379, db=0, socket_connect_timeout=5)
     try:
         for db in candidates:
-            key = REDIS_CLAIM.format(db=db)
-            if client.set(key, owner, nx=True, ex=3600) or client.get(key) == owner.encode():
+            if client.set(REDIS_CLAIM.format(db=db), owner, nx=True, ex=3600):
                 return db
         return None
+    finally:
+        client.close()
+
+
+def redis_db_holder(db: int) -> str | None:
+    import redis
+
+    client = redis.Redis(host="127.0.0.1", port=6379, db=0, socket_connect_timeout=2)
+    try:
+        value = client.get(REDIS_CLAIM.format(db=db))
+        return value.decode() if isinstance(value, bytes) else value
     finally:
         client.close()
 
