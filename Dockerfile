@@ -3,14 +3,12 @@ FROM python:3.11-slim
 WORKDIR /app
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1
 COPY pyproject.toml README.md ./
-COPY cli.py worker.py settings.py ./
+COPY worker.py settings.py ./
 COPY chorus ./chorus
 COPY tasks ./tasks
 COPY workflows ./workflows
 COPY models ./models
 COPY providers ./providers
-COPY stubserver ./stubserver
-COPY examples ./examples
 # /var/lib/chorus/beat is owned by chorus in the image, so the named volume docker-compose.yml mounts
 # there (beat's schedule file) starts out writable.
 RUN pip install -e . && useradd --create-home chorus \

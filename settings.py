@@ -13,7 +13,7 @@ from typing import Literal
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from providers.errors import ConfigError
+from workflows.errors import ConfigError
 from workflows.ratelimit import QueueLimits, parse_limits
 
 _MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -152,7 +152,7 @@ class Settings(BaseSettings):
         if self.result_backend:
             return self.result_backend
         if self.embedded:
-            return f"chorus.sqlite_backend:SQLiteKVBackend://{self.data_path / 'results.db'}"
+            return f"chorus.embedded.backend:SQLiteKVBackend://{self.data_path / 'results.db'}"
         return self.effective_broker_url
 
 

@@ -1,8 +1,12 @@
 """The Celery app: `celery -A worker worker -Q llm.claude-haiku-4-5,callbacks`.
 
-Everything is configured from the one settings object: broker and backend, JSON only, late acks,
-one queue per model plus `callbacks`, task events for Flower, and worker signals for the
-cross-cutting parts (engine disposal after fork, timing logs, the embedded ready file).
+`make_app(settings)` configures everything from one settings object: broker and backend, JSON only,
+late acks, one queue per model plus `callbacks`, task events for Flower. The task modules are
+registered by name (`include`), never imported here: they are shared tasks, so every app made here
+(the worker's, or one the Python API makes for the settings it is given) knows them. Worker signals
+carry the cross-cutting parts (engine disposal after fork, timing logs, the embedded ready file).
+
+`worker.app` (what `celery -A worker` loads) is made on first use from the environment's settings.
 """
 
 from __future__ import annotations
@@ -16,17 +20,10 @@ from kombu import Queue
 
 from models.db import dispose_engine
 from settings import Settings, get_settings
+from workflows.queues import CALLBACK_QUEUE, all_queues
 
-CALLBACK_QUEUE = "callbacks"
 log = logging.getLogger("chorus.worker")
-
-
-def queue_for_model(model: str) -> str:
-    return f"llm.{model}"
-
-
-def all_queues(settings: Settings) -> list[str]:
-    return [queue_for_model(m) for m in settings.model_list] + [CALLBACK_QUEUE]
+TASK_MODULES = ["tasks.vote", "tasks.section", "tasks.batch", "tasks.maintenance", "chorus.schedule"]
 
 
 def _transport_options(settings: Settings) -> dict[str, Any]:
@@ -50,11 +47,11 @@ def _transport_options(settings: Settings) -> dict[str, Any]:
             "unacked_restore_throttle": 1 if vt < 600 else 10, "unacked_mutex_expire": int(min(300, max(2, vt)))}
 
 
-def make_app(settings: Settings | None = None) -> Celery:
+def make_app(settings: Settings | None = None, *, set_as_current: bool = True) -> Celery:
     settings = settings or get_settings()
     # LabelledTask: Flower shows each task's arguments by name (run_id=… slot=… model=…), never cut off.
     celery_app = Celery("chorus", broker=settings.effective_broker_url, backend=settings.effective_result_backend,
-                        task_cls="tasks.labels:LabelledTask")
+                        task_cls="tasks.labels:LabelledTask", include=TASK_MODULES, set_as_current=set_as_current)
     celery_app.conf.update(
         accept_content=["json"],
         task_serializer="json",
@@ -64,7 +61,7 @@ def make_app(settings: Settings | None = None) -> Celery:
         task_acks_late=True,
         task_reject_on_worker_lost=True,
         task_track_started=True,
-        task_queues=[Queue(q) for q in all_queues(settings)],
+        task_queues=[Queue(q) for q in all_queues(settings.model_list)],
         task_default_queue=CALLBACK_QUEUE,
         task_routes={"chorus.vote.tally": {"queue": CALLBACK_QUEUE}},
         worker_prefetch_multiplier=1,
@@ -73,7 +70,7 @@ def make_app(settings: Settings | None = None) -> Celery:
         worker_enable_remote_control=not settings.embedded,
         worker_hijack_root_logger=False,
         broker_transport_options=_transport_options(settings),
-        broker_transport="chorus.fs_transport:Transport" if settings.embedded else None,
+        broker_transport="chorus.embedded.transport:Transport" if settings.embedded else None,
         broker_connection_retry_on_startup=True,
         result_expires=24 * 3600,
         result_chord_retry_interval=0.05,
@@ -86,7 +83,17 @@ def make_app(settings: Settings | None = None) -> Celery:
     return celery_app
 
 
-app = make_app()
+_app: Celery | None = None
+
+
+def __getattr__(name: str) -> Any:
+    # `worker.app` is made on first use, so importing this module reads no settings.
+    global _app
+    if name == "app":
+        if _app is None:
+            _app = make_app()
+        return _app
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @signals.worker_init.connect
@@ -125,9 +132,3 @@ def _task_finished(task_id: str | None = None, task: Any = None, state: str | No
         log.info("%s %s %s in %.1f ms", getattr(task, "name", "?"), task_id, state,
                  (time.perf_counter() - began) * 1000)
 
-
-import tasks.batch  # noqa: E402,F401  (registers the tasks on `app`)
-import tasks.maintenance  # noqa: E402,F401
-import tasks.schedule  # noqa: E402,F401
-import tasks.section  # noqa: E402,F401
-import tasks.vote  # noqa: E402,F401

@@ -55,12 +55,12 @@ def rss_kb() -> int:
 def child(source: str, name: str, voters: int, max_in_flight: int | None, wait: bool, send_here: bool
           ) -> dict[str, Any]:
     """Runs in its own process so its peak RSS is the submitter's alone."""
-    from chorus.api import _prepare
     from chorus.batch import prepare_batch, run_batch, wait_for_batch
+    from chorus.runs import prepare
     from settings import get_settings
 
     settings = get_settings()
-    _prepare(settings)
+    prepare(settings)
     import tasks.vote  # noqa: F401  (the app and its tasks, as `chorus batch` has them loaded)
 
     base = rss_kb()
@@ -119,7 +119,7 @@ def run(sizes: list[int], voters: int, max_in_flight: int, concurrency: int, e2e
 
 def _run(sizes: list[int], voters: int, max_in_flight: int, concurrency: int, e2e_max: int, pool: str, db: int
          ) -> dict[str, Any]:
-    from stubserver.testing import running_stub
+    from chorus.testing.stub.testing import running_stub
 
     results: list[dict[str, Any]] = []
     tmp = Path(tempfile.mkdtemp(prefix="chorus-bench-batch-"))

@@ -40,18 +40,19 @@ def in_flight_profile(log: list[dict[str, Any]]) -> tuple[int, float]:
 
 def measure(pool: str, processes: int, concurrency: int, votes: int) -> dict[str, Any]:
     from chorus.embedded import WorkerProcess
-    from stubserver.testing import running_stub
+    from chorus.testing.stub.testing import running_stub
 
     pg_db = f"chorus_bench_conc_{pool}"  # one database per measurement: schema readiness is cached per URL
     with running_stub(latency_ms=LATENCY_MS) as stub, fresh_postgres(pg_db), flushed_redis(12):
         data = configure_env(redis_db=12, pg_db=pg_db, stub_url=stub.base_url,
                              extra={"CHORUS_RUN_TIMEOUT_S": "300"})
-        from chorus.api import submit_vote, wait_for_run
+        from chorus.runs import wait_for_run
+        from chorus.vote import submit_vote
         from settings import get_settings
-        from worker import CALLBACK_QUEUE, all_queues
+        from workflows.queues import CALLBACK_QUEUE, all_queues
 
         get_settings.cache_clear()
-        model_queues = [q for q in all_queues(get_settings()) if q != CALLBACK_QUEUE]
+        model_queues = [q for q in all_queues(get_settings().model_list) if q != CALLBACK_QUEUE]
         procs = [WorkerProcess(model_queues, log_dir=data, name=f"llm{i}", pool=pool, concurrency=concurrency)
                  for i in range(processes)]
         procs.append(WorkerProcess([CALLBACK_QUEUE], log_dir=data, name="callbacks", pool="threads",

@@ -23,15 +23,15 @@ REDIS_DB = 11
 
 
 def run(quick: bool = True, docs: int = 20, latency_ms: int = 300, in_flight: int = 2) -> dict[str, Any]:
-    from stubserver.testing import running_stub
+    from chorus.testing.stub.testing import running_stub
 
     per_section = max(1, docs // 5)
     rows = build(per_section, min_chars=20000)[:docs]
     with running_stub(latency_ms=latency_ms) as stub, fresh_postgres("chorus_bench_cost"), \
             flushed_redis(REDIS_DB):
         data = configure_env(redis_db=REDIS_DB, pg_db="chorus_bench_cost", stub_url=stub.base_url)
-        from chorus.compare import default_specs, run_compare
-        from chorus.labelled import LabelledDoc
+        from chorus.analysis.compare import default_specs, run_compare
+        from chorus.analysis.labelled import LabelledDoc
         from settings import get_settings
 
         get_settings.cache_clear()

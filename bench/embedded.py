@@ -36,7 +36,7 @@ def _measure(stub_url: str, votes: int, result_backend: str | None) -> list[floa
     code = (
         "import json, time\n"
         "from chorus.embedded import embedded_worker\n"
-        "from chorus.api import submit_vote, wait_for_run\n"
+        "from chorus import submit_vote, wait_for_run\n"
         "w = embedded_worker().start(); w.wait_ready()\n"
         "out = []\n"
         "try:\n"
@@ -59,7 +59,7 @@ def _measure(stub_url: str, votes: int, result_backend: str | None) -> list[floa
 
 
 def run(quick: bool = True) -> dict[str, Any]:
-    from stubserver.testing import running_stub
+    from chorus.testing.stub.testing import running_stub
 
     votes = 30 if quick else 100
     with running_stub(latency_ms=LATENCY_MS) as stub:

@@ -101,9 +101,9 @@ def workers(data: Path, *, pool: str, concurrency: int) -> Iterator[list[Any]]:
     """One worker on the model queues and one on callbacks."""
     from chorus.embedded import WorkerProcess
     from settings import get_settings
-    from worker import CALLBACK_QUEUE, all_queues
+    from workflows.queues import CALLBACK_QUEUE, all_queues
 
-    model_queues = [q for q in all_queues(get_settings()) if q != CALLBACK_QUEUE]
+    model_queues = [q for q in all_queues(get_settings().model_list) if q != CALLBACK_QUEUE]
     procs = [
         WorkerProcess(model_queues, log_dir=data, name="llm", pool=pool, concurrency=concurrency),
         WorkerProcess([CALLBACK_QUEUE], log_dir=data, name="callbacks", pool="solo", concurrency=1),

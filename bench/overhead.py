@@ -39,7 +39,7 @@ GOAL_P50_MS, GOAL_P99_MS = 10.0, 30.0
 
 def run(quick: bool = True, votes: int | None = None) -> dict[str, Any]:
     from chorus.embedded import WorkerProcess
-    from stubserver.testing import running_stub
+    from chorus.testing.stub.testing import running_stub
 
     votes = votes or (50 if quick else 200)
     with running_stub(latency_ms=LATENCY_MS) as stub, fresh_postgres("chorus_bench_overhead"), \
@@ -49,7 +49,8 @@ def run(quick: bool = True, votes: int | None = None) -> dict[str, Any]:
         import anthropic
 
         from bench.peers import bare_celery, gather, langgraph_fanout
-        from chorus.api import submit_vote, wait_for_run
+        from chorus.runs import wait_for_run
+        from chorus.vote import submit_vote
 
         def chorus_vote() -> None:
             run = wait_for_run(submit_vote(TEXT, "positive,negative,neutral", voters=VOTERS), timeout=60)

@@ -5,7 +5,7 @@
 Both variants run in the same process, one after the other, each on a private redis-server and a
 fresh stub (Anthropic's token bucket: 600 requests, refilled continuously at 10 per second), with
 the same 4 worker processes (thread pools) and the same demand: 5-voter votes submitted through
-chorus.api faster than the limit allows.
+the chorus API faster than the limit allows.
 
 - chorus: CHORUS_RATE_LIMITS=claude-haiku-4-5:rpm=600, the bucket shared in Redis.
 - celery: no chorus limit; `celery control rate_limit chorus.vote.call 600/m`, which every worker
@@ -103,8 +103,8 @@ def run_variant(name: str, database_url: str, folder: Path, runs: int, warmup: f
                 window: float) -> dict[str, Any]:
     from chorus.embedded import WorkerProcess
     from chorus.testing import private_redis, submit_votes, worker_env
+    from chorus.testing.stub.testing import running_stub
     from settings import load_settings
-    from stubserver.testing import running_stub
     from worker import make_app
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -123,7 +123,7 @@ def run_variant(name: str, database_url: str, folder: Path, runs: int, warmup: f
                 p.wait_ready()
             drain_stub(stub)  # both limiters start against an exhausted provider bucket: steady state
             if name == "chorus":
-                from providers.ratelimit import RedisLimiter
+                from tasks.limiter import RedisLimiter
                 from workflows.ratelimit import QueueLimits
 
                 RedisLimiter(redis.url).acquire(f"llm.{MODEL}", "bench-drain", QueueLimits(rpm=RPM),

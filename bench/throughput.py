@@ -35,7 +35,7 @@ def _drive(submit: Callable[[], Any], wait: Callable[[Any], None], votes: int, i
 
 def run(quick: bool = True, votes: int | None = None, in_flight: int = 20, concurrency: int = 16) -> dict[str, Any]:
     from chorus.embedded import WorkerProcess
-    from stubserver.testing import running_stub
+    from chorus.testing.stub.testing import running_stub
 
     votes = votes or (100 if quick else 400)
     text = "The kettle boils fast and the handle stays cool. I love it."
@@ -46,7 +46,8 @@ def run(quick: bool = True, votes: int | None = None, in_flight: int = 20, concu
         from celery import chord
 
         from bench.peers import bare_celery
-        from chorus.api import submit_vote, wait_for_run
+        from chorus.runs import wait_for_run
+        from chorus.vote import submit_vote
 
         def chorus_submit() -> str:
             return submit_vote(text, "positive,negative,neutral", voters=VOTERS)

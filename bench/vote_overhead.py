@@ -22,11 +22,12 @@ TEXT = "The kettle boils fast and the handle stays cool. I love it and would buy
 def run(quick: bool = True, votes: int | None = None, voters: int = 5, latency_ms: int = 200, pool: str = "threads",
         concurrency: int = 10, warmup: int = 3) -> dict[str, Any]:
     votes = votes or 50
-    from stubserver.testing import running_stub
+    from chorus.testing.stub.testing import running_stub
 
     with running_stub(latency_ms=latency_ms) as stub, fresh_postgres("chorus_bench"), flushed_redis(12):
         data = configure_env(redis_db=12, pg_db="chorus_bench", stub_url=stub.base_url)
-        from chorus.api import submit_vote, wait_for_run
+        from chorus.runs import wait_for_run
+        from chorus.vote import submit_vote
 
         with workers(data, pool=pool, concurrency=concurrency):
             walls, slowest, overheads, server_overheads = [], [], [], []

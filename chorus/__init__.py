@@ -1,8 +1,53 @@
-"""chorus: parallel LLM calls (voting, sectioning) on a Celery worker pool.
+"""chorus: parallel LLM calls (voting, sectioning) on a Celery worker pool, every run stored.
 
-The Python API lives in `chorus.api`; the CLI (`cli.py`) is built on it.
+The whole public API is here (`__all__`); the `chorus` command is built on it. Every function takes
+`settings=` (default: the environment's, see `load_settings`): the database, the broker and the
+result backend it names are the ones used.
 """
 
-from chorus.api import RunView, VotePlan, get_run, plan_vote, submit_plan, submit_vote, wait_for_run
+from chorus.batch import (
+    Counts,
+    Submission,
+    batch_counts,
+    find_batch,
+    prepare_batch,
+    retry_failed,
+    run_batch,
+    wait_for_batch,
+)
+from chorus.runs import OutcomeView, RunView, celery_app, get_run, wait_for_run
+from chorus.section import SectionPlan, plan_section, submit_section, submit_section_plan
+from chorus.vote import VotePlan, plan_vote, submit_plan, submit_vote
+from settings import Settings, load_settings
+from workflows.errors import ChorusError, ConfigError, NotFoundError, ProviderError, RunTimeout
 
-__all__ = ["RunView", "VotePlan", "get_run", "plan_vote", "submit_plan", "submit_vote", "wait_for_run"]
+__all__ = [
+    "ChorusError",
+    "ConfigError",
+    "Counts",
+    "NotFoundError",
+    "OutcomeView",
+    "ProviderError",
+    "RunTimeout",
+    "RunView",
+    "SectionPlan",
+    "Settings",
+    "Submission",
+    "VotePlan",
+    "batch_counts",
+    "celery_app",
+    "find_batch",
+    "get_run",
+    "load_settings",
+    "plan_section",
+    "plan_vote",
+    "prepare_batch",
+    "retry_failed",
+    "run_batch",
+    "submit_plan",
+    "submit_section",
+    "submit_section_plan",
+    "submit_vote",
+    "wait_for_batch",
+    "wait_for_run",
+]

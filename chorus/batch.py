@@ -11,9 +11,7 @@ Memory stays flat: records are read one at a time, written in chunks, and at mos
 
 from __future__ import annotations
 
-import csv
 import hashlib
-import io
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -21,112 +19,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import func, insert, select, update
-
-from models import Batch, Document, Pattern, Run, RunStatus, Session, WorkerOutcome
+from chorus.inputs import input_kind, read_records
+from chorus.runs import celery_app, prepare
+from chorus.section import plan_section
+from chorus.vote import plan_vote
+from models import Batch, Pattern, RunStatus, Session, repo
 from models.repo import content_hash
 from models.tables import OutcomeRole, OutcomeStatus, new_id, utcnow
-from providers.errors import ConfigError, NotFoundError
 from settings import Settings, get_settings
-from workflows.intake import Record, check_bytes, duplicate, parse_jsonl, record_from, too_big
+from tasks import dispatch
+from workflows.errors import ConfigError, NotFoundError, RunTimeout
+from workflows.intake import Record
 
-FOLDER_SUFFIXES = (".txt", ".md")
-JSONL_SUFFIXES = (".jsonl", ".ndjson")
 CHUNK = 200
 POLL_S = 0.02
 DISPATCH_GROUP = 100
-
-
-# ----- input ----------------------------------------------------------------------------------
-def input_kind(path: Path) -> str:
-    """'folder', 'jsonl' or 'csv'; anything else is refused before anything is written."""
-    if not path.exists():
-        raise ConfigError(f"no such file or folder: {path}")
-    if path.is_dir():
-        return "folder"
-    suffix = path.suffix.lower()
-    if suffix in JSONL_SUFFIXES:
-        return "jsonl"
-    if suffix == ".csv":
-        with path.open(encoding="utf-8", errors="replace", newline="") as f:
-            header = next(csv.reader(f), [])
-        missing = [c for c in ("id", "text") if c not in [h.strip().lower() for h in header]]
-        if missing:
-            raise ConfigError(f"{path}: the CSV header has no {' or '.join(missing)} column "
-                              f"(found: {', '.join(header) or 'nothing'}); it needs id, text and optionally label")
-        return "csv"
-    raise ConfigError(f"{path}: give a folder of .txt/.md files, a .jsonl file or a .csv file")
-
-
-def read_records(path: Path, max_bytes: int) -> Iterator[Record]:
-    """Every input document in order, bad ones included (with their reason); one at a time."""
-    kind = input_kind(path)
-    seen: dict[str, str] = {}
-    for n, (where, record) in enumerate(_raw_records(path, kind, max_bytes), 1):
-        if record.key in seen:
-            yield duplicate(record, seen[record.key], where, n)
-            continue
-        seen[record.key] = where
-        yield record
-
-
-def _raw_records(path: Path, kind: str, max_bytes: int) -> Iterator[tuple[str, Record]]:
-    if kind == "folder":
-        for file in sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in FOLDER_SUFFIXES):
-            size = file.stat().st_size
-            if size > max_bytes:
-                yield file.name, Record(file.name, None, error=too_big(size, max_bytes), size=size)
-                continue
-            text, reason = check_bytes(file.read_bytes(), max_bytes)
-            yield file.name, Record(file.name, text, error=reason, size=size)
-    elif kind == "jsonl":
-        with path.open("rb") as f:
-            for lineno, raw in enumerate(f, 1):
-                if not raw.strip():
-                    continue
-                try:
-                    line = raw.decode("utf-8")
-                except UnicodeDecodeError as exc:
-                    yield (f"line {lineno}", Record(f"line-{lineno}", None,
-                                                    error=f"line {lineno}: invalid UTF-8 at byte {exc.start}"))
-                    continue
-                yield f"line {lineno}", parse_jsonl(line, lineno, max_bytes)
-    else:
-        with path.open("rb") as fb:
-            reader = csv.DictReader(io.TextIOWrapper(fb, encoding="utf-8", errors="strict", newline=""))
-            reader.fieldnames = [h.strip().lower() for h in reader.fieldnames or []]
-            row_no = 1
-            while True:
-                try:
-                    row = next(reader)
-                except StopIteration:
-                    return
-                except UnicodeDecodeError as exc:
-                    yield f"row {row_no + 1}", Record(f"row-{row_no + 1}", None,
-                                                      error=f"invalid UTF-8 at byte {exc.start}; the rest of the "
-                                                            "file cannot be read")
-                    return
-                row_no += 1
-                where = f"row {row_no}"
-                if None in row.values():
-                    absent = [k for k, v in row.items() if v is None and k in ("id", "text")]
-                    if absent:
-                        yield where, Record(row.get("id") or f"row-{row_no}", None,
-                                            error=f"{where}: missing column(s) {', '.join(absent)}")
-                        continue
-                yield where, record_from(dict(row), where, f"row-{row_no}", max_bytes)
-
-
-def count_records(path: Path) -> int:
-    """How many documents the input holds (a quick pass that keeps nothing)."""
-    kind = input_kind(path)
-    if kind == "folder":
-        return sum(1 for p in path.iterdir() if p.is_file() and p.suffix.lower() in FOLDER_SUFFIXES)
-    if kind == "jsonl":
-        with path.open("rb") as f:
-            return sum(1 for line in f if line.strip())
-    with path.open(encoding="utf-8", errors="replace", newline="") as f:
-        return max(0, sum(1 for _ in csv.reader(f)) - 1)
 
 
 # ----- the batch row --------------------------------------------------------------------------
@@ -144,12 +51,8 @@ class BatchSpec:
 
     def plan(self, text: str, external_id: str, label: str | None, batch_id: str, settings: Settings) -> Any:
         if self.pattern is Pattern.VOTE:
-            from chorus.api import plan_vote
-
             return plan_vote(text, external_id=external_id, batch_id=batch_id, gold_label=label, settings=settings,
                              **self.options)
-        from chorus.sections import plan_section
-
         return plan_section(text, external_id=external_id, batch_id=batch_id, settings=settings, **self.options)
 
 
@@ -173,7 +76,7 @@ def make_spec(pattern: str, options: dict[str, Any], settings: Settings) -> Batc
 def check_batch(name: str, spec: BatchSpec) -> None:
     """Refuse to mix a stored batch with another pattern or other options."""
     with Session() as s:
-        batch = s.execute(select(Batch).where(Batch.name == name)).scalar_one_or_none()
+        batch = repo.batch_named(s, name)
         if batch is not None and (batch.pattern is not spec.pattern or batch.config.get("options") != spec.options):
             raise ConfigError(
                 f"batch {name!r} already exists with pattern {batch.pattern.value} and options "
@@ -184,14 +87,12 @@ def open_batch(source: Path, spec: BatchSpec, name: str) -> tuple[str, bool]:
     """(batch id, created): find the batch by name or create it."""
     check_batch(name, spec)
     with Session.begin() as s:
-        batch = s.execute(select(Batch).where(Batch.name == name)).scalar_one_or_none()
+        batch = repo.batch_named(s, name)
         if batch is not None:
             batch.source = str(source.expanduser().resolve())
             return batch.id, False
-        batch = Batch(name=name, pattern=spec.pattern, config={"options": spec.options},
-                      source=str(source.expanduser().resolve()))
-        s.add(batch)
-        s.flush()
+        batch = repo.create_batch(s, name=name, pattern=spec.pattern, config={"options": spec.options},
+                                  source=str(source.expanduser().resolve()))
         return batch.id, True
 
 
@@ -208,14 +109,12 @@ class Prepared:
 def prepare_batch(source: Path, *, pattern: str, options: dict[str, Any], name: str | None = None,
                   max_in_flight: int | None = 64, settings: Settings | None = None) -> Prepared:
     """Check everything about the input as a whole (path, format, pattern, options, name)."""
-    from chorus.api import _prepare
-
     settings = settings or get_settings()
     input_kind(source)
     spec = make_spec(pattern, options, settings)
     if max_in_flight is not None and max_in_flight < 1:
         raise ConfigError("--max-in-flight must be at least 1")
-    _prepare(settings)
+    prepare(settings)
     batch_name = name or default_name(source)
     check_batch(batch_name, spec)
     return Prepared(source, spec, batch_name, max_in_flight)
@@ -223,12 +122,9 @@ def prepare_batch(source: Path, *, pattern: str, options: dict[str, Any], name: 
 
 def find_batch(ref: str, *, settings: Settings | None = None) -> Batch:
     """A batch by id, unique id prefix, or name."""
-    from chorus.api import _prepare
-
-    _prepare(settings or get_settings())
+    prepare(settings or get_settings())
     with Session() as s:
-        found = list(s.execute(select(Batch).where((Batch.id.startswith(ref)) | (Batch.name == ref)).limit(2))
-                     .scalars())
+        found = repo.find_batches(s, ref)
     if not found:
         raise NotFoundError(f"no batch {ref!r}; give a batch id or name printed by `chorus batch`")
     if len(found) > 1:
@@ -258,8 +154,7 @@ class Counts:
 def batch_counts(batch_id: str) -> Counts:
     """Documents per status, from the database (what the progress bar shows)."""
     with Session() as s:
-        rows = s.execute(select(Document.status, func.count()).where(Document.batch_id == batch_id)
-                         .group_by(Document.status)).all()
+        rows = repo.document_counts(s, batch_id)
     counts = Counts()
     for status, n in rows:
         setattr(counts, status.value, n)
@@ -319,8 +214,7 @@ class Submitter:
         pending: list[str] = []
         now = utcnow()
         with Session.begin() as s:
-            existing = {d.external_id: d for d in s.execute(
-                select(Document).where(Document.batch_id == self.batch_id, Document.external_id.in_(keys))).scalars()}
+            existing = repo.documents_by_key(s, self.batch_id, keys)
             new_docs: list[dict[str, Any]] = []
             runs: list[dict[str, Any]] = []
             outcomes: list[dict[str, Any]] = []
@@ -366,22 +260,14 @@ class Submitter:
                              "config": plan.config(), "chord_id": callback_id, "created_at": now})
                 outcomes.extend(_outcome_rows(run_id, plan, now))
                 pending.append(run_id)
-            if new_docs:
-                s.execute(insert(Document), new_docs)
-            s.flush()
-            if runs:
-                s.execute(insert(Run), runs)
-                s.execute(insert(WorkerOutcome), outcomes)
-            s.execute(update(Batch).where(Batch.id == self.batch_id).values(updated_at=now))
+            repo.insert_batch_chunk(s, self.batch_id, documents=new_docs, runs=runs, outcomes=outcomes, now=now)
         return pending
 
     def _send(self, pending: list[str]) -> None:
         """Hand stored runs to `chorus.batch.dispatch` tasks, at most DISPATCH_GROUP per message:
         the workers send the per-document chords, so the submitter's rate is not bounded by one
         process publishing every voter's message."""
-        from tasks.batch import dispatch
-        from worker import CALLBACK_QUEUE
-
+        app = celery_app(self.settings)
         i = 0
         while i < len(pending):
             room = len(pending) - i if self.max_in_flight is None else self._wait_for_room()
@@ -389,11 +275,11 @@ class Submitter:
             i += len(group)
             try:
                 if self.send_here:
-                    send_stored(group, self.settings)
+                    dispatch.send_stored(app, group)
                 else:
-                    dispatch.si(group).apply_async(queue=CALLBACK_QUEUE)
+                    dispatch.send_batch_groups(app, [group])
             except Exception as exc:  # noqa: BLE001 - the broker can fail in many ways; no run stays open
-                fail_runs(group, f"could not enqueue the run: {exc}. Is the broker at "
+                dispatch.fail_runs(group, f"could not enqueue the run: {exc}. Is the broker at "
                                  f"{self.settings.effective_broker_url} up?")
             self.in_flight.update(group)
             self.sent += len(group)
@@ -413,9 +299,7 @@ class Submitter:
         if not self.in_flight:
             return
         with Session() as s:
-            done = s.execute(select(Run.id).where(Run.id.in_(list(self.in_flight)),
-                                                  Run.status.in_([RunStatus.SUCCEEDED, RunStatus.PARTIAL,
-                                                                  RunStatus.FAILED]))).scalars().all()
+            done = repo.finished_among(s, list(self.in_flight))
         self.in_flight.difference_update(done)
 
     def _tick(self) -> None:
@@ -423,43 +307,6 @@ class Submitter:
         if now - self._last_tick >= 0.2:
             self._last_tick = now
             self.on_tick()
-
-
-def send_stored(run_ids: list[str], settings: Settings | None = None) -> int:
-    """Mark stored pending runs running and send each one's chord (the dispatch task's body).
-    Runs already sent (a redelivered dispatch) are left alone."""
-    from chorus.api import send_chord, send_vote
-    from chorus.sections import section_chord
-
-    settings = settings or get_settings()
-    now = utcnow()
-    with Session.begin() as s:
-        rows = s.execute(update(Run).where(Run.id.in_(run_ids), Run.status == RunStatus.PENDING)
-                         .values(status=RunStatus.RUNNING, submitted_at=now)
-                         .returning(Run.id, Run.pattern, Run.config, Run.chord_id, Run.document_id)).all()
-        if rows:
-            s.execute(update(Document).where(Document.id.in_([r.document_id for r in rows]))
-                      .values(status=RunStatus.RUNNING))
-    for row in rows:
-        try:
-            if row.pattern is Pattern.VOTE:
-                send_vote(row.id, row.config, row.chord_id, settings=settings, keep=False)
-            else:
-                header, callback = section_chord(row.id, row.config["model"], len(row.config["sections"]))
-                send_chord(row.id, header, callback, settings=settings, keep=False)
-        except Exception:  # noqa: BLE001 - send_chord has marked the run failed with the reason
-            continue
-    return len(rows)
-
-
-def fail_runs(run_ids: list[str], reason: str) -> None:
-    from models import repo
-
-    with Session.begin() as s:
-        for run_id in run_ids:
-            run = repo.load_run(s, run_id)
-            if run is not None and not run.status.terminal:
-                repo.finish_run(s, run, status=RunStatus.FAILED, result={}, error=reason)
 
 
 def _label(plan: Any, record: Record) -> str | None:
@@ -491,7 +338,7 @@ def wait_for_batch(batch_id: str, *, timeout: float, on_tick: Callable[[], None]
         if check:
             check()
         if time.monotonic() > deadline:
-            raise TimeoutError(f"batch still has {counts.running + counts.pending} document(s) unfinished after "
+            raise RunTimeout(f"batch still has {counts.running + counts.pending} document(s) unfinished after "
                                f"{timeout:.0f} s; `chorus status {batch_id}` shows it, re-run to resume")
         time.sleep(0.1)
 
@@ -521,12 +368,7 @@ def retry_failed(batch_ref: str, *, settings: Settings | None = None, max_in_fli
 
     def records() -> Iterator[tuple[int, Record]]:
         with Session() as s:
-            rows = s.execute(select(Document.external_id, Document.text, Document.gold_label, Document.size_bytes,
-                                    Document.position)
-                             .where(Document.batch_id == batch.id,
-                                    Document.status.in_([RunStatus.FAILED, RunStatus.PARTIAL]),
-                                    Document.text != "")
-                             .order_by(Document.position)).all()
+            rows = repo.documents_to_retry(s, batch.id)
         for row in rows:
             yield row.position or 0, Record(row.external_id, row.text, row.gold_label, None, row.size_bytes)
 

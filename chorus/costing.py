@@ -10,8 +10,8 @@ from collections import defaultdict
 from collections.abc import Iterable
 from typing import Any
 
-from providers.tokens import min_cacheable_tokens
 from workflows.cost import Cost, TokenUsage, cost_of, cost_without_cache, minimum_vote_cost, total
+from workflows.tokens import min_cacheable_tokens
 
 
 def outcome_usage(o: Any) -> TokenUsage:

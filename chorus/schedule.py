@@ -22,15 +22,24 @@ The file is checked when beat starts; a bad file stops it with a message naming 
 from __future__ import annotations
 
 import json
+import logging
 import re
+import sys
 import tomllib
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal
 
+from celery import Task, shared_task, signals
+from celery.schedules import crontab
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from providers.errors import ConfigError
+from chorus.batch import retry_failed, run_batch
+from settings import get_settings
+from workflows.errors import ConfigError
+from workflows.queues import CALLBACK_QUEUE
+
+log = logging.getLogger("chorus.schedule")
 
 
 class Job(BaseModel):
@@ -66,8 +75,6 @@ class Job(BaseModel):
         return self
 
     def schedule(self) -> Any:
-        from celery.schedules import crontab
-
         if self.at is not None:
             hour, minute = self.at.split(":")
             return crontab(hour=int(hour), minute=int(minute))
@@ -126,11 +133,37 @@ def beat_entries(jobs: list[Job], queue: str) -> dict[str, dict[str, Any]]:
 
 def run_job(job: Job) -> dict[str, Any]:
     """Run one job now: submit its documents and return (the runs finish on the workers)."""
-    from chorus.batch import retry_failed, run_batch
-
     if job.kind == "inbox":
         assert job.folder is not None and job.pattern is not None
         sub = run_batch(job.folder, pattern=job.pattern, options=job.options, name=job.batch, max_in_flight=None)
     else:
         sub = retry_failed(job.batch)
     return {"job": job.name, **sub.to_json()}
+
+
+# A scheduled job submits a batch: client work (read the inbox, plan, store, send), so its task lives
+# here, with the client library, and worker.py registers it by name. See docs/decisions.md.
+@shared_task(name="chorus.schedule.run_job", bind=True)
+def run_scheduled_job(self: Task, job: dict[str, Any]) -> dict[str, Any]:
+    name = str(job.get("name"))
+    try:
+        return run_job(Job.model_validate(job))
+    except (ConfigError, ValidationError) as exc:  # a job that cannot run says why in its result and the log
+        log.error("scheduled job %s: %s", name, exc)
+        return {"job": name, "error": str(exc)}
+
+
+@signals.beat_init.connect
+def _load_schedule(sender: Any = None, **_: Any) -> None:
+    """Beat checks CHORUS_SCHEDULE_FILE as it starts; a bad file stops it, naming the job and field."""
+    path = get_settings().schedule_file
+    if path is None:
+        return
+    try:
+        jobs = load_jobs(path)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None  # not an Exception: celery's signal dispatch does not swallow it
+    sender.scheduler.update_from_dict(beat_entries(jobs, CALLBACK_QUEUE))
+    for job in jobs:
+        log.info("scheduled job %s: %s", job.name, job.describe())

@@ -9,9 +9,9 @@ from typing import Any
 from sqlalchemy import Engine, create_engine, event, inspect
 from sqlalchemy.orm import sessionmaker
 
-from providers.errors import ConfigError
+from workflows.errors import ConfigError
 
-# The one sessionmaker. It is bound to an engine by `get_engine()`; callers use
+# The one sessionmaker. It is bound to an engine by `get_engine(url)`; callers use
 # `with Session.begin() as s:` and pass `s` on.
 Session = sessionmaker(expire_on_commit=False)
 
@@ -51,12 +51,8 @@ def _create(url: str) -> Engine:
     return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
 
 
-def get_engine(url: str | None = None) -> Engine:
-    """The engine for `url` (default: the settings' database) with the sessionmaker bound to it."""
-    if url is None:
-        from settings import get_settings
-
-        url = get_settings().effective_database_url
+def get_engine(url: str) -> Engine:
+    """The engine for `url`, with the one sessionmaker bound to it."""
     engine = engine_for(url)
     if Session.kw.get("bind") is not engine:
         Session.configure(bind=engine)
@@ -78,7 +74,7 @@ def alembic_config(url: str) -> Any:
     return cfg
 
 
-def ensure_schema(url: str | None = None) -> Engine:
+def ensure_schema(url: str) -> Engine:
     """Upgrade the database to the newest migration (cheap when it is already there)."""
     from alembic import command
     from alembic.runtime.migration import MigrationContext

@@ -7,12 +7,13 @@ import hashlib
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import case, func, select, update
+from sqlalchemy import case, func, insert, select, update
 from sqlalchemy.orm import Session as OrmSession
 from sqlalchemy.orm import selectinload
 
 from models.tables import (
     TERMINAL_RUN,
+    Batch,
     Document,
     OutcomeRole,
     OutcomeStatus,
@@ -198,3 +199,121 @@ def finish_run(
     run.finished_at = utcnow()
     run.document.status = status
     run.document.error = error
+
+
+# ----- the worker side: dispatch, synthesis levels, the reaper ----------------------------------
+@dataclass(frozen=True)
+class StartedRun:
+    id: str
+    pattern: Pattern
+    config: dict[str, Any]
+    chord_id: str | None
+    document_id: str
+
+
+def start_pending_runs(s: OrmSession, run_ids: list[str]) -> list[StartedRun]:
+    """Mark those of `run_ids` still pending as running (and their documents); the ones it marked.
+    A run already started (a redelivered dispatch) is not returned, so it is never sent twice."""
+    rows = s.execute(update(Run).where(Run.id.in_(run_ids), Run.status == RunStatus.PENDING)
+                     .values(status=RunStatus.RUNNING, submitted_at=utcnow())
+                     .returning(Run.id, Run.pattern, Run.config, Run.chord_id, Run.document_id)).all()
+    if rows:
+        s.execute(update(Document).where(Document.id.in_([r.document_id for r in rows]))
+                  .values(status=RunStatus.RUNNING))
+    return [StartedRun(r.id, r.pattern, r.config, r.chord_id, r.document_id) for r in rows]
+
+
+def outcomes_by_slot(s: OrmSession, run_id: str) -> dict[int, WorkerOutcome]:
+    rows = s.execute(select(WorkerOutcome).where(WorkerOutcome.run_id == run_id)).scalars()
+    return {o.slot: o for o in rows}
+
+
+def stalled_runs(s: OrmSession, *, started_before: dt.datetime, run_ids: list[str] | None = None,
+                 limit: int = 500) -> list[tuple[str, Pattern, dt.datetime | None]]:
+    """Open runs submitted (or created) before `started_before`: (id, pattern, when it started)."""
+    started = func.coalesce(Run.submitted_at, Run.created_at)
+    query = select(Run.id, Run.pattern, started.label("started")).where(
+        Run.status.in_((RunStatus.PENDING, RunStatus.RUNNING)), started < started_before)
+    if run_ids is not None:
+        query = query.where(Run.id.in_(run_ids))
+    return [(r.id, r.pattern, as_utc(r.started)) for r in s.execute(query.limit(limit)).all()]
+
+
+def fail_open_slots(s: OrmSession, run_id: str, reason: str) -> None:
+    s.execute(update(WorkerOutcome).where(
+        WorkerOutcome.run_id == run_id, WorkerOutcome.status.in_(OPEN_OUTCOME),
+    ).values(status=OutcomeStatus.FAILED, error=reason, finished_at=utcnow()))
+
+
+def mark_lost_slots(s: OrmSession, run_id: str, *, queued_before: dt.datetime, marker: str
+                    ) -> list[tuple[int, str, OutcomeRole]]:
+    """Slots never claimed since before `queued_before` (their message was lost), marked with
+    `marker` so each is re-sent once: (slot, model, role) of each."""
+    rows = s.execute(
+        update(WorkerOutcome)
+        .where(WorkerOutcome.run_id == run_id, WorkerOutcome.status == OutcomeStatus.PENDING,
+               WorkerOutcome.attempts == 0, WorkerOutcome.task_id.is_(None), WorkerOutcome.queued_at < queued_before,
+               WorkerOutcome.role.in_((OutcomeRole.VOTER, OutcomeRole.SECTION)))
+        .values(task_id=marker)
+        .returning(WorkerOutcome.slot, WorkerOutcome.model, WorkerOutcome.role)
+    ).all()
+    return [(r.slot, r.model, r.role) for r in rows]
+
+
+def run_status(s: OrmSession, run_id: str) -> RunStatus | None:
+    return s.execute(select(Run.status).where(Run.id == run_id)).scalar_one_or_none()
+
+
+def finished_among(s: OrmSession, run_ids: list[str]) -> list[str]:
+    """Those of `run_ids` that reached a terminal status."""
+    return list(s.execute(select(Run.id).where(Run.id.in_(run_ids), Run.status.in_(TERMINAL_RUN))).scalars())
+
+
+# ----- batches ------------------------------------------------------------------------------------
+def batch_named(s: OrmSession, name: str) -> Batch | None:
+    return s.execute(select(Batch).where(Batch.name == name)).scalar_one_or_none()
+
+
+def create_batch(s: OrmSession, *, name: str, pattern: Pattern, config: dict[str, Any], source: str | None = None
+                 ) -> Batch:
+    batch = Batch(name=name, pattern=pattern, config=config, source=source)
+    s.add(batch)
+    s.flush()
+    return batch
+
+
+def find_batches(s: OrmSession, ref: str) -> list[Batch]:
+    """Batches whose id starts with `ref` or whose name is `ref` (at most 2: enough to call it ambiguous)."""
+    return list(s.execute(select(Batch).where((Batch.id.startswith(ref)) | (Batch.name == ref)).limit(2)).scalars())
+
+
+def document_counts(s: OrmSession, batch_id: str) -> list[tuple[RunStatus, int]]:
+    rows = s.execute(select(Document.status, func.count()).where(Document.batch_id == batch_id)
+                     .group_by(Document.status)).all()
+    return [(status, n) for status, n in rows]
+
+
+def documents_by_key(s: OrmSession, batch_id: str, keys: list[str]) -> dict[str, Document]:
+    return {d.external_id: d for d in s.execute(
+        select(Document).where(Document.batch_id == batch_id, Document.external_id.in_(keys))).scalars()}
+
+
+def insert_batch_chunk(s: OrmSession, batch_id: str, *, documents: list[dict[str, Any]], runs: list[dict[str, Any]],
+                       outcomes: list[dict[str, Any]], now: dt.datetime) -> None:
+    """One chunk of a batch in bulk: new documents, their runs, the runs' pending outcomes."""
+    if documents:
+        s.execute(insert(Document), documents)
+    s.flush()
+    if runs:
+        s.execute(insert(Run), runs)
+        s.execute(insert(WorkerOutcome), outcomes)
+    s.execute(update(Batch).where(Batch.id == batch_id).values(updated_at=now))
+
+
+def documents_to_retry(s: OrmSession, batch_id: str) -> list[Any]:
+    """The failed and partial documents of a batch that have text, in input order."""
+    return list(s.execute(
+        select(Document.external_id, Document.text, Document.gold_label, Document.size_bytes, Document.position)
+        .where(Document.batch_id == batch_id, Document.status.in_([RunStatus.FAILED, RunStatus.PARTIAL]),
+               Document.text != "")
+        .order_by(Document.position)).all())

@@ -1,12 +1,12 @@
-"""LLM providers behind one interface (`providers.base.Provider`); `get_provider` picks one."""
+"""LLM providers behind one interface (`workflows.calls.Provider`); `get_provider` picks one."""
 
 from __future__ import annotations
 
 import functools
 from typing import TYPE_CHECKING
 
-from providers.base import Provider
-from providers.errors import ConfigError
+from workflows.calls import Provider
+from workflows.errors import ConfigError
 
 if TYPE_CHECKING:
     from settings import Settings
@@ -15,7 +15,7 @@ if TYPE_CHECKING:
 def get_provider(settings: Settings | None = None) -> Provider:
     """The provider the settings ask for, one instance per process."""
     if settings is None:
-        # Imported here: settings imports providers.errors, so a top-level import would be circular.
+        # Imported here: settings imports workflows.errors, so a top-level import would be circular.
         from settings import get_settings
 
         settings = get_settings()

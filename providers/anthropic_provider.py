@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import email.utils
 import functools
 import os
@@ -12,10 +13,23 @@ from typing import Any
 
 import anthropic
 
-from providers.base import CallRequest, CallResult, Usage
-from providers.errors import PermanentError, ProviderError, RetryableError
-from providers.ratelimit import remaining_from_headers
-from providers.tokens import estimate_tokens, min_cacheable_tokens
+from workflows.calls import CallRequest, CallResult, Usage
+from workflows.errors import PermanentError, ProviderError, RetryableError
+from workflows.tokens import estimate_tokens, min_cacheable_tokens
+
+HEADER_DIMENSIONS = {"requests": "requests", "input-tokens": "input_tokens", "output-tokens": "output_tokens"}
+
+
+def remaining_from_headers(headers: Mapping[str, str]) -> dict[str, float]:
+    """`anthropic-ratelimit-<dim>-remaining` headers → {dimension: remaining}."""
+    out: dict[str, float] = {}
+    for header, name in HEADER_DIMENSIONS.items():
+        raw = headers.get(f"anthropic-ratelimit-{header}-remaining")
+        if raw is None:
+            continue
+        with contextlib.suppress(ValueError):
+            out[name] = float(raw)
+    return out
 
 RETRYABLE_STATUSES = frozenset({408, 409, 429})
 FIX_HINTS: dict[int, str] = {

@@ -7,9 +7,9 @@ import os
 import anthropic
 
 from providers.anthropic_provider import _client, build_params, translate
-from providers.base import CallRequest
-from providers.tokens import estimate_tokens
 from settings import Settings
+from workflows.calls import CallRequest
+from workflows.tokens import estimate_tokens
 
 
 def count_tokens(request: CallRequest, settings: Settings) -> tuple[int, bool]:

@@ -43,7 +43,7 @@ Synthesis prompts (a `<synthesis>` block of `<part …>` elements, as built by
 `workflows.sectioning`): a merge in the parts' order, the parts sharing `max_tokens`; a part that
 fits its share is kept whole, a longer one is cut to its extractive summary.
 
-Usage is estimated with `providers.tokens.estimate_tokens` and marked `estimated=True`.
+Usage is estimated with `workflows.tokens.estimate_tokens` and marked `estimated=True`.
 """
 
 from __future__ import annotations
@@ -55,8 +55,8 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from providers.base import CallRequest, CallResult, Usage
-from providers.tokens import estimate_tokens
+from workflows.calls import CallRequest, CallResult, Usage
+from workflows.tokens import estimate_tokens
 
 LEXICON: dict[str, tuple[str, ...]] = {
     "positive": ("good", "great", "excellent", "amazing", "love", "wonderful", "fantastic", "happy",

@@ -1,15 +1,14 @@
-"""Batch tasks: `chorus.batch.dispatch` sends the chords of a group of stored runs."""
+"""Batch tasks: `chorus.batch.dispatch` sends the chords of a group of stored runs, so a batch's
+submitter is not bounded by one process publishing every voter's message."""
 
 from __future__ import annotations
 
-from celery import Task
+from celery import Task, shared_task
 
-from chorus.batch import send_stored
-from models import get_engine
-from worker import app
+from tasks import db, dispatch
 
 
-@app.task(name="chorus.batch.dispatch", bind=True)
-def dispatch(self: Task, run_ids: list[str]) -> int:
-    get_engine()
-    return send_stored(run_ids)
+@shared_task(name=dispatch.BATCH_DISPATCH, bind=True)
+def send_group(self: Task, run_ids: list[str]) -> int:
+    db.bind()
+    return dispatch.send_stored(self.app, run_ids)

@@ -7,7 +7,6 @@ runs, so one bad voter would sink the whole run.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import logging
 import random
@@ -15,16 +14,16 @@ from typing import Any
 
 from celery import Task
 
-from models import OutcomeStatus, Session, get_engine, repo
-from models.tables import OutcomeRole, utcnow
+from models import OutcomeStatus, Session, repo
+from models.tables import utcnow
 from providers import get_provider
-from providers.base import CallRequest, CallResult
-from providers.errors import PermanentError, ProviderError, RetryableError
-from providers.ratelimit import note_rate_limited, settle_call, take_token
 from settings import get_settings
-from workflows.dispatch import shares_prefix
+from tasks import db
+from tasks.limiter import note_rate_limited, settle_call, take_token
+from tasks.requests import build_request, interpret
+from workflows.calls import CallResult
+from workflows.errors import PermanentError, ProviderError, RetryableError
 from workflows.retry import cap_countdown, compute_backoff
-from workflows.voting import Voter, parse_answer, vote_request
 
 log = logging.getLogger("chorus.tasks")
 
@@ -34,32 +33,6 @@ def _inputs(run_id: str) -> tuple[dict[str, Any], str]:
     # Config and text never change after submit; voters of one run on one process share the read.
     with Session() as s:
         return repo.run_inputs(s, run_id)
-
-
-def build_request(claim: repo.Claim, config: dict[str, Any], text: str) -> CallRequest:
-    tags = (("run", claim.run_id), ("slot", str(claim.slot)))
-    if claim.role is OutcomeRole.VOTER:
-        voter = Voter(claim.slot, claim.model, claim.prompt_variant or "direct", claim.temperature)
-        request = vote_request(voter, config["labels"], text, tags=tags)
-        if not shares_prefix([v["model"] for v in config["voters"]], claim.model):
-            request = dataclasses.replace(request, cache_blocks=0)  # no voter could read it: skip the write
-        return request
-    if claim.role in (OutcomeRole.SECTION, OutcomeRole.SYNTHESIS):
-        from tasks.section import section_call_request  # the section module imports this one
-
-        return section_call_request(claim, config, text, tags)
-    raise ValueError(f"no request builder for role {claim.role}")
-
-
-def interpret(claim: repo.Claim, config: dict[str, Any], result: CallResult) -> dict[str, Any]:
-    """Outcome fields for a successful call."""
-    fields: dict[str, Any] = {"raw_output": result.text, "error": None}
-    if claim.role is OutcomeRole.VOTER:
-        answer = parse_answer(result.text, config["labels"])
-        fields["answer"] = answer
-        if answer is None:
-            fields["error"] = "abstained: the reply named no allowed label"
-    return fields
 
 
 def describe_failure(exc: Exception, attempts: int, elapsed_s: float) -> str:
@@ -74,7 +47,7 @@ def describe_failure(exc: Exception, attempts: int, elapsed_s: float) -> str:
 
 def run_slot(task: Task, run_id: str, slot: int) -> dict[str, Any]:
     settings = get_settings()
-    get_engine()
+    db.bind()
     with Session.begin() as s:
         claim = repo.claim_slot(s, run_id, slot, task_id=task.request.id, hostname=task.request.hostname)
     if claim is None:

@@ -25,99 +25,80 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from sqlalchemy import func, select, update
+from celery import Celery, Task, shared_task
 
-from models import OutcomeStatus, Pattern, Run, RunStatus, Session, WorkerOutcome, get_engine, repo
-from models.tables import OutcomeRole, utcnow
+from models import Pattern, Session, repo
+from models.tables import utcnow
 from settings import Settings, get_settings
-from worker import app
+from tasks import db, dispatch
+from tasks.section import reap_section
+from tasks.vote import finish_vote
 
 log = logging.getLogger("chorus.reaper")
-OPEN_RUN = (RunStatus.PENDING, RunStatus.RUNNING)
+RESENT = "resent-by-reaper"
 
 
-def _finisher(pattern: Pattern) -> Callable[[str], dict[str, Any]]:
+def _finisher(app: Celery, pattern: Pattern) -> Callable[[str], dict[str, Any]]:
     if pattern is Pattern.SECTION:
         # All slots done but no synthesis yet may be a callback still queued or lost: go on with it.
-        from tasks.section import reap_section
-
-        return reap_section
-    from tasks.vote import finish_vote
-
+        return lambda run_id: reap_section(app, run_id)
     return finish_vote
 
 
-def reap_stalled(settings: Settings | None = None, *, now: dt.datetime | None = None,
+def reap_stalled(app: Celery, settings: Settings | None = None, *, now: dt.datetime | None = None,
                  run_ids: list[str] | None = None) -> dict[str, list[str]]:
-    """Finish stalled runs (optionally only `run_ids`); returns the ids it finished, by case."""
+    """Finish stalled runs (optionally only `run_ids`); returns the ids it finished, by case.
+    Lost calls are sent again on `app`."""
     settings = settings or get_settings()
-    get_engine()
+    db.bind()
     now = now or utcnow()
     grace_edge = now - dt.timedelta(seconds=settings.reap_grace_s)
     expire_edge = now - dt.timedelta(seconds=settings.reap_after_s)
-    started = func.coalesce(Run.submitted_at, Run.created_at)
-    query = select(Run.id, Run.pattern, started.label("started")).where(Run.status.in_(OPEN_RUN), started < grace_edge)
-    if run_ids is not None:
-        query = query.where(Run.id.in_(run_ids))
     done: dict[str, list[str]] = {"lost_callback": [], "expired": [], "resent": []}
     resend_edge = now - dt.timedelta(seconds=settings.reap_resend_after_s)
     with Session() as s:
-        candidates = s.execute(query.limit(500)).all()
+        candidates = repo.stalled_runs(s, started_before=grace_edge, run_ids=run_ids)
     for run_id, pattern, began in candidates:
-        if _resend_lost_slots(run_id, resend_edge):
+        if _resend_lost_slots(app, run_id, resend_edge):
             done["resent"].append(run_id)
             continue
         with Session() as s:
             open_slots = repo.count_open_slots(s, run_id)
         if open_slots:
-            if (repo.as_utc(began) or now) >= expire_edge:
+            if (began or now) >= expire_edge:
                 continue  # still within its time; slots may be waiting for a retry or a token
             reason = f"never finished: the reaper gave up on it {settings.reap_after_s:.0f} s after submit"
             with Session.begin() as s:
-                s.execute(update(WorkerOutcome).where(
-                    WorkerOutcome.run_id == run_id, WorkerOutcome.status.in_(repo.OPEN_OUTCOME),
-                ).values(status=OutcomeStatus.FAILED, error=reason, finished_at=utcnow()))
+                repo.fail_open_slots(s, run_id, reason)
             done["expired"].append(run_id)
         else:
             done["lost_callback"].append(run_id)
-        _finisher(pattern)(run_id)
+        _finisher(app, pattern)(run_id)
         log.warning("reaped run %s (%s)", run_id, "expired" if open_slots else "callback never fired")
     return done
 
 
-RESENT = "resent-by-reaper"
-
-
-def _resend_lost_slots(run_id: str, edge: dt.datetime) -> list[int]:
+def _resend_lost_slots(app: Celery, run_id: str, edge: dt.datetime) -> list[int]:
     """Send again, once, the calls of slots never claimed since before `edge`; their slots."""
-    from worker import queue_for_model
-
     with Session.begin() as s:
-        lost = s.execute(
-            update(WorkerOutcome)
-            .where(WorkerOutcome.run_id == run_id, WorkerOutcome.status == OutcomeStatus.PENDING,
-                   WorkerOutcome.attempts == 0, WorkerOutcome.task_id.is_(None), WorkerOutcome.queued_at < edge,
-                   WorkerOutcome.role.in_((OutcomeRole.VOTER, OutcomeRole.SECTION)))
-            .values(task_id=RESENT)  # marks the re-send, so it happens once per slot
-            .returning(WorkerOutcome.slot, WorkerOutcome.model, WorkerOutcome.role)
-        ).all()
+        lost = repo.mark_lost_slots(s, run_id, queued_before=edge, marker=RESENT)
     for slot, model, role in lost:
-        name = "chorus.vote.call" if role is OutcomeRole.VOTER else "chorus.section.call"
-        app.send_task(name, args=(run_id, slot, model), queue=queue_for_model(model))
+        dispatch.resend_call(app, run_id, slot, model, role)
         log.warning("re-sent the call of run %s slot %s: its task was never picked up", run_id, slot)
     return [slot for slot, _, _ in lost]
 
 
-@app.task(name="chorus.maintenance.reap")
-def reap() -> dict[str, list[str]]:
-    return reap_stalled()
+@shared_task(name="chorus.maintenance.reap", bind=True)
+def reap(self: Task) -> dict[str, list[str]]:
+    return reap_stalled(self.app)
 
 
 class StallWatch:
     """For a waiting process with no beat (embedded mode): run the reaper's check for the awaited run
     at most every `every_s` seconds, once the run has been waiting longer than the grace period."""
 
-    def __init__(self, run_id: str, settings: Settings, every_s: float = 5.0) -> None:
+    def __init__(self, app: Celery, run_id: str, settings: Settings, every_s: float = 5.0) -> None:
+        self.app = app
         self.run_id = run_id
         self.settings = settings
         self.every_s = every_s
@@ -129,4 +110,4 @@ class StallWatch:
         if now - self.began < self.settings.reap_grace_s or now - self.last < self.every_s:
             return
         self.last = now
-        reap_stalled(self.settings, run_ids=[self.run_id])
+        reap_stalled(self.app, self.settings, run_ids=[self.run_id])

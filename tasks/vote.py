@@ -4,29 +4,29 @@ from __future__ import annotations
 
 from typing import Any
 
-from celery import Task
+from celery import Task, shared_task
 
-from models import OutcomeStatus, RunStatus, Session, get_engine, repo
+from models import OutcomeStatus, RunStatus, Session, repo
+from tasks import db, dispatch
 from tasks.calls import run_slot
-from worker import app
 from workflows.voting import TiePolicy, VoteStatus, tally
 
 TALLY_WAIT_S = 1.0
 MAX_TALLY_WAITS = 3600
 
 
-@app.task(name="chorus.vote.call", bind=True)
+@shared_task(name=dispatch.VOTE_CALL, bind=True)
 def call(self: Task, run_id: str, slot: int, model: str) -> dict[str, Any]:
     """One voter. `model` is only a label so Flower shows who this is; the slot row is the truth."""
     return run_slot(self, run_id, slot)
 
 
-@app.task(name="chorus.vote.tally", bind=True)
+@shared_task(name=dispatch.VOTE_TALLY, bind=True)
 def tally_votes(self: Task, results: list[dict[str, Any]], run_id: str) -> dict[str, Any]:
     # A header task redelivered after it had already stored its result (a lost ack) is counted twice
     # by the chord's join, so the callback can fire while a sibling is still running: wait for it.
     # Bounded: after CHORUS_REAP_AFTER_S the reaper fails the open slots and this tally goes ahead.
-    get_engine()
+    db.bind()
     with Session() as s:
         still_open = repo.count_open_slots(s, run_id)
     if still_open and self.request.retries < MAX_TALLY_WAITS:
@@ -36,7 +36,7 @@ def tally_votes(self: Task, results: list[dict[str, Any]], run_id: str) -> dict[
 
 def finish_vote(run_id: str) -> dict[str, Any]:
     """Tally what the run's outcomes hold and store the result. Safe to call twice."""
-    get_engine()
+    db.bind()
     with Session.begin() as s:
         run = repo.load_run(s, run_id)
         if run is None:

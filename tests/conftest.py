@@ -122,7 +122,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 
 @pytest.fixture(scope="session")
 def stub() -> Iterator[object]:
-    from stubserver.testing import running_stub
+    from chorus.testing.stub.testing import running_stub
 
     with running_stub(latency_ms=0, extra_args=("--port", str(STUB_PORT))) as handle:
         yield handle
@@ -151,12 +151,12 @@ def workers(postgres: str, redis_db: str, stub: object) -> Iterator[WorkerProcs]
     """One prefork worker for the model queues and one for callbacks, on Redis + PostgreSQL."""
     from models import ensure_schema
     from settings import get_settings
-    from worker import all_queues
+    from workflows.queues import all_queues
 
     ensure_schema(PG_URL)
     procs = WorkerProcs()
     try:
-        models = [q for q in all_queues(get_settings()) if q != "callbacks"]
+        models = [q for q in all_queues(get_settings().model_list) if q != "callbacks"]
         procs.start("llm", models, pool="prefork", concurrency=5)
         procs.start("callbacks", ["callbacks"], pool="solo", concurrency=1)
         yield procs

@@ -1,7 +1,7 @@
 import pytest
 
-from providers.errors import ConfigError
 from settings import load_settings
+from workflows.errors import ConfigError
 
 
 @pytest.fixture(autouse=True)

@@ -11,8 +11,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from providers import prices
-from providers.tokens import model_family
+from workflows import prices
+from workflows.tokens import model_family
 
 CacheTtl = Literal["5m", "1h"]
 PER_MTOK = 1_000_000

@@ -15,8 +15,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from providers.base import CallRequest
-from providers.tokens import estimate_tokens, min_cacheable_tokens
+from workflows.calls import CallRequest
+from workflows.tokens import estimate_tokens, min_cacheable_tokens
 from workflows.voting import Voter
 
 

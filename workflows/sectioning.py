@@ -13,10 +13,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
-from providers.base import CallRequest
-from providers.tokens import estimate_tokens
+from workflows.calls import CallRequest
+from workflows.tokens import estimate_tokens
 
-CHARS_PER_TOKEN = 4  # the same heuristic as providers.tokens.estimate_tokens
+CHARS_PER_TOKEN = 4  # the same heuristic as workflows.tokens.estimate_tokens
 SECTION_OUTPUT_TOKENS = 400
 SYNTHESIS_OUTPUT_TOKENS = 800
 TITLE_MAX = 120

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from providers.base import CallRequest
+from workflows.calls import CallRequest
 
 ANSWER_MAX_TOKENS = 64
 

@@ -6,7 +6,7 @@ from datetime import timedelta
 import pytest
 
 from chorus.schedule import beat_entries, load_jobs
-from providers.errors import ConfigError
+from workflows.errors import ConfigError
 
 INBOX = {"name": "inbox", "kind": "inbox", "every_minutes": 5, "folder": "/srv/inbox", "batch": "mail",
          "pattern": "vote", "options": {"labels": "a,b"}}
@@ -76,7 +76,7 @@ def test_chorus_beat_check_validates_the_schedule_file_without_starting_beat(tmp
     from tests.conftest import ROOT
 
     env = dict(os.environ, CHORUS_SCHEDULE_FILE=str(write(tmp_path, jobs)))
-    done = subprocess.run([sys.executable, "-c", "from cli import app; app()", "beat", "--check"], cwd=ROOT,
+    done = subprocess.run([sys.executable, "-c", "from chorus.cli import app; app()", "beat", "--check"], cwd=ROOT,
                           env=env, capture_output=True, text=True, timeout=60, check=False)
     assert done.returncode == code
     assert expected in " ".join(done.stderr.split())

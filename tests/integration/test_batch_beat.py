@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from chorus.batch import batch_counts, find_batch
-from providers.errors import NotFoundError
 from tests.conftest import ROOT
+from workflows.errors import NotFoundError
 
 pytestmark = pytest.mark.integration
 

@@ -17,8 +17,7 @@ pytestmark = pytest.mark.integration
 
 
 def chorus(*args: str) -> subprocess.CompletedProcess[str]:
-    # `python -m cli` would load cli.py twice (as __main__ and as cli); the console script imports it once.
-    return subprocess.run([sys.executable, "-c", "from cli import app; app()", *args], cwd=ROOT,
+    return subprocess.run([sys.executable, "-c", "from chorus.cli import app; app()", *args], cwd=ROOT,
                           capture_output=True, text=True, timeout=120, check=False)
 
 

@@ -7,7 +7,7 @@ from sqlalchemy import func, select
 
 from chorus.batch import prepare_batch, read_records
 from models import Batch, Session, ensure_schema
-from providers.errors import ConfigError
+from workflows.errors import ConfigError
 
 pytestmark = pytest.mark.integration
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
+from chorus.analysis.export import batch_summary, rows
 from chorus.batch import batch_counts, find_batch, run_batch, wait_for_batch
-from chorus.export import batch_summary, rows
 from models import Document, Run, Session
 
 pytestmark = pytest.mark.integration

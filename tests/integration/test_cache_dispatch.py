@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from chorus.api import get_run, plan_vote, submit_plan, wait_for_run
+from chorus.runs import get_run, wait_for_run
+from chorus.vote import plan_vote, submit_plan
 
 pytestmark = pytest.mark.integration
 

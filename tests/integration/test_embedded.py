@@ -17,7 +17,7 @@ pytestmark = pytest.mark.integration
 
 def chorus(*args: str, cwd: Path, timeout: float = 240) -> subprocess.CompletedProcess[str]:
     exe = shutil.which("chorus")
-    cmd = [exe, *args] if exe else [sys.executable, str(ROOT / "cli.py"), *args]
+    cmd = [exe, *args] if exe else [sys.executable, "-m", "chorus.cli", *args]
     return subprocess.run(cmd, cwd=cwd, env=clean_env(COLUMNS="200"), capture_output=True, text=True,
                           timeout=timeout, stdin=subprocess.DEVNULL)
 

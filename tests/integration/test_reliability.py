@@ -2,7 +2,7 @@
 
 Each test runs its own cluster: a private redis-server on a free loopback port, its own stub server,
 real `celery worker` processes pointed at both, and the session's PostgreSQL database. Votes are
-submitted through chorus.api from a separate process configured for that cluster.
+submitted through the chorus API from a separate process configured for that cluster.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import pytest
 
 from chorus.embedded import WorkerProcess
 from chorus.testing import outcome_rows, private_redis, submit_votes, wait_terminal, worker_env
-from stubserver.testing import running_stub
+from chorus.testing.stub.testing import running_stub
 from tests.conftest import PG_URL
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

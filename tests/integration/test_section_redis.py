@@ -8,8 +8,8 @@ import time
 
 import pytest
 
-from chorus.api import wait_for_run
-from chorus.sections import plan_section, submit_section, submit_section_plan
+from chorus.runs import wait_for_run
+from chorus.section import plan_section, submit_section, submit_section_plan
 from settings import load_settings
 
 pytestmark = pytest.mark.integration
@@ -90,17 +90,17 @@ def test_outputs_over_the_budget_are_synthesized_as_a_tree_that_keeps_the_order(
 def test_a_run_whose_synthesis_callback_was_lost_is_carried_on_by_the_reaper_hook(workers, stub):
     from celery import group
 
-    from chorus.api import _prepare, get_run
+    from chorus.runs import celery_app, get_run, prepare
     from models import RunStatus, Session, repo
     from models.tables import OutcomeRole, Pattern, utcnow
     from settings import get_settings
     from tasks.section import call, reap_section
-    from worker import queue_for_model
+    from workflows.queues import queue_for_model
 
     stub.reset()
     plan = plan_section(document(3))
     settings = get_settings()
-    _prepare(settings)
+    prepare(settings)
     with Session.begin() as s:  # stored like submit_section_plan, but sent without its callback
         run = repo.create_run(s, text=plan.text, external_id="lost", pattern=Pattern.SECTION,
                               provider=settings.provider_name, config=plan.config(), slots=plan.slots())
@@ -113,7 +113,7 @@ def test_a_run_whose_synthesis_callback_was_lost_is_carried_on_by_the_reaper_hoo
         time.sleep(0.1)
     assert get_run(run_id).status == "running"  # nothing would ever finish it
 
-    reap_section(run_id)
+    reap_section(celery_app(settings), run_id)
     run_view = wait_for_run(run_id, timeout=60)
 
     assert run_view.status == "succeeded"

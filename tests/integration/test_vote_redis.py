@@ -8,7 +8,8 @@ from collections import Counter
 import pytest
 from sqlalchemy import func, select
 
-from chorus.api import submit_vote, wait_for_run
+from chorus.runs import wait_for_run
+from chorus.vote import submit_vote
 from models import Run, Session, WorkerOutcome
 from settings import get_settings
 

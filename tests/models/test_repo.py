@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 from sqlalchemy import func, inspect, select
 from sqlalchemy.exc import IntegrityError
@@ -16,7 +18,7 @@ def db_url(request, tmp_path):
     ensure_schema(url)
     get_engine(url)
     yield url
-    get_engine()  # rebind the sessionmaker to the session-wide database
+    get_engine(os.environ["CHORUS_DATABASE_URL"])  # rebind the sessionmaker to the session-wide database
 
 
 def make_run(slots: int = 3) -> str:

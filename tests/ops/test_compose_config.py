@@ -15,7 +15,7 @@ import pytest
 from settings import Settings, load_settings
 from tests.conftest import clean_env
 from tests.ops.stack import COMPOSE_FILE, ENV_EXAMPLE, ROOT, compose_config
-from worker import all_queues
+from workflows.queues import all_queues
 
 OURS = ["migrate", "worker-haiku", "worker-sonnet", "worker-opus", "worker-callbacks", "beat", "flower"]
 # Settings the compose file sets itself (URLs built from the passwords) or that only embedded mode reads.
@@ -80,7 +80,7 @@ def test_there_is_one_worker_per_model_queue_plus_callbacks_and_llm_workers_use_
             assert "-E" in cmd, f"{name} sends no task events, so Flower would not see its tasks"
             assert int(cmd[cmd.index("-c") + 1]) <= 30, f"{name}: more threads than the engine's 30 connections"
     default = load_settings(models=Settings.model_fields["models"].default)
-    assert sorted(queues) == sorted(all_queues(default))
+    assert sorted(queues) == sorted(all_queues(default.model_list))
     assert all(len(names) == 1 for names in queues.values())
 
 

@@ -10,12 +10,12 @@ from collections.abc import Iterator
 import pytest
 
 import providers
+from chorus.testing.stub.testing import StubHandle, running_stub
 from providers.anthropic_provider import AnthropicProvider, build_params, parse_retry_after, tag_headers
-from providers.errors import ConfigError, PermanentError, RetryableError
 from providers.offline import OfflineProvider
-from providers.tokens import estimate_tokens, min_cacheable_tokens
 from settings import load_settings
-from stubserver.testing import StubHandle, running_stub
+from workflows.errors import ConfigError, PermanentError, RetryableError
+from workflows.tokens import estimate_tokens, min_cacheable_tokens
 from workflows.voting import Voter, parse_answer, vote_request
 
 LABELS = ("positive", "negative")

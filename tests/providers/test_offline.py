@@ -6,8 +6,8 @@ import re
 
 import pytest
 
-from providers.base import CallRequest
 from providers.offline import OfflineProvider, respond, summarize
+from workflows.calls import CallRequest
 from workflows.voting import VARIANT_ORDER, Voter, parse_answer, vote_request
 
 SENTIMENT = ("positive", "negative", "neutral")

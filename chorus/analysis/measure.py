@@ -1,0 +1,146 @@
+"""Run one pattern (a single call, or a vote on a panel) over a set of documents and measure it.
+
+Every pattern gets a Batch row of its own, so `chorus report BATCH_ID` can show it afterwards.
+Cost is computed from the stored usage; latency from the stored timestamps: a run's wall time is
+submit to tally, and its overhead is that minus its slowest worker (wall = max(workers) + overhead).
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from chorus.analysis.labelled import LabelledDoc
+from chorus.costing import run_cost, run_cost_without_cache, run_minimum_cost
+from chorus.runs import prepare, wait_for_run
+from chorus.vote import plan_vote, submit_plan
+from models import Batch, Pattern, Session
+from settings import Settings
+from workflows.cost import Cost, total
+
+
+@dataclass(frozen=True)
+class PatternSpec:
+    name: str
+    model: str
+    voters: int
+    cache_aware: bool = True
+
+    @property
+    def label(self) -> str:
+        if self.voters == 1:
+            return f"1 x {self.model}"
+        return f"{self.voters} x {self.model} vote" + ("" if self.cache_aware else ", no cache-aware dispatch")
+
+
+@dataclass
+class PatternResult:
+    spec: PatternSpec
+    batch_id: str
+    runs: list[Any]
+    elapsed_s: float
+
+    @property
+    def cost(self) -> Cost:
+        return total(run_cost(r) for r in self.runs)
+
+    @property
+    def cost_without_cache(self) -> Cost:
+        return total(run_cost_without_cache(r) for r in self.runs)
+
+    @property
+    def minimum_cost(self) -> Cost:
+        return total(run_minimum_cost(r) for r in self.runs)
+
+    @property
+    def labelled(self) -> list[Any]:
+        return [r for r in self.runs if r.gold_label is not None]
+
+    @property
+    def correct(self) -> int:
+        return sum(1 for r in self.labelled if r.answer == r.gold_label)
+
+    @property
+    def accuracy(self) -> float | None:
+        return self.correct / len(self.labelled) if self.labelled else None
+
+    def _mean(self, values: Sequence[float | None]) -> float:
+        present = [v for v in values if v is not None]
+        return statistics.fmean(present) if present else float("nan")
+
+    @property
+    def mean_wall_s(self) -> float:
+        return self._mean([r.wall_s for r in self.runs])
+
+    @property
+    def mean_slowest_worker_s(self) -> float:
+        return self._mean([r.slowest_worker_s for r in self.runs])
+
+    @property
+    def mean_overhead_s(self) -> float:
+        return self._mean([r.wall_s - r.slowest_worker_s for r in self.runs
+                           if r.wall_s is not None and r.slowest_worker_s is not None])
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "pattern": self.spec.label, "model": self.spec.model, "voters": self.spec.voters,
+            "cache_aware": self.spec.cache_aware, "batch_id": self.batch_id, "documents": len(self.runs),
+            "statuses": {s: sum(1 for r in self.runs if r.status == s) for s in {r.status for r in self.runs}},
+            "cost": self.cost.to_json(), "cost_without_cache": self.cost_without_cache.to_json(),
+            "minimum_cost": self.minimum_cost.to_json(),
+            **{kind: sum(getattr(o, kind) for r in self.runs for o in r.outcomes)
+               for kind in ("input_tokens", "output_tokens", "cache_write_tokens", "cache_read_tokens")},
+            "accuracy": self.accuracy, "correct": self.correct, "labelled": len(self.labelled),
+            "mean_wall_s": round(self.mean_wall_s, 4), "mean_slowest_worker_s": round(self.mean_slowest_worker_s, 4),
+            "mean_overhead_s": round(self.mean_overhead_s, 4), "elapsed_s": round(self.elapsed_s, 3),
+        }
+
+
+def new_batch(name: str, source: str, spec: PatternSpec, settings: Settings) -> str:
+    prepare(settings)
+    with Session.begin() as s:
+        batch = Batch(name=f"{name}-{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:6]}", pattern=Pattern.VOTE,
+                      config={"source": source, "pattern": spec.label, "model": spec.model, "voters": spec.voters,
+                              "cache_aware": spec.cache_aware})
+        s.add(batch)
+        s.flush()
+        return batch.id
+
+
+def run_pattern(
+    spec: PatternSpec,
+    docs: Sequence[LabelledDoc],
+    labels: str,
+    *,
+    source: str,
+    settings: Settings,
+    check: Callable[[], None] | None = None,
+    timeout: float | None = None,
+    in_flight: int = 2,
+) -> PatternResult:
+    """Plan every document first (bad input stops here, before anything is sent), then send them with
+    at most `in_flight` runs unfinished at a time, so a run's wall time measures the pattern and not
+    the queue of documents behind it."""
+    plans = [plan_vote(d.text, labels, voters=spec.voters, models=[spec.model], external_id=d.id,
+                       gold_label=d.label, cache_aware=spec.cache_aware, settings=settings) for d in docs]
+    batch_id = new_batch(spec.name, source, spec, settings)
+    started = time.perf_counter()
+    pending: deque[str] = deque()
+    runs = []
+    for plan in plans:
+        if len(pending) >= max(1, in_flight):
+            runs.append(wait_for_run(pending.popleft(), timeout=timeout, settings=settings, check=check))
+        pending.append(submit_plan(_in_batch(plan, batch_id), settings=settings))
+    runs += [wait_for_run(r, timeout=timeout, settings=settings, check=check) for r in pending]
+    return PatternResult(spec, batch_id, runs, time.perf_counter() - started)
+
+
+def _in_batch(plan: Any, batch_id: str) -> Any:
+    from dataclasses import replace
+
+    return replace(plan, batch_id=batch_id)

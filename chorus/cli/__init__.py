@@ -1,0 +1,23 @@
+"""The `chorus` command line (console script `chorus = "chorus.cli:app"`).
+
+The only package that imports Typer or Rich. Each module holds one group of commands; they are
+registered here. Exit codes are those of `chorus.cli.base`.
+"""
+
+from __future__ import annotations
+
+import typer
+
+from chorus.cli import admin, analysis, batches, runs
+
+app = typer.Typer(help="Run LLM calls in parallel (voting, sectioning) on a Celery worker pool.",
+                  no_args_is_help=True, add_completion=False)
+db_app = typer.Typer(help="Database schema commands.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+
+for command in (runs.vote, runs.status, runs.demo, admin.stub, runs.section, batches.batch, batches.export,
+                batches.beat, analysis.compare, analysis.advise, analysis.report):
+    app.command()(command)
+db_app.command("upgrade")(admin.db_upgrade)
+
+__all__ = ["app"]

@@ -1,0 +1,43 @@
+"""`chorus stub` and `chorus db upgrade`."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from chorus.cli.base import cli_settings, errors, out
+from chorus.testing.stub.server import main as stub_main
+from models import ensure_schema, get_engine
+from models.db import table_names
+
+
+def stub(
+    host: Annotated[str, typer.Option(help="Loopback address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port (0 picks a free one).")] = 8765,
+    latency_ms: Annotated[int, typer.Option("--latency-ms", help="Delay before each answer.")] = 0,
+    fail: Annotated[list[str] | None, typer.Option("--fail", help="Fault rule, e.g. slot=2:500")] = None,
+    fault: Annotated[str, typer.Option(help="Random fault mix, e.g. 429=0.2,529=0.05,500=0.05,hang=0.02")] = "",
+    seed: Annotated[int, typer.Option(help="Seed of the fault mix (same seed, same faults).")] = 0,
+    hang_s: Annotated[float, typer.Option("--hang-s", help="How long a hang holds a request.")] = 30.0,
+    rpm: Annotated[float | None, typer.Option(help="Requests per minute (token bucket).")] = None,
+    itpm: Annotated[float | None, typer.Option(help="Input tokens per minute.")] = None,
+    otpm: Annotated[float | None, typer.Option(help="Output tokens per minute.")] = None,
+) -> None:
+    """Serve a local Messages-API stub for tests and benchmarks (answers from the offline provider)."""
+    argv = ["--host", host, "--port", str(port), "--latency-ms", str(latency_ms)]
+    for rule in fail or []:
+        argv += ["--fail", rule]
+    argv += ["--fault", fault, "--seed", str(seed), "--hang-s", str(hang_s)]
+    for name, value in (("--rpm", rpm), ("--itpm", itpm), ("--otpm", otpm)):
+        if value is not None:
+            argv += [name, str(value)]
+    raise typer.Exit(stub_main(argv) or 0)
+
+
+def db_upgrade() -> None:
+    """Create or upgrade the schema to the newest migration."""
+    settings = cli_settings()
+    with errors():
+        ensure_schema(settings.effective_database_url)
+    out.print(f"schema is current: {', '.join(table_names(get_engine(settings.effective_database_url)))}")

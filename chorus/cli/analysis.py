@@ -1,0 +1,168 @@
+"""`chorus compare`, `advise` and `report`: cost and accuracy analysis."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from chorus.analysis.advise import run_advise
+from chorus.analysis.compare import default_specs, run_compare
+from chorus.analysis.estimate import estimate_pattern
+from chorus.analysis.labelled import read_labelled
+from chorus.analysis.report import load_subject, render
+from chorus.cli.base import EXIT_FAILED, EXIT_OK, EXIT_USAGE, JsonOpt, cli_settings, err, errors, fail, out, workers_for
+from workflows.voting import normalize_labels
+
+LabelsOpt = Annotated[str, typer.Option("--labels", "-l", help="Allowed labels, comma-separated.")]
+LimitOpt = Annotated[int | None, typer.Option("--limit", min=1, help="Use only the first N documents.")]
+VotersOpt = Annotated[int, typer.Option("--voters", "-n", min=2, max=15, help="Voters in the panel.")]
+TimeoutOpt = Annotated[float | None, typer.Option(help="Seconds to wait for each run.")]
+InFlightOpt = Annotated[int, typer.Option("--in-flight", min=1, max=256,
+                                          help="Runs sent and unfinished at once (more: faster, but queueing "
+                                               "then shows in each run's wall time).")]
+
+
+
+def _load(path: Path, labels: str, limit: int | None) -> Any:
+    with errors():
+        try:
+            label_set = normalize_labels(labels)
+        except ValueError as exc:
+            raise fail(str(exc), EXIT_USAGE) from None
+        found = read_labelled(path, label_set, limit=limit)
+    for problem in found.skipped[:10]:
+        err.print(f"[yellow]skipped[/yellow] {path}: {problem}", highlight=False)
+    if len(found.skipped) > 10:
+        err.print(f"[yellow]skipped[/yellow] {len(found.skipped) - 10} more rows", highlight=False)
+    return found
+
+
+def _usd(c: dict[str, Any]) -> str:
+    return f"{'~' if c['estimated'] else ''}${c['total_usd']:.6f}"
+
+
+def compare(
+    input_file: Annotated[Path, typer.Argument(metavar="INPUT", help="JSONL or CSV with id, text[, label].")],
+    labels: LabelsOpt,
+    single_model: Annotated[str, typer.Option(help="Model of the single call.")] = "claude-sonnet-4-6",
+    panel_model: Annotated[str, typer.Option(help="Model of the voting panel.")] = "claude-haiku-4-5",
+    voters: VotersOpt = 3,
+    limit: LimitOpt = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Only estimate the cost; send nothing.")] = False,
+    timeout: TimeoutOpt = None,
+    in_flight: InFlightOpt = 2,
+    as_json: JsonOpt = False,
+) -> None:
+    """One call on one model vs a vote on a cheaper panel, with and without cache-aware dispatch."""
+    settings = cli_settings()
+    found = _load(input_file, labels, limit)
+    specs = default_specs(single_model, panel_model, voters)
+    if dry_run:
+        with errors():
+            estimates = [estimate_pattern(s, found.docs, labels, settings) for s in specs]
+        if as_json:
+            out.print_json(json.dumps({"dry_run": True, "patterns": estimates}))
+        else:
+            table = Table("pattern", "documents", "estimated cost", "tokens counted with")
+            for e in estimates:
+                table.add_row(e["pattern"], str(e["documents"]), _usd(e["estimated_cost"]), e["counted_with"])
+            out.print(table)
+            out.print("[dim]dry run: nothing was sent; output tokens are counted at max_tokens (an upper bound)[/dim]")
+        raise typer.Exit(EXIT_OK)
+    with errors(), workers_for(settings) as workers:
+        result = run_compare(found.docs, labels, specs, source=str(input_file), settings=settings,
+                             check=workers.check if workers else None, timeout=timeout, in_flight=in_flight)
+    result.pop("_results")
+    if as_json:
+        out.print_json(json.dumps(result))
+    else:
+        table = Table("pattern", "cost", "vs minimum", "mean wall", "slowest worker", "overhead", "accuracy", "batch",
+                      title=f"chorus compare: {result['documents']} documents ({result['provider']} provider)")
+        for p in result["patterns"]:
+            ratio = p["cost"]["total_usd"] / p["minimum_cost"]["total_usd"] if p["minimum_cost"]["total_usd"] else 0
+            acc = f"{p['accuracy']:.0%} of {p['labelled']}" if p["accuracy"] is not None else "-"
+            table.add_row(p["pattern"], _usd(p["cost"]), f"{ratio:.3f}", f"{p['mean_wall_s'] * 1000:.0f} ms",
+                          f"{p['mean_slowest_worker_s'] * 1000:.0f} ms", f"{p['mean_overhead_s'] * 1000:.0f} ms",
+                          acc, p["batch_id"][:12])
+        out.print(table)
+        for name, value in result["ratios"].items():
+            out.print(f"{name}: {value if value is not None else '-'}")
+        for note in result["notes"]:
+            out.print(f"[dim]{note}[/dim]")
+    failed = all(s == "failed" for p in result["patterns"] for s in p["statuses"])
+    raise typer.Exit(EXIT_FAILED if failed else EXIT_OK)
+
+
+def advise(
+    input_file: Annotated[Path, typer.Argument(metavar="LABELLED_INPUT", help="JSONL or CSV with id, text, label.")],
+    labels: LabelsOpt,
+    target: Annotated[float, typer.Option(min=0.01, max=1.0, help="The accuracy you need, e.g. 0.9.")] = 0.9,
+    model: Annotated[str | None, typer.Option(help="Model of the single call and the panel (default model).")]
+    = None,
+    panel_model: Annotated[str | None, typer.Option(help="A different (e.g. cheaper) model for the panel.")] = None,
+    voters: VotersOpt = 3,
+    limit: LimitOpt = None,
+    timeout: TimeoutOpt = None,
+    in_flight: InFlightOpt = 2,
+    as_json: JsonOpt = False,
+) -> None:
+    """Should I parallelize at all? Measures a single call and a vote on a labelled set."""
+    settings = cli_settings()
+    found = _load(input_file, labels, limit)
+    if not found.labelled:
+        raise fail(f"{input_file}: every document needs a label for `chorus advise`", EXIT_USAGE)
+    single_model = model or settings.default_model
+    with errors(), workers_for(settings) as workers:
+        result = run_advise(found.docs, labels, target=target, single_model=single_model,
+                            panel_model=panel_model or single_model, voters=voters, source=str(input_file),
+                            settings=settings, check=workers.check if workers else None, timeout=timeout,
+                            in_flight=in_flight)
+    if as_json:
+        out.print_json(json.dumps(result))
+        raise typer.Exit(EXIT_OK)
+    table = Table("pattern", "accuracy (95 % CI)", "cost", "mean wall", "overhead", "batch",
+                  title=f"chorus advise: {result['documents']} labelled documents, target {target:.0%} "
+                        f"({result['provider']} provider)")
+    for p in result["patterns"]:
+        lo, hi = p["ci95"]
+        table.add_row(p["pattern"], f"{p['accuracy']:.1%} ({lo:.1%}-{hi:.1%})",
+                      f"{'~' if p['cost_estimated'] else ''}${p['cost_usd']:.6f}", f"{p['mean_wall_s'] * 1000:.0f} ms",
+                      f"{p['mean_overhead_s'] * 1000:.0f} ms", p["batch_id"][:12])
+    out.print(table)
+    agreement = result["agreement"]
+    out.print(f"categories discrete: {'yes' if result['discrete'] else 'no'} · voters agree unanimously on "
+              f"{agreement['unanimous_rate']:.0%} · Fleiss' kappa {agreement['fleiss_kappa']} · low agreement on "
+              f"{result['low_agreement_share']:.0%} · effective independent voters {agreement['effective_voters']}")
+    if result["suggest_sectioning"]:
+        out.print("sectioning: documents are long and split into sections; `chorus section` can cut latency")
+    out.print(f"[bold]recommendation: {result['recommendation']}[/bold]", highlight=False)
+    for note in result["notes"]:
+        out.print(f"[dim]{note}[/dim]", highlight=False)
+    raise typer.Exit(EXIT_OK)
+
+
+def report(
+    ref: Annotated[str, typer.Argument(metavar="RUN_ID|BATCH_ID", help="A run or batch id (or unique prefix).")],
+    html_file: Annotated[Path, typer.Option("--html", help="Where to write the HTML page.")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Write one static, offline HTML page: timeline, agreement, cost, low-agreement items."""
+    settings = cli_settings()
+    with errors():
+        subject = load_subject(ref, settings)
+        page = render(subject)
+    try:
+        html_file.write_text(page, encoding="utf-8")
+    except OSError as exc:
+        raise fail(f"cannot write {html_file}: {exc.strerror}", EXIT_USAGE) from None
+    summary = {"kind": subject.kind, "id": subject.id, "runs": len(subject.runs), "html": str(html_file),
+               "bytes": len(page.encode())}
+    if as_json:
+        out.print_json(json.dumps(summary))
+    else:
+        out.print(f"wrote {html_file} ({summary['bytes']} bytes): {subject.kind} {subject.id}, "
+                  f"{len(subject.runs)} run(s)")

@@ -1,0 +1,120 @@
+"""`chorus batch`, `export` and `beat`."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from chorus.analysis.export import FORMATS, write_export
+from chorus.batch import batch_counts, prepare_batch, run_batch, wait_for_batch
+from chorus.cli.base import EXIT_FAILED, EXIT_OK, EXIT_USAGE, JsonOpt, cli_settings, err, errors, fail, out, workers_for
+from chorus.inputs import count_records
+from chorus.schedule import load_jobs
+
+
+def batch(
+    source: Annotated[Path, typer.Argument(help="A folder of .txt/.md files, a .jsonl or a .csv (id, text, label).")],
+    pattern: Annotated[str, typer.Option("--pattern", "-p", help="vote or section.")],
+    name: Annotated[str | None, typer.Option(help="The batch's name; the same name resumes it.")] = None,
+    labels: Annotated[str | None, typer.Option("--labels", "-l", help="vote: allowed labels.")] = None,
+    voters: Annotated[int | None, typer.Option("--voters", "-n", help="vote: voters per document.")] = None,
+    model: Annotated[list[str] | None, typer.Option("--model", "-m", help="Model(s).")] = None,
+    task: Annotated[str | None, typer.Option("--task", help='section: "summarize" or "extract <what>".')] = None,
+    how: Annotated[str | None, typer.Option("--split", help="section: auto, headings, paragraphs or tokens.")]
+    = None,
+    max_in_flight: Annotated[int, typer.Option("--max-in-flight", min=1, help="Runs sent and unfinished at most.")]
+    = 64,
+    timeout: Annotated[float | None, typer.Option(help="Seconds to wait for the last runs.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Run a pattern over every document of SOURCE; re-running the same batch resumes it."""
+    settings = cli_settings()
+    options: dict[str, Any] = {}
+    if pattern == "vote":
+        options = {"labels": labels, "voters": voters, "models": model}
+    elif pattern == "section":
+        if labels or voters:
+            raise fail("--labels and --voters apply to --pattern vote", EXIT_USAGE)
+        options = {"task": task, "how": how, "model": model[0] if model else None}
+    else:
+        raise fail(f"unknown pattern {pattern!r}; use --pattern vote or --pattern section", EXIT_USAGE)
+    with errors():
+        prepared = prepare_batch(source, pattern=pattern, options=options, name=name, max_in_flight=max_in_flight,
+                                 settings=settings)
+        total = count_records(source)
+    progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                        TextColumn("{task.fields[detail]}"), TimeElapsedColumn(), console=err,
+                        disable=as_json and not err.is_terminal)
+    bar = progress.add_task(prepared.name, total=total, detail="")
+
+    def tick(batch_id: str) -> None:
+        c = batch_counts(batch_id)
+        progress.update(bar, completed=c.finished, total=max(total, c.total),
+                        detail=f"done {c.succeeded}  partial {c.partial}  failed {c.failed}  in flight {c.running}")
+
+    with errors(), workers_for(settings) as workers, progress:
+        sub = run_batch(prepared, settings=settings, on_tick=tick)
+        counts = wait_for_batch(sub.batch_id, timeout=timeout or settings.run_timeout_s,
+                                on_tick=lambda: tick(sub.batch_id), check=workers.check if workers else None)
+        tick(sub.batch_id)
+    summary = {**sub.to_json(), "counts": counts.to_json(),
+               "bad_documents": [{"id": k, "reason": r} for k, r in sub.reasons]}
+    if as_json:
+        out.print_json(json.dumps(summary))
+    else:
+        out.print(f"batch [bold]{sub.name}[/bold] ({sub.batch_id}): read {sub.read}, sent {sub.sent}, "
+                  f"skipped {sub.skipped} already succeeded, {sub.rejected} bad input", highlight=False)
+        out.print(f"succeeded {counts.succeeded}  partial {counts.partial}  failed {counts.failed}  "
+                  f"of {counts.total}; `chorus export {sub.batch_id[:12]} --format jsonl` writes the results",
+                  highlight=False)
+        for key, reason in sub.reasons[:20]:
+            out.print(f"  [red]{key}[/red]: {reason}", highlight=False)
+    raise typer.Exit(EXIT_FAILED if counts.failed else EXIT_OK)
+
+
+def export(
+    batch_id: Annotated[str, typer.Argument(help="A batch id (or unique prefix) or name.")],
+    fmt: Annotated[str, typer.Option("--format", "-f", help="jsonl or csv.")] = "jsonl",
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="File to write (default: stdout).")] = None,
+) -> None:
+    """Write one line per document of a batch: status, result, confidence or synthesis, cost."""
+    settings = cli_settings()
+    if fmt not in FORMATS:
+        raise fail(f"unknown format {fmt!r}; use jsonl or csv", EXIT_USAGE)
+    with errors():
+        if output is None:
+            n = write_export(batch_id, fmt, sys.stdout, settings=settings)
+        else:
+            with output.open("w", encoding="utf-8", newline="") as f:
+                n = write_export(batch_id, fmt, f, settings=settings)
+    err.print(f"{n} document(s) exported" + (f" to {output}" if output else ""), highlight=False)
+
+
+def beat(
+    check: Annotated[bool, typer.Option("--check", help="Only validate the schedule file and print the jobs.")]
+    = False,
+    loglevel: Annotated[str, typer.Option(help="Celery log level.")] = "INFO",
+) -> None:
+    """Run Celery beat with the jobs of CHORUS_SCHEDULE_FILE (validated first)."""
+    settings = cli_settings()
+    if settings.schedule_file is None:
+        raise fail("set CHORUS_SCHEDULE_FILE to a JSON or TOML file of jobs (see README: Scheduled jobs)",
+                    EXIT_USAGE)
+    with errors():
+        jobs = load_jobs(settings.schedule_file)
+    for job in jobs:
+        err.print(f"job {job.name}: {job.describe()}", highlight=False)
+    if check:
+        return
+    if settings.embedded:
+        raise fail("beat needs a broker that workers share; set CHORUS_BROKER_URL", EXIT_USAGE)
+    data = settings.data_path
+    data.mkdir(parents=True, exist_ok=True)
+    os.execvp(sys.executable, [sys.executable, "-m", "celery", "-A", "worker", "beat", "--loglevel", loglevel,
+                               "--schedule", str(data / "beat-schedule")])

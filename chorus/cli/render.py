@@ -1,0 +1,116 @@
+"""Rich tables and lines for runs, sections, batches, the demo and the rate limits."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from rich.table import Table
+
+from chorus.analysis.export import batch_summary
+from chorus.cli.base import cli_settings, out
+from settings import Settings
+from tasks.limiter import limits_view
+from workflows.errors import NotFoundError
+
+
+def print_run(run: Any) -> None:
+    colour = {"succeeded": "green", "partial": "yellow", "failed": "red"}.get(run.status, "white")
+    out.print(f"run [bold]{run.id}[/bold]  [{colour}]{run.status}[/{colour}]  provider {run.provider}")
+    if run.answer is not None or run.result:
+        conf = f"{run.confidence:.0%}" if run.confidence is not None else "-"
+        flag = "  [yellow]low agreement[/yellow]" if run.low_agreement else ""
+        out.print(f"answer [bold]{run.answer}[/bold]  confidence {conf}{flag}")
+    if run.error:
+        out.print(f"[yellow]{run.error}[/yellow]", highlight=False)
+    table = Table("slot", "model", "variant", "status", "answer", "attempts", "latency", "tokens in/out", "error")
+    for o in run.outcomes:
+        latency = f"{o.latency_s * 1000:.0f} ms" if o.latency_s is not None else "-"
+        est = "~" if o.usage_estimated else ""
+        table.add_row(str(o.slot), o.model, o.prompt_variant or "-", o.status, o.answer or "-", str(o.attempts),
+                      latency, f"{est}{o.input_tokens}/{est}{o.output_tokens}", o.error or "")
+    out.print(table)
+    if run.wall_s is not None and run.slowest_worker_s is not None:
+        out.print(f"wall {run.wall_s * 1000:.0f} ms = slowest voter {run.slowest_worker_s * 1000:.0f} ms "
+                  f"+ overhead {(run.wall_s - run.slowest_worker_s) * 1000:.0f} ms")
+    if any(o.usage_estimated for o in run.outcomes):
+        out.print("[dim]~ token counts are estimates (offline provider)[/dim]")
+
+
+def print_section_run(run: Any) -> None:
+    colour = {"succeeded": "green", "partial": "yellow", "failed": "red"}.get(run.status, "white")
+    out.print(f"run [bold]{run.id}[/bold]  [{colour}]{run.status}[/{colour}]  provider {run.provider}")
+    if run.error:
+        out.print(f"[yellow]{run.error}[/yellow]", highlight=False)
+    table = Table("slot", "role", "title", "status", "latency", "tokens in/out", "output")
+    for o in run.outcomes:
+        latency = f"{o.latency_s * 1000:.0f} ms" if o.latency_s is not None else "-"
+        est = "~" if o.usage_estimated else ""
+        first = (o.raw_output or o.error or "").strip().replace("\n", " ")
+        table.add_row(str(o.slot), o.role if o.role != "synthesis" else f"{o.prompt_variant} synthesis",
+                      o.title or "-", o.status, latency, f"{est}{o.input_tokens}/{est}{o.output_tokens}",
+                      first[:70] + ("…" if len(first) > 70 else ""))
+    out.print(table)
+    result = run.result or {}
+    if result.get("synthesis"):
+        out.print("[bold]synthesis[/bold]")
+        out.print(result["synthesis"], highlight=False, markup=False)
+    if run.wall_s is not None and run.slowest_worker_s is not None:
+        out.print(f"wall {run.wall_s * 1000:.0f} ms; slowest worker {run.slowest_worker_s * 1000:.0f} ms; "
+                  f"{result.get('sections', '?')} sections, {result.get('synthesis_steps', 0)} synthesis step(s)")
+
+
+def print_demo(runs: list[Any], summary: dict[str, Any]) -> None:
+    table = Table(title=f"chorus demo: {summary['documents']} reviews x {summary['voters']} voters "
+                        f"({summary['provider']} provider, {summary['mode']} mode)")
+    for col in ("document", "gold", "vote", "confidence", "status", "voters said", "slowest voter", "wall"):
+        table.add_column(col)
+    for r in runs:
+        said = " ".join((o.answer or ("x" if o.status == "failed" else "?"))[:3] for o in r.outcomes)
+        mark = "[green]" if r.answer == r.gold_label else "[red]"
+        table.add_row(
+            r.external_id, r.gold_label or "-", f"{mark}{r.answer or '-'}[/]",
+            f"{r.confidence:.0%}" if r.confidence is not None else "-", r.status, said,
+            f"{r.slowest_worker_s * 1000:.0f} ms" if r.slowest_worker_s is not None else "-",
+            f"{r.wall_s * 1000:.0f} ms" if r.wall_s is not None else "-",
+        )
+    out.print(table)
+    out.print(f"accuracy {summary['accuracy']:.0%} against the gold labels; finished in {summary['elapsed_s']:.1f} s; "
+              f"batch {summary['batch_id']}; `chorus status RUN_ID` shows one run")
+    if summary["usage_estimated"]:
+        out.print("[dim]The offline provider answered (no ANTHROPIC_API_KEY); its token counts are estimates.[/dim]")
+
+
+def print_limits(settings: Settings, as_json: bool) -> None:
+    rows = limits_view(settings)
+    if as_json:
+        out.print_json(json.dumps(rows))
+        return
+    table = Table("queue", "limits (per minute)", "available now")
+    for row in rows:
+        available = ", ".join(f"{k} {v:g}" for k, v in row["available"].items()) or row.get("error", "-")
+        table.add_row(row["queue"], row["limits"], available)
+    out.print(table)
+    out.print("[dim]CHORUS_RATE_LIMITS sets them; every worker shares these buckets[/dim]")
+
+
+def print_batch_status(ref: str, as_json: bool) -> bool:
+    """`chorus status BATCH` (the status command falls back here when no run matches); False when
+    no batch matches either."""
+    settings = cli_settings()
+    try:
+        summary = batch_summary(ref, settings=settings)
+    except NotFoundError:
+        return False
+    if as_json:
+        out.print_json(json.dumps(summary))
+        return True
+    c = summary["counts"]
+    out.print(f"batch [bold]{summary['name']}[/bold] ({summary['id']}), pattern {summary['pattern']}, "
+              f"source {summary['source']}", highlight=False)
+    out.print(f"{c['total']} documents: succeeded {c['succeeded']}  partial {c['partial']}  failed {c['failed']}  "
+              f"in flight {c['running']}  pending {c['pending']}; cost {summary['cost_usd']:.6f} USD"
+              + (" (estimated)" if summary["cost_estimated"] else ""), highlight=False)
+    for doc in summary["not_succeeded"]:
+        out.print(f"  [red]{doc['id']}[/red] {doc['status']}: {doc['error']}", highlight=False)
+    return True

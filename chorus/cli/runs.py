@@ -1,0 +1,173 @@
+"""`chorus vote`, `section`, `status` and `demo`."""
+
+from __future__ import annotations
+
+import json
+import time
+from importlib import resources
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from chorus.cli.base import (
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_USAGE,
+    JsonOpt,
+    cli_settings,
+    err,
+    errors,
+    exit_code,
+    fail,
+    out,
+    read_document,
+    workers_for,
+)
+from chorus.cli.render import print_batch_status, print_demo, print_limits, print_run, print_section_run
+from chorus.runs import get_run, prepare, wait_for_run
+from chorus.section import plan_section, submit_section_plan
+from chorus.vote import plan_vote, submit_plan
+from models import Pattern, Session, repo
+from settings import Settings
+from workflows.errors import NotFoundError
+
+EXAMPLES = resources.files("chorus") / "examples"
+SplitOpt = Annotated[str, typer.Option("--split", help="auto, headings, paragraphs or tokens.")]
+TaskOpt = Annotated[str, typer.Option("--task", help='"summarize" or "extract <what>".')]
+
+
+def vote(
+    document: Annotated[str, typer.Argument(help="The text to classify, or a path to a text file.")],
+    labels: Annotated[str, typer.Option("--labels", "-l", help="Allowed labels, comma-separated.")],
+    voters: Annotated[int, typer.Option("--voters", "-n", min=1, max=64, help="Number of voters.")] = 5,
+    model: Annotated[list[str] | None, typer.Option("--model", "-m", help="Model(s); voters cycle through them.")]
+    = None,
+    quorum: Annotated[int | None, typer.Option(help="Valid answers needed (default: a majority).")] = None,
+    tie_policy: Annotated[str, typer.Option(help="none (a tie decides nothing) or first (label order).")] = "none",
+    timeout: Annotated[float | None, typer.Option(help="Seconds to wait for the result.")] = None,
+    cache_aware: Annotated[bool, typer.Option(
+        "--cache-aware/--no-cache-aware", help="Send one voter per model first so the rest read the prompt cache.")
+    ] = True,
+    as_json: JsonOpt = False,
+) -> None:
+    """Send one document to N voters and print the tally."""
+    settings = cli_settings()
+    text = read_document(document)
+    with errors():
+        plan = plan_vote(text, labels, voters=voters, models=model, quorum=quorum, tie_policy=tie_policy,
+                         cache_aware=cache_aware,
+                         external_id=Path(document).name if Path(document).is_file() else None, settings=settings)
+    with errors(), workers_for(settings) as workers:
+        run_id = submit_plan(plan, settings=settings)
+        run = wait_for_run(run_id, timeout=timeout, settings=settings, check=workers.check if workers else None)
+    if as_json:
+        out.print_json(json.dumps(run.to_json()))
+    else:
+        print_run(run)
+    raise typer.Exit(exit_code([run.status]))
+
+
+def section(
+    file: Annotated[str, typer.Argument(help="A text file (or the text itself).")],
+    task: TaskOpt = "summarize",
+    how: SplitOpt = "auto",
+    max_tokens: Annotated[int | None, typer.Option(help="Input tokens per section (default CHORUS_SECTION_TOKENS).")]
+    = None,
+    overlap: Annotated[int, typer.Option(help="Tokens a token-budget section repeats from the previous one.")] = 0,
+    model: Annotated[str | None, typer.Option("--model", "-m", help="Model of the section workers.")] = None,
+    timeout: Annotated[float | None, typer.Option(help="Seconds to wait for the result.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Split a document into sections, one worker per section, then synthesize their outputs."""
+    settings = cli_settings()
+    text = read_document(file)
+    with errors():
+        plan = plan_section(text, task=task, how=how, model=model, max_tokens=max_tokens, overlap_tokens=overlap,
+                            external_id=Path(file).name if Path(file).is_file() else None, settings=settings)
+    err.print(f"{len(plan.sections)} section(s) by {plan.how.value}; sending one worker per section",
+              highlight=False)
+    with errors(), workers_for(settings) as workers:
+        run_id = submit_section_plan(plan, settings=settings)
+        run = wait_for_run(run_id, timeout=timeout, settings=settings, check=workers.check if workers else None)
+    if as_json:
+        out.print_json(json.dumps(run.to_json(raw=True)))
+    else:
+        print_section_run(run)
+    raise typer.Exit(exit_code([run.status]))
+
+
+def status(
+    run_id: Annotated[str | None, typer.Argument(help="A run id (or a unique prefix of one), or a batch id or name.")]
+    = None,
+    limits: Annotated[bool, typer.Option("--limits", help="Show each model queue's rate limits instead.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Show a run: its tally and every voter's outcome (or, with --limits, the queues' rate limits)."""
+    settings = cli_settings()
+    if limits:
+        print_limits(settings, as_json)
+        return
+    if not run_id:
+        raise fail("give a run id (printed by `chorus vote`), or --limits", EXIT_USAGE)
+    with errors():
+        try:
+            run = get_run(run_id, settings=settings)
+        except NotFoundError:
+            if print_batch_status(run_id, as_json):
+                return
+            raise
+    if as_json:
+        out.print_json(json.dumps(run.to_json()))
+    elif run.pattern == "section":
+        print_section_run(run)
+    else:
+        print_run(run)
+
+
+def demo(
+    voters: Annotated[int, typer.Option("--voters", "-n", min=1, max=15, help="Voters per document.")] = 5,
+    as_json: JsonOpt = False,
+) -> None:
+    """Vote on the bundled example reviews and show the results, per-voter answers and timings."""
+    settings = cli_settings()
+    examples = [json.loads(line) for line in EXAMPLES.joinpath("reviews.jsonl").read_text(encoding="utf-8").splitlines()
+                if line.strip()]
+    labels = "positive,negative,neutral"
+    started = time.perf_counter()
+    with errors(), workers_for(settings) as workers:
+        batch_id = _demo_batch(settings)
+        run_ids = [
+            submit_plan(plan_vote(ex["text"], labels, voters=voters, external_id=ex["id"], gold_label=ex["label"],
+                                  batch_id=batch_id, settings=settings), settings=settings)
+            for ex in examples
+        ]
+        check = workers.check if workers else None
+        with err.status(f"waiting for {len(run_ids)} runs x {voters} voters ...", spinner="dots"):
+            runs = [wait_for_run(r, settings=settings, check=check) for r in run_ids]
+    elapsed = time.perf_counter() - started
+    correct = sum(1 for r in runs if r.answer == r.gold_label)
+    summary = {
+        "mode": "embedded" if settings.embedded else "broker",
+        "provider": settings.provider_name,
+        "usage_estimated": any(o.usage_estimated for r in runs for o in r.outcomes),
+        "batch_id": batch_id,
+        "documents": len(runs),
+        "voters": voters,
+        "accuracy": correct / len(runs),
+        "elapsed_s": round(elapsed, 3),
+        "runs": [r.to_json() for r in runs],
+    }
+    if as_json:
+        out.print_json(json.dumps(summary))
+    else:
+        print_demo(runs, summary)
+    raise typer.Exit(EXIT_FAILED if any(r.status == "failed" for r in runs) else EXIT_OK)
+
+
+def _demo_batch(settings: Settings) -> str:
+    prepare(settings)
+    with Session.begin() as s:
+        batch = repo.create_batch(s, name=f"demo-{time.strftime('%Y%m%dT%H%M%S')}-{time.time_ns() % 10**6:06d}",
+                                  pattern=Pattern.VOTE, config={"source": "chorus/examples/reviews.jsonl"})
+        return batch.id

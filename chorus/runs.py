@@ -1,0 +1,250 @@
+"""Runs as the client sees them: the Celery app for the settings given, views of stored runs, and
+waiting for a run to finish.
+
+Every function takes `settings=` (default: the environment's). The database, the broker and the
+result backend all follow it: `celery_app(settings)` makes (once) an app from those settings, and
+every message chorus sends goes through it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from celery import Celery
+from celery.exceptions import TimeoutError as CeleryTimeout
+from celery.result import AsyncResult
+
+# The task modules define shared tasks: imported here, every app this client makes knows them, so
+# what it sends carries the labels Flower shows (tasks.labels), as the worker's own sends do.
+import tasks.batch  # noqa: F401
+import tasks.section  # noqa: F401
+import tasks.vote  # noqa: F401
+import worker
+from chorus.costing import outcome_cost, run_cost
+from models import Run, RunStatus, Session, WorkerOutcome, ensure_schema, get_engine, repo
+from settings import Settings, get_settings
+from tasks.maintenance import StallWatch
+from workflows.errors import NotFoundError, RunTimeout
+
+_schema_ready: set[str] = set()
+_apps: dict[str, Celery] = {}
+
+# The callback's AsyncResult of runs this process sent, so `wait_for_run` hears of the tally at once
+# (with Redis it is already subscribed to the result). Bounded: a caller that never waits (it only
+# polls `get_run`, or submits and leaves) evicts the oldest; a run without an entry is waited on by
+# polling the database, which is the truth anyway.
+MAX_PENDING = 1024
+_pending: OrderedDict[str, AsyncResult] = OrderedDict()
+
+
+def prepare(settings: Settings) -> None:
+    """Bind the database of `settings` and bring its schema up to date (once per URL per process)."""
+    url = settings.effective_database_url
+    if url not in _schema_ready:
+        ensure_schema(url)
+        _schema_ready.add(url)
+    else:
+        get_engine(url)  # the one sessionmaker follows the settings of this call
+
+
+def celery_app(settings: Settings) -> Celery:
+    """The Celery app for `settings`: the worker module's own for the environment's settings, else
+    one made (once per distinct settings) from the broker and backend they name."""
+    if settings == get_settings():
+        return worker.app  # type: ignore[no-any-return]
+    key = settings.model_dump_json()
+    app = _apps.get(key)
+    if app is None:
+        app = _apps[key] = worker.make_app(settings, set_as_current=False)
+    return app
+
+
+def remember(run_id: str, pending: AsyncResult) -> None:
+    _pending[run_id] = pending
+    while len(_pending) > MAX_PENDING:
+        _pending.popitem(last=False)
+
+
+def forget(run_id: str) -> AsyncResult | None:
+    return _pending.pop(run_id, None)
+
+
+@dataclass(frozen=True)
+class OutcomeView:
+    slot: int
+    role: str
+    model: str
+    prompt_variant: str | None
+    status: str
+    answer: str | None
+    error: str | None
+    attempts: int
+    input_tokens: int
+    output_tokens: int
+    cache_write_tokens: int
+    cache_read_tokens: int
+    usage_estimated: bool
+    queued_at: dt.datetime | None
+    started_at: dt.datetime | None
+    finished_at: dt.datetime | None
+    latency_s: float | None
+    hostname: str | None
+    task_id: str | None
+    raw_output: str | None = field(default=None, repr=False)
+    title: str | None = None  # sectioning: the section's title, or the span a synthesis step covers
+    inputs: list[int] | None = None
+    level: int | None = None
+
+    @classmethod
+    def of(cls, o: WorkerOutcome) -> OutcomeView:
+        return cls(
+            slot=o.slot, role=o.role.value, model=o.model, prompt_variant=o.prompt_variant, status=o.status.value,
+            answer=o.answer, error=o.error, attempts=o.attempts, input_tokens=o.input_tokens,
+            output_tokens=o.output_tokens, cache_write_tokens=o.cache_write_tokens,
+            cache_read_tokens=o.cache_read_tokens, usage_estimated=o.usage_estimated,
+            queued_at=repo.as_utc(o.queued_at), started_at=repo.as_utc(o.started_at),
+            finished_at=repo.as_utc(o.finished_at), latency_s=o.latency_s, hostname=o.hostname,
+            task_id=o.task_id, raw_output=o.raw_output, title=o.title, inputs=o.inputs, level=o.level,
+        )
+class RunView:
+    id: str
+    pattern: str
+    status: str
+    provider: str
+    document_id: str
+    external_id: str
+    gold_label: str | None
+    answer: str | None
+    confidence: float | None
+    low_agreement: bool | None
+    error: str | None
+    result: dict[str, Any] | None
+    config: dict[str, Any]
+    created_at: dt.datetime | None
+    submitted_at: dt.datetime | None
+    finished_at: dt.datetime | None
+    outcomes: list[OutcomeView]
+
+    @property
+    def terminal(self) -> bool:
+        return RunStatus(self.status).terminal
+
+    @property
+    def wall_s(self) -> float | None:
+        """Submit to tally."""
+        if self.submitted_at is None or self.finished_at is None:
+            return None
+        return (self.finished_at - self.submitted_at).total_seconds()
+
+    @property
+    def slowest_worker_s(self) -> float | None:
+        latencies = [o.latency_s for o in self.outcomes if o.latency_s is not None]
+        return max(latencies) if latencies else None
+
+    @classmethod
+    def of(cls, run: Run) -> RunView:
+        return cls(
+            id=run.id, pattern=run.pattern.value, status=run.status.value, provider=run.provider,
+            document_id=run.document_id, external_id=run.document.external_id, gold_label=run.document.gold_label,
+            answer=run.answer, confidence=run.confidence, low_agreement=run.low_agreement, error=run.error,
+            result=run.result, config=run.config, created_at=repo.as_utc(run.created_at),
+            submitted_at=repo.as_utc(run.submitted_at), finished_at=repo.as_utc(run.finished_at),
+            outcomes=[OutcomeView.of(o) for o in run.outcomes],
+        )
+
+    def to_json(self, *, raw: bool = False) -> dict[str, Any]:
+        data = asdict(self)
+        for o in data["outcomes"]:
+            if not raw:
+                o.pop("raw_output", None)
+        data["wall_s"] = self.wall_s
+        data["slowest_worker_s"] = self.slowest_worker_s
+        data["cost"] = _cost_json(self, data["outcomes"])
+        return _jsonable(data)
+
+
+def _cost_json(run: RunView, outcomes: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """Cost computed on read from the stored usage (prices change, usage does not); None when a
+    model has no price in workflows/prices.py."""
+    try:
+        for view, data in zip(run.outcomes, outcomes, strict=True):
+            data["cost"] = outcome_cost(view).to_json()
+        return run_cost(run).to_json()
+    except ValueError:
+        return None
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, dt.datetime):
+        return value.isoformat()
+    return value
+
+
+def get_run(run_id: str, *, settings: Settings | None = None) -> RunView:
+    """A run and its outcomes; `run_id` may be a unique prefix of the id."""
+    prepare(settings or get_settings())
+    if not run_id:
+        raise NotFoundError("give a run id")
+    with Session() as s:
+        found = repo.find_run(s, run_id)
+        if not found:
+            raise NotFoundError(f"no run {run_id!r}; `chorus status` takes an id printed by `chorus vote`")
+        if len(found) > 1:
+            raise NotFoundError(f"run id prefix {run_id!r} is ambiguous; give more characters")
+        view = RunView.of(found[0])
+    if view.terminal:
+        forget(view.id)
+    return view
+
+
+def wait_for_run(
+    run_id: str,
+    *,
+    timeout: float | None = None,
+    settings: Settings | None = None,
+    check: Callable[[], None] | None = None,
+) -> RunView:
+    """Wait until the run is terminal and return it. `check` is called while waiting (the embedded
+    workers use it to fail fast when their process died). Raises RunTimeout (a TimeoutError) after
+    `timeout` seconds (default CHORUS_RUN_TIMEOUT_S); the run goes on.
+
+    The database is the truth. With a broker, the tally's result message wakes us first; with no
+    result to wait on (embedded mode, or a run submitted by another process) we poll the run row.
+    """
+    settings = settings or get_settings()
+    prepare(settings)
+    limit = timeout if timeout is not None else settings.run_timeout_s
+    deadline = time.monotonic() + limit
+    pending = forget(run_id)
+    if pending is not None and not settings.embedded:
+        with contextlib.suppress(CeleryTimeout):
+            pending.get(timeout=limit, interval=0.02, propagate=False)
+    delay = 0.005
+    # No beat runs the reaper in embedded mode: the waiting process checks its run itself.
+    stall = StallWatch(celery_app(settings), run_id, settings) if settings.embedded else None
+    while True:
+        with Session() as s:
+            status = repo.run_status(s, run_id)
+        if status is None:
+            raise NotFoundError(f"no run {run_id!r}")
+        if status.terminal:
+            return get_run(run_id, settings=settings)
+        if check is not None:
+            check()
+        if stall is not None:
+            stall()
+        if time.monotonic() > deadline:
+            raise RunTimeout(f"run {run_id} is still {status.value} after {limit:.0f} s; "
+                             f"`chorus status {run_id}` shows it later")
+        time.sleep(delay)
+        delay = min(delay * 1.5, 0.025)

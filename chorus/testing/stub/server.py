@@ -1,0 +1,456 @@
+"""A local HTTP server that speaks enough of the Messages API for the real `anthropic` SDK.
+
+One request to `POST /v1/messages` goes through these steps, in order:
+
+1. parse and validate the body like Anthropic does (400 invalid_request_error);
+2. fault rules: a rule matching the `x-chorus-run` / `x-chorus-slot` headers answers its status;
+3. (room for) the token-bucket rate limit with `anthropic-ratelimit-*` headers;
+4. sleep `latency_ms`, answer with `providers.offline.respond`;
+5. (room for) prompt-cache emulation, which would fill the cache fields of `usage`.
+
+Every request is logged (see `GET /_stub/requests`). The admin API lives under `/_stub/`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import ipaddress
+import json
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from chorus.testing.stub.cache import CacheRequestError, PromptCache
+from chorus.testing.stub.faults import HANG, FaultMix
+from chorus.testing.stub.ratelimit import StubLimiter, add_reliability_options, reliability_from_args
+from providers.offline import respond
+
+ERROR_TYPES: dict[int, str] = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    402: "billing_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    500: "api_error",
+    504: "timeout_error",
+    529: "overloaded_error",
+}
+ERROR_MESSAGES: dict[int, str] = {
+    400: "Invalid request (injected by the stub).",
+    401: "invalid x-api-key (injected by the stub)",
+    429: "Number of requests has exceeded your rate limit (injected by the stub).",
+    500: "Internal server error (injected by the stub).",
+    529: "Overloaded (injected by the stub).",
+}
+# API version 2026-10-21 (what SDK 2.x sends) rejects sampling parameters on every model.
+SAMPLING_PARAMS = ("temperature", "top_p", "top_k")
+SAMPLING_REJECTED_FROM = "2026-10-21"
+
+
+@dataclass
+class FaultRule:
+    """Answer `status` to requests whose run/slot headers match (None matches anything).
+
+    `times` limits the rule to its first K matches; `retry_after` (seconds) is sent as the
+    `retry-after` header (always for 429, default 1 s).
+    """
+
+    status: int
+    run: str | None = None
+    slot: str | None = None
+    times: int | None = None
+    retry_after: float | None = None
+    used: int = 0
+
+    def matches(self, run: str | None, slot: str | None) -> bool:
+        if self.times is not None and self.used >= self.times:
+            return False
+        return (self.run is None or self.run == run) and (self.slot is None or self.slot == slot)
+
+    @classmethod
+    def parse(cls, spec: str) -> FaultRule:
+        """`[run=R,][slot=S]:STATUS[:times=K][:retry_after=SECONDS]`, or `STATUS[:...]` for every request."""
+        parts = spec.strip().split(":")
+        matcher = ""
+        if parts and ("=" in parts[0] or parts[0] in ("", "*")):
+            matcher = parts.pop(0)
+        if not parts or not parts[0].strip().isdigit():
+            raise ValueError(f"fault rule {spec!r}: expected [run=R,slot=S]:STATUS[:times=K] like slot=2:500")
+        fields: dict[str, Any] = {"status": int(parts[0])}
+        for item in [m for m in matcher.split(",") if m.strip() and m.strip() != "*"] + parts[1:]:
+            key, sep, value = item.partition("=")
+            if not sep:
+                raise ValueError(f"fault rule {spec!r}: {item!r} is not key=value")
+            fields[key.strip()] = value.strip()
+        return cls.from_json(fields)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any] | str) -> FaultRule:
+        if isinstance(data, str):
+            return cls.parse(data)
+        unknown = set(data) - {"status", "run", "slot", "times", "retry_after"}
+        if unknown:
+            raise ValueError(f"fault rule: unknown field(s) {sorted(unknown)}")
+        status = int(data["status"])
+        if not 400 <= status <= 599:
+            raise ValueError(f"fault rule: status {status} is not an HTTP error status")
+        times = data.get("times")
+        retry_after = data.get("retry_after")
+        return cls(
+            status=status,
+            run=None if data.get("run") is None else str(data["run"]),
+            slot=None if data.get("slot") is None else str(data["slot"]),
+            times=None if times is None else int(times),
+            retry_after=None if retry_after is None else float(retry_after),
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class StubState:
+    """The request log and the fault rules, shared by the handler threads."""
+
+    def __init__(self, latency_ms: float = 0, rules: Iterable[FaultRule] = (), faults: FaultMix | None = None,
+                 limiter: StubLimiter | None = None) -> None:
+        self.latency_ms = latency_ms
+        self.faults = faults
+        self.limiter = limiter
+        self._lock = threading.Lock()
+        self._rules = list(rules)
+        self._log: list[dict[str, Any]] = []
+        self._seq = 0
+        self.cache = PromptCache()
+
+    def take_rule(self, run: str | None, slot: str | None) -> FaultRule | None:
+        with self._lock:
+            for rule in self._rules:
+                if rule.matches(run, slot):
+                    rule.used += 1
+                    return rule
+        return None
+
+    def set_rules(self, rules: Iterable[FaultRule]) -> None:
+        with self._lock:
+            self._rules = list(rules)
+
+    def rules(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return [r.to_json() for r in self._rules]
+
+    def record(self, entry: dict[str, Any]) -> None:
+        with self._lock:
+            self._seq += 1
+            self._log.append({"seq": self._seq, **entry})
+
+    def log(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return list(self._log)
+
+    def reset(self) -> None:
+        with self._lock:
+            self._log.clear()
+            self._rules.clear()
+            self._seq = 0
+        self.cache.clear()
+
+
+class StubServer(ThreadingHTTPServer):
+    daemon_threads = True
+    block_on_close = False  # a hung handler must never keep the stub from stopping
+    # socketserver's default backlog is 5: hundreds of workers connecting at once would see SYN
+    # drops and one-second retransmits, which is the client's problem, not the provider's.
+    request_queue_size = 1024
+
+    def __init__(self, address: tuple[str, int], state: StubState) -> None:
+        self.state = state
+        super().__init__(address, Handler)
+
+    @property
+    def host(self) -> str:
+        return str(self.server_address[0])
+
+    @property
+    def port(self) -> int:
+        return int(self.server_address[1])
+
+
+class _IPv6StubServer(StubServer):
+    address_family = socket.AF_INET6
+
+
+def _error_body(status: int, message: str, request_id: str) -> dict[str, Any]:
+    kind = ERROR_TYPES.get(status, "api_error" if status >= 500 else "invalid_request_error")
+    return {"type": "error", "error": {"type": kind, "message": message}, "request_id": request_id}
+
+
+def _text(content: Any) -> str:
+    """The text of a string or of a list of content blocks."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "".join(b.get("text", "") for b in content if isinstance(b, dict) and b.get("type") == "text")
+    return ""
+
+
+def validate(body: Any, api_version: str | None) -> str | None:
+    """Anthropic's message for the first problem of a /v1/messages body, or None."""
+    if not isinstance(body, dict):
+        return "request body must be a JSON object"
+    for name in ("model", "max_tokens", "messages"):
+        if name not in body:
+            return f"{name}: Field required"
+    if not isinstance(body["model"], str) or not body["model"]:
+        return "model: Input should be a valid string"
+    max_tokens = body["max_tokens"]
+    if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 0:
+        return "max_tokens: Input should be a valid non-negative integer"
+    messages = body["messages"]
+    if not isinstance(messages, list) or not messages:
+        return "messages: at least one message is required"
+    for i, m in enumerate(messages):
+        if not isinstance(m, dict) or m.get("role") not in ("user", "assistant") or "content" not in m:
+            return f"messages.{i}: each message needs a role (user or assistant) and content"
+    if (api_version or "") >= SAMPLING_REJECTED_FROM:
+        for name in SAMPLING_PARAMS:
+            if name in body:
+                return f"{name}: Extra inputs are not permitted"
+    return None
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    # Headers and body go out in separate writes; with Nagle on, a keep-alive client's delayed ACK
+    # added ~40 ms to every response (measured: 44 ms per call at zero latency).
+    disable_nagle_algorithm = True
+    server: StubServer
+    server_version = "chorus-stub"
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the stdlib's name
+        pass  # the request log is /_stub/requests; stderr stays quiet
+
+    # ----- plumbing ---------------------------------------------------------------------------
+    def _read_json(self) -> tuple[Any, bool]:
+        length = int(self.headers.get("content-length") or 0)
+        raw = self.rfile.read(length) if length else b""
+        try:
+            return json.loads(raw or b"null"), True
+        except ValueError:
+            return None, False
+
+    def _send(self, status: int, body: Any, headers: Mapping[str, str] | None = None) -> None:
+        payload = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(payload)))
+        for key, value in (headers or {}).items():
+            self.send_header(key, value)
+        self.end_headers()
+        self.wfile.write(payload)
+
+    # ----- routes -------------------------------------------------------------------------------
+    def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
+        state = self.server.state
+        if self.path == "/_stub/requests":
+            self._send(200, state.log())
+        elif self.path == "/_stub/rules":
+            self._send(200, state.rules())
+        elif self.path == "/_stub/health":
+            self._send(200, {"ok": True, "pid": os.getpid(), "requests": len(state.log())})
+        else:
+            self._send(404, _error_body(404, f"no route GET {self.path}", _request_id()))
+
+    def do_POST(self) -> None:  # noqa: N802 - the stdlib's name
+        body, ok = self._read_json()
+        if self.path == "/v1/messages":
+            self._messages(body if ok else _INVALID_JSON)
+        elif self.path == "/v1/messages/count_tokens":
+            self._count_tokens(body if ok else _INVALID_JSON)
+        elif self.path == "/_stub/rules":
+            try:
+                if not isinstance(body, list):
+                    raise ValueError("expected a JSON list of rules")
+                self.server.state.set_rules([FaultRule.from_json(r) for r in body])
+            except (ValueError, TypeError, KeyError) as exc:
+                self._send(400, _error_body(400, str(exc), _request_id()))
+                return
+            self._send(200, self.server.state.rules())
+        elif self.path == "/_stub/reset":
+            self.server.state.reset()
+            self._send(200, {"ok": True})
+        elif self.path == "/_stub/latency":
+            latency = body.get("latency_ms") if isinstance(body, dict) else None
+            if isinstance(latency, bool) or not isinstance(latency, int | float) or latency < 0:
+                self._send(400, _error_body(400, "expected {\"latency_ms\": <non-negative number>}", _request_id()))
+                return
+            self.server.state.latency_ms = float(latency)
+            self._send(200, {"latency_ms": self.server.state.latency_ms})
+        else:
+            self._send(404, _error_body(404, f"no route POST {self.path}", _request_id()))
+
+    def _messages(self, body: Any) -> None:
+        started = time.monotonic()
+        request_id = _request_id()
+        run, slot = self.headers.get("x-chorus-run"), self.headers.get("x-chorus-slot")
+        entry: dict[str, Any] = {
+            "time": time.time(), "run": run, "slot": slot, "request_id": request_id,
+            "model": body.get("model") if isinstance(body, dict) else None,
+            "input_tokens": 0, "output_tokens": 0,
+        }
+
+        def finish(status: int, payload: Any, headers: dict[str, str] | None = None) -> None:
+            entry.update(status=status, latency_ms=round((time.monotonic() - started) * 1000, 3))
+            self.server.state.record(entry)
+            self._send(status, payload, {"request-id": request_id, **(headers or {})})
+
+        problem = "request body is not valid JSON" if body is _INVALID_JSON else validate(
+            body, self.headers.get("anthropic-version")
+        )
+        if problem:
+            finish(400, _error_body(400, problem, request_id))
+            return
+        rule = self.server.state.take_rule(run, slot)
+        if rule is not None:
+            headers = {}
+            if rule.status == 429 or rule.retry_after is not None:
+                headers["retry-after"] = _seconds(1.0 if rule.retry_after is None else rule.retry_after)
+            message = ERROR_MESSAGES.get(rule.status, f"HTTP {rule.status} (injected by the stub)")
+            finish(rule.status, _error_body(rule.status, message, request_id), headers)
+            return
+        state = self.server.state
+        fault = state.faults.draw() if state.faults else None
+        if fault is not None and state.faults is not None:
+            entry["fault"] = fault.kind
+            if fault.kind == HANG:
+                time.sleep(state.faults.hang_s)  # bounded: longer than the client waits, never forever
+            headers = {"retry-after": _seconds(state.faults.retry_after_s)} if fault.status == 429 else {}
+            message = ERROR_MESSAGES.get(fault.status, f"HTTP {fault.status} (injected by the stub)")
+            with contextlib.suppress(OSError):  # a hung request's client has usually gone
+                finish(fault.status, _error_body(fault.status, message, request_id), headers)
+            return
+        limit_headers: dict[str, str] = {}
+        if state.limiter is not None and state.limiter.active:
+            prompt = "\n".join(_text(m["content"]) for m in body["messages"] if m["role"] == "user")
+            _, prompt_tokens, _ = respond(body["model"], _text(body.get("system", "")), prompt, 0)
+            verdict = state.limiter.admit(prompt_tokens, body["max_tokens"])
+            limit_headers = verdict.headers
+            if not verdict.allowed:
+                entry["limited"] = verdict.limited
+                finish(429, _error_body(429, verdict.message, request_id), limit_headers)
+                return
+        try:
+            cached = self.server.state.cache.lookup(body)
+        except CacheRequestError as exc:
+            finish(400, _error_body(400, str(exc), request_id))
+            return
+        if self.server.state.latency_ms > 0:
+            time.sleep(self.server.state.latency_ms / 1000)
+        self.server.state.cache.response_started(cached)  # Anthropic: readable once the response begins
+        user_text = "\n".join(_text(m["content"]) for m in body["messages"] if m["role"] == "user")
+        text, input_tokens, output_tokens = respond(
+            body["model"], _text(body.get("system", "")), user_text, body["max_tokens"]
+        )
+        usage = {**cached.usage_fields(input_tokens), "output_tokens": output_tokens}
+        entry.update(input_tokens=usage["input_tokens"], output_tokens=output_tokens,
+                     cache_write_tokens=cached.write_tokens, cache_read_tokens=cached.read_tokens)
+        finish(200, {
+            "id": f"msg_{uuid.uuid4().hex[:24]}",
+            "type": "message",
+            "role": "assistant",
+            "model": body["model"],
+            "content": [{"type": "text", "text": text}] if text else [],
+            "stop_reason": "end_turn" if body["max_tokens"] > 0 else "max_tokens",
+            "stop_sequence": None,
+            "usage": usage,
+        }, limit_headers)
+        if state.limiter is not None and state.limiter.active:
+            state.limiter.finish(output_tokens, body["max_tokens"])
+
+    def _count_tokens(self, body: Any) -> None:
+        """`POST /v1/messages/count_tokens`: the prompt's tokens, counted the way `_messages` bills them."""
+        problem = "request body is not valid JSON" if body is _INVALID_JSON else validate(
+            {"max_tokens": 0, **body} if isinstance(body, dict) else body, self.headers.get("anthropic-version")
+        )
+        if problem:
+            self._send(400, _error_body(400, problem, _request_id()))
+            return
+        user_text = "\n".join(_text(m["content"]) for m in body["messages"] if m["role"] == "user")
+        _, input_tokens, _ = respond(body["model"], _text(body.get("system", "")), user_text, 0)
+        self._send(200, {"input_tokens": input_tokens})
+
+
+_INVALID_JSON = object()
+
+
+def _request_id() -> str:
+    return f"req_{uuid.uuid4().hex[:24]}"
+
+
+def _seconds(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else f"{value:g}"
+
+
+def make_server(
+    host: str = "127.0.0.1", port: int = 0, latency_ms: float = 0, rules: Iterable[FaultRule | str] = (),
+    faults: FaultMix | None = None, limiter: StubLimiter | None = None,
+) -> StubServer:
+    """A bound (not yet serving) stub on a loopback address; port 0 picks a free port."""
+    if host != "localhost" and not ipaddress.ip_address(host).is_loopback:
+        raise ValueError(f"the stub only listens on loopback addresses, not {host!r}")
+    parsed = [r if isinstance(r, FaultRule) else FaultRule.parse(r) for r in rules]
+    server_cls = _IPv6StubServer if ":" in host else StubServer
+    return server_cls((host, port), StubState(latency_ms, parsed, faults, limiter))
+
+
+def serve_forever(server: StubServer, stop: threading.Event | None = None) -> None:
+    """Serve until `stop` is set (forever without one), then close the socket."""
+    stop = stop or threading.Event()
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True)
+    thread.start()
+    try:
+        while not stop.wait(0.2):
+            pass
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m chorus.testing.stub", description="A local Messages-API stub.")
+    parser.add_argument("--host", default="127.0.0.1", help="loopback address to listen on")
+    parser.add_argument("--port", type=int, default=0, help="0 picks a free port (printed on start)")
+    parser.add_argument("--latency-ms", type=float, default=0.0, help="delay before each answer")
+    parser.add_argument(
+        "--fail", action="append", default=[], metavar="RULE",
+        help="fault rule [run=R,][slot=S]:STATUS[:times=K][:retry_after=S], e.g. slot=2:500; repeatable",
+    )
+    add_reliability_options(parser)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Serve until SIGTERM/SIGINT; once listening, print `{"host", "port", "pid"}` as one JSON line."""
+    args = build_parser().parse_args(argv)
+    try:
+        server = make_server(args.host, args.port, args.latency_ms, [FaultRule.parse(f) for f in args.fail],
+                             *reliability_from_args(args))
+    except (ValueError, OSError) as exc:
+        print(f"chorus stub: {exc}", file=sys.stderr)
+        return 2
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    print(json.dumps({"host": server.host, "port": server.port, "pid": os.getpid()}), flush=True)
+    serve_forever(server, stop)
+    return 0

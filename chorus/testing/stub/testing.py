@@ -1,0 +1,109 @@
+"""Run the stub as a subprocess for a test, and always stop it afterwards."""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+import urllib.request
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[3]  # the checkout (or site-packages) holding chorus
+STARTUP_TIMEOUT_S = 15.0
+STOP_TIMEOUT_S = 5.0
+# Loopback admin calls must never go through an HTTP proxy from the environment.
+_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+@dataclass
+class StubHandle:
+    host: str
+    port: int
+    pid: int
+    exit_code: int | None = None  # set once the stub has stopped
+
+    @property
+    def base_url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+    def _admin(self, method: str, path: str, body: Any = None) -> Any:
+        data = None if body is None else json.dumps(body).encode()
+        request = urllib.request.Request(
+            self.base_url + path, data=data, method=method, headers={"content-type": "application/json"}
+        )
+        with _OPENER.open(request, timeout=10) as response:
+            return json.loads(response.read() or b"null")
+
+    def requests(self) -> list[dict[str, Any]]:
+        return self._admin("GET", "/_stub/requests")
+
+    def set_rules(self, rules: Sequence[Mapping[str, Any] | str]) -> list[dict[str, Any]]:
+        return self._admin("POST", "/_stub/rules", list(rules))
+
+    def reset(self) -> None:
+        self._admin("POST", "/_stub/reset", {})
+
+    def health(self) -> dict[str, Any]:
+        return self._admin("GET", "/_stub/health")
+
+    def set_latency(self, latency_ms: float) -> None:
+        """Change the delay before each answer (`reset` leaves it alone)."""
+        self._admin("POST", "/_stub/latency", {"latency_ms": latency_ms})
+
+
+@contextmanager
+def running_stub(
+    latency_ms: float = 0, rules: Sequence[str] = (), extra_args: Sequence[str] = ()
+) -> Iterator[StubHandle]:
+    """Start `python -m chorus.testing.stub --port 0` and yield a handle; the process is stopped on exit
+    (SIGTERM, then SIGKILL after a few seconds) even when the body raises."""
+    args = [sys.executable, "-m", "chorus.testing.stub", "--host", "127.0.0.1", "--port", "0",
+            "--latency-ms", str(latency_ms)]
+    for rule in rules:
+        args += ["--fail", rule]
+    args += list(extra_args)
+    proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)
+    handle: StubHandle | None = None
+    try:
+        info = _first_line(proc)
+        handle = StubHandle(host=info["host"], port=int(info["port"]), pid=int(info["pid"]))
+        yield handle
+    finally:
+        code = _stop(proc)
+        if handle is not None:
+            handle.exit_code = code
+
+
+def _first_line(proc: subprocess.Popen[str]) -> dict[str, Any]:
+    assert proc.stdout is not None
+    lines: queue.Queue[str] = queue.Queue()
+    threading.Thread(target=lambda: lines.put(proc.stdout.readline()), daemon=True).start()  # type: ignore[union-attr]
+    try:
+        line = lines.get(timeout=STARTUP_TIMEOUT_S)
+    except queue.Empty:
+        raise RuntimeError(f"the stub printed nothing within {STARTUP_TIMEOUT_S:g} s") from None
+    if not line.strip():
+        raise RuntimeError(f"the stub exited before listening (exit code {proc.wait(STOP_TIMEOUT_S)})")
+    return json.loads(line)
+
+
+def _stop(proc: subprocess.Popen[str]) -> int:
+    if proc.poll() is None:
+        os.kill(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(STOP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait(STOP_TIMEOUT_S)
+    if proc.stdout is not None:
+        proc.stdout.close()
+    return proc.returncode

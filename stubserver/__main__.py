@@ -1,8 +1,0 @@
-"""`python -m stubserver --port 0 --latency-ms 200 --fail slot=2:500`: serve until SIGTERM/SIGINT."""
-
-import sys
-
-from stubserver.server import main
-
-if __name__ == "__main__":
-    sys.exit(main())

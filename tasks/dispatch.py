@@ -1,0 +1,133 @@
+"""The one place a stored run becomes Celery messages.
+
+Every send goes through an explicit Celery app (the worker's own, or the one the Python API made
+for the settings it was given), by task name: a message never lands on a broker the caller did not
+name. Task arguments are ids and short labels (run id, slot, model), never document text.
+
+A send the broker refuses marks the run failed with the reason: no run is left half sent.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from celery import Celery, chain, chord, group
+from celery.canvas import Signature
+from celery.result import AsyncResult
+
+from models import Pattern, RunStatus, Session, repo
+from models.tables import OutcomeRole
+from workflows.errors import ChorusError
+from workflows.queues import CALLBACK_QUEUE, queue_for_model
+
+VOTE_CALL = "chorus.vote.call"
+VOTE_TALLY = "chorus.vote.tally"
+SECTION_CALL = "chorus.section.call"
+SECTION_REDUCE = "chorus.section.reduce"
+SECTION_FINISH = "chorus.section.finish"
+BATCH_DISPATCH = "chorus.batch.dispatch"
+CALL_TASK = {OutcomeRole.VOTER: VOTE_CALL, OutcomeRole.SECTION: SECTION_CALL, OutcomeRole.SYNTHESIS: SECTION_CALL}
+
+
+def call_signature(app: Celery, role: OutcomeRole, run_id: str, slot: int, model: str) -> Signature:
+    """One slot's call on its model's queue; the slot row holds everything else."""
+    return app.signature(CALL_TASK[role], args=(run_id, slot, model), queue=queue_for_model(model), immutable=True)
+
+
+def vote_messages(app: Celery, run_id: str, config: dict[str, Any], callback_id: str
+                  ) -> tuple[list[Signature], list[Signature], Signature]:
+    """(leaders, header, tally) of a stored vote. Leaders (cache-aware dispatch) go first, so the
+    rest of the panel reads the prompt cache they wrote."""
+    calls = {v["slot"]: call_signature(app, OutcomeRole.VOTER, run_id, v["slot"], v["model"])
+             for v in config["voters"]}
+    leaders = tuple((config.get("dispatch") or {}).get("leaders") or ())
+    header = [sig for slot, sig in calls.items() if slot not in leaders]
+    tally = app.signature(VOTE_TALLY, args=(run_id,), queue=CALLBACK_QUEUE, task_id=callback_id)
+    return [calls[slot] for slot in leaders], header, tally
+
+
+def section_messages(app: Celery, run_id: str, model: str, sections: int) -> tuple[list[Signature], Signature]:
+    """(one call per section, the reduce that plans the synthesis) of a stored sectioning run."""
+    header = [call_signature(app, OutcomeRole.SECTION, run_id, i, model) for i in range(sections)]
+    return header, app.signature(SECTION_REDUCE, args=(run_id,), queue=CALLBACK_QUEUE)
+
+
+def level_messages(app: Celery, run_id: str, steps: Sequence[tuple[int, str]], next_items: list[int] | None
+                   ) -> tuple[list[Signature], Signature]:
+    """One level of synthesis steps, then `finish` (final level, `next_items` None) or `reduce` again."""
+    header = [call_signature(app, OutcomeRole.SYNTHESIS, run_id, slot, model) for slot, model in steps]
+    if next_items is None:
+        return header, app.signature(SECTION_FINISH, args=(run_id,), queue=CALLBACK_QUEUE)
+    return header, app.signature(SECTION_REDUCE, args=(run_id, next_items), queue=CALLBACK_QUEUE)
+
+
+def send_chord(app: Celery, run_id: str, header: list[Signature], callback: Signature, *,
+               first: Sequence[Signature] = ()) -> AsyncResult:
+    """Send a stored run's chord and return the callback's AsyncResult; a refused send marks the run
+    failed and raises ChorusError. `first` run before the header is sent; they return failures,
+    never raise, so a failed leader still lets the rest of the vote go out."""
+    try:
+        if first:
+            lead = group(list(first), app=app) if len(first) > 1 else first[0]
+            return chain(lead, chord(header, callback, app=app), app=app).apply_async()
+        return chord(header, app=app)(callback)
+    except Exception as exc:  # noqa: BLE001 - the broker can fail in many ways; none may leave a half run
+        reason = f"could not enqueue the run: {exc}. Is the broker at {_broker(app)} up?"
+        fail_runs([run_id], reason)
+        raise ChorusError(reason) from exc
+
+
+def send_vote(app: Celery, run_id: str, config: dict[str, Any], callback_id: str) -> AsyncResult:
+    first, header, tally = vote_messages(app, run_id, config, callback_id)
+    return send_chord(app, run_id, header, tally, first=first)
+
+
+def send_section(app: Celery, run_id: str, config: dict[str, Any]) -> AsyncResult:
+    header, reduce = section_messages(app, run_id, config["model"], len(config["sections"]))
+    return send_chord(app, run_id, header, reduce)
+
+
+def send_run(app: Celery, run_id: str, pattern: Pattern, config: dict[str, Any], callback_id: str | None
+             ) -> AsyncResult:
+    """Send a stored run of either pattern."""
+    if pattern is Pattern.VOTE:
+        assert callback_id is not None
+        return send_vote(app, run_id, config, callback_id)
+    return send_section(app, run_id, config)
+
+
+def send_stored(app: Celery, run_ids: list[str]) -> int:
+    """Mark stored pending runs running and send each one's chord (the batch dispatch task's body).
+    Runs already sent (a redelivered dispatch) are left alone. Returns how many were sent."""
+    with Session.begin() as s:
+        rows = repo.start_pending_runs(s, run_ids)
+    for row in rows:
+        try:
+            send_run(app, row.id, row.pattern, row.config, row.chord_id)
+        except ChorusError:
+            continue  # send_chord has marked the run failed with the reason
+    return len(rows)
+
+
+def send_batch_groups(app: Celery, groups: Iterable[list[str]]) -> None:
+    """Hand groups of stored runs to `chorus.batch.dispatch` tasks: workers send the per-run chords."""
+    for run_ids in groups:
+        app.signature(BATCH_DISPATCH, args=(run_ids,), queue=CALLBACK_QUEUE).apply_async()
+
+
+def resend_call(app: Celery, run_id: str, slot: int, model: str, role: OutcomeRole) -> None:
+    """Send one slot's call again, outside any chord (the reaper's re-send of a lost message)."""
+    call_signature(app, role, run_id, slot, model).apply_async()
+
+
+def fail_runs(run_ids: list[str], reason: str) -> None:
+    with Session.begin() as s:
+        for run_id in run_ids:
+            run = repo.load_run(s, run_id)
+            if run is not None and not run.status.terminal:
+                repo.finish_run(s, run, status=RunStatus.FAILED, result={}, error=reason)
+
+
+def _broker(app: Celery) -> str:
+    return str(app.conf.broker_url)
