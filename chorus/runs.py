@@ -112,6 +112,9 @@ class OutcomeView:
             finished_at=repo.as_utc(o.finished_at), latency_s=o.latency_s, hostname=o.hostname,
             task_id=o.task_id, raw_output=o.raw_output, title=o.title, inputs=o.inputs, level=o.level,
         )
+
+
+@dataclass(frozen=True)
 class RunView:
     id: str
     pattern: str

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -317,3 +318,62 @@ def documents_to_retry(s: OrmSession, batch_id: str) -> list[Any]:
         .where(Document.batch_id == batch_id, Document.status.in_([RunStatus.FAILED, RunStatus.PARTIAL]),
                Document.text != "")
         .order_by(Document.position)).all())
+
+
+# ----- reading back: exports, reports, test and benchmark checks -----------------------------------
+def documents_page(s: OrmSession, batch_id: str, *, after_position: int, after_id: str, limit: int) -> list[Document]:
+    """The next `limit` documents of a batch in input order, after (position, id) (keyset paging)."""
+    position = func.coalesce(Document.position, -1)
+    return list(s.execute(
+        select(Document).where(Document.batch_id == batch_id,
+                               (position > after_position) | ((position == after_position) & (Document.id > after_id)))
+        .order_by(position, Document.id).limit(limit)
+    ).scalars().all())
+
+
+def latest_runs(s: OrmSession, document_ids: list[str]) -> dict[str, Run]:
+    """Each document's most recent run."""
+    latest: dict[str, Run] = {}
+    for run in s.execute(select(Run).where(Run.document_id.in_(document_ids)).order_by(Run.created_at)).scalars():
+        latest[run.document_id] = run
+    return latest
+
+
+@dataclass(frozen=True)
+class ModelUsage:
+    run_id: str
+    model: str
+    input_tokens: int
+    output_tokens: int
+    cache_write_tokens: int
+    cache_read_tokens: int
+    estimated: bool
+
+
+def usage_by_run_and_model(s: OrmSession, run_ids: list[str]) -> list[ModelUsage]:
+    """Summed token usage of each run, per model."""
+    if not run_ids:
+        return []
+    q = (select(WorkerOutcome.run_id, WorkerOutcome.model, func.sum(WorkerOutcome.input_tokens),
+                func.sum(WorkerOutcome.output_tokens), func.sum(WorkerOutcome.cache_write_tokens),
+                func.sum(WorkerOutcome.cache_read_tokens),
+                func.max(case((WorkerOutcome.usage_estimated, 1), else_=0)))
+         .where(WorkerOutcome.run_id.in_(run_ids)).group_by(WorkerOutcome.run_id, WorkerOutcome.model))
+    return [ModelUsage(run_id, model, int(i or 0), int(o or 0), int(cw or 0), int(cr or 0), bool(est))
+            for run_id, model, i, o, cw, cr, est in s.execute(q)]
+
+
+def runs_of_batch(s: OrmSession, batch_id: str) -> list[Run]:
+    """Every run of a batch's documents, with outcomes and document loaded, oldest first."""
+    return list(s.scalars(
+        select(Run).join(Document, Run.document_id == Document.id).where(Document.batch_id == batch_id)
+        .options(selectinload(Run.outcomes), selectinload(Run.document)).order_by(Run.created_at)
+    ).all())
+
+
+def run_statuses(s: OrmSession, run_ids: Sequence[str]) -> dict[str, RunStatus]:
+    return {r: st for r, st in s.execute(select(Run.id, Run.status).where(Run.id.in_(list(run_ids))))}
+
+
+def outcomes_of(s: OrmSession, run_ids: Sequence[str]) -> list[WorkerOutcome]:
+    return list(s.scalars(select(WorkerOutcome).where(WorkerOutcome.run_id.in_(list(run_ids)))).all())

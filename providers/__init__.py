@@ -3,22 +3,16 @@
 from __future__ import annotations
 
 import functools
-from typing import TYPE_CHECKING
 
+from providers.offline import OfflineProvider
+from settings import Settings, get_settings
 from workflows.calls import Provider
 from workflows.errors import ConfigError
-
-if TYPE_CHECKING:
-    from settings import Settings
 
 
 def get_provider(settings: Settings | None = None) -> Provider:
     """The provider the settings ask for, one instance per process."""
-    if settings is None:
-        # Imported here: settings imports workflows.errors, so a top-level import would be circular.
-        from settings import get_settings
-
-        settings = get_settings()
+    settings = settings or get_settings()
     if settings.provider_name == "anthropic":
         key = settings.anthropic_api_key.get_secret_value() if settings.anthropic_api_key else ""
         if not key:
@@ -36,6 +30,4 @@ def _anthropic(api_key: str, base_url: str | None, timeout_s: float) -> Provider
 
 @functools.cache
 def _offline() -> Provider:
-    from providers.offline import OfflineProvider
-
     return OfflineProvider()

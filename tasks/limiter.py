@@ -24,6 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+import redis
+
 from workflows.calls import CallRequest, CallResult
 from workflows.queues import queue_for_model
 from workflows.ratelimit import DIMENSIONS, Level, Limit, QueueLimits, limits_for, observe, refill, settle, take
@@ -157,8 +159,6 @@ def _quads(limits: QueueLimits, values: Mapping[str, float]) -> list[str]:
 
 class RedisLimiter:
     def __init__(self, url: str, prefix: str = "chorus:ratelimit") -> None:
-        import redis
-
         self.client = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
         self.prefix = prefix
         self._acquire = self.client.register_script(_ACQUIRE)

@@ -8,9 +8,8 @@ import json
 from collections.abc import Iterator
 from typing import IO, Any
 
-from sqlalchemy import case, func, select
-
-from models import Document, Run, Session, WorkerOutcome
+from chorus.batch import batch_counts, find_batch
+from models import Document, Run, Session, repo
 from models.repo import as_utc
 from settings import Settings, get_settings
 from workflows.cost import Cost, TokenUsage, cost_of
@@ -28,41 +27,22 @@ def rows(batch_id: str) -> Iterator[dict[str, Any]]:
     last_id = ""
     while True:
         with Session() as s:
-            docs = s.execute(
-                select(Document).where(Document.batch_id == batch_id,
-                                       (func.coalesce(Document.position, -1) > last_position)
-                                       | ((func.coalesce(Document.position, -1) == last_position)
-                                          & (Document.id > last_id)))
-                .order_by(func.coalesce(Document.position, -1), Document.id).limit(PAGE)
-            ).scalars().all()
+            docs = repo.documents_page(s, batch_id, after_position=last_position, after_id=last_id, limit=PAGE)
             if not docs:
                 return
-            runs = _latest_runs(s, [d.id for d in docs])
+            runs = repo.latest_runs(s, [d.id for d in docs])
             usage = _usage(s, [r.id for r in runs.values()])
             for d in docs:
                 yield _row(d, runs.get(d.id), usage)
             last_position, last_id = (docs[-1].position if docs[-1].position is not None else -1), docs[-1].id
 
 
-def _latest_runs(s: Any, doc_ids: list[str]) -> dict[str, Run]:
-    latest: dict[str, Run] = {}
-    for run in s.execute(select(Run).where(Run.document_id.in_(doc_ids)).order_by(Run.created_at)).scalars():
-        latest[run.document_id] = run
-    return latest
-
-
 def _usage(s: Any, run_ids: list[str]) -> dict[str, list[tuple[str, TokenUsage]]]:
     found: dict[str, list[tuple[str, TokenUsage]]] = {}
-    if not run_ids:
-        return found
-    q = (select(WorkerOutcome.run_id, WorkerOutcome.model, func.sum(WorkerOutcome.input_tokens),
-                func.sum(WorkerOutcome.output_tokens), func.sum(WorkerOutcome.cache_write_tokens),
-                func.sum(WorkerOutcome.cache_read_tokens),
-                func.max(case((WorkerOutcome.usage_estimated, 1), else_=0)))
-         .where(WorkerOutcome.run_id.in_(run_ids)).group_by(WorkerOutcome.run_id, WorkerOutcome.model))
-    for run_id, model, i, o, cw, cr, est in s.execute(q):
-        found.setdefault(run_id, []).append((model, TokenUsage(int(i or 0), int(o or 0), int(cw or 0), int(cr or 0),
-                                                               bool(est))))
+    for u in repo.usage_by_run_and_model(s, run_ids):
+        found.setdefault(u.run_id, []).append((u.model, TokenUsage(u.input_tokens, u.output_tokens,
+                                                                   u.cache_write_tokens, u.cache_read_tokens,
+                                                                   u.estimated)))
     return found
 
 
@@ -98,8 +78,6 @@ def _row(d: Document, run: Run | None, usage: dict[str, list[tuple[str, TokenUsa
 
 
 def write_export(ref: str, fmt: str, stream: IO[str], *, settings: Settings | None = None) -> int:
-    from chorus.batch import find_batch
-
     batch = find_batch(ref, settings=settings or get_settings())
     n = 0
     if fmt == "csv":
@@ -116,8 +94,6 @@ def write_export(ref: str, fmt: str, stream: IO[str], *, settings: Settings | No
 
 
 def batch_summary(ref: str, *, settings: Settings | None = None, list_limit: int = 50) -> dict[str, Any]:
-    from chorus.batch import batch_counts, find_batch
-
     batch = find_batch(ref, settings=settings or get_settings())
     counts = batch_counts(batch.id)
     total_cost, estimated, priced = 0.0, False, True

@@ -12,14 +12,14 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from chorus.analysis.labelled import LabelledDoc
 from chorus.costing import run_cost, run_cost_without_cache, run_minimum_cost
 from chorus.runs import prepare, wait_for_run
 from chorus.vote import plan_vote, submit_plan
-from models import Batch, Pattern, Session
+from models import Pattern, Session, repo
 from settings import Settings
 from workflows.cost import Cost, total
 
@@ -104,11 +104,10 @@ class PatternResult:
 def new_batch(name: str, source: str, spec: PatternSpec, settings: Settings) -> str:
     prepare(settings)
     with Session.begin() as s:
-        batch = Batch(name=f"{name}-{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:6]}", pattern=Pattern.VOTE,
-                      config={"source": source, "pattern": spec.label, "model": spec.model, "voters": spec.voters,
-                              "cache_aware": spec.cache_aware})
-        s.add(batch)
-        s.flush()
+        batch = repo.create_batch(
+            s, name=f"{name}-{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:6]}", pattern=Pattern.VOTE,
+            config={"source": source, "pattern": spec.label, "model": spec.model, "voters": spec.voters,
+                    "cache_aware": spec.cache_aware})
         return batch.id
 
 
@@ -141,6 +140,4 @@ def run_pattern(
 
 
 def _in_batch(plan: Any, batch_id: str) -> Any:
-    from dataclasses import replace
-
     return replace(plan, batch_id=batch_id)

@@ -14,13 +14,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select
-from sqlalchemy.orm import selectinload
-
 from chorus.analysis.advise import agreement_of
 from chorus.costing import breakdown, run_cost, run_cost_without_cache, run_minimum_cost
 from chorus.runs import RunView, get_run, prepare
-from models import Batch, Document, Run, Session
+from models import Session, repo
 from settings import Settings
 from workflows.cost import total
 from workflows.errors import NotFoundError
@@ -44,13 +41,10 @@ def load_subject(ref: str, settings: Settings) -> Subject:
     if not ref:
         raise NotFoundError("give a run id or a batch id")
     with Session() as s:
-        batches = list(s.scalars(select(Batch).where((Batch.id.startswith(ref)) | (Batch.name == ref)).limit(2)))
+        batches = repo.find_batches(s, ref)
         if len(batches) == 1:
             batch = batches[0]
-            runs = s.scalars(
-                select(Run).join(Document, Run.document_id == Document.id).where(Document.batch_id == batch.id)
-                .options(selectinload(Run.outcomes), selectinload(Run.document)).order_by(Run.created_at)
-            ).all()
+            runs = repo.runs_of_batch(s, batch.id)
             return Subject("batch", batch.id, batch.name, [RunView.of(r) for r in runs], dict(batch.config or {}))
     try:
         run = get_run(ref, settings=settings)

@@ -17,6 +17,10 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import redis
+
+from models import Session, get_engine, repo
+
 ROOT = Path(__file__).resolve().parents[2]  # the checkout (or site-packages) holding chorus
 
 
@@ -27,8 +31,6 @@ def claim_redis_db(candidates: Sequence[int] | range, owner: str) -> int | None:
     """The first database of `candidates` on the machine's Redis that no test session or benchmark
     holds, now held by `owner` for an hour (sessions and benchmarks may overlap); None if all are
     held. Raises redis.ConnectionError when Redis is down."""
-    import redis
-
     client = redis.Redis(host="127.0.0.1", port=6379, db=0, socket_connect_timeout=5)
     try:
         for db in candidates:
@@ -40,8 +42,6 @@ def claim_redis_db(candidates: Sequence[int] | range, owner: str) -> int | None:
 
 
 def redis_db_holder(db: int) -> str | None:
-    import redis
-
     client = redis.Redis(host="127.0.0.1", port=6379, db=0, socket_connect_timeout=2)
     try:
         value = client.get(REDIS_CLAIM.format(db=db))
@@ -51,8 +51,6 @@ def redis_db_holder(db: int) -> str | None:
 
 
 def release_redis_db(db: int, owner: str) -> None:
-    import redis
-
     client = redis.Redis(host="127.0.0.1", port=6379, db=0, socket_connect_timeout=2)
     try:
         if client.get(REDIS_CLAIM.format(db=db)) == owner.encode():
@@ -81,8 +79,6 @@ class PrivateRedis:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self, timeout: float = 15.0) -> PrivateRedis:
-        import redis
-
         cmd = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
                "--appendonly", "yes", "--appendfsync", "always", "--dir", str(self.folder),
                "--protected-mode", "yes", "--logfile", str(self.folder / "redis.log")]
@@ -159,15 +155,11 @@ def submit_votes(env: Mapping[str, str], texts: Sequence[str], labels: str, vote
 
 def wait_terminal(run_ids: Sequence[str], timeout: float, database_url: str) -> dict[str, str]:
     """Poll the runs' statuses until all are terminal or `timeout` passes; the last statuses seen."""
-    from sqlalchemy import select
-
-    from models import Run, Session, get_engine
-
     get_engine(database_url)
     deadline = time.monotonic() + timeout
     while True:
         with Session() as s:
-            statuses = {r: st.value for r, st in s.execute(select(Run.id, Run.status).where(Run.id.in_(run_ids)))}
+            statuses = {r: st.value for r, st in repo.run_statuses(s, run_ids).items()}
         if len(statuses) == len(run_ids) and all(v in ("succeeded", "partial", "failed") for v in statuses.values()):
             return statuses
         if time.monotonic() > deadline:
@@ -176,12 +168,8 @@ def wait_terminal(run_ids: Sequence[str], timeout: float, database_url: str) -> 
 
 
 def outcome_rows(run_ids: Sequence[str], database_url: str) -> list[dict[str, Any]]:
-    from sqlalchemy import select
-
-    from models import Session, WorkerOutcome, get_engine
-
     get_engine(database_url)
     with Session() as s:
-        rows = s.scalars(select(WorkerOutcome).where(WorkerOutcome.run_id.in_(run_ids))).all()
+        rows = repo.outcomes_of(s, run_ids)
         return [{"run": o.run_id, "slot": o.slot, "status": o.status.value, "attempts": o.attempts,
                  "error": o.error, "answer": o.answer} for o in rows]

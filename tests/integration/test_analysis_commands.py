@@ -77,7 +77,7 @@ def test_the_dry_run_estimate_bounds_the_measured_cost_from_above_and_closely(co
 
 def test_advise_says_dont_parallelize_when_a_single_call_meets_the_target(workers, stub):
     # On the bundled reviews the single call (the `direct` prompt) gets 7 of 8 right.
-    done = as_json(chorus("advise", str(ROOT / "examples" / "reviews.jsonl"), "--labels", LABELS,
+    done = as_json(chorus("advise", str(ROOT / "chorus" / "examples" / "reviews.jsonl"), "--labels", LABELS,
                           "--target", "0.8", "--json"))
     assert done["single_accuracy"] == pytest.approx(7 / 8)
     assert done["meets_target"] is True

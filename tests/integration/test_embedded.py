@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, clean_env, pids_matching
+from tests.conftest import clean_env, pids_matching
 
 pytestmark = pytest.mark.integration
 

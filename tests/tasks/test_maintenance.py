@@ -6,14 +6,21 @@ import datetime as dt
 
 import pytest
 
+from chorus.runs import celery_app
 from models import OutcomeStatus, Pattern, RunStatus, Session, ensure_schema, repo
 from models.tables import OutcomeRole, utcnow
-from chorus.runs import celery_app
 from settings import get_settings, load_settings
 from tests.conftest import PG_URL
 
 pytestmark = pytest.mark.integration
 LABELS = ["positive", "negative", "neutral"]
+
+
+def reap(settings, **options):
+    """The reaper's check with these settings; lost calls are re-sent on the environment's app."""
+    from tasks.maintenance import reap_stalled
+
+    return reap_stalled(celery_app(get_settings()), settings, **options)
 
 
 @pytest.fixture
@@ -49,34 +56,31 @@ DONE = OutcomeStatus.SUCCEEDED
 
 
 def test_a_run_whose_slots_all_finished_but_whose_tally_never_ran_is_tallied_from_what_was_stored(db):
-    from tasks.maintenance import reap_stalled
 
     run_id = stored_run([(DONE, "positive"), (DONE, "positive"), (DONE, "negative")], age_s=120)
-    done = reap_stalled(celery_app(get_settings()), load_settings(reap_grace_s=30), run_ids=[run_id])
+    done = reap(load_settings(reap_grace_s=30), run_ids=[run_id])
     assert done == {"lost_callback": [run_id], "expired": [], "resent": []}
     run = load(run_id)
     assert run.status is RunStatus.SUCCEEDED and run.answer == "positive"
-    again = reap_stalled(celery_app(get_settings()), load_settings(reap_grace_s=30), run_ids=[run_id])
+    again = reap(load_settings(reap_grace_s=30), run_ids=[run_id])
     assert again == {"lost_callback": [], "expired": [], "resent": []}
 
 
 def test_a_run_within_its_grace_or_its_time_is_left_alone(db):
-    from tasks.maintenance import reap_stalled
 
     fresh = stored_run([(DONE, "positive")] * 3, age_s=5)
     waiting = stored_run([(DONE, "positive"), (OutcomeStatus.RETRYING, None), (OutcomeStatus.PENDING, None)],
                          age_s=120)
-    done = reap_stalled(celery_app(get_settings()), load_settings(reap_grace_s=30, reap_after_s=900), run_ids=[fresh, waiting])
+    done = reap(load_settings(reap_grace_s=30, reap_after_s=900), run_ids=[fresh, waiting])
     assert done == {"lost_callback": [], "expired": [], "resent": []}
     assert load(fresh).status is RunStatus.RUNNING and load(waiting).status is RunStatus.RUNNING
 
 
 def test_a_run_past_its_time_fails_its_open_slots_with_a_reason_and_ends(db):
-    from tasks.maintenance import reap_stalled
 
     run_id = stored_run([(DONE, "positive"), (OutcomeStatus.RUNNING, None), (OutcomeStatus.PENDING, None)],
                         age_s=1000)
-    done = reap_stalled(celery_app(get_settings()), load_settings(reap_after_s=900), run_ids=[run_id])
+    done = reap(load_settings(reap_after_s=900), run_ids=[run_id])
     assert done["expired"] == [run_id]
     run = load(run_id)
     assert run.status is RunStatus.PARTIAL  # one answer, quorum two
@@ -112,7 +116,6 @@ def test_a_slot_whose_task_was_lost_is_sent_again_once_and_its_run_then_ends(db,
     from sqlalchemy import update
 
     from models import WorkerOutcome
-    from tasks.maintenance import reap_stalled
 
     stub.reset()
     run_id = stored_run([(DONE, "positive"), (DONE, "positive"), (OutcomeStatus.PENDING, None)], age_s=600)
@@ -121,14 +124,14 @@ def test_a_slot_whose_task_was_lost_is_sent_again_once_and_its_run_then_ends(db,
                   .values(queued_at=utcnow() - dt.timedelta(seconds=600)))
     settings = load_settings(reap_grace_s=30, reap_resend_after_s=300, reap_after_s=900)
 
-    assert reap_stalled(celery_app(get_settings()), settings, run_ids=[run_id]) == {"lost_callback": [], "expired": [], "resent": [run_id]}
-    assert reap_stalled(celery_app(get_settings()), settings, run_ids=[run_id])["resent"] == []  # once per slot, never again
+    assert reap(settings, run_ids=[run_id]) == {"lost_callback": [], "expired": [], "resent": [run_id]}
+    assert reap(settings, run_ids=[run_id])["resent"] == []  # once per slot, never again
     deadline = time.monotonic() + 60
     while load(run_id).outcomes[2].status is not OutcomeStatus.SUCCEEDED:
         assert time.monotonic() < deadline, "the re-sent call never ran"
         time.sleep(0.1)
     # The re-sent call is not part of the chord: the next pass finishes the run from what was stored.
-    assert reap_stalled(celery_app(get_settings()), settings, run_ids=[run_id])["lost_callback"] == [run_id]
+    assert reap(settings, run_ids=[run_id])["lost_callback"] == [run_id]
     run = load(run_id)
     assert run.status is RunStatus.SUCCEEDED
     assert run.outcomes[2].attempts == 1
