@@ -151,8 +151,9 @@ class Counts:
                 "running": self.running, "pending": self.pending}
 
 
-def batch_counts(batch_id: str) -> Counts:
+def batch_counts(batch_id: str, *, settings: Settings | None = None) -> Counts:
     """Documents per status, from the database (what the progress bar shows)."""
+    prepare(settings or get_settings())
     with Session() as s:
         rows = repo.document_counts(s, batch_id)
     counts = Counts()
@@ -326,11 +327,12 @@ def _outcome_rows(run_id: str, plan: Any, now: Any) -> list[dict[str, Any]]:
 
 
 def wait_for_batch(batch_id: str, *, timeout: float, on_tick: Callable[[], None] | None = None,
-                   check: Callable[[], None] | None = None) -> Counts:
-    """Wait until no document of the batch is pending or running (or `timeout` passes)."""
+                   check: Callable[[], None] | None = None, settings: Settings | None = None) -> Counts:
+    """Wait until no document of the batch is pending or running; RunTimeout after `timeout` seconds."""
+    settings = settings or get_settings()
     deadline = time.monotonic() + timeout
     while True:
-        counts = batch_counts(batch_id)
+        counts = batch_counts(batch_id, settings=settings)
         if on_tick:
             on_tick()
         if counts.running == 0 and counts.pending == 0:

@@ -95,7 +95,7 @@ def write_export(ref: str, fmt: str, stream: IO[str], *, settings: Settings | No
 
 def batch_summary(ref: str, *, settings: Settings | None = None, list_limit: int = 50) -> dict[str, Any]:
     batch = find_batch(ref, settings=settings or get_settings())
-    counts = batch_counts(batch.id)
+    counts = batch_counts(batch.id, settings=settings)
     total_cost, estimated, priced = 0.0, False, True
     not_succeeded: list[dict[str, Any]] = []
     for row in rows(batch.id):

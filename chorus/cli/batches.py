@@ -54,13 +54,13 @@ def batch(
     bar = progress.add_task(prepared.name, total=total, detail="")
 
     def tick(batch_id: str) -> None:
-        c = batch_counts(batch_id)
+        c = batch_counts(batch_id, settings=settings)
         progress.update(bar, completed=c.finished, total=max(total, c.total),
                         detail=f"done {c.succeeded}  partial {c.partial}  failed {c.failed}  in flight {c.running}")
 
     with errors(), workers_for(settings) as workers, progress:
         sub = run_batch(prepared, settings=settings, on_tick=tick)
-        counts = wait_for_batch(sub.batch_id, timeout=timeout or settings.run_timeout_s,
+        counts = wait_for_batch(sub.batch_id, timeout=timeout or settings.run_timeout_s, settings=settings,
                                 on_tick=lambda: tick(sub.batch_id), check=workers.check if workers else None)
         tick(sub.batch_id)
     summary = {**sub.to_json(), "counts": counts.to_json(),
