@@ -4,6 +4,7 @@ empty directory, importing the installed copy rather than this checkout."""
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -21,9 +22,13 @@ LAYERS = {"chorus", "worker", "settings", "tasks", "workflows", "models", "provi
 def installed(tmp_path_factory) -> Path:
     """chorus installed from this tree as `pip install .` builds it (a wheel, not editable), into a
     folder of its own; its dependencies are this interpreter's (in a fresh venv or not)."""
-    target = tmp_path_factory.mktemp("install") / "site"
+    work = tmp_path_factory.mktemp("install")
+    source, target = work / "source", work / "site"
+    # A copy: building writes build/ and *.egg-info into the source tree, which the linters would then read.
+    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(".git", "build", "*.egg-info", ".chorus", ".venv",
+                                                                "__pycache__", "*_cache", "results"))
     done = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(target),
-                           str(ROOT)], capture_output=True, text=True, timeout=300,
+                           str(source)], capture_output=True, text=True, timeout=300,
                           env=clean_env(PIP_ROOT_USER_ACTION="ignore"))
     assert done.returncode == 0, done.stderr[-3000:]
     return target
