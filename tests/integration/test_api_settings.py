@@ -13,6 +13,7 @@ import redis
 import chorus.runs
 from chorus import get_run, load_settings, submit_vote
 from chorus.testing import claim_redis_db, release_redis_db
+from models import RunStatus, Session, repo
 from tests.conftest import PG_URL, REDIS_URL
 
 pytestmark = pytest.mark.integration
@@ -55,7 +56,17 @@ def test_a_vote_submitted_with_settings_sends_its_messages_to_that_broker_not_th
     before = {k: env_broker.llen(k) for k in env_broker.scan_iter() if env_broker.type(k) == b"list"}
 
     run_id = submit_vote(TEXT, LABELS, voters=3, settings=settings)  # no worker listens on `other`
+    try:
+        check_sent_to(client, other, env_broker, before, run_id, settings)
+    finally:  # no worker will ever take it: close it, or another test's reaper would find it open
+        with Session.begin() as s:
+            repo.fail_open_slots(s, run_id, "test: sent to a broker no worker listens on")
+            run = repo.load_run(s, run_id)
+            assert run is not None
+            repo.finish_run(s, run, status=RunStatus.FAILED, result={}, error="test: never consumed")
 
+
+def check_sent_to(client, other, env_broker, before, run_id, settings):
     messages = queued_messages(client)
     sent = [m for queue in messages.values() for m in queue if run_id in json.dumps(m)]
     assert sent, f"no message of run {run_id} on {other}; found queues {sorted(messages)}"

@@ -92,6 +92,17 @@ def requests_by_slot(log: list[dict]) -> dict[tuple[str, int], list[dict]]:
     return by_slot
 
 
+def status_from_slots(slots: list[dict]) -> str:
+    """A vote's status from its slots, by the README's rules (stated here, not imported): a strict
+    majority of the panel must give a valid answer, and one label must lead; no answer at all fails."""
+    answers = Counter(r["answer"] for r in slots if r["status"] == "succeeded" and r["answer"])
+    if not answers:
+        return "failed"
+    top = answers.most_common()
+    decided = len(top) == 1 or top[0][1] > top[1][1]
+    return "succeeded" if sum(answers.values()) >= len(slots) // 2 + 1 and decided else "partial"
+
+
 def assert_one_row_per_slot_and_all_terminal(run_ids: list[str], rows: list[dict], voters: int) -> None:
     per_run = Counter(r["run"] for r in rows)
     assert per_run == dict.fromkeys(run_ids, voters)  # none lost, none duplicated
@@ -208,8 +219,8 @@ def test_a_redis_outage_mid_batch_is_survived(tmp_path, schema):
     # Whatever the outage cost is said in words on the slot, and every run's status agrees with its
     # slots (a run whose callback was lost is tallied by the reaper from the same rows).
     assert all(r["error"] for r in rows if r["status"] == "failed")
-    all_answered = {run for run in run_ids if all(r["status"] == "succeeded" for r in rows if r["run"] == run)}
-    assert {run for run, st in statuses.items() if st == "succeeded"} == all_answered
+    expected = {run: status_from_slots([r for r in rows if r["run"] == run]) for run in run_ids}
+    assert {run: st for run, st in statuses.items() if st != expected[run]} == {}
 
 
 def test_four_workers_share_one_rate_limit_and_the_stub_never_answers_429(tmp_path, schema):
