@@ -1,5 +1,10 @@
 """One slot, one provider call: the body shared by every chord header task.
 
+A slot's attempts are chorus's, not Celery's: each real call is counted on the outcome row and
+limited by CHORUS_MAX_ATTEMPTS, while a wait for a rate-limit token is not an attempt at all. So the
+call tasks have no Celery retry limit (`max_retries=None`): Celery's default of 3 counted every
+limiter wait, and a batch under a tight limit lost most of its slots to MaxRetriesExceededError.
+
 A provider failure that survives its retries is recorded on the outcome and *returned*, never
 raised: in a Celery chord a raising header task turns into a ChordError and the callback never
 runs, so one bad voter would sink the whole run.
@@ -85,14 +90,14 @@ def run_slot(task: Task, run_id: str, slot: int) -> dict[str, Any]:
     if wait_s is not None:
         with Session.begin() as s:
             repo.release_slot(s, run_id, slot, note=f"waiting {wait_s:.1f} s for a rate-limit token")
-        raise task.retry(countdown=cap_countdown(wait_s, settings.visibility_timeout_s), max_retries=None)
+        raise task.retry(countdown=cap_countdown(wait_s, settings.visibility_timeout_s))
 
     if retry_in is not None:
         with Session.begin() as s:
             repo.update_slot(s, run_id, slot, status=OutcomeStatus.RETRYING,
                              error=f"{failure}; attempt {claim.attempts} of {settings.max_attempts}, "
                                    f"retrying in {retry_in:.1f} s")
-        raise task.retry(countdown=cap_countdown(retry_in, settings.visibility_timeout_s), max_retries=None)
+        raise task.retry(countdown=cap_countdown(retry_in, settings.visibility_timeout_s))
 
     if failure is not None:
         elapsed = (utcnow() - claim.started_at).total_seconds()

@@ -24,7 +24,7 @@ from workflows.sectioning import covered_sections, describe_missing, output_toke
 log = logging.getLogger("chorus.tasks")
 
 
-@shared_task(name=dispatch.SECTION_CALL, bind=True)
+@shared_task(name=dispatch.SECTION_CALL, bind=True, max_retries=None)  # attempts: see tasks.calls
 def call(self: Task, run_id: str, slot: int, model: str) -> dict[str, Any]:
     """One section or synthesis step. `model` is a label for Flower; the slot row is the truth."""
     return run_slot(self, run_id, slot)

@@ -15,13 +15,13 @@ TALLY_WAIT_S = 1.0
 MAX_TALLY_WAITS = 3600
 
 
-@shared_task(name=dispatch.VOTE_CALL, bind=True)
+@shared_task(name=dispatch.VOTE_CALL, bind=True, max_retries=None)  # attempts: see tasks.calls
 def call(self: Task, run_id: str, slot: int, model: str) -> dict[str, Any]:
     """One voter. `model` is only a label so Flower shows who this is; the slot row is the truth."""
     return run_slot(self, run_id, slot)
 
 
-@shared_task(name=dispatch.VOTE_TALLY, bind=True)
+@shared_task(name=dispatch.VOTE_TALLY, bind=True, max_retries=None)  # bounded by MAX_TALLY_WAITS
 def tally_votes(self: Task, results: list[dict[str, Any]], run_id: str) -> dict[str, Any]:
     # A header task redelivered after it had already stored its result (a lost ack) is counted twice
     # by the chord's join, so the callback can fire while a sibling is still running: wait for it.
@@ -30,7 +30,7 @@ def tally_votes(self: Task, results: list[dict[str, Any]], run_id: str) -> dict[
     with Session() as s:
         still_open = repo.count_open_slots(s, run_id)
     if still_open and self.request.retries < MAX_TALLY_WAITS:
-        raise self.retry(countdown=TALLY_WAIT_S, max_retries=None)
+        raise self.retry(countdown=TALLY_WAIT_S)
     return finish_vote(run_id)
 
 

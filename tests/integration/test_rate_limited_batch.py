@@ -1,0 +1,78 @@
+"""A batch under a tight shared rate limit, with injected 429/529/500: slots wait for the limiter
+many times, and a wait must never spend the slot's attempts (chorus's CHORUS_MAX_ATTEMPTS, counted
+on the outcome) nor Celery's retry budget. Every slot is called, ends within its attempt limit, and
+the batch takes about (calls - burst) / rate, not the reaper's timeout.
+
+Its own cluster: a private redis-server (broker, results, the shared buckets), a stub limited to
+the same requests per minute, real worker processes, the session's PostgreSQL database, and the
+`chorus batch` command as a user runs it.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from collections import Counter
+
+import pytest
+
+from chorus.testing import outcome_rows, private_redis, worker_env
+from chorus.testing.stub.testing import running_stub
+from tests.conftest import ROOT
+from tests.integration.test_reliability import LABELS, documents, fleet, schema  # noqa: F401  (a fixture)
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+RPM = 60
+DOCS, VOTERS = 30, 3
+MAX_ATTEMPTS = 4
+BURST = 0.9 * RPM  # chorus keeps 10 % of the provider's bucket in reserve (tasks/limiter.py)
+
+
+def test_a_batch_under_a_tight_shared_rate_limit_calls_every_slot_within_its_attempts(tmp_path, schema):  # noqa: F811
+    source = tmp_path / "docs.jsonl"
+    source.write_text("".join(json.dumps({"id": f"d{i}", "text": t}) + "\n" for i, t in enumerate(documents(DOCS))))
+    stub_args = ("--rpm", str(RPM), "--fault", "429=0.1,529=0.05,500=0.05", "--seed", "11", "--retry-after", "1")
+    with private_redis(tmp_path / "redis") as redis, running_stub(latency_ms=20, extra_args=stub_args) as stub:
+        env = worker_env(broker_url=redis.url, database_url=schema, data_dir=tmp_path, stub_url=stub.base_url,
+                         CHORUS_RATE_LIMITS=f"claude-haiku-4-5:rpm={RPM}", CHORUS_MAX_ATTEMPTS=str(MAX_ATTEMPTS),
+                         # A short longest reservation: a slot far back in the line waits, wakes, and waits again,
+                         # many times over (the issue saw 573 MaxRetriesExceededError this way).
+                         CHORUS_RATE_LIMIT_MAX_WAIT_S="3", CHORUS_RETRY_BACKOFF_S="0.2",
+                         CHORUS_RETRY_BACKOFF_MAX_S="1", CHORUS_REAP_AFTER_S="600")
+        with fleet(tmp_path, env) as workers:
+            workers.start("llm", pool="prefork", concurrency=4)
+            workers.start("callbacks", "callbacks", pool="solo", concurrency=1)
+            workers.ready()
+            began = time.monotonic()
+            done = subprocess.run([sys.executable, "-m", "chorus.cli", "batch", str(source), "--pattern", "vote",
+                                   "--labels", LABELS, "--voters", str(VOTERS), "--timeout", "240", "--json"],
+                                  cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+            elapsed = time.monotonic() - began
+        log = stub.requests()
+
+    assert done.returncode in (0, 1), done.stderr[-3000:]
+    summary = json.loads(done.stdout)
+    assert summary["counts"]["running"] == 0 and summary["counts"]["pending"] == 0
+    run_ids = {e["run"] for e in log if e.get("run")}
+    rows = outcome_rows(sorted(run_ids), schema)
+    assert len(rows) == DOCS * VOTERS, "every slot of every document was called at least once"
+    calls = Counter((e["run"], int(e["slot"])) for e in log if e.get("run"))
+    for row in rows:
+        key = (row["run"], row["slot"])
+        assert row["status"] in ("succeeded", "failed"), row
+        assert 1 <= row["attempts"] <= MAX_ATTEMPTS, row  # a wait is not an attempt
+        assert calls[key] == row["attempts"], (row, calls[key])  # the provider's log agrees with the stored attempts
+        if row["status"] == "failed":
+            assert row["attempts"] == MAX_ATTEMPTS and "gave up" in (row["error"] or ""), row
+        assert "reaper" not in (row["error"] or ""), row
+    # The limit held the batch back (it could not have finished faster), and nothing waited for the reaper.
+    expected_s = (sum(calls.values()) - BURST) / (RPM / 60)
+    times = sorted(e["time"] for e in log if e.get("run"))
+    gaps = sorted((round(b - a, 1) for a, b in zip(times, times[1:], strict=False)), reverse=True)[:5]
+    assert 0.8 * expected_s <= elapsed <= expected_s + 45, (
+        f"batch took {elapsed:.0f} s for an expected {expected_s:.0f} s; calls spanned {times[-1] - times[0]:.0f} s, "
+        f"longest gaps between calls {gaps} s")
+    assert [e for e in log if e.get("limited")] == []  # the shared bucket kept every worker under the stub's limit
