@@ -19,11 +19,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy.orm import Session as OrmSession
+
 from chorus.inputs import input_kind, read_records
 from chorus.runs import celery_app, prepare
 from chorus.section import plan_section
 from chorus.vote import plan_vote
-from models import Batch, Pattern, RunStatus, Session, repo
+from models import Batch, Pattern, RunStatus, Session, in_session, repo
 from models.repo import content_hash
 from models.tables import OutcomeRole, OutcomeStatus, new_id, utcnow
 from settings import Settings, get_settings
@@ -154,8 +156,7 @@ class Counts:
 def batch_counts(batch_id: str, *, settings: Settings | None = None) -> Counts:
     """Documents per status, from the database (what the progress bar shows)."""
     prepare(settings or get_settings())
-    with Session() as s:
-        rows = repo.document_counts(s, batch_id)
+    rows = in_session(lambda s: repo.document_counts(s, batch_id), write=False)
     counts = Counts()
     for status, n in rows:
         setattr(counts, status.value, n)
@@ -212,9 +213,13 @@ class Submitter:
         """Write one chunk: documents (new or updated), and a run with its pending outcomes for
         every document that needs one. Returns the new run ids; nothing is sent yet."""
         keys = [r.key for _, r in chunk]
-        pending: list[str] = []
         now = utcnow()
-        with Session.begin() as s:
+
+        # Tried again as a whole after a transient database error, so it counts into a fresh tally
+        # each time and the submission takes the tally of the try that committed.
+        def write(s: OrmSession) -> tuple[list[str], Submission]:
+            pending: list[str] = []
+            seen = Submission(result.batch_id, result.name, result.created)
             existing = repo.documents_by_key(s, self.batch_id, keys)
             new_docs: list[dict[str, Any]] = []
             runs: list[dict[str, Any]] = []
@@ -226,19 +231,18 @@ class Submitter:
                 if text is not None:
                     digest = content_hash(text)
                     if doc is not None and doc.status is RunStatus.SUCCEEDED and doc.content_hash == digest:
-                        result.skipped += 1
+                        seen.skipped += 1
                         continue
                     if doc is not None and doc.status is RunStatus.RUNNING and doc.content_hash == digest:
-                        result.already_running += 1
+                        seen.already_running += 1
                         continue
                     try:
                         plan = self.spec.plan(text, record.key, record.label, self.batch_id, self.settings)
                     except ConfigError as exc:
                         error = str(exc)
                 if error is not None:
-                    result.rejected += 1
-                    if len(result.reasons) < 50:
-                        result.reasons.append((record.key, error))
+                    seen.rejected += 1
+                    seen.reasons.append((record.key, error))
                 values: dict[str, Any] = {
                     "text": text or "", "content_hash": content_hash(text or ""), "gold_label": _label(plan, record),
                     "status": RunStatus.FAILED if error else RunStatus.PENDING, "error": error,
@@ -262,6 +266,13 @@ class Submitter:
                 outcomes.extend(_outcome_rows(run_id, plan, now))
                 pending.append(run_id)
             repo.insert_batch_chunk(s, self.batch_id, documents=new_docs, runs=runs, outcomes=outcomes, now=now)
+            return pending, seen
+
+        pending, seen = in_session(write)
+        result.skipped += seen.skipped
+        result.already_running += seen.already_running
+        result.rejected += seen.rejected
+        result.reasons.extend(seen.reasons[: max(0, 50 - len(result.reasons))])
         return pending
 
     def _send(self, pending: list[str]) -> None:
@@ -299,8 +310,8 @@ class Submitter:
     def _reap(self) -> None:
         if not self.in_flight:
             return
-        with Session() as s:
-            done = repo.finished_among(s, list(self.in_flight))
+        in_flight = list(self.in_flight)
+        done = in_session(lambda s: repo.finished_among(s, in_flight), write=False)
         self.in_flight.difference_update(done)
 
     def _tick(self) -> None:

@@ -27,7 +27,7 @@ import tasks.section  # noqa: F401
 import tasks.vote  # noqa: F401
 import worker
 from chorus.costing import outcome_cost, run_cost
-from models import Run, RunStatus, Session, WorkerOutcome, ensure_schema, get_engine, repo
+from models import Run, RunStatus, WorkerOutcome, ensure_schema, get_engine, in_session, repo
 from settings import Settings, get_settings
 from tasks.maintenance import StallWatch
 from workflows.errors import NotFoundError, RunTimeout
@@ -198,13 +198,12 @@ def get_run(run_id: str, *, settings: Settings | None = None) -> RunView:
     prepare(settings or get_settings())
     if not run_id:
         raise NotFoundError("give a run id")
-    with Session() as s:
-        found = repo.find_run(s, run_id)
-        if not found:
-            raise NotFoundError(f"no run {run_id!r}; `chorus status` takes an id printed by `chorus vote`")
-        if len(found) > 1:
-            raise NotFoundError(f"run id prefix {run_id!r} is ambiguous; give more characters")
-        view = RunView.of(found[0])
+    found = in_session(lambda s: [RunView.of(r) for r in repo.find_run(s, run_id)], write=False)
+    if not found:
+        raise NotFoundError(f"no run {run_id!r}; `chorus status` takes an id printed by `chorus vote`")
+    if len(found) > 1:
+        raise NotFoundError(f"run id prefix {run_id!r} is ambiguous; give more characters")
+    view = found[0]
     if view.terminal:
         forget(view.id)
     return view
@@ -236,8 +235,7 @@ def wait_for_run(
     # No beat runs the reaper in embedded mode: the waiting process checks its run itself.
     stall = StallWatch(celery_app(settings), run_id, settings) if settings.embedded else None
     while True:
-        with Session() as s:
-            status = repo.run_status(s, run_id)
+        status = in_session(lambda s: repo.run_status(s, run_id), write=False)
         if status is None:
             raise NotFoundError(f"no run {run_id!r}")
         if status.terminal:

@@ -1,6 +1,6 @@
 """SQLAlchemy 2.0 models, the engine and the one sessionmaker."""
 
-from models.db import Session, dispose_engine, engine_for, ensure_schema, get_engine
+from models.db import Session, dispose_engine, engine_for, ensure_schema, get_engine, in_session, is_transient
 from models.tables import (
     Base,
     Batch,
@@ -28,4 +28,6 @@ __all__ = [
     "engine_for",
     "ensure_schema",
     "get_engine",
+    "in_session",
+    "is_transient",
 ]

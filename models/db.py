@@ -2,14 +2,26 @@
 
 from __future__ import annotations
 
+import logging
 import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Engine, create_engine, event, inspect
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.orm import Session as OrmSession
 from sqlalchemy.orm import sessionmaker
 
 from workflows.errors import ConfigError
+
+T = TypeVar("T")
+log = logging.getLogger("chorus.db")
+# PostgreSQL SQLSTATEs worth another try: serialization failure, deadlock, the server shutting down
+# or refusing for now (pg_terminate_backend is 57P01 admin_shutdown), and lost connections.
+TRANSIENT_SQLSTATES = frozenset({"40001", "40P01", "57P01", "57P02", "57P03", "08000", "08001", "08003", "08004",
+                                 "08006"})
 
 # The one sessionmaker. It is bound to an engine by `get_engine(url)`; callers use
 # `with Session.begin() as s:` and pass `s` on.
@@ -57,6 +69,42 @@ def get_engine(url: str) -> Engine:
     if Session.kw.get("bind") is not engine:
         Session.configure(bind=engine)
     return engine
+
+
+def is_transient(exc: BaseException) -> bool:
+    """A database error that another try, on a fresh connection, can get past."""
+    if not isinstance(exc, DBAPIError):
+        return False
+    if exc.connection_invalidated:
+        return True
+    code = getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None)
+    if code in TRANSIENT_SQLSTATES:
+        return True
+    message = str(exc.orig).lower()
+    return "database is locked" in message or "server closed the connection" in message
+
+
+def in_session(work: Callable[[OrmSession], T], *, write: bool = True, attempts: int = 6, base_s: float = 0.05,
+               cap_s: float = 2.0) -> T:
+    """`work(session)` in one transaction (`write`) or a plain session, tried again with a short
+    backoff when the database fails transiently (a connection terminated, a serialization failure),
+    so a blip never throws away work already done, such as a provider answer that was paid for.
+    `work` may run more than once: it must only touch the database, never count or send."""
+    for attempt in range(1, attempts + 1):
+        try:
+            if write:
+                with Session.begin() as s:
+                    return work(s)
+            with Session() as s:
+                return work(s)
+        except DBAPIError as exc:
+            if attempt == attempts or not is_transient(exc):
+                raise
+            delay = min(cap_s, base_s * 2 ** (attempt - 1))
+            log.warning("database error (%s), trying again in %.2f s (%d of %d)", type(exc.orig).__name__, delay,
+                        attempt, attempts)
+            time.sleep(delay)
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 def dispose_engine() -> None:

@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import os
 
-import anthropic
-
-from providers.anthropic_provider import _client, build_params, translate
 from settings import Settings
 from workflows.calls import CallRequest
 from workflows.tokens import estimate_tokens
@@ -16,6 +13,12 @@ def count_tokens(request: CallRequest, settings: Settings) -> tuple[int, bool]:
     """(prompt tokens, estimated?) of one request; free with Claude, a local estimate offline."""
     if settings.provider_name != "anthropic" or settings.anthropic_api_key is None:
         return estimate_tokens(request.system) + estimate_tokens(request.user_text), True
+    # The SDK (~2 s of import) is loaded only when Claude is really asked: every command imports this
+    # module (costs, estimates), most never count with the API.
+    import anthropic
+
+    from providers.anthropic_provider import _client, build_params, translate
+
     params = build_params(request)
     client = _client(settings.anthropic_api_key.get_secret_value(), settings.anthropic_base_url,
                      settings.call_timeout_s, os.getpid())

@@ -18,8 +18,9 @@ import random
 from typing import Any
 
 from celery import Task
+from sqlalchemy.orm import Session as OrmSession
 
-from models import OutcomeStatus, Session, repo
+from models import OutcomeStatus, in_session, repo
 from models.tables import utcnow
 from providers import get_provider
 from settings import get_settings
@@ -36,8 +37,7 @@ log = logging.getLogger("chorus.tasks")
 @functools.lru_cache(maxsize=512)
 def _inputs(run_id: str) -> tuple[dict[str, Any], str]:
     # Config and text never change after submit; voters of one run on one process share the read.
-    with Session() as s:
-        return repo.run_inputs(s, run_id)
+    return in_session(lambda s: repo.run_inputs(s, run_id), write=False)
 
 
 def describe_failure(exc: Exception, attempts: int, elapsed_s: float) -> str:
@@ -53,8 +53,8 @@ def describe_failure(exc: Exception, attempts: int, elapsed_s: float) -> str:
 def run_slot(task: Task, run_id: str, slot: int) -> dict[str, Any]:
     settings = get_settings()
     db.bind()
-    with Session.begin() as s:
-        claim = repo.claim_slot(s, run_id, slot, task_id=task.request.id, hostname=task.request.hostname)
+    claim = in_session(lambda s: repo.claim_slot(s, run_id, slot, task_id=task.request.id,
+                                                 hostname=task.request.hostname))
     if claim is None:
         return _stored_summary(run_id, slot)
 
@@ -88,15 +88,13 @@ def run_slot(task: Task, run_id: str, slot: int) -> dict[str, Any]:
             log.exception("slot %s/%s failed with an internal error", run_id, slot)
 
     if wait_s is not None:
-        with Session.begin() as s:
-            repo.release_slot(s, run_id, slot, note=f"waiting {wait_s:.1f} s for a rate-limit token")
+        note = f"waiting {wait_s:.1f} s for a rate-limit token"
+        in_session(lambda s: repo.release_slot(s, run_id, slot, note=note))
         raise task.retry(countdown=cap_countdown(wait_s, settings.visibility_timeout_s))
 
     if retry_in is not None:
-        with Session.begin() as s:
-            repo.update_slot(s, run_id, slot, status=OutcomeStatus.RETRYING,
-                             error=f"{failure}; attempt {claim.attempts} of {settings.max_attempts}, "
-                                   f"retrying in {retry_in:.1f} s")
+        note = f"{failure}; attempt {claim.attempts} of {settings.max_attempts}, retrying in {retry_in:.1f} s"
+        in_session(lambda s: repo.update_slot(s, run_id, slot, status=OutcomeStatus.RETRYING, error=note))
         raise task.retry(countdown=cap_countdown(retry_in, settings.visibility_timeout_s))
 
     if failure is not None:
@@ -106,8 +104,8 @@ def run_slot(task: Task, run_id: str, slot: int) -> dict[str, Any]:
     else:
         fields["status"] = OutcomeStatus.SUCCEEDED
     fields["finished_at"] = utcnow()
-    with Session.begin() as s:
-        repo.update_slot(s, run_id, slot, **fields)
+    # A paid answer is never thrown away because one write failed: in_session tries again.
+    in_session(lambda s: repo.update_slot(s, run_id, slot, **fields))
     return {"slot": slot, "status": fields["status"].value, "answer": fields.get("answer"),
             "error": fields.get("error")}
 
@@ -125,11 +123,13 @@ def _usage_fields(result: CallResult) -> dict[str, Any]:
 
 
 def _stored_summary(run_id: str, slot: int) -> dict[str, Any]:
-    with Session() as s:
+    def read(s: OrmSession) -> dict[str, Any]:
         run = repo.load_run(s, run_id)
         outcome = next((o for o in run.outcomes if o.slot == slot), None) if run else None
         if outcome is None:
             return {"slot": slot, "status": "failed", "answer": None, "error": f"no slot {slot} in run {run_id}"}
         return {"slot": slot, "status": outcome.status.value, "answer": outcome.answer, "error": outcome.error}
+
+    return in_session(read, write=False)
 
 

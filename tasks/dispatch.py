@@ -15,8 +15,9 @@ from typing import Any
 from celery import Celery, chain, chord, group
 from celery.canvas import Signature
 from celery.result import AsyncResult
+from sqlalchemy.orm import Session as OrmSession
 
-from models import Pattern, RunStatus, Session, repo
+from models import Pattern, RunStatus, in_session, repo
 from models.tables import OutcomeRole
 from workflows.errors import ChorusError
 from workflows.queues import CALLBACK_QUEUE, queue_for_model
@@ -100,8 +101,7 @@ def send_run(app: Celery, run_id: str, pattern: Pattern, config: dict[str, Any],
 def send_stored(app: Celery, run_ids: list[str]) -> int:
     """Mark stored pending runs running and send each one's chord (the batch dispatch task's body).
     Runs already sent (a redelivered dispatch) are left alone. Returns how many were sent."""
-    with Session.begin() as s:
-        rows = repo.start_pending_runs(s, run_ids)
+    rows = in_session(lambda s: repo.start_pending_runs(s, run_ids))
     for row in rows:
         try:
             send_run(app, row.id, row.pattern, row.config, row.chord_id)
@@ -122,11 +122,16 @@ def resend_call(app: Celery, run_id: str, slot: int, model: str, role: OutcomeRo
 
 
 def fail_runs(run_ids: list[str], reason: str) -> None:
-    with Session.begin() as s:
+    """Fail runs that could not be sent, and their open slots with the same reason: a failed run never
+    keeps pending outcomes."""
+    def fail(s: OrmSession) -> None:
         for run_id in run_ids:
             run = repo.load_run(s, run_id)
             if run is not None and not run.status.terminal:
+                repo.fail_open_slots(s, run_id, reason)
                 repo.finish_run(s, run, status=RunStatus.FAILED, result={}, error=reason)
+
+    in_session(fail)
 
 
 def _broker(app: Celery) -> str:

@@ -12,8 +12,9 @@ import logging
 from typing import Any
 
 from celery import Celery, Task, shared_task
+from sqlalchemy.orm import Session as OrmSession
 
-from models import OutcomeStatus, RunStatus, Session, WorkerOutcome, repo
+from models import OutcomeStatus, RunStatus, Session, WorkerOutcome, in_session, repo
 from models.tables import OutcomeRole, utcnow
 from settings import get_settings
 from tasks import db, dispatch
@@ -48,7 +49,8 @@ def finish(self: Task, results: list[dict[str, Any]], run_id: str) -> dict[str, 
 def plan_next(app: Celery, run_id: str, items: list[int] | None) -> dict[str, Any]:
     """Add the next level's synthesis steps (idempotent) and send them on `app`; or finish the run."""
     db.bind()
-    with Session.begin() as s:
+
+    def add_level(s: OrmSession) -> dict[str, Any] | tuple[list[tuple[int, str]], list[int], bool]:
         run = repo.load_run(s, run_id)
         if run is None or run.status.terminal:
             return {"run_id": run_id, "status": run.status.value if run else "failed"}
@@ -58,16 +60,20 @@ def plan_next(app: Celery, run_id: str, items: list[int] | None) -> dict[str, An
         level_items = items if items is not None else list(range(sections))
         ok = [i for i in level_items if by_slot[i].status is OutcomeStatus.SUCCEEDED]
         if not ok or (sections == 1 and items is None):
-            done = True
-        else:
-            done = False
-            groups = plan_level([output_tokens(by_slot[i].raw_output) for i in ok], config["synthesis_budget_tokens"])
-            new_steps, next_items = _add_steps(s, run_id, by_slot, ok, groups, config["model"])
-    if done:
+            return [], [], True
+        groups = plan_level([output_tokens(by_slot[i].raw_output) for i in ok], config["synthesis_budget_tokens"])
+        steps, next_items = _add_steps(s, run_id, by_slot, ok, groups, config["model"])
+        return steps, next_items, groups is None
+
+    planned = in_session(add_level)  # idempotent: a second try finds the rows the first one added
+    if isinstance(planned, dict):
+        return planned
+    new_steps, next_items, final = planned
+    if not new_steps and not next_items:
         return finish_section(run_id)
-    header, callback = dispatch.level_messages(app, run_id, new_steps, None if groups is None else next_items)
+    header, callback = dispatch.level_messages(app, run_id, new_steps, None if final else next_items)
     dispatch.send_chord(app, run_id, header, callback)
-    return {"run_id": run_id, "steps": [slot for slot, _ in new_steps], "final": groups is None}
+    return {"run_id": run_id, "steps": [slot for slot, _ in new_steps], "final": final}
 
 
 def _add_steps(s: Any, run_id: str, by_slot: dict[int, WorkerOutcome], ok: list[int],
@@ -103,57 +109,61 @@ def _add_steps(s: Any, run_id: str, by_slot: dict[int, WorkerOutcome], ok: list[
 
 
 def finish_section(run_id: str) -> dict[str, Any]:
-    """Store the synthesis (or the single section's output) and name every missing section."""
+    """Store the synthesis (or the single section's output) and name every missing section. Safe to
+    call twice (and after a transient database error in_session does)."""
     db.bind()
-    with Session.begin() as s:
-        run = repo.load_run(s, run_id)
-        if run is None:
-            return {"run_id": run_id, "status": "failed", "error": "unknown run"}
-        if run.status.terminal:
-            return {"run_id": run_id, "status": run.status.value}
-        by_slot = {o.slot: o for o in run.outcomes}
-        sections = len(run.config["sections"])
-        finals = [o for o in run.outcomes if o.prompt_variant == FINAL]
-        final = finals[-1] if finals else None
+    return in_session(lambda s: _finish_section(s, run_id))
+
+
+def _finish_section(s: OrmSession, run_id: str) -> dict[str, Any]:
+    run = repo.load_run(s, run_id)
+    if run is None:
+        return {"run_id": run_id, "status": "failed", "error": "unknown run"}
+    if run.status.terminal:
+        return {"run_id": run_id, "status": run.status.value}
+    by_slot = {o.slot: o for o in run.outcomes}
+    sections = len(run.config["sections"])
+    finals = [o for o in run.outcomes if o.prompt_variant == FINAL]
+    final = finals[-1] if finals else None
+    if final is not None:
+        top = [final.slot]
+    elif sections == 1:
+        top = [0]
+    else:
+        top = []
+    covered = set(covered_sections(top, inputs_of(by_slot), succeeded(by_slot)))
+    missing = [i + 1 for i in range(sections) if i not in covered]
+    head = final or by_slot[0]
+    text = head.raw_output if head.status is OutcomeStatus.SUCCEEDED else None
+    steps = [o for o in run.outcomes if o.role is OutcomeRole.SYNTHESIS]
+    if text is None:
+        status = RunStatus.FAILED
+        done = sum(1 for o in run.outcomes if o.role is OutcomeRole.SECTION and o.status is OutcomeStatus.SUCCEEDED)
         if final is not None:
-            top = [final.slot]
+            reason = f"the final synthesis failed: {final.error}"
         elif sections == 1:
-            top = [0]
+            reason = f"section 1 failed: {head.error}"
+        elif done:
+            reason = f"the synthesis never finished ({done} of {sections} sections had succeeded)"
         else:
-            top = []
-        covered = set(covered_sections(top, inputs_of(by_slot), succeeded(by_slot)))
-        missing = [i + 1 for i in range(sections) if i not in covered]
-        head = final or by_slot[0]
-        text = head.raw_output if head.status is OutcomeStatus.SUCCEEDED else None
-        steps = [o for o in run.outcomes if o.role is OutcomeRole.SYNTHESIS]
-        if text is None:
-            status = RunStatus.FAILED
-            done = sum(1 for o in run.outcomes if o.role is OutcomeRole.SECTION and o.status is OutcomeStatus.SUCCEEDED)
-            if final is not None:
-                reason = f"the final synthesis failed: {final.error}"
-            elif sections == 1:
-                reason = f"section 1 failed: {head.error}"
-            elif done:
-                reason = f"the synthesis never finished ({done} of {sections} sections had succeeded)"
-            else:
-                reason = f"no section succeeded ({describe_missing(missing)})"
-        elif missing:
-            status, reason = RunStatus.PARTIAL, describe_missing(missing)
-        else:
-            status, reason = RunStatus.SUCCEEDED, ""
-        result = {
-            "synthesis": text,
-            "sections": sections,
-            "sections_succeeded": sum(1 for o in run.outcomes if o.role is OutcomeRole.SECTION
-                                      and o.status is OutcomeStatus.SUCCEEDED),
-            "missing": missing,
-            "synthesis_steps": len(steps),
-            "levels": max((o.level or 0) for o in steps) if steps else 0,
-            "status": status.value,
-            "reason": reason,
-        }
-        repo.finish_run(s, run, status=status, result=result, error=reason or None)
-        return {"run_id": run_id, **result}
+            reason = f"no section succeeded ({describe_missing(missing)})"
+    elif missing:
+        status, reason = RunStatus.PARTIAL, describe_missing(missing)
+    else:
+        status, reason = RunStatus.SUCCEEDED, ""
+    result = {
+        "synthesis": text,
+        "sections": sections,
+        "sections_succeeded": sum(1 for o in run.outcomes if o.role is OutcomeRole.SECTION
+                                  and o.status is OutcomeStatus.SUCCEEDED),
+        "missing": missing,
+        "synthesis_steps": len(steps),
+        "levels": max((o.level or 0) for o in steps) if steps else 0,
+        "status": status.value,
+        "reason": reason,
+    }
+    repo.finish_run(s, run, status=status, result=result, error=reason or None)
+    return {"run_id": run_id, **result}
 
 
 def reap_section(app: Celery, run_id: str) -> dict[str, Any]:

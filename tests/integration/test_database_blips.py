@@ -1,0 +1,83 @@
+"""PostgreSQL terminating chorus's connections mid-batch, three times: a transient database error is
+tried again in place (the call task, the tally, the submitter), so no slot fails after the
+provider answered it, no run waits for the reaper, and the submitting command keeps going.
+
+Its own cluster: a private redis-server, a stub at 300 ms, real worker processes, the session's
+PostgreSQL database, and `chorus batch` as a user runs it.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+
+import psycopg
+import pytest
+
+from chorus.testing import outcome_rows, private_redis, worker_env
+from chorus.testing.stub.testing import running_stub
+from tests.conftest import PG_DB, ROOT
+from tests.integration.test_reliability import LABELS, documents, fleet, schema  # noqa: F401  (a fixture)
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+DOCS, VOTERS = 40, 3
+ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/test"
+
+
+def terminate_chorus_connections() -> int:
+    """pg_terminate_backend on every connection to the session's database but this one."""
+    with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
+        rows = admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                             "WHERE datname = %s AND pid <> pg_backend_pid()", (PG_DB,)).fetchall()
+    return sum(1 for (ok,) in rows if ok)
+
+
+def test_terminated_database_connections_mid_batch_fail_no_paid_slot_and_no_run(tmp_path, schema):  # noqa: F811
+    source = tmp_path / "docs.jsonl"
+    source.write_text("".join(json.dumps({"id": f"d{i}", "text": t}) + "\n" for i, t in enumerate(documents(DOCS))))
+    with private_redis(tmp_path / "redis") as redis, running_stub(latency_ms=300) as stub:
+        env = worker_env(broker_url=redis.url, database_url=schema, data_dir=tmp_path, stub_url=stub.base_url,
+                         CHORUS_REAP_AFTER_S="600")
+        with fleet(tmp_path, env) as workers:
+            workers.start("llm", pool="prefork", concurrency=4)
+            workers.start("callbacks", "callbacks", pool="solo", concurrency=1)
+            workers.ready()
+            batch = subprocess.Popen([sys.executable, "-m", "chorus.cli", "batch", str(source), "--pattern", "vote",
+                                      "--labels", LABELS, "--voters", str(VOTERS), "--max-in-flight", "8",
+                                      "--timeout", "180", "--json"],
+                                     cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            terminated: list[int] = []
+            calls_at_blip: list[int] = []
+
+            def blips() -> None:
+                deadline = time.monotonic() + 60
+                while len(stub.requests()) < 5 and time.monotonic() < deadline:
+                    time.sleep(0.1)  # the batch is under way
+                for _ in range(3):
+                    calls_at_blip.append(len(stub.requests()))
+                    terminated.append(terminate_chorus_connections())
+                    time.sleep(1.5)
+
+            blipper = threading.Thread(target=blips)
+            blipper.start()
+            out, err = batch.communicate(timeout=240)
+            blipper.join()
+        log = stub.requests()
+
+    assert len(terminated) == 3 and all(n > 0 for n in terminated), terminated  # the blips hit live connections
+    assert calls_at_blip[0] > 0 and calls_at_blip[-1] < DOCS * VOTERS, calls_at_blip  # ... while calls ran
+    assert batch.returncode == 0, err[-3000:]
+    summary = json.loads(out)
+    assert summary["counts"] == {"total": DOCS, "succeeded": DOCS, "partial": 0, "failed": 0, "running": 0,
+                                 "pending": 0}, summary
+    run_ids = sorted({e["run"] for e in log if e.get("run")})
+    rows = outcome_rows(run_ids, schema)
+    assert len(rows) == DOCS * VOTERS
+    assert [r for r in rows if r["status"] != "succeeded"] == []  # no answer thrown away for a failed write
+    calls = Counter((e["run"], int(e["slot"])) for e in log if e.get("run"))
+    assert {k: n for k, n in calls.items() if n != 1} == {}  # and none paid for twice
