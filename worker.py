@@ -96,6 +96,25 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
+def timeout_warning(settings: Settings) -> str | None:
+    """A call that can outlive the broker's visibility timeout has its task redelivered mid-call. The
+    slot's lease keeps the copy from calling the provider again, but the copy still waits in line;
+    say so at start-up rather than let it pass silently."""
+    if settings.embedded or settings.call_timeout_s < settings.visibility_timeout_s / 2:
+        return None
+    return (f"CHORUS_CALL_TIMEOUT_S ({settings.call_timeout_s:g} s) is not below half of "
+            f"CHORUS_VISIBILITY_TIMEOUT_S ({settings.visibility_timeout_s:g} s): Redis will redeliver the task of a "
+            "slow call while it runs (its lease stops a second call, at the cost of a wasted delivery); raise "
+            "CHORUS_VISIBILITY_TIMEOUT_S or lower CHORUS_CALL_TIMEOUT_S")
+
+
+@signals.worker_init.connect
+def _check_timeouts(**_: Any) -> None:
+    warning = timeout_warning(get_settings())
+    if warning:
+        log.warning(warning)
+
+
 @signals.worker_init.connect
 def _preload_provider(**_: Any) -> None:
     # Prefork children inherit what the parent imported. Importing the SDK (~1.7 s of CPU) in every

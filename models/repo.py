@@ -97,20 +97,27 @@ class Claim:
     started_at: dt.datetime
 
 
-def claim_slot(s: OrmSession, run_id: str, slot: int, *, task_id: str | None, hostname: str | None) -> Claim | None:
-    """Mark the slot running and count the attempt, in one round trip.
+def claim_slot(s: OrmSession, run_id: str, slot: int, *, task_id: str | None, hostname: str | None,
+               lease_s: float) -> Claim | None:
+    """Mark the slot running, count the attempt and hold it for `lease_s`, in one round trip.
 
-    Returns None when the slot is already terminal (a redelivered task must not call the
-    provider again) or does not exist.
+    Returns None when the slot cannot be taken: it is terminal, its run is terminal (a redelivered
+    task must not call the provider again, nor re-open a tallied run), another holder's lease is
+    still live (`lease_holder` tells that case apart), or it does not exist.
     """
     now = utcnow()
+    run_open = select(Run.id).where(Run.id == run_id, Run.status.not_in(TERMINAL_RUN)).exists()
+    takeable = (WorkerOutcome.status.in_((OutcomeStatus.PENDING, OutcomeStatus.RETRYING))
+                | ((WorkerOutcome.status == OutcomeStatus.RUNNING)
+                   & (WorkerOutcome.lease_until.is_(None) | (WorkerOutcome.lease_until < now))))
     row = s.execute(
         update(WorkerOutcome)
-        .where(WorkerOutcome.run_id == run_id, WorkerOutcome.slot == slot, WorkerOutcome.status.in_(OPEN_OUTCOME))
+        .where(WorkerOutcome.run_id == run_id, WorkerOutcome.slot == slot, takeable, run_open)
         .values(
             status=OutcomeStatus.RUNNING,
             attempts=WorkerOutcome.attempts + 1,
             started_at=func.coalesce(WorkerOutcome.started_at, now),
+            lease_until=now + dt.timedelta(seconds=lease_s),
             task_id=task_id,
             hostname=hostname,
         )
@@ -127,6 +134,26 @@ def claim_slot(s: OrmSession, run_id: str, slot: int, *, task_id: str | None, ho
         return None
     return Claim(run_id, slot, row.role, row.model, row.prompt_variant, row.temperature, row.attempts,
                  as_utc(row.started_at) or now)
+
+
+def lease_holder(s: OrmSession, run_id: str, slot: int) -> dt.datetime | None:
+    """When another holder's lease on a running slot of an open run ends; None if nobody holds it."""
+    row = s.execute(select(WorkerOutcome.status, WorkerOutcome.lease_until, Run.status)
+                    .join(Run, Run.id == WorkerOutcome.run_id)
+                    .where(WorkerOutcome.run_id == run_id, WorkerOutcome.slot == slot)).one_or_none()
+    if row is None or row[0] is not OutcomeStatus.RUNNING or row[2] in TERMINAL_RUN:
+        return None
+    until = as_utc(row[1])
+    return until if until is not None and until > utcnow() else None
+
+
+def renew_lease(s: OrmSession, run_id: str, slot: int, *, task_id: str | None, lease_s: float) -> bool:
+    """Extend the holder's lease on its running slot; False when the slot is no longer its own."""
+    done = s.execute(update(WorkerOutcome).where(
+        WorkerOutcome.run_id == run_id, WorkerOutcome.slot == slot, WorkerOutcome.status == OutcomeStatus.RUNNING,
+        WorkerOutcome.task_id == task_id,
+    ).values(lease_until=utcnow() + dt.timedelta(seconds=lease_s)))
+    return bool(getattr(done, "rowcount", 0))
 
 
 def release_slot(s: OrmSession, run_id: str, slot: int, *, note: str) -> None:

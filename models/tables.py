@@ -159,6 +159,9 @@ class WorkerOutcome(Base):
     queued_at: Mapped[Stamp]
     started_at: Mapped[Stamp]
     finished_at: Mapped[Stamp]
+    # A running slot is held by its task until then (renewed while the call runs): a redelivered copy
+    # of the task does not call the provider again while the lease is live.
+    lease_until: Mapped[Stamp]
     attempts: Mapped[int] = mapped_column(default=0)
     hostname: Mapped[str | None] = mapped_column(String(200))
     task_id: Mapped[str | None] = mapped_column(String(64))

@@ -12,9 +12,12 @@ runs, so one bad voter would sink the whole run.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import random
+import threading
+from collections.abc import Iterator
 from typing import Any
 
 from celery import Task
@@ -32,6 +35,7 @@ from workflows.errors import PermanentError, ProviderError, RetryableError
 from workflows.retry import cap_countdown, compute_backoff
 
 log = logging.getLogger("chorus.tasks")
+LEASE_MARGIN_S = 30.0
 
 
 @functools.lru_cache(maxsize=512)
@@ -50,12 +54,45 @@ def describe_failure(exc: Exception, attempts: int, elapsed_s: float) -> str:
     return f"internal error: {type(exc).__name__}: {exc}"
 
 
+def lease_seconds(settings: Any) -> float:
+    """How long a claim holds its slot before a copy of the task may take it over: the longest a call
+    should take, with room for the writes around it. Renewed while the call runs (`holding`)."""
+    return settings.call_timeout_s + LEASE_MARGIN_S
+
+
+@contextlib.contextmanager
+def holding(run_id: str, slot: int, task_id: str | None, lease_s: float) -> Iterator[None]:
+    """Renew the slot's lease every third of its length while the body (the provider call) runs."""
+    stop = threading.Event()
+
+    def renew() -> None:
+        while not stop.wait(lease_s / 3):
+            try:
+                in_session(lambda s: repo.renew_lease(s, run_id, slot, task_id=task_id, lease_s=lease_s), attempts=2)
+            except Exception as exc:  # noqa: BLE001 - a missed renewal only shortens the lease
+                log.warning("could not renew the lease of %s/%s: %s", run_id, slot, exc)
+
+    keeper = threading.Thread(target=renew, name=f"lease-{run_id}-{slot}", daemon=True)
+    keeper.start()
+    try:
+        yield
+    finally:
+        stop.set()
+
+
 def run_slot(task: Task, run_id: str, slot: int) -> dict[str, Any]:
     settings = get_settings()
     db.bind()
+    lease_s = lease_seconds(settings)
     claim = in_session(lambda s: repo.claim_slot(s, run_id, slot, task_id=task.request.id,
-                                                 hostname=task.request.hostname))
+                                                 hostname=task.request.hostname, lease_s=lease_s))
     if claim is None:
+        held_until = in_session(lambda s: repo.lease_holder(s, run_id, slot), write=False)
+        if held_until is not None:
+            # A copy of this task (Redis redelivered it: the call outlived the visibility timeout)
+            # while the first holder is still calling. Never call twice: look again when the lease ends.
+            wait = max(1.0, (held_until - utcnow()).total_seconds() + 1.0)
+            raise task.retry(countdown=cap_countdown(wait, settings.visibility_timeout_s))
         return _stored_summary(run_id, slot)
 
     failure: Exception | None = None
@@ -67,7 +104,8 @@ def run_slot(task: Task, run_id: str, slot: int) -> dict[str, Any]:
         request = build_request(claim, config, text)
         wait_s = take_token(settings, claim.model, f"{run_id}:{slot}", request)
         if wait_s is None:
-            result = get_provider(settings).call(request)
+            with holding(run_id, slot, task.request.id, lease_s):
+                result = get_provider(settings).call(request)
             settle_call(settings, claim.model, request, result)
             fields = interpret(claim, config, result) | _usage_fields(result)
     except RetryableError as exc:

@@ -49,9 +49,11 @@ def test_a_new_run_has_one_pending_outcome_per_slot(db_url):
 def test_claiming_a_slot_counts_attempts_and_a_terminal_slot_cannot_be_claimed_again(db_url):
     run_id = make_run(2)
     with Session.begin() as s:
-        first = repo.claim_slot(s, run_id, 0, task_id="t1", hostname="h1")
+        first = repo.claim_slot(s, run_id, 0, task_id="t1", hostname="h1", lease_s=60)
     with Session.begin() as s:
-        second = repo.claim_slot(s, run_id, 0, task_id="t2", hostname="h2")  # a retry
+        repo.update_slot(s, run_id, 0, status=OutcomeStatus.RETRYING)
+    with Session.begin() as s:
+        second = repo.claim_slot(s, run_id, 0, task_id="t2", hostname="h2", lease_s=60)  # a retry
     assert first is not None and second is not None
     assert (first.attempts, second.attempts) == (1, 2)
     assert second.started_at == first.started_at  # the slot's clock starts at its first attempt
@@ -59,11 +61,36 @@ def test_claiming_a_slot_counts_attempts_and_a_terminal_slot_cannot_be_claimed_a
     with Session.begin() as s:
         repo.update_slot(s, run_id, 0, status=OutcomeStatus.SUCCEEDED, answer="a")
     with Session.begin() as s:
-        assert repo.claim_slot(s, run_id, 0, task_id="t3", hostname="h3") is None  # a redelivery
-        assert repo.claim_slot(s, run_id, 7, task_id="t4", hostname="h4") is None  # no such slot
+        assert repo.claim_slot(s, run_id, 0, task_id="t3", hostname="h3", lease_s=60) is None  # a redelivery
+        assert repo.claim_slot(s, run_id, 7, task_id="t4", hostname="h4", lease_s=60) is None  # no such slot
     with Session() as s:
         rows = s.scalars(select(WorkerOutcome).where(WorkerOutcome.run_id == run_id).order_by(WorkerOutcome.slot))
         assert [(o.slot, o.attempts, o.task_id) for o in rows] == [(0, 2, "t2"), (1, 0, None)]
+
+
+def test_a_running_slot_is_held_by_its_lease_until_the_lease_ends(db_url):
+    run_id = make_run(1)
+    with Session.begin() as s:
+        assert repo.claim_slot(s, run_id, 0, task_id="t1", hostname="h1", lease_s=60) is not None
+    with Session.begin() as s:
+        assert repo.claim_slot(s, run_id, 0, task_id="t1", hostname="h2", lease_s=60) is None  # a redelivered copy
+        assert repo.lease_holder(s, run_id, 0) is not None
+        assert repo.renew_lease(s, run_id, 0, task_id="t1", lease_s=-1)  # the holder stopped renewing: it ended
+    with Session.begin() as s:
+        assert repo.lease_holder(s, run_id, 0) is None
+        taken = repo.claim_slot(s, run_id, 0, task_id="t1", hostname="h2", lease_s=60)  # the copy takes over
+    assert taken is not None and taken.attempts == 2
+
+
+def test_no_slot_of_a_finished_run_is_claimed_again(db_url):
+    run_id = make_run(2)
+    with Session.begin() as s:
+        run = repo.load_run(s, run_id)
+        assert run is not None
+        repo.finish_run(s, run, status=RunStatus.PARTIAL, result={})
+    with Session.begin() as s:
+        assert repo.claim_slot(s, run_id, 1, task_id="late", hostname="h", lease_s=60) is None
+        assert repo.lease_holder(s, run_id, 1) is None
 
 
 def test_the_database_refuses_a_second_row_for_the_same_slot(db_url):
