@@ -2,16 +2,39 @@
 
 Nothing is stored: prices change, usage does not. Offline usage is an estimate and every Cost
 built from it says so (`Cost.estimated`).
+
+The *minimum* a run could have cost is computed independently of what chorus did with the cache:
+
+* the shared prefix (system prompt + the document block every voter of a model sends) is measured
+  by counting the tokens of that request with the API's `count_tokens` (`providers.counting`), or
+  with the local estimate offline (then the minimum is marked estimated);
+* each call's whole prompt is what the API billed for it, input + cache write + cache read, a total
+  that is the same whatever was cached; its tail is that total minus the prefix;
+* the cheapest legal schedule under Anthropic's cache rules: per model with at least two calls and a
+  prefix at least the model's minimum, one cache write of the prefix and a read for every other
+  call (`workflows.cost.minimum_vote_cost`); otherwise every call pays its whole prompt as input.
+
+So a run that cached nothing shows a ratio well above 1 (about 2x for 3 voters on a long prefix),
+and the ratio is 1 only when the run really paid one write and N-1 reads.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+from models import Session, repo
+from providers.counting import count_tokens
+from settings import Settings
+from workflows.calls import CallRequest
 from workflows.cost import Cost, TokenUsage, cost_of, cost_without_cache, minimum_vote_cost, total
 from workflows.tokens import min_cacheable_tokens
+from workflows.voting import Voter, vote_request
+
+# (tokens, estimated?) of a request: `providers.counting.count_tokens` bound to settings, or a test's own.
+TokenCounter = Callable[[CallRequest], tuple[int, bool]]
 
 
 def outcome_usage(o: Any) -> TokenUsage:
@@ -31,19 +54,76 @@ def run_cost_without_cache(run: Any) -> Cost:
     return total(cost_without_cache(o.model, outcome_usage(o)) for o in run.outcomes)
 
 
-def run_minimum_cost(run: Any) -> Cost:
-    """The cheapest the same calls could have been under Anthropic's cache rules: per model, the
-    shared prefix written once and read by every other voter (see workflows.cost.minimum_vote_cost)."""
+def _succeeded(run: Any) -> list[Any]:
+    return [o for o in run.outcomes if o.status == "succeeded"]
+
+
+def shared_prefixes(run: Any, config: Mapping[str, Any], text: str, count: TokenCounter) -> dict[str, tuple[int, bool]]:
+    """model -> (tokens, estimated?) of the prefix the voters of that model share, counted from the
+    request itself. Only models with two succeeded calls or more: a lone call has nobody to share with."""
+    if run.pattern != "vote" or "labels" not in config:
+        return {}
+    calls_per_model: dict[str, int] = defaultdict(int)
+    for o in _succeeded(run):
+        calls_per_model[o.model] += 1
+    prefixes: dict[str, tuple[int, bool]] = {}
+    for model, calls in calls_per_model.items():
+        if calls < 2:
+            continue
+        voter = next((Voter(**v) for v in config.get("voters", []) if v.get("model") == model),
+                     Voter(0, model, "direct"))
+        request = vote_request(voter, config["labels"], text)
+        prefix_request = dataclasses.replace(request, user_blocks=request.user_blocks[: request.cache_blocks])
+        prefixes[model] = count(prefix_request)
+    return prefixes
+
+
+def run_minimum_cost(run: Any, prefixes: Mapping[str, tuple[int, bool]]) -> Cost:
+    """The cheapest the run's succeeded calls could have been under Anthropic's cache rules, given
+    the independently counted shared prefix of each model (`shared_prefixes`). Failed calls are
+    billed nothing and left out."""
     by_model: dict[str, list[Any]] = defaultdict(list)
-    for o in run.outcomes:
-        if o.status == "succeeded":
-            by_model[o.model].append(o)
+    for o in _succeeded(run):
+        by_model[o.model].append(o)
     costs = []
     for model, outcomes in by_model.items():
-        prefix = max(o.cache_write_tokens + o.cache_read_tokens for o in outcomes)
-        costs.append(minimum_vote_cost(model, prefix, [o.input_tokens for o in outcomes],
-                                       [o.output_tokens for o in outcomes], min_cacheable=min_cacheable_tokens(model)))
+        prompts = [outcome_usage(o).prompt_tokens for o in outcomes]
+        estimated = any(o.usage_estimated for o in outcomes)
+        prefix, prefix_estimated = prefixes.get(model, (0, False))
+        prefix = min([prefix, *prompts])  # a prefix is never longer than the prompts that hold it
+        cost = minimum_vote_cost(model, prefix, [p - prefix for p in prompts], [o.output_tokens for o in outcomes],
+                                 min_cacheable=min_cacheable_tokens(model))
+        costs.append(dataclasses.replace(cost, estimated=cost.estimated or estimated or prefix_estimated))
     return total(costs)
+
+
+def token_counter(settings: Settings) -> TokenCounter:
+    """count_tokens with the settings' provider (free with Claude; the local estimate offline),
+    remembering each distinct request so a batch of one document's voters is counted once."""
+    seen: dict[tuple[str, str, tuple[str, ...]], tuple[int, bool]] = {}
+
+    def count(request: CallRequest) -> tuple[int, bool]:
+        key = (request.model, request.system, request.user_blocks)
+        if key not in seen:
+            seen[key] = count_tokens(request, settings)
+        return seen[key]
+
+    return count
+
+
+def minimum_cost(runs: Iterable[Any], settings: Settings, count: TokenCounter | None = None) -> Cost:
+    """The minimum of stored runs (their config and document read from the database), summed."""
+    count = count or token_counter(settings)
+    costs = []
+    for run in runs:
+        with Session() as s:
+            config, text = repo.run_inputs(s, run.id)
+        costs.append(run_minimum_cost(run, shared_prefixes(run, config or {}, text, count)))
+    return total(costs)
+
+
+def minimum_counted_with(settings: Settings) -> str:
+    return "count_tokens" if settings.provider_name == "anthropic" and settings.anthropic_api_key else "local estimate"
 
 
 def breakdown(runs: Iterable[Any]) -> dict[str, Any]:

@@ -58,6 +58,9 @@ def ratios(results: Sequence[PatternResult]) -> dict[str, float | None]:
     out: dict[str, float | None] = {}
     if aware is not None:
         out["vote_cost / minimum_cost"] = _ratio(aware.cost.total_usd, aware.minimum_cost.total_usd)
+    if naive is not None:
+        out["vote_cost_without_cache_aware / minimum_cost"] = _ratio(naive.cost.total_usd,
+                                                                     naive.minimum_cost.total_usd)
     if aware is not None and naive is not None:
         out["vote_cost / vote_cost_without_cache_aware"] = _ratio(aware.cost.total_usd, naive.cost.total_usd)
         out["vote_wall / vote_wall_without_cache_aware"] = _ratio(aware.mean_wall_s, naive.mean_wall_s)

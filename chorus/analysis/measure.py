@@ -12,11 +12,11 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from chorus.analysis.labelled import LabelledDoc
-from chorus.costing import run_cost, run_cost_without_cache, run_minimum_cost
+from chorus.costing import minimum_cost, minimum_counted_with, run_cost, run_cost_without_cache
 from chorus.runs import prepare, wait_for_run
 from chorus.vote import plan_vote, submit_plan
 from models import Pattern, Session, repo
@@ -44,6 +44,9 @@ class PatternResult:
     batch_id: str
     runs: list[Any]
     elapsed_s: float
+    # The minimum under the cache rules, counted independently of what the runs cached (chorus.costing).
+    minimum_cost: Cost = field(default_factory=Cost)
+    minimum_counted_with: str = "local estimate"
 
     @property
     def cost(self) -> Cost:
@@ -52,10 +55,6 @@ class PatternResult:
     @property
     def cost_without_cache(self) -> Cost:
         return total(run_cost_without_cache(r) for r in self.runs)
-
-    @property
-    def minimum_cost(self) -> Cost:
-        return total(run_minimum_cost(r) for r in self.runs)
 
     @property
     def labelled(self) -> list[Any]:
@@ -92,7 +91,9 @@ class PatternResult:
             "cache_aware": self.spec.cache_aware, "batch_id": self.batch_id, "documents": len(self.runs),
             "statuses": {s: sum(1 for r in self.runs if r.status == s) for s in {r.status for r in self.runs}},
             "cost": self.cost.to_json(), "cost_without_cache": self.cost_without_cache.to_json(),
-            "minimum_cost": self.minimum_cost.to_json(),
+            "minimum_cost": self.minimum_cost.to_json(), "minimum_counted_with": self.minimum_counted_with,
+            "cost_over_minimum": (round(self.cost.total_usd / self.minimum_cost.total_usd, 4)
+                                  if self.minimum_cost.total_usd > 0 else None),
             **{kind: sum(getattr(o, kind) for r in self.runs for o in r.outcomes)
                for kind in ("input_tokens", "output_tokens", "cache_write_tokens", "cache_read_tokens")},
             "accuracy": self.accuracy, "correct": self.correct, "labelled": len(self.labelled),
@@ -136,7 +137,8 @@ def run_pattern(
             runs.append(wait_for_run(pending.popleft(), timeout=timeout, settings=settings, check=check))
         pending.append(submit_plan(_in_batch(plan, batch_id), settings=settings))
     runs += [wait_for_run(r, timeout=timeout, settings=settings, check=check) for r in pending]
-    return PatternResult(spec, batch_id, runs, time.perf_counter() - started)
+    elapsed = time.perf_counter() - started
+    return PatternResult(spec, batch_id, runs, elapsed, minimum_cost(runs, settings), minimum_counted_with(settings))
 
 
 def _in_batch(plan: Any, batch_id: str) -> Any:

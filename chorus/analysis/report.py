@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from chorus.analysis.advise import agreement_of
-from chorus.costing import breakdown, run_cost, run_cost_without_cache, run_minimum_cost
+from chorus.costing import breakdown, minimum_cost, minimum_counted_with, run_cost, run_cost_without_cache
 from chorus.runs import RunView, get_run, prepare
 from models import Session, repo
 from settings import Settings
@@ -201,7 +201,17 @@ def share_chart(distribution: dict[str, int], width: int = 420) -> str:
 
 
 # ----- sections -------------------------------------------------------------------------------
-def cost_section(runs: Sequence[RunView]) -> str:
+def cost_summary(runs: Sequence[RunView], settings: Settings) -> dict[str, Any]:
+    """The cost of the runs, without caching, and the minimum under the cache rules counted
+    independently of what the runs cached (`chorus.costing.minimum_cost`), with their ratio."""
+    cost = total(run_cost(r) for r in runs)
+    minimum = minimum_cost(runs, settings)
+    return {"cost": cost.to_json(), "cost_without_cache": total(run_cost_without_cache(r) for r in runs).to_json(),
+            "minimum_cost": minimum.to_json(), "minimum_counted_with": minimum_counted_with(settings),
+            "cost_over_minimum": round(cost.total_usd / minimum.total_usd, 4) if minimum.total_usd > 0 else None}
+
+
+def cost_section(runs: Sequence[RunView], costs: dict[str, Any]) -> str:
     data = breakdown(runs)
     rows = []
     for model, info in data["models"].items():
@@ -210,15 +220,15 @@ def cost_section(runs: Sequence[RunView]) -> str:
                      _usd(c["input_usd"], c["estimated"]), _usd(c["cache_write_usd"], c["estimated"]),
                      _usd(c["cache_read_usd"], c["estimated"]), _usd(c["output_usd"], c["estimated"]),
                      _usd(c["total_usd"], c["estimated"])])
-    cost = total(run_cost(r) for r in runs)
-    plain = total(run_cost_without_cache(r) for r in runs)
-    minimum = total(run_minimum_cost(r) for r in runs)
-    est = cost.estimated
-    lines = [f"total {_usd(cost.total_usd, est)}",
-             f"without any caching {_usd(plain.total_usd, est)}",
-             f"minimum under Anthropic's cache rules {_usd(minimum.total_usd, est)}"]
-    if minimum.total_usd > 0:
-        lines.append(f"ratio to the minimum {cost.total_usd / minimum.total_usd:.3f}")
+    cost, plain, minimum = costs["cost"], costs["cost_without_cache"], costs["minimum_cost"]
+    est = cost["estimated"]
+    lines = [f"total {_usd(cost['total_usd'], est)}",
+             f"without any caching {_usd(plain['total_usd'], est)}",
+             f"minimum under Anthropic's cache rules {_usd(minimum['total_usd'], minimum['estimated'])} "
+             f"(shared prefix counted with {costs['minimum_counted_with']}; one cache write per model, reads for "
+             f"the other calls)"]
+    if costs["cost_over_minimum"] is not None:
+        lines.append(f"ratio to the minimum {costs['cost_over_minimum']:.3f}")
     note = "<p class='warn'>~ estimates: the offline provider's token counts, priced as if on each model</p>" if est \
         else ""
     return (_table(["model", "input tok", "cache write tok", "cache read tok", "output tok", "input", "cache write",
@@ -286,7 +296,8 @@ th{background:#f5f5f5}.lbl{font:11px sans-serif;fill:#333}.b{font-weight:bold}.v
 """
 
 
-def render(subject: Subject) -> str:
+def render(subject: Subject, costs: dict[str, Any]) -> str:
+    """The page; `costs` is `cost_summary(subject.runs, settings)`."""
     runs = subject.runs
     if not runs:
         raise NotFoundError(f"{subject.kind} {subject.id} has no runs")
@@ -308,4 +319,4 @@ def render(subject: Subject) -> str:
     return ("<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>chorus report "
             f"{_e(subject.title)}</title><style>{CSS}</style></head><body>{head}{''.join(timeline)}"
             f"<h2>agreement and correlated errors</h2>{agreement_section(runs)}"
-            f"<h2>cost</h2>{cost_section(runs)}<h2>runs</h2>{runs_table(runs)}</body></html>")
+            f"<h2>cost</h2>{cost_section(runs, costs)}<h2>runs</h2>{runs_table(runs)}</body></html>")

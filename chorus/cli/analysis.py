@@ -13,7 +13,7 @@ from chorus.analysis.advise import run_advise
 from chorus.analysis.compare import default_specs, run_compare
 from chorus.analysis.estimate import estimate_pattern
 from chorus.analysis.labelled import read_labelled
-from chorus.analysis.report import load_subject, render
+from chorus.analysis.report import cost_summary, load_subject, render
 from chorus.cli.base import EXIT_FAILED, EXIT_OK, EXIT_USAGE, JsonOpt, cli_settings, err, errors, fail, out, workers_for
 from workflows.voting import normalize_labels
 
@@ -83,12 +83,15 @@ def compare(
         table = Table("pattern", "cost", "vs minimum", "mean wall", "slowest worker", "overhead", "accuracy", "batch",
                       title=f"chorus compare: {result['documents']} documents ({result['provider']} provider)")
         for p in result["patterns"]:
-            ratio = p["cost"]["total_usd"] / p["minimum_cost"]["total_usd"] if p["minimum_cost"]["total_usd"] else 0
+            ratio = "-" if p["cost_over_minimum"] is None else f"{p['cost_over_minimum']:.3f}"
             acc = f"{p['accuracy']:.0%} of {p['labelled']}" if p["accuracy"] is not None else "-"
-            table.add_row(p["pattern"], _usd(p["cost"]), f"{ratio:.3f}", f"{p['mean_wall_s'] * 1000:.0f} ms",
+            table.add_row(p["pattern"], _usd(p["cost"]), ratio, f"{p['mean_wall_s'] * 1000:.0f} ms",
                           f"{p['mean_slowest_worker_s'] * 1000:.0f} ms", f"{p['mean_overhead_s'] * 1000:.0f} ms",
                           acc, p["batch_id"][:12])
         out.print(table)
+        counted = {p["minimum_counted_with"] for p in result["patterns"]}
+        out.print(f"[dim]vs minimum: cost / the cheapest schedule under the cache rules (the shared prefix counted "
+                  f"with {', '.join(sorted(counted))}; one cache write per model, reads for the other calls)[/dim]")
         for name, value in result["ratios"].items():
             out.print(f"{name}: {value if value is not None else '-'}")
         for note in result["notes"]:
@@ -154,13 +157,14 @@ def report(
     settings = cli_settings()
     with errors():
         subject = load_subject(ref, settings)
-        page = render(subject)
+        costs = cost_summary(subject.runs, settings)
+        page = render(subject, costs)
     try:
         html_file.write_text(page, encoding="utf-8")
     except OSError as exc:
         raise fail(f"cannot write {html_file}: {exc.strerror}", EXIT_USAGE) from None
     summary = {"kind": subject.kind, "id": subject.id, "runs": len(subject.runs), "html": str(html_file),
-               "bytes": len(page.encode())}
+               "bytes": len(page.encode()), **costs}
     if as_json:
         out.print_json(json.dumps(summary))
     else:

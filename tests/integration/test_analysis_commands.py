@@ -25,10 +25,11 @@ LONG = {
 }
 
 
-def chorus(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+def chorus(*args: str, timeout: float = 120, env: dict[str, str] | None = None
+           ) -> subprocess.CompletedProcess[str]:
     exe = shutil.which("chorus") or pytest.fail("the `chorus` console script is not installed (pip install -e .)")
     return subprocess.run([exe, *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout,
-                          env=os.environ.copy(), check=False)
+                          env=os.environ.copy() if env is None else env, check=False)
 
 
 def as_json(done: subprocess.CompletedProcess[str]) -> Any:
@@ -45,7 +46,12 @@ def long_set(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def compared(workers, stub, long_set) -> dict[str, Any]:
-    return as_json(chorus("compare", str(long_set), "--labels", LABELS, "--json"))
+    stub.reset()
+    stub.set_latency(500)  # calls take time, as real ones do: voters sent at once are in flight together
+    try:
+        return as_json(chorus("compare", str(long_set), "--labels", LABELS, "--in-flight", "1", "--json"))
+    finally:
+        stub.set_latency(0)
 
 
 def test_compare_prices_the_cache_aware_vote_at_the_cache_rule_minimum(compared):
@@ -53,12 +59,27 @@ def test_compare_prices_the_cache_aware_vote_at_the_cache_rule_minimum(compared)
     assert (single["voters"], aware["cache_aware"], naive["cache_aware"]) == (1, True, False)
     assert single["cache_write_tokens"] == 0  # a lone call marks no prefix nobody could read
     assert aware["cache_write_tokens"] > 3 * 4096 and aware["cache_read_tokens"] == 2 * aware["cache_write_tokens"]
-    assert aware["cost"]["total_usd"] == pytest.approx(aware["minimum_cost"]["total_usd"], rel=1e-9)
     assert not aware["cost"]["estimated"]  # measured usage from the API, not an estimate
+    # The minimum is counted with count_tokens on the requests, not taken from what the run cached:
+    # the same calls have the same minimum whatever their schedule was.
+    assert {p["minimum_counted_with"] for p in compared["patterns"]} == {"count_tokens"}
+    assert not aware["minimum_cost"]["estimated"]
+    assert aware["minimum_cost"]["total_usd"] == pytest.approx(naive["minimum_cost"]["total_usd"], rel=1e-9)
+    # One write and two reads per document is the cheapest legal schedule, and the cache-aware vote paid it.
+    assert aware["cost"]["total_usd"] == pytest.approx(aware["minimum_cost"]["total_usd"], rel=1e-9)
+    assert aware["cost_over_minimum"] == pytest.approx(1.0)
+    # A lone call has nobody to share a prefix with: its minimum is what it paid.
+    assert single["cost_over_minimum"] == pytest.approx(1.0)
+    # Voters sent at once each paid a cache write: well above the minimum.
+    assert naive["cache_write_tokens"] >= 2 * aware["cache_write_tokens"]
+    assert naive["cost_over_minimum"] == pytest.approx(naive["cost"]["total_usd"] / aware["cost"]["total_usd"],
+                                                       rel=1e-3)
+    assert naive["cost_over_minimum"] > 1.5
     ratios = compared["ratios"]
     assert ratios["vote_cost / single_cost"] == pytest.approx(
         aware["cost"]["total_usd"] / single["cost"]["total_usd"], rel=1e-3)
     assert ratios["vote_cost / minimum_cost"] == pytest.approx(1.0)
+    assert ratios["vote_cost_without_cache_aware / minimum_cost"] == naive["cost_over_minimum"]
     assert aware["accuracy"] == pytest.approx(1.0) and aware["labelled"] == 3
 
 
@@ -101,6 +122,9 @@ def test_report_writes_one_offline_page_that_chromium_renders(compared, tmp_path
     page = tmp_path / "report.html"
     done = as_json(chorus("report", batch_id[:10], "--html", str(page), "--json"))
     assert done["kind"] == "batch" and done["runs"] == 3
+    assert done["minimum_counted_with"] == "count_tokens"
+    assert done["minimum_cost"]["total_usd"] == pytest.approx(compared["patterns"][1]["minimum_cost"]["total_usd"])
+    assert done["cost_over_minimum"] == pytest.approx(1.0)
     html = page.read_text()
     for part in ("per-worker timeline", "batch timeline", "slowest worker", "Fleiss&#x27; kappa", "low agreement",
                  "cache read", "ratio to the minimum 1.000"):
@@ -117,6 +141,34 @@ def test_report_writes_one_offline_page_that_chromium_renders(compared, tmp_path
                         page.as_uri()], capture_output=True, timeout=90, check=False)
     # A blank 1000x1400 page compresses to a few kB; this one has text, tables and bars.
     assert png.exists() and png.stat().st_size > 30_000
+
+
+def test_report_of_the_vote_sent_at_once_shows_its_ratio_to_the_minimum(compared, tmp_path):
+    naive = compared["patterns"][2]
+    page = tmp_path / "naive.html"
+    done = as_json(chorus("report", naive["batch_id"], "--html", str(page), "--json"))
+    assert done["cost_over_minimum"] == pytest.approx(naive["cost_over_minimum"], rel=1e-3)
+    assert f"ratio to the minimum {naive['cost_over_minimum']:.3f}" in page.read_text()
+
+
+def test_a_vote_that_cached_nothing_costs_about_twice_the_minimum(tmp_path):
+    # Offline (embedded, no broker): three voters, nothing marked for caching, a ~6,000-token shared
+    # prefix. The cheapest legal schedule writes it once and reads it twice: 1.25 + 0.1 + 0.1 of it
+    # instead of 3 of it, so the run costs about twice its minimum, both estimates.
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CHORUS_", "ANTHROPIC_"))}
+    env.update(CHORUS_DATA_DIR=str(tmp_path / "data"), CHORUS_PROVIDER="offline")
+    doc = tmp_path / "long.txt"
+    doc.write_text(LONG["kettle"][1])
+    voted = as_json(chorus("vote", str(doc), "--labels", LABELS, "--voters", "3", "--json", env=env))
+    assert voted["status"] == "succeeded" and len(voted["outcomes"]) == 3
+    assert all(o["cache_write_tokens"] == o["cache_read_tokens"] == 0 for o in voted["outcomes"])
+    assert min(o["input_tokens"] for o in voted["outcomes"]) > 5000
+    page = tmp_path / "nocache.html"
+    done = as_json(chorus("report", voted["id"], "--html", str(page), "--json", env=env))
+    assert done["minimum_counted_with"] == "local estimate" and done["minimum_cost"]["estimated"] is True
+    assert done["cost"]["total_usd"] == pytest.approx(voted["cost"]["total_usd"])
+    assert done["cost_over_minimum"] == pytest.approx(2.0, abs=0.1)
+    assert f"ratio to the minimum {done['cost_over_minimum']:.3f}" in page.read_text()
 
 
 def test_report_of_an_unknown_id_says_how_to_find_one(workers, tmp_path):

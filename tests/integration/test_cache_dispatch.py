@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import pytest
 
+from chorus.costing import minimum_cost, run_cost
 from chorus.runs import get_run, wait_for_run
 from chorus.vote import plan_vote, submit_plan
+from settings import get_settings
 
 pytestmark = pytest.mark.integration
 
 LABELS = "positive,negative,neutral"
 # ~6,000 tokens of shared prefix: above Haiku 4.5's 4,096-token cache minimum.
 LONG = ("I love this kettle. It is excellent, fast and quiet. The lid is a little stiff. " * 300).strip()
+# Short words: chorus's ~4 characters a token puts this prefix at ~3,600 tokens, under Haiku 4.5's
+# 4,096, while the API (the stub's tokenizer, as count_tokens reports it) counts ~5,100.
+SHORT_WORDS = ("It is ok. I do not mind it. " * 500).strip()
 
 
 def vote(text: str, *, cache_aware: bool, voters: int = 3):
@@ -90,3 +95,16 @@ def test_a_single_voter_marks_no_cache_prefix(workers, stub):
     run = vote(LONG, cache_aware=True, voters=1)
     assert run.status == "succeeded"
     assert run.outcomes[0].cache_write_tokens == 0 and run.outcomes[0].input_tokens > 4096
+
+
+@pytest.mark.xfail(strict=True, reason="chorus decides whether a prefix can be cached from its own estimate "
+                   "(chorus/vote.py plan_vote, providers/anthropic_provider.build_params), not from count_tokens")
+def test_a_prefix_the_api_counts_over_the_minimum_is_cached_whatever_chorus_estimated(workers, stub):
+    stub.reset()
+    run = vote(SHORT_WORDS, cache_aware=True)
+    assert run.status == "succeeded"
+    # The minimum, counted with count_tokens, says one write and two reads were possible ...
+    minimum = minimum_cost([run], get_settings())
+    assert not minimum.estimated
+    # ... and the run pays it only if chorus marked the prefix and sent a leader first.
+    assert run_cost(run).total_usd == pytest.approx(minimum.total_usd, rel=1e-6)

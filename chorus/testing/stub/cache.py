@@ -1,32 +1,68 @@
-"""Prompt-cache emulation for the stub, following Anthropic's documented rules.
+"""Prompt-cache emulation for the stub, written from Anthropic's prompt-caching guide.
 
-* The cacheable prefix is everything up to and including the last block marked `cache_control`
-  (system blocks first, then the message blocks in order). Only that exact prefix is looked up.
-* A prefix shorter than the model's minimum (`workflows.tokens.min_cacheable_tokens`) is silently
-  not cached: no write, no read, all of it billed as plain input.
-* A new entry becomes readable only once the response that wrote it *begins*; requests that
-  arrive before then miss and pay a cache write of their own (so N calls sent at once all miss).
-* An entry lives `ttl` (5 minutes by default, or `"ttl": "1h"`) after its last use; a hit
-  refreshes it.
+Source: "Prompt caching", https://platform.claude.com/docs/en/build-with-claude/prompt-caching
+(sections "How prompt caching works", "Cache limitations", "Understanding cache breakpoints",
+"Tracking cache performance" and "Pricing"), read 2026-12-02. The rules the stub follows:
 
-Usage is reported the way Anthropic reports it: `input_tokens` counts only what comes after the
-breakpoint, plus `cache_creation_input_tokens` (with its `cache_creation` split by TTL) and
-`cache_read_input_tokens`.
+* The cacheable prefix is everything up to and including the block marked `cache_control` (the
+  last one when several are marked), in the order the model reads the request: system, then the
+  messages. A top-level `cache_control` ("automatic caching") puts the breakpoint on the last block.
+  The entry's key is that exact content and the model: one character more is another prefix.
+* "Cache limitations": a prefix shorter than the model's *minimum cacheable prompt length* is not
+  cached, and the request still succeeds: no write, no read, all of it billed as plain input.
+  The per-model minimums are `MIN_CACHEABLE_TOKENS`, from the guide's table.
+* "How prompt caching works": a prefix not found is processed and cached *once the response
+  begins*; a request that arrives before then misses too and pays a write of its own, so N
+  requests sent at once all miss.
+* The entry lives 5 minutes (or 1 hour with `"ttl": "1h"`) after its last use; a hit refreshes it.
+* "Tracking cache performance": `input_tokens` counts only what comes after the last breakpoint;
+  `cache_creation_input_tokens` (split by TTL in `cache_creation`) and `cache_read_input_tokens`
+  count the prefix.
+
+Token counts come from the stub's own tokenizer (`chorus.testing.stub.tokenizer`), never from
+chorus's estimate, and the minimums are the stub's own table, never chorus's registry.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import re
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from workflows.tokens import estimate_tokens, min_cacheable_tokens
+from chorus.testing.stub.tokenizer import segments
 
 TTL_SECONDS = {"5m": 300.0, "1h": 3600.0}
+
+# "Cache limitations", minimum cacheable prompt length (tokens), as the guide lists them. Claude
+# Sonnet 4.6 is listed at 1,024: chorus's own registry takes 2,048 after a reported measurement
+# (anthropic-sdk-python#1194); the stub follows the documentation, so a test can see the difference.
+MIN_CACHEABLE_TOKENS: dict[str, int] = {
+    "claude-opus-4-6": 4096,
+    "claude-opus-4-5": 4096,
+    "claude-haiku-4-5": 4096,
+    "claude-sonnet-4-6": 1024,
+    "claude-sonnet-4-5": 1024,
+    "claude-opus-4-1": 1024,
+    "claude-opus-4": 1024,
+    "claude-sonnet-4": 1024,
+    "claude-3-7-sonnet": 1024,
+    "claude-3-5-haiku": 2048,
+    "claude-3-haiku": 2048,
+}
+# A model the table does not list (the stub accepts any name) gets the common minimum.
+DEFAULT_MIN_CACHEABLE = 1024
+
+_DATED = re.compile(r"-(?:\d{8}|latest)$")
+
+
+def min_cacheable(model: str) -> int:
+    """The minimum cacheable prefix of a model, a dated snapshot ("...-20251001") as its model."""
+    return MIN_CACHEABLE_TOKENS.get(_DATED.sub("", model.strip().lower()), DEFAULT_MIN_CACHEABLE)
 
 
 class CacheRequestError(ValueError):
@@ -60,31 +96,37 @@ class CacheUsage:
         }
 
 
-def _blocks(content: Any) -> list[dict[str, Any]]:
-    if isinstance(content, str):
-        return [{"type": "text", "text": content}]
-    return [b for b in content if isinstance(b, dict)] if isinstance(content, list) else []
+def _control(value: Any) -> str:
+    """The TTL of a valid cache_control, or CacheRequestError."""
+    if not isinstance(value, dict) or value.get("type") != "ephemeral":
+        raise CacheRequestError("cache_control: type must be 'ephemeral'")
+    ttl = value.get("ttl", "5m")
+    if ttl not in TTL_SECONDS:
+        raise CacheRequestError("cache_control.ttl: Input should be '5m' or '1h'")
+    return str(ttl)
 
 
 def find_prefix(body: dict[str, Any]) -> Prefix | None:
     """The cacheable prefix of a Messages request, or None when nothing is marked."""
-    ordered = _blocks(body.get("system", ""))
-    for message in body.get("messages", []):
-        ordered += [dict(b, _role=message.get("role")) for b in _blocks(message.get("content"))]
-    marked = [i for i, b in enumerate(ordered) if b.get("cache_control")]
-    if not marked:
+    parts = list(segments(body))
+    marked = [i for i, p in enumerate(parts) if p.block is not None and p.block.get("cache_control")]
+    if marked:
+        last = marked[-1]
+        block = parts[last].block
+        assert block is not None
+        ttl = _control(block["cache_control"])
+    elif body.get("cache_control"):
+        ttl = _control(body["cache_control"])
+        content = [i for i, p in enumerate(parts) if p.block is not None]
+        if not content:
+            return None
+        last = content[-1]
+    else:
         return None
-    last = marked[-1]
-    control = ordered[last]["cache_control"]
-    if not isinstance(control, dict) or control.get("type") != "ephemeral":
-        raise CacheRequestError("cache_control: type must be 'ephemeral'")
-    ttl = control.get("ttl", "5m")
-    if ttl not in TTL_SECONDS:
-        raise CacheRequestError("cache_control.ttl: Input should be '5m' or '1h'")
-    head = [{k: v for k, v in b.items() if k != "cache_control"} for b in ordered[: last + 1]]
+    head = [(p.where, {k: v for k, v in p.block.items() if k != "cache_control"} if p.block else None)
+            for p in parts[: last + 1]]
     key = hashlib.sha256(json.dumps([body.get("model"), head], sort_keys=True).encode()).hexdigest()
-    tokens = sum(estimate_tokens(b.get("text", "")) for b in head)
-    return Prefix(key, tokens, ttl)
+    return Prefix(key, sum(p.tokens for p in parts[: last + 1]), ttl)
 
 
 @dataclass
@@ -102,9 +144,10 @@ class PromptCache:
         self._entries: dict[str, _Entry] = {}
 
     def lookup(self, body: dict[str, Any]) -> CacheUsage:
-        """Called when the request arrives: a hit reads the prefix, a miss writes it."""
+        """Called when the request arrives: a hit reads the prefix, a miss will write it. A lookup
+        changes nothing but a hit's expiry (a request refused afterwards has written nothing)."""
         prefix = find_prefix(body)
-        if prefix is None or prefix.tokens < min_cacheable_tokens(str(body.get("model", ""))):
+        if prefix is None or prefix.tokens < min_cacheable(str(body.get("model", ""))):
             return CacheUsage()
         now = self.clock()
         with self._lock:

@@ -1,34 +1,88 @@
-"""Anthropic-style rate limits for the stub: token buckets for requests, input tokens and output
-tokens per minute, the `anthropic-ratelimit-*` response headers, and 429 `rate_limit_error`s.
+"""Anthropic-style rate limits for the stub: its own token buckets, the `anthropic-ratelimit-*`
+response headers, and 429 `rate_limit_error`s with `retry-after`.
 
-Following Anthropic's description: the buckets refill continuously; output tokens are charged
-`max_tokens` when a request starts and the unused part is given back when it ends; the `tokens`
-headers show whichever of the input and output limits is most restrictive right now.
+Source: "Rate limits", https://platform.claude.com/docs/en/api/rate-limits, read 2026-12-02:
+
+* "About rate limits" / "Rate limits": requests (RPM), input tokens (ITPM) and output tokens
+  (OTPM) per minute, each measured with the *token bucket algorithm*: capacity is continuously
+  replenished up to the limit, rather than being reset at fixed intervals.
+* "Cache-aware ITPM": `input_tokens` and `cache_creation_input_tokens` count towards ITPM;
+  `cache_read_input_tokens` do not (for the current models). The stub knows at arrival whether a
+  request reads its prefix from the cache, so a read is never charged.
+* OTPM is estimated from `max_tokens` at the start of each request and adjusted at the end to the
+  output tokens really used.
+* Limits apply per model, and the models of one family (Opus 4.x, Sonnet 4.x, ...) share one set
+  of limits: the stub pools buckets by family (`pool_of`).
+* "Response headers": `retry-after` on a 429, and `anthropic-ratelimit-{requests,input-tokens,
+  output-tokens,tokens}-{limit,remaining,reset}`, the reset an RFC 3339 time; the `tokens` headers
+  show the most restrictive token limit at the moment.
+
+Nothing here comes from chorus (`workflows.ratelimit`, `tasks.limiter`): the stub is the API that
+chorus's limiter is checked against.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
+import math
+import re
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from chorus.testing.stub.faults import FaultMix
-from workflows.ratelimit import (
-    Level,
-    Limit,
-    QueueLimits,
-    refill,
-    retry_after_seconds,
-    seconds_until_full,
-    settle,
-    take,
-)
 
 HEADER_NAMES = {"requests": "requests", "input_tokens": "input-tokens", "output_tokens": "output-tokens"}
 UNITS = {"requests": "requests", "input_tokens": "input tokens", "output_tokens": "output tokens"}
+_FAMILY = re.compile(r"^(claude-(?:opus|sonnet|haiku)-\d+)(?:-\d+)*(?:-\d{8}|-latest)?$")
+
+
+def pool_of(model: str) -> str:
+    """The bucket pool of a model: `claude-sonnet-4-6` and `claude-sonnet-4-5` share `claude-sonnet-4`."""
+    m = _FAMILY.match(model.strip().lower())
+    return m.group(1) if m else model
+
+
+@dataclass(frozen=True)
+class StubLimits:
+    """Per-minute limits of every pool; None = unlimited."""
+
+    rpm: float | None = None
+    itpm: float | None = None
+    otpm: float | None = None
+
+    def per_minute(self) -> dict[str, float]:
+        named = {"requests": self.rpm, "input_tokens": self.itpm, "output_tokens": self.otpm}
+        return {k: float(v) for k, v in named.items() if v is not None}
+
+
+class _Bucket:
+    """Capacity `per_minute`, refilled continuously at per_minute/60 per second; starts full."""
+
+    def __init__(self, per_minute: float, now: float) -> None:
+        self.per_minute = per_minute
+        self.level = per_minute
+        self.at = now
+
+    @property
+    def rate(self) -> float:
+        return self.per_minute / 60.0
+
+    def fill(self, now: float) -> float:
+        self.level = min(self.per_minute, self.level + self.rate * max(0.0, now - self.at))
+        self.at = max(self.at, now)
+        return self.level
+
+    def shortfall_s(self, cost: float, now: float) -> float:
+        """Seconds until `cost` fits (0 = now). A cost above the capacity waits for a full bucket:
+        a request bigger than the limit would otherwise never pass."""
+        need = min(cost, self.per_minute) - self.fill(now)
+        return max(0.0, need / self.rate)
+
+    def until_full_s(self, now: float) -> float:
+        return (self.per_minute - self.fill(now)) / self.rate
 
 
 @dataclass(frozen=True)
@@ -45,67 +99,67 @@ def _rfc3339(seconds_from_now: float, now_wall: float) -> str:
 
 
 class StubLimiter:
-    def __init__(self, limits: QueueLimits, clock: Callable[[], float] = time.monotonic) -> None:
-        self.buckets = limits.buckets()
+    def __init__(self, limits: StubLimits, clock: Callable[[], float] = time.monotonic) -> None:
+        self.limits = limits
         self.clock = clock
-        self._levels: dict[str, Level | None] = {name: None for name in self.buckets}
+        self._pools: dict[str, dict[str, _Bucket]] = {}
         self._lock = threading.Lock()
 
     @property
     def active(self) -> bool:
-        return bool(self.buckets)
+        return bool(self.limits.per_minute())
 
-    def admit(self, input_tokens: int, max_tokens: int) -> Verdict:
+    def _buckets(self, model: str, now: float) -> dict[str, _Bucket]:
+        pool = pool_of(model)
+        if pool not in self._pools:
+            self._pools[pool] = {k: _Bucket(v, now) for k, v in self.limits.per_minute().items()}
+        return self._pools[pool]
+
+    def admit(self, model: str, input_tokens: int, max_tokens: int) -> Verdict:
+        """Take one request, the ITPM-counted input (uncached input + cache writes, never cache reads)
+        and `max_tokens` output tokens from the model's pool, all or nothing."""
         costs = {"requests": 1.0, "input_tokens": float(input_tokens), "output_tokens": float(max_tokens)}
         with self._lock:
             now = self.clock()
-            decision = take(self.buckets, self._levels, costs, now)
-            if decision.granted:
-                self._levels.update(decision.levels)
-                return Verdict(True, self._headers(now))
-            refused = self._refused_by(now, costs)
-            headers = self._headers(now)
-        headers["retry-after"] = str(retry_after_seconds(decision.wait_s))
-        unit = UNITS[refused]
+            buckets = self._buckets(model, now)
+            waits = {name: b.shortfall_s(costs[name], now) for name, b in buckets.items()}
+            refused = max(waits, key=lambda n: waits[n]) if waits and max(waits.values()) > 0 else None
+            if refused is None:
+                for name, b in buckets.items():
+                    b.level -= min(costs[name], b.per_minute)
+            headers = self._headers(buckets, now)
+        if refused is None:
+            return Verdict(True, headers)
+        headers["retry-after"] = str(max(1, math.ceil(waits[refused])))
         message = (f"This request would exceed the rate limit for your organization of "
-                   f"{self.buckets[refused].per_minute:g} {unit} per minute (stub). Wait for the time in the "
-                   f"retry-after header, or lower the request rate.")
+                   f"{buckets[refused].per_minute:g} {UNITS[refused]} per minute (stub). Wait for the time in "
+                   f"the retry-after header, or lower the request rate.")
         return Verdict(False, headers, refused, message)
 
-    def finish(self, output_tokens: int, max_tokens: int) -> None:
-        limit = self.buckets.get("output_tokens")
-        if limit is None:
-            return
+    def finish(self, model: str, output_tokens: int, max_tokens: int) -> None:
+        """The response is done: the output tokens reserved but not used come back."""
         with self._lock:
-            now = self.clock()
-            self._levels["output_tokens"] = settle(limit, self._levels["output_tokens"],
-                                                   max(0, max_tokens - output_tokens), now)
+            bucket = self._buckets(model, self.clock()).get("output_tokens")
+            if bucket is not None:
+                bucket.fill(self.clock())
+                bucket.level = min(bucket.per_minute, bucket.level + max(0, max_tokens - output_tokens))
 
-    def _refused_by(self, now: float, costs: dict[str, float]) -> str:
-        worst, worst_wait = next(iter(self.buckets)), -1.0
-        for name, limit in self.buckets.items():
-            d = take({name: limit}, {name: self._levels[name]}, costs, now)
-            if not d.granted and d.wait_s > worst_wait:
-                worst, worst_wait = name, d.wait_s
-        return worst
-
-    def _headers(self, now: float) -> dict[str, str]:
+    def _headers(self, buckets: dict[str, _Bucket], now: float) -> dict[str, str]:
         wall = time.time()
         headers: dict[str, str] = {}
-        token_dims: list[tuple[float, str, Limit, float]] = []
-        for name, limit in self.buckets.items():
-            tokens = refill(limit, self._levels[name], now)
+        tightest: tuple[float, _Bucket] | None = None
+        for name, b in buckets.items():
             prefix = f"anthropic-ratelimit-{HEADER_NAMES[name]}"
-            headers[f"{prefix}-limit"] = str(int(limit.per_minute))
-            headers[f"{prefix}-remaining"] = str(max(0, int(tokens)))
-            headers[f"{prefix}-reset"] = _rfc3339(seconds_until_full(limit, tokens), wall)
-            if name != "requests":
-                token_dims.append((tokens / limit.capacity, name, limit, tokens))
-        if token_dims:
-            _, name, limit, tokens = min(token_dims)
-            headers["anthropic-ratelimit-tokens-limit"] = str(int(limit.per_minute))
-            headers["anthropic-ratelimit-tokens-remaining"] = str(max(0, int(tokens)))
-            headers["anthropic-ratelimit-tokens-reset"] = _rfc3339(seconds_until_full(limit, tokens), wall)
+            headers[f"{prefix}-limit"] = str(int(b.per_minute))
+            headers[f"{prefix}-remaining"] = str(max(0, int(b.fill(now))))
+            headers[f"{prefix}-reset"] = _rfc3339(b.until_full_s(now), wall)
+            if name != "requests" and (tightest is None or b.level / b.per_minute < tightest[0]):
+                tightest = (b.level / b.per_minute, b)
+        if tightest is not None:
+            b = tightest[1]
+            headers["anthropic-ratelimit-tokens-limit"] = str(int(b.per_minute))
+            headers["anthropic-ratelimit-tokens-remaining"] = str(max(0, int(b.level)))
+            headers["anthropic-ratelimit-tokens-reset"] = _rfc3339(b.until_full_s(now), wall)
         return headers
 
 
@@ -116,9 +170,10 @@ def add_reliability_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of the fault mix (same seed, same faults)")
     parser.add_argument("--hang-s", type=float, default=30.0, help="how long a `hang` fault holds a request")
     parser.add_argument("--retry-after", type=float, default=1.0, help="retry-after (s) of an injected 429")
-    parser.add_argument("--rpm", type=float, default=None, help="requests per minute (token bucket)")
-    parser.add_argument("--itpm", type=float, default=None, help="input tokens per minute")
-    parser.add_argument("--otpm", type=float, default=None, help="output tokens per minute")
+    parser.add_argument("--rpm", type=float, default=None, help="requests per minute (token bucket, per model family)")
+    parser.add_argument("--itpm", type=float, default=None,
+                        help="input tokens per minute (uncached input + cache writes; cache reads are free)")
+    parser.add_argument("--otpm", type=float, default=None, help="output tokens per minute (max_tokens up front)")
 
 
 def reliability_from_args(args: argparse.Namespace) -> tuple[FaultMix | None, StubLimiter | None]:
@@ -130,5 +185,5 @@ def reliability_from_args(args: argparse.Namespace) -> tuple[FaultMix | None, St
         value = getattr(args, name)
         if value is not None and value <= 0:
             raise ValueError(f"--{name} must be positive, got {value:g}")
-    limits = QueueLimits(args.rpm, args.itpm, args.otpm)
-    return faults, (StubLimiter(limits) if limits.buckets() else None)
+    limits = StubLimits(args.rpm, args.itpm, args.otpm)
+    return faults, (StubLimiter(limits) if limits.per_minute() else None)

@@ -1,14 +1,24 @@
 """A local HTTP server that speaks enough of the Messages API for the real `anthropic` SDK.
 
+It is chorus's model of Anthropic, written from Anthropic's documentation and never from chorus's
+own estimates, tables or limiter (see `tokenizer`, `cache` and `ratelimit`, each citing its page).
+Only the answer *text* comes from chorus: `providers.offline.respond` is the stub's "model".
+
 One request to `POST /v1/messages` goes through these steps, in order:
 
 1. parse and validate the body like Anthropic does (400 invalid_request_error);
 2. fault rules: a rule matching the `x-chorus-run` / `x-chorus-slot` headers answers its status;
-3. (room for) the token-bucket rate limit with `anthropic-ratelimit-*` headers;
-4. sleep `latency_ms`, answer with `providers.offline.respond`;
-5. (room for) prompt-cache emulation, which would fill the cache fields of `usage`.
+   then the seeded fault mix, if any;
+3. prompt-cache lookup (`cache.PromptCache`): a hit reads the prefix, a miss will write it;
+4. the token-bucket rate limit of the model's family with `anthropic-ratelimit-*` headers: one
+   request, the input that counts towards ITPM (uncached input + cache writes, not cache reads),
+   and `max_tokens` output tokens, settled to the real output at the end;
+5. sleep `latency_ms`; the response begins, so a written prefix becomes readable;
+6. answer with the offline provider's text, cut to `max_tokens` by the stub's own tokenizer, and
+   report `usage` counted by that tokenizer.
 
-Every request is logged (see `GET /_stub/requests`). The admin API lives under `/_stub/`.
+`POST /v1/messages/count_tokens` counts a request with the same tokenizer, so what it says is what
+a call bills. Every request is logged (see `GET /_stub/requests`). The admin API lives under `/_stub/`.
 """
 
 from __future__ import annotations
@@ -32,6 +42,7 @@ from typing import Any
 from chorus.testing.stub.cache import CacheRequestError, PromptCache
 from chorus.testing.stub.faults import HANG, FaultMix
 from chorus.testing.stub.ratelimit import StubLimiter, add_reliability_options, reliability_from_args
+from chorus.testing.stub.tokenizer import count_request, count_text, truncate
 from providers.offline import respond
 
 ERROR_TYPES: dict[int, str] = {
@@ -339,29 +350,30 @@ class Handler(BaseHTTPRequestHandler):
             with contextlib.suppress(OSError):  # a hung request's client has usually gone
                 finish(fault.status, _error_body(fault.status, message, request_id), headers)
             return
+        try:
+            cached = state.cache.lookup(body)
+        except CacheRequestError as exc:
+            finish(400, _error_body(400, str(exc), request_id))
+            return
+        prompt_tokens = count_request(body)
         limit_headers: dict[str, str] = {}
-        if state.limiter is not None and state.limiter.active:
-            prompt = "\n".join(_text(m["content"]) for m in body["messages"] if m["role"] == "user")
-            _, prompt_tokens, _ = respond(body["model"], _text(body.get("system", "")), prompt, 0)
-            verdict = state.limiter.admit(prompt_tokens, body["max_tokens"])
+        limited = state.limiter is not None and state.limiter.active
+        if limited and state.limiter is not None:
+            # Cache-aware ITPM: uncached input and cache writes count, cache reads do not.
+            verdict = state.limiter.admit(body["model"], prompt_tokens - cached.read_tokens, body["max_tokens"])
             limit_headers = verdict.headers
             if not verdict.allowed:
                 entry["limited"] = verdict.limited
                 finish(429, _error_body(429, verdict.message, request_id), limit_headers)
                 return
-        try:
-            cached = self.server.state.cache.lookup(body)
-        except CacheRequestError as exc:
-            finish(400, _error_body(400, str(exc), request_id))
-            return
-        if self.server.state.latency_ms > 0:
-            time.sleep(self.server.state.latency_ms / 1000)
-        self.server.state.cache.response_started(cached)  # Anthropic: readable once the response begins
+        if state.latency_ms > 0:
+            time.sleep(state.latency_ms / 1000)
+        state.cache.response_started(cached)  # Anthropic: readable once the response begins
         user_text = "\n".join(_text(m["content"]) for m in body["messages"] if m["role"] == "user")
-        text, input_tokens, output_tokens = respond(
-            body["model"], _text(body.get("system", "")), user_text, body["max_tokens"]
-        )
-        usage = {**cached.usage_fields(input_tokens), "output_tokens": output_tokens}
+        text, _, _ = respond(body["model"], _text(body.get("system", "")), user_text, body["max_tokens"])
+        text, stop_reason = _fit(text, body["max_tokens"])
+        output_tokens = count_text(text)
+        usage = {**cached.usage_fields(prompt_tokens), "output_tokens": output_tokens}
         entry.update(input_tokens=usage["input_tokens"], output_tokens=output_tokens,
                      cache_write_tokens=cached.write_tokens, cache_read_tokens=cached.read_tokens)
         finish(200, {
@@ -370,24 +382,37 @@ class Handler(BaseHTTPRequestHandler):
             "role": "assistant",
             "model": body["model"],
             "content": [{"type": "text", "text": text}] if text else [],
-            "stop_reason": "end_turn" if body["max_tokens"] > 0 else "max_tokens",
+            "stop_reason": stop_reason,
             "stop_sequence": None,
             "usage": usage,
         }, limit_headers)
-        if state.limiter is not None and state.limiter.active:
-            state.limiter.finish(output_tokens, body["max_tokens"])
+        if limited and state.limiter is not None:
+            state.limiter.finish(body["model"], output_tokens, body["max_tokens"])
 
     def _count_tokens(self, body: Any) -> None:
-        """`POST /v1/messages/count_tokens`: the prompt's tokens, counted the way `_messages` bills them."""
+        """`POST /v1/messages/count_tokens`: the prompt's tokens, counted the way `_messages` bills them
+        (every input token, cached or not; the cache is not consulted)."""
         problem = "request body is not valid JSON" if body is _INVALID_JSON else validate(
             {"max_tokens": 0, **body} if isinstance(body, dict) else body, self.headers.get("anthropic-version")
         )
         if problem:
             self._send(400, _error_body(400, problem, _request_id()))
             return
-        user_text = "\n".join(_text(m["content"]) for m in body["messages"] if m["role"] == "user")
-        _, input_tokens, _ = respond(body["model"], _text(body.get("system", "")), user_text, 0)
-        self._send(200, {"input_tokens": input_tokens})
+        self._send(200, {"input_tokens": count_request(body)})
+
+
+def _fit(text: str, max_tokens: int) -> tuple[str, str]:
+    """The answer within `max_tokens` by the stub's tokenizer, and its stop reason. A classification
+    that does not fit keeps only its `Answer:` line (as the offline provider does with its own
+    estimate); any other text is cut where the tokens run out, as a model's is (`max_tokens`)."""
+    if max_tokens <= 0:
+        return "", "max_tokens"
+    if count_text(text) <= max_tokens:
+        return text, "end_turn"
+    lines = text.strip().splitlines()
+    if lines and lines[-1].startswith("Answer:") and count_text(lines[-1]) <= max_tokens:
+        return lines[-1], "end_turn"
+    return truncate(text, max_tokens), "max_tokens"
 
 
 _INVALID_JSON = object()

@@ -13,8 +13,9 @@ import pytest
 from chorus.testing.stub.cache import CacheRequestError, PromptCache, find_prefix
 from chorus.testing.stub.testing import StubHandle, running_stub
 
-LONG_DOC = "The kettle is excellent and quiet. " * 600  # ~5,250 tokens: above every model's minimum
-SHORT_DOC = "The kettle is excellent and quiet. " * 50  # ~440 tokens: below every model's minimum
+# Sizes by the stub's own tokenizer (8 tokens a sentence; see test_tokenizer.py):
+LONG_DOC = "The kettle is excellent and quiet. " * 600  # 4,800 tokens: above every model's minimum
+SHORT_DOC = "The kettle is excellent and quiet. " * 50  # 400 tokens: below every model's minimum
 
 
 def body(document: str, *, model: str = "claude-haiku-4-5", focus: str = "whole", ttl: str | None = None,
@@ -83,8 +84,13 @@ def test_a_hit_refreshes_the_entry(clock):
     ("model", "document", "cached"),
     [
         ("claude-haiku-4-5", SHORT_DOC, False),
-        ("claude-haiku-4-5", "x " * 7000, False),  # ~3,500 tokens: under Haiku 4.5's 4,096
-        ("claude-sonnet-4-5", "x " * 7000, True),  # the same prefix is above Sonnet 4.5's 1,024
+        ("claude-haiku-4-5", "x " * 3500, False),  # 3,500 (+ framing) tokens: under Haiku 4.5's 4,096
+        ("claude-sonnet-4-5", "x " * 3500, True),  # the same prefix is above Sonnet 4.5's 1,024
+        # Anthropic's table lists Sonnet 4.6 at 1,024 (chorus's registry takes 2,048 to be safe)
+        ("claude-sonnet-4-6", "word " * 1500, True),
+        ("claude-haiku-4-5-20251001", "x " * 3500, False),  # a dated snapshot is its model
+        # chorus's ~4 characters a token would call this 4,725 tokens; the stub counts 3,600
+        ("claude-haiku-4-5", "internationalization " * 900, False),
         ("claude-haiku-4-5", LONG_DOC, True),
     ],
 )

@@ -9,10 +9,9 @@ import anthropic
 import pytest
 
 from chorus.testing.stub.faults import FaultMix, parse_mix
-from chorus.testing.stub.ratelimit import StubLimiter
+from chorus.testing.stub.ratelimit import StubLimiter, StubLimits, pool_of
 from chorus.testing.stub.testing import running_stub
 from tests.chorus.testing.stub.test_server import message_body, post
-from workflows.ratelimit import QueueLimits
 
 
 @pytest.mark.parametrize(
@@ -52,6 +51,9 @@ def test_a_hang_is_bounded():
         FaultMix.parse("hang=0.1", hang_s=0)
 
 
+HAIKU = "claude-haiku-4-5"
+
+
 class FakeClock:
     def __init__(self) -> None:
         self.now = 0.0
@@ -62,25 +64,25 @@ class FakeClock:
 
 def test_the_stub_limiter_admits_a_full_minute_then_refills_continuously():
     clock = FakeClock()
-    limiter = StubLimiter(QueueLimits(rpm=60), clock=clock)
-    assert all(limiter.admit(10, 16).allowed for _ in range(60))
-    refused = limiter.admit(10, 16)
+    limiter = StubLimiter(StubLimits(rpm=60), clock=clock)
+    assert all(limiter.admit(HAIKU, 10, 16).allowed for _ in range(60))
+    refused = limiter.admit(HAIKU, 10, 16)
     assert not refused.allowed and refused.limited == "requests"
     assert refused.headers["retry-after"] == "1"
     assert refused.headers["anthropic-ratelimit-requests-remaining"] == "0"
     clock.now = 2.0  # two seconds later, two requests' worth has come back
-    assert limiter.admit(10, 16).allowed and limiter.admit(10, 16).allowed
-    assert not limiter.admit(10, 16).allowed
+    assert limiter.admit(HAIKU, 10, 16).allowed and limiter.admit(HAIKU, 10, 16).allowed
+    assert not limiter.admit(HAIKU, 10, 16).allowed
 
 
 def test_output_tokens_are_charged_max_tokens_up_front_and_the_rest_given_back():
     clock = FakeClock()
-    limiter = StubLimiter(QueueLimits(otpm=100), clock=clock)
-    assert limiter.admit(5, 80).allowed
-    verdict = limiter.admit(5, 80)
+    limiter = StubLimiter(StubLimits(otpm=100), clock=clock)
+    assert limiter.admit(HAIKU, 5, 80).allowed
+    verdict = limiter.admit(HAIKU, 5, 80)
     assert not verdict.allowed and verdict.limited == "output_tokens"
-    limiter.finish(output_tokens=10, max_tokens=80)  # 70 unused come back
-    assert limiter.admit(5, 80).allowed
+    limiter.finish(HAIKU, output_tokens=10, max_tokens=80)  # 70 unused come back
+    assert limiter.admit(HAIKU, 5, 80).allowed
     # The `tokens` headers show the most restrictive of the input and output limits.
     assert verdict.headers["anthropic-ratelimit-tokens-limit"] == "100"
 
@@ -132,3 +134,57 @@ def test_a_seeded_fault_mix_answers_429_with_retry_after_and_a_hang_outlasts_the
     again = FaultMix.parse("429=0.5,hang=0.5", seed=11)
     assert [f.kind if f else "ok" for f in (again.draw() for _ in range(6))] == [
         "hang" if k == "timeout" else k for k in kinds]
+
+
+def test_models_of_one_family_share_their_buckets_and_other_families_do_not():
+    assert pool_of("claude-sonnet-4-6") == pool_of("claude-sonnet-4-5-20250929") == "claude-sonnet-4"
+    assert pool_of("claude-opus-4-6") == pool_of("claude-opus-4-1") != pool_of("claude-haiku-4-5")
+    limiter = StubLimiter(StubLimits(rpm=2), clock=FakeClock())
+    assert limiter.admit("claude-sonnet-4-6", 10, 16).allowed and limiter.admit("claude-sonnet-4-5", 10, 16).allowed
+    assert not limiter.admit("claude-sonnet-4-6", 10, 16).allowed  # the Sonnet 4.x pool is empty
+    assert limiter.admit(HAIKU, 10, 16).allowed  # Haiku has its own
+
+
+def test_an_input_token_limit_refuses_with_the_wait_until_the_tokens_are_back():
+    clock = FakeClock()
+    limiter = StubLimiter(StubLimits(itpm=6000), clock=clock)  # 100 tokens a second
+    assert limiter.admit(HAIKU, 5000, 16).allowed
+    refused = limiter.admit(HAIKU, 3000, 16)
+    assert not refused.allowed and refused.limited == "input_tokens"
+    assert refused.headers["retry-after"] == "20"  # 2,000 tokens missing at 100 a second
+    assert refused.headers["anthropic-ratelimit-input-tokens-remaining"] == "1000"
+    assert "6000 input tokens per minute" in refused.message
+    clock.now = 20.0
+    assert limiter.admit(HAIKU, 3000, 16).allowed
+
+
+LONG = "The kettle is excellent and quiet. " * 600  # 4,800 tokens by the stub's count
+
+
+def cached_body(document: str = LONG) -> dict[str, object]:
+    return {"model": HAIKU, "max_tokens": 16, "system": "You classify documents.", "messages": [
+        {"role": "user", "content": [
+            {"type": "text", "text": f"<labels>\npositive\nnegative\n</labels>\n<document>\n{document}\n</document>\n",
+             "cache_control": {"type": "ephemeral"}},
+            {"type": "text", "text": "<focus>whole</focus>\nReply with one line: Answer: <label>"}]}]}
+
+
+def test_cache_reads_do_not_count_towards_input_tokens_per_minute_but_writes_do():
+    # Anthropic's cache-aware ITPM: input_tokens + cache_creation_input_tokens count, cache reads do not.
+    with running_stub(extra_args=("--itpm", "6000")) as stub:
+        results = [post(stub, cached_body()) for _ in range(5)]
+        other = post(stub, cached_body(LONG.replace("kettle", "teapot")))  # another prefix: a write
+        log = stub.requests()
+    assert [status for status, _, _ in results] == [200] * 5
+    first, reads = results[0][2]["usage"], [r[2]["usage"] for r in results[1:]]
+    assert first["cache_creation_input_tokens"] > 4096
+    assert all(u["cache_read_input_tokens"] == first["cache_creation_input_tokens"] for u in reads)
+    remaining = [int(headers["anthropic-ratelimit-input-tokens-remaining"]) for _, headers, _ in results]
+    charged = first["cache_creation_input_tokens"] + first["input_tokens"]
+    assert remaining[0] == pytest.approx(6000 - charged, abs=5)
+    # each read took only its own uncached tail (a few tokens; the bucket also refills meanwhile)
+    assert all(remaining[i + 1] >= remaining[i] - reads[i]["input_tokens"] for i in range(4))
+    status, headers, body = other
+    assert status == 429 and body["error"]["type"] == "rate_limit_error"
+    assert int(headers["retry-after"]) >= 30  # ~3,700 missing tokens at 100 a second
+    assert log[-1]["limited"] == "input_tokens"

@@ -1,0 +1,102 @@
+"""The stub's model of a tokenizer: word and punctuation pieces, deliberately not chorus's estimate.
+
+chorus estimates about one token per 4 characters (`workflows.tokens.estimate_tokens`). If the stub
+counted the same way, every decision chorus takes from its estimate (is a prefix long enough to
+cache? how many input tokens will a call take from the bucket?) would be right by construction. So
+the stub counts differently, the way a real subword tokenizer does: by pieces of the text.
+
+* A run of letters is one token per started 6 letters ("kettle" 1, "excellent" 2,
+  "internationalization" 4).
+* A run of digits is one token per started 3 digits ("2026" 2).
+* Every other visible character (punctuation, a symbol, an underscore) is one token.
+* A line break is one token; spaces and tabs are free (they attach to the next piece).
+* Framing, as Anthropic's `count_tokens` reports it (Token counting guide: the count includes the
+  formatting of the request, not only its text): `SYSTEM_FRAMING` tokens when there is a system
+  prompt, `MESSAGE_FRAMING` tokens per message (its role turn).
+
+On English prose the two counts are close (about 4 characters a token); they drift apart on text
+with many short words, digits or symbols (the stub counts more), and on long words (it counts
+fewer), which is what a test needs to see whether chorus decides from its estimate or from what
+the API tells it.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+SYSTEM_FRAMING = 2
+MESSAGE_FRAMING = 3
+LETTERS_PER_TOKEN = 6
+DIGITS_PER_TOKEN = 3
+
+_PIECE = re.compile(r"[^\W\d_]+|\d+|\n|[^\s]")
+
+
+def _piece_tokens(piece: str) -> int:
+    if piece[0].isdigit():
+        return math.ceil(len(piece) / DIGITS_PER_TOKEN)
+    if piece[0].isalpha():
+        return math.ceil(len(piece) / LETTERS_PER_TOKEN)
+    return 1
+
+
+def count_text(text: str) -> int:
+    """Tokens of a piece of text (no framing)."""
+    return sum(_piece_tokens(m.group()) for m in _PIECE.finditer(text))
+
+
+def truncate(text: str, max_tokens: int) -> str:
+    """The longest start of `text` that is at most `max_tokens` tokens (whole pieces only)."""
+    used, end = 0, 0
+    for m in _PIECE.finditer(text):
+        cost = _piece_tokens(m.group())
+        if used + cost > max_tokens:
+            return text[:end]
+        used += cost
+        end = m.end()
+    return text
+
+
+def blocks(content: Any) -> list[dict[str, Any]]:
+    """The content blocks of a string or a list (a string is one text block)."""
+    if isinstance(content, str):
+        return [{"type": "text", "text": content}] if content else []
+    return [b for b in content if isinstance(b, dict)] if isinstance(content, list) else []
+
+
+@dataclass(frozen=True)
+class Segment:
+    """One counted part of a request, in the order the model reads it."""
+
+    tokens: int
+    block: dict[str, Any] | None  # None for framing
+    where: str  # "system" or "messages.<i>"
+
+
+def segments(body: dict[str, Any]) -> Iterator[Segment]:
+    """The request as the model reads it: system (framing, blocks), then each message (framing, blocks).
+    Only text blocks carry tokens here; the stub answers text requests."""
+    system = blocks(body.get("system", ""))
+    if system:
+        yield Segment(SYSTEM_FRAMING, None, "system")
+        for b in system:
+            yield Segment(count_text(str(b.get("text", ""))), b, "system")
+    for i, message in enumerate(body.get("messages") or []):
+        if not isinstance(message, dict):
+            continue
+        yield Segment(MESSAGE_FRAMING, None, f"messages.{i}")
+        for b in blocks(message.get("content")):
+            yield Segment(count_text(str(b.get("text", ""))), b, f"messages.{i}")
+
+
+def count_request(body: dict[str, Any]) -> int:
+    """Every input token of a Messages request, the way `count_tokens` and `usage` report them."""
+    return total(segments(body))
+
+
+def total(parts: Iterable[Segment]) -> int:
+    return sum(p.tokens for p in parts)
