@@ -6,10 +6,12 @@ visibility timeout to bring the message back). Beat runs `chorus.maintenance.rea
 CHORUS_REAP_INTERVAL_S; the waiting CLI of embedded mode runs the same check itself when a run
 stalls. Three cases:
 
-- a slot was never claimed (still pending with no attempt) longer than CHORUS_REAP_RESEND_AFTER_S:
-  its message was lost. kombu's Redis transport takes a message with BRPOP and only then records
-  it as unacked, so a worker killed in between loses it for good (kombu #305, #1733). The reaper
-  sends that slot's call again, once; the claim on (run_id, slot) makes a duplicate harmless. The
+- a slot was never claimed (still pending with no attempt) longer than CHORUS_REAP_RESEND_AFTER_S,
+  and the broker holds no message of its run (neither queued nor taken; `tasks.broker`): its
+  message was lost. A slot merely waiting in a long backlog is still in the queue, and is left
+  alone. kombu's Redis transport takes a message with BRPOP and only then records it as unacked,
+  so a worker killed in between loses it for good (kombu #305, #1733). The reaper sends that
+  slot's call again, once; the claim on (run_id, slot) makes a duplicate harmless. The
   re-sent task is not part of the chord, so the run is then finished by the next case;
 - every slot is terminal but the run is not, for longer than CHORUS_REAP_GRACE_S: the callback was
   lost; the run is finished from its stored outcomes by the same function the callback calls;
@@ -30,7 +32,7 @@ from celery import Celery, Task, shared_task
 from models import Pattern, Session, repo
 from models.tables import utcnow
 from settings import Settings, get_settings
-from tasks import db, dispatch
+from tasks import broker, db, dispatch
 from tasks.section import reap_section
 from tasks.vote import finish_vote
 
@@ -58,8 +60,9 @@ def reap_stalled(app: Celery, settings: Settings | None = None, *, now: dt.datet
     resend_edge = now - dt.timedelta(seconds=settings.reap_resend_after_s)
     with Session() as s:
         candidates = repo.stalled_runs(s, started_before=grace_edge, run_ids=run_ids)
+    queued = _runs_still_queued(app, [run_id for run_id, _, _ in candidates])
     for run_id, pattern, began in candidates:
-        if _resend_lost_slots(app, run_id, resend_edge):
+        if run_id not in queued and _resend_lost_slots(app, run_id, resend_edge):
             done["resent"].append(run_id)
             continue
         with Session() as s:
@@ -76,6 +79,17 @@ def reap_stalled(app: Celery, settings: Settings | None = None, *, now: dt.datet
         _finisher(app, pattern)(run_id)
         log.warning("reaped run %s (%s)", run_id, "expired" if open_slots else "callback never fired")
     return done
+
+
+def _runs_still_queued(app: Celery, run_ids: list[str]) -> set[str]:
+    """Runs whose messages the broker still holds (queued, or taken and not yet acknowledged): a slot
+    of theirs that was never claimed is waiting its turn in a backlog, not lost. If the broker cannot
+    be read, every run counts as queued this round: a re-send now would fail the same way."""
+    try:
+        return broker.runs_in_broker(app, run_ids)
+    except Exception as exc:  # noqa: BLE001 - Redis can fail in many ways; the next round looks again
+        log.warning("could not read the broker (%s); no slot is re-sent this round", exc)
+        return set(run_ids)
 
 
 def _resend_lost_slots(app: Celery, run_id: str, edge: dt.datetime) -> list[int]:
