@@ -9,9 +9,13 @@ A send the broker refuses marks the run failed with the reason: no run is left h
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from typing import Any
+import logging
+import time
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, TypeVar
 
+import kombu.exceptions
+import redis.exceptions
 from celery import Celery, chain, chord, group
 from celery.canvas import Signature
 from celery.result import AsyncResult
@@ -29,6 +33,30 @@ SECTION_REDUCE = "chorus.section.reduce"
 SECTION_FINISH = "chorus.section.finish"
 BATCH_DISPATCH = "chorus.batch.dispatch"
 CALL_TASK = {OutcomeRole.VOTER: VOTE_CALL, OutcomeRole.SECTION: SECTION_CALL, OutcomeRole.SYNTHESIS: SECTION_CALL}
+# A broker that is down for a moment (a restart, a failover) is waited for this long before a send
+# gives up and its runs are failed; Celery's own publish retry gives up after about a second.
+BROKER_RETRY_S = 30.0
+BROKER_DOWN = (kombu.exceptions.OperationalError, redis.exceptions.ConnectionError, redis.exceptions.TimeoutError,
+               ConnectionError, TimeoutError)
+T = TypeVar("T")
+log = logging.getLogger("chorus.dispatch")
+
+
+def publishing(send: Callable[[], T], *, budget_s: float = BROKER_RETRY_S) -> T:
+    """`send()`, tried again with a growing pause while the broker cannot be reached, for at most
+    `budget_s` seconds. Other errors are raised at once. A retried send may repeat messages that went
+    out before the connection dropped; the claim on each slot makes a repeated call harmless."""
+    deadline = time.monotonic() + budget_s
+    delay = 0.25
+    while True:
+        try:
+            return send()
+        except BROKER_DOWN as exc:
+            if time.monotonic() + delay > deadline:
+                raise
+            log.warning("broker unreachable (%s); sending again in %.2f s", exc, delay)
+            time.sleep(delay)
+            delay = min(delay * 2, 5.0)
 
 
 def call_signature(app: Celery, role: OutcomeRole, run_id: str, slot: int, model: str) -> Signature:
@@ -68,11 +96,14 @@ def send_chord(app: Celery, run_id: str, header: list[Signature], callback: Sign
     """Send a stored run's chord and return the callback's AsyncResult; a refused send marks the run
     failed and raises ChorusError. `first` run before the header is sent; they return failures,
     never raise, so a failed leader still lets the rest of the vote go out."""
-    try:
+    def send() -> AsyncResult:
         if first:
             lead = group(list(first), app=app) if len(first) > 1 else first[0]
             return chain(lead, chord(header, callback, app=app), app=app).apply_async()
         return chord(header, app=app)(callback)
+
+    try:
+        return publishing(send)
     except Exception as exc:  # noqa: BLE001 - the broker can fail in many ways; none may leave a half run
         reason = f"could not enqueue the run: {exc}. Is the broker at {_broker(app)} up?"
         fail_runs([run_id], reason)
@@ -113,7 +144,8 @@ def send_stored(app: Celery, run_ids: list[str]) -> int:
 def send_batch_groups(app: Celery, groups: Iterable[list[str]]) -> None:
     """Hand groups of stored runs to `chorus.batch.dispatch` tasks: workers send the per-run chords."""
     for run_ids in groups:
-        app.signature(BATCH_DISPATCH, args=(run_ids,), queue=CALLBACK_QUEUE).apply_async()
+        sig = app.signature(BATCH_DISPATCH, args=(run_ids,), queue=CALLBACK_QUEUE)
+        publishing(sig.apply_async)
 
 
 def resend_call(app: Celery, run_id: str, slot: int, model: str, role: OutcomeRole) -> None:

@@ -1,0 +1,73 @@
+"""The broker down for a few seconds while `chorus batch` is still submitting: the submitter waits
+for it (for a bounded time) instead of failing the documents it was sending, and a run that could
+not be sent never keeps pending slots.
+
+Its own cluster: a private redis-server (stopped and started again mid-submission), a stub at
+100 ms, real worker processes (the callbacks worker runs beat, so the reaper runs), and the
+session's PostgreSQL database.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+
+import psycopg
+import pytest
+
+from chorus.testing import outcome_rows, private_redis, worker_env
+from chorus.testing.stub.testing import running_stub
+from tests.conftest import PG_URL, ROOT
+from tests.integration.test_reliability import LABELS, documents, fleet, schema  # noqa: F401  (a fixture)
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+DOCS, VOTERS = 30, 3
+
+
+def document_errors(batch_name: str) -> list[str]:
+    with psycopg.connect(PG_URL.replace("+psycopg", "")) as conn:
+        rows = conn.execute("SELECT d.error FROM document d JOIN batch b ON b.id = d.batch_id "
+                            "WHERE b.name = %s AND d.error IS NOT NULL", (batch_name,)).fetchall()
+    return [r[0] for r in rows]
+
+
+def test_a_broker_outage_while_submitting_fails_no_document(tmp_path, schema):  # noqa: F811
+    source = tmp_path / "docs.jsonl"
+    source.write_text("".join(json.dumps({"id": f"d{i}", "text": t}) + "\n" for i, t in enumerate(documents(DOCS))))
+    name = f"blip-{time.time_ns()}"
+    with private_redis(tmp_path / "redis") as redis, running_stub(latency_ms=100) as stub:
+        env = worker_env(broker_url=redis.url, database_url=schema, data_dir=tmp_path, stub_url=stub.base_url,
+                         CHORUS_VISIBILITY_TIMEOUT_S="10", CHORUS_REAP_INTERVAL_S="2", CHORUS_REAP_GRACE_S="3",
+                         CHORUS_REAP_AFTER_S="120")
+        with fleet(tmp_path, env) as workers:
+            # Supervised: a worker can die on the Redis restart (docs/decisions.md); that is not what this tests.
+            workers.start("llm", pool="prefork", concurrency=4, restarts=3)
+            workers.start("callbacks", "callbacks", pool="solo", concurrency=1, restarts=3,
+                          extra_args=("--beat", "--schedule", str(tmp_path / "beat-schedule")))
+            workers.ready()
+            # Few runs in flight at once, so the submitter is still sending when the broker goes away.
+            batch = subprocess.Popen([sys.executable, "-m", "chorus.cli", "batch", str(source), "--pattern", "vote",
+                                      "--labels", LABELS, "--voters", str(VOTERS), "--max-in-flight", "2",
+                                      "--name", name, "--timeout", "150", "--json"],
+                                     cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            deadline = time.monotonic() + 60
+            while len(stub.requests()) < 6 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            calls_before = len(stub.requests())
+            redis.stop()
+            time.sleep(3.0)
+            redis.start()
+            out, err = batch.communicate(timeout=240)
+        log = stub.requests()
+
+    assert 0 < calls_before < DOCS * VOTERS  # the outage came mid-batch
+    assert batch.returncode in (0, 1), err[-3000:]  # the command itself got through and waited for the end
+    summary = json.loads(out)
+    assert summary["read"] == DOCS and summary["rejected"] == 0
+    assert [e for e in document_errors(name) if "enqueue" in e] == []  # nothing failed for the outage
+    run_ids = sorted({e["run"] for e in log if e.get("run")})
+    rows = outcome_rows(run_ids, schema)
+    assert [r for r in rows if r["status"] not in ("succeeded", "failed")] == []  # no slot left pending
