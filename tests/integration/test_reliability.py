@@ -53,9 +53,9 @@ class Fleet:
         self.procs: dict[str, WorkerProcess] = {}
 
     def start(self, name: str, queues: str = QUEUES, pool: str = "threads", concurrency: int = 4,
-              extra_args: tuple[str, ...] = ()) -> WorkerProcess:
+              extra_args: tuple[str, ...] = (), restarts: int = 0) -> WorkerProcess:
         proc = WorkerProcess(queues.split(","), log_dir=self.folder, name=name, pool=pool, concurrency=concurrency,
-                             env=self.env, extra_args=extra_args)
+                             env=self.env, extra_args=extra_args, restarts=restarts)
         self.procs[name] = proc
         return proc.start()
 
@@ -196,10 +196,10 @@ def test_a_redis_outage_mid_batch_is_survived(tmp_path, schema):
                          CHORUS_VISIBILITY_TIMEOUT_S="6", CHORUS_RETRY_BACKOFF_S="0.1", CHORUS_REAP_INTERVAL_S="2",
                          CHORUS_REAP_GRACE_S="3", CHORUS_REAP_AFTER_S="45")
         with fleet(tmp_path, env) as workers:
-            # prefork: with the thread pool, celery 5.7's consumer sometimes dies on the lost
-            # connection ("'NoneType' object has no attribute 'hostname'", see docs/decisions.md).
-            workers.start("llm", pool="prefork", concurrency=4)
-            workers.start("callbacks", "callbacks", pool="solo", concurrency=1,
+            # celery 5.7's consumer sometimes dies on the lost connection, on either pool ("'NoneType'
+            # object has no attribute 'hostname'", see docs/decisions.md): the workers are supervised.
+            workers.start("llm", pool="prefork", concurrency=4, restarts=3)
+            workers.start("callbacks", "callbacks", pool="solo", concurrency=1, restarts=3,
                           extra_args=("--beat", "--schedule", str(tmp_path / "beat-schedule")))
             workers.ready()
             run_ids = submit_votes(env, documents(40), LABELS, voters=5)

@@ -3,8 +3,13 @@ settings.py, the queues in worker.py, the modules pyproject.toml installs, and .
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
+import signal
+import subprocess
+import sys
+import time
 import tomllib
 import urllib.parse
 from pathlib import Path
@@ -148,3 +153,87 @@ def test_the_services_urls_carry_the_credentials_redis_and_postgres_are_started_
         assert (db.hostname, db.port, db.username, db.password, db.path) == (
             "postgres", 5432, pg["POSTGRES_USER"], pg["POSTGRES_PASSWORD"], "/" + pg["POSTGRES_DB"]
         ), name
+
+
+LONG_RUNNING = [name for name in ("redis", "postgres", *OURS) if name != "migrate"]
+
+
+def test_every_long_running_service_is_restarted_and_has_a_healthcheck(config):
+    services = config["services"]
+    for name in LONG_RUNNING:
+        assert services[name].get("restart") in ("unless-stopped", "always"), name
+        health = services[name].get("healthcheck") or {}
+        assert health.get("test") and not health.get("disable"), f"{name} has no healthcheck"
+    # The migration runs once per `up` and the services wait for it to have finished.
+    assert services["migrate"]["restart"] == "no"
+
+
+def test_each_worker_healthcheck_pings_its_own_node_through_the_broker(config):
+    for name, spec in config["services"].items():
+        cmd = spec.get("command") or []
+        if cmd[:4] != ["celery", "-A", "worker", "worker"]:
+            continue
+        node = cmd[cmd.index("-n") + 1]
+        assert node == spec["environment"]["WORKER_NAME"] + "@%h", name  # the name the check pings
+        script = spec["healthcheck"]["test"][1]
+        assert 'inspect ping --timeout 10 -d "$$WORKER_NAME@$$HOSTNAME"' in script, name
+        timeout = int(re.search(r"timeout (\d+) celery", script).group(1))  # type: ignore[union-attr]
+        assert timeout < int(spec["healthcheck"]["timeout"].rstrip("s")), name  # its own timeout acts first
+
+
+FAKE_CELERY = """#!/bin/sh
+# `celery inspect ping` as it answers in each case (its output and exit status, celery 5.7).
+case "$FAKE_PING" in
+  pong) printf '%s\\n' "->  $6: OK" "        pong" "" "1 node online."; exit 0;;
+  silent) echo "Error: No nodes replied within time constraint"; exit 69;;
+  down) echo "Error: Could not connect to the message broker. Reason: Error 111 connecting to redis:6379."; exit 69;;
+esac
+"""
+
+
+@pytest.fixture
+def fake_worker(tmp_path):
+    """A process that looks like `celery -A worker worker` in its command line, as PID 1 would in the
+    container, and a fake `celery` on PATH that answers the ping as told."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "celery").write_text(FAKE_CELERY)
+    (bin_dir / "celery").chmod(0o755)
+    code = "import signal, sys, time; signal.signal(signal.SIGTERM, lambda *_: sys.exit(15)); time.sleep(120)"
+    proc = subprocess.Popen([sys.executable, "-c", code, "celery", "-A", "worker", "worker"])
+    time.sleep(0.3)  # its SIGTERM handler is installed
+    # The check keeps its count in a file named after the process's start time (field 22 of stat).
+    tally = Path("/tmp/chorus-unanswered." + Path(f"/proc/{proc.pid}/stat").read_text().split(" ")[21])
+    try:
+        yield proc, bin_dir
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(5)
+        tally.unlink(missing_ok=True)
+
+
+def run_healthcheck(config: dict[str, Any], pid: int, bin_dir: Path, answer: str) -> int:
+    spec = config["services"]["worker-callbacks"]
+    script = spec["healthcheck"]["test"][1].replace("$$", "$")  # as Docker passes it to the shell
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "FAKE_PING": answer,
+           "WORKER_NAME": "callbacks", "HOSTNAME": "c0ffee", "HEALTHCHECK_PID": str(pid)}
+    return subprocess.run(["/bin/sh", "-c", script], env=env, capture_output=True, timeout=30, check=False).returncode
+
+
+def test_the_worker_healthcheck_stops_a_worker_whose_consumer_stopped_answering(config, fake_worker):
+    proc, bin_dir = fake_worker
+    assert run_healthcheck(config, proc.pid, bin_dir, "pong") == 0
+    assert [run_healthcheck(config, proc.pid, bin_dir, "silent") for _ in range(2)] == [1, 1]
+    assert proc.poll() is None  # two unanswered pings: not yet
+    assert run_healthcheck(config, proc.pid, bin_dir, "pong") == 0  # an answer starts the count again
+    assert [run_healthcheck(config, proc.pid, bin_dir, "silent") for _ in range(2)] == [1, 1]
+    assert proc.poll() is None
+    assert run_healthcheck(config, proc.pid, bin_dir, "silent") == 1
+    assert proc.wait(10) == 15  # the third in a row: SIGTERM, so the restart policy starts it again
+
+
+def test_the_worker_healthcheck_leaves_the_worker_alone_while_the_broker_is_down(config, fake_worker):
+    proc, bin_dir = fake_worker
+    assert [run_healthcheck(config, proc.pid, bin_dir, "down") for _ in range(4)] == [1, 1, 1, 1]
+    time.sleep(0.2)
+    assert proc.poll() is None  # it reconnects by itself when Redis is back
