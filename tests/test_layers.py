@@ -154,3 +154,20 @@ def test_there_is_no_import_cycle_among_the_project_modules():
 def test_the_checker_sees_the_imports_it_judges(module):
     """The checks above can fail: each of these modules imports another project module."""
     assert graph()[module]
+
+
+def test_an_import_inside_a_function_says_why_beside_it():
+    """Imports inside functions are for heavy optional dependencies, with the reason in a comment on
+    the line or just above; never to hide a circle (the cycle test above would not see one then)."""
+    silent = []
+    for name, path in project_files().items():
+        lines = path.read_text(encoding="utf-8").splitlines()
+        for fn in ast.walk(ast.parse("\n".join(lines))):
+            if not isinstance(fn, ast.FunctionDef | ast.AsyncFunctionDef):
+                continue
+            for node in ast.walk(fn):
+                if isinstance(node, ast.Import | ast.ImportFrom):
+                    near = lines[max(0, node.lineno - 4):node.lineno]
+                    if not any("#" in line for line in near):
+                        silent.append(f"{name}:{node.lineno}: {lines[node.lineno - 1].strip()}")
+    assert silent == []
