@@ -17,10 +17,12 @@ import functools
 import logging
 import random
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
 from celery import Task
+from celery.exceptions import Reject, Retry
 from sqlalchemy.orm import Session as OrmSession
 
 from models import OutcomeStatus, in_session, repo
@@ -36,6 +38,7 @@ from workflows.retry import cap_countdown, compute_backoff
 
 log = logging.getLogger("chorus.tasks")
 LEASE_MARGIN_S = 30.0
+RESEND_RETRY_S = 30.0
 
 
 @functools.lru_cache(maxsize=512)
@@ -80,6 +83,28 @@ def holding(run_id: str, slot: int, task_id: str | None, lease_s: float) -> Iter
         stop.set()
 
 
+def retry_later(task: Task, countdown: float) -> BaseException:
+    """Re-send the task with a countdown (Celery's `retry`, whose Retry is returned for the caller to
+    raise). When the broker refuses the re-send, Celery would drop the message (Reject, no requeue) and
+    leave the slot waiting with no task behind it; instead the re-send is tried again while the broker
+    is briefly away, and then the message is handed back to the broker (requeued, or restored after the
+    visibility timeout), never lost."""
+    deadline = time.monotonic() + RESEND_RETRY_S
+    delay = 0.25
+    while True:
+        try:
+            return task.retry(countdown=countdown)
+        except Retry as sent:
+            return sent
+        except Reject as refused:
+            if time.monotonic() + delay > deadline:
+                log.warning("could not re-send %s (%s); handing its message back to the broker",
+                            task.request.id, refused.reason)
+                return Reject(refused.reason, requeue=True)
+            time.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+
 def run_slot(task: Task, run_id: str, slot: int) -> dict[str, Any]:
     settings = get_settings()
     db.bind()
@@ -92,7 +117,7 @@ def run_slot(task: Task, run_id: str, slot: int) -> dict[str, Any]:
             # A copy of this task (Redis redelivered it: the call outlived the visibility timeout)
             # while the first holder is still calling. Never call twice: look again when the lease ends.
             wait = max(1.0, (held_until - utcnow()).total_seconds() + 1.0)
-            raise task.retry(countdown=cap_countdown(wait, settings.visibility_timeout_s))
+            raise retry_later(task, cap_countdown(wait, settings.visibility_timeout_s))
         return _stored_summary(run_id, slot)
 
     failure: Exception | None = None
@@ -128,12 +153,12 @@ def run_slot(task: Task, run_id: str, slot: int) -> dict[str, Any]:
     if wait_s is not None:
         note = f"waiting {wait_s:.1f} s for a rate-limit token"
         in_session(lambda s: repo.release_slot(s, run_id, slot, note=note))
-        raise task.retry(countdown=cap_countdown(wait_s, settings.visibility_timeout_s))
+        raise retry_later(task, cap_countdown(wait_s, settings.visibility_timeout_s))
 
     if retry_in is not None:
         note = f"{failure}; attempt {claim.attempts} of {settings.max_attempts}, retrying in {retry_in:.1f} s"
         in_session(lambda s: repo.update_slot(s, run_id, slot, status=OutcomeStatus.RETRYING, error=note))
-        raise task.retry(countdown=cap_countdown(retry_in, settings.visibility_timeout_s))
+        raise retry_later(task, cap_countdown(retry_in, settings.visibility_timeout_s))
 
     if failure is not None:
         elapsed = (utcnow() - claim.started_at).total_seconds()
