@@ -37,7 +37,7 @@ from workflows.errors import PermanentError, ProviderError, RetryableError
 from workflows.retry import cap_countdown, compute_backoff
 
 log = logging.getLogger("chorus.tasks")
-LEASE_MARGIN_S = 30.0
+LEASE_S = 15.0
 RESEND_RETRY_S = 30.0
 
 
@@ -58,9 +58,10 @@ def describe_failure(exc: Exception, attempts: int, elapsed_s: float) -> str:
 
 
 def lease_seconds(settings: Any) -> float:
-    """How long a claim holds its slot before a copy of the task may take it over: the longest a call
-    should take, with room for the writes around it. Renewed while the call runs (`holding`)."""
-    return settings.call_timeout_s + LEASE_MARGIN_S
+    """How long a claim holds its slot before a copy of the task may take it over. It is renewed every
+    third of that while the call runs (`holding`), so it need not cover a whole call: short, so that a
+    holder that died (kill -9) frees its slot within seconds rather than after a call's timeout."""
+    return LEASE_S
 
 
 @contextlib.contextmanager

@@ -9,6 +9,7 @@ modules `settings` and `worker` (grimp analyses packages only), so this test rea
 from __future__ import annotations
 
 import ast
+import functools
 import sys
 from collections import defaultdict
 from pathlib import Path
@@ -37,6 +38,7 @@ def module_name(path: Path) -> str:
     return ".".join(parts)
 
 
+@functools.cache
 def project_files() -> dict[str, Path]:
     files = {module_name(ROOT / f"{m}.py"): ROOT / f"{m}.py" for m in ("settings", "worker")}
     for package in ("workflows", "models", "providers", "tasks", "chorus"):
@@ -82,6 +84,7 @@ def layer_of(module: str) -> int:
     return best
 
 
+@functools.cache
 def graph() -> dict[str, set[str]]:
     files = project_files()
     modules = set(files)

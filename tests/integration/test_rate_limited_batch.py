@@ -26,7 +26,7 @@ from tests.integration.test_reliability import LABELS, documents, fleet, schema 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 RPM = 60
-DOCS, VOTERS = 20, 3
+DOCS, VOTERS = 14, 3
 MAX_ATTEMPTS = 4
 BURST = 0.9 * RPM  # chorus keeps 10 % of the provider's bucket in reserve (tasks/limiter.py)
 

@@ -18,7 +18,7 @@ from tests.integration.test_reliability import LABELS, documents, fleet, schema 
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-DOCS, VOTERS = 12, 3
+DOCS, VOTERS = 8, 3
 
 
 def test_the_reaper_re_sends_nothing_that_is_only_queued(tmp_path, schema):  # noqa: F811
@@ -27,7 +27,7 @@ def test_the_reaper_re_sends_nothing_that_is_only_queued(tmp_path, schema):  # n
                          CHORUS_REAP_INTERVAL_S="2", CHORUS_REAP_GRACE_S="3", CHORUS_REAP_RESEND_AFTER_S="5",
                          CHORUS_REAP_AFTER_S="600")
         with fleet(tmp_path, env) as workers:
-            workers.start("llm", pool="threads", concurrency=1)  # 36 calls of 0.4 s, one at a time: ~15 s
+            workers.start("llm", pool="threads", concurrency=1)  # 24 calls of 0.4 s, one at a time: ~10 s
             workers.start("callbacks", "callbacks", pool="solo", concurrency=1,
                           extra_args=("--beat", "--schedule", str(tmp_path / "beat-schedule")))
             workers.ready()
