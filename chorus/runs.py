@@ -30,7 +30,7 @@ from chorus.costing import outcome_cost, run_cost
 from models import Run, RunStatus, WorkerOutcome, ensure_schema, get_engine, in_session, repo
 from settings import Settings, get_settings
 from tasks.maintenance import StallWatch
-from workflows.errors import NotFoundError, RunTimeout
+from workflows.errors import ConfigError, NotFoundError, RunTimeout
 
 _schema_ready: set[str] = set()
 _apps: dict[str, Celery] = {}
@@ -56,13 +56,22 @@ def prepare(settings: Settings) -> None:
 def celery_app(settings: Settings) -> Celery:
     """The Celery app for `settings`: the worker module's own for the environment's settings, else
     one made (once per distinct settings) from the broker and backend they name."""
-    if settings == get_settings():
+    if settings == _environment_settings():
         return worker.app  # type: ignore[no-any-return]
     key = settings.model_dump_json()
     app = _apps.get(key)
     if app is None:
         app = _apps[key] = worker.make_app(settings, set_as_current=False)
     return app
+
+
+def _environment_settings() -> Settings | None:
+    """The environment's settings, or None when the environment is not valid (a caller that passes
+    its own settings must not fail for a bad variable it does not use)."""
+    try:
+        return get_settings()
+    except ConfigError:
+        return None
 
 
 def remember(run_id: str, pending: AsyncResult) -> None:
