@@ -17,7 +17,6 @@ import functools
 import logging
 import random
 import threading
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -29,7 +28,7 @@ from models import OutcomeStatus, in_session, repo
 from models.tables import utcnow
 from providers import get_provider
 from settings import get_settings
-from tasks import db
+from tasks import db, dispatch
 from tasks.limiter import note_rate_limited, settle_call, take_token
 from tasks.requests import build_request, interpret
 from workflows.calls import CallResult
@@ -38,7 +37,6 @@ from workflows.retry import cap_countdown, compute_backoff
 
 log = logging.getLogger("chorus.tasks")
 LEASE_S = 15.0
-RESEND_RETRY_S = 30.0
 
 
 @functools.lru_cache(maxsize=512)
@@ -90,20 +88,18 @@ def retry_later(task: Task, countdown: float) -> BaseException:
     leave the slot waiting with no task behind it; instead the re-send is tried again while the broker
     is briefly away, and then the message is handed back to the broker (requeued, or restored after the
     visibility timeout), never lost."""
-    deadline = time.monotonic() + RESEND_RETRY_S
-    delay = 0.25
-    while True:
+    def resend() -> BaseException:
         try:
             return task.retry(countdown=countdown)
         except Retry as sent:
             return sent
-        except Reject as refused:
-            if time.monotonic() + delay > deadline:
-                log.warning("could not re-send %s (%s); handing its message back to the broker",
-                            task.request.id, refused.reason)
-                return Reject(refused.reason, requeue=True)
-            time.sleep(delay)
-            delay = min(delay * 2, 5.0)
+
+    try:
+        return dispatch.publishing(resend, refused=(Reject,))  # Celery's Reject wraps the failed publish
+    except Reject as refused:
+        log.warning("could not re-send %s (%s); handing its message back to the broker",
+                    task.request.id, refused.reason)
+        return Reject(refused.reason, requeue=True)
 
 
 def run_slot(task: Task, run_id: str, slot: int) -> dict[str, Any]:

@@ -42,16 +42,18 @@ T = TypeVar("T")
 log = logging.getLogger("chorus.dispatch")
 
 
-def publishing(send: Callable[[], T], *, budget_s: float = BROKER_RETRY_S) -> T:
-    """`send()`, tried again with a growing pause while the broker cannot be reached, for at most
-    `budget_s` seconds. Other errors are raised at once. A retried send may repeat messages that went
-    out before the connection dropped; the claim on each slot makes a repeated call harmless."""
+def publishing(send: Callable[[], T], *, budget_s: float = BROKER_RETRY_S,
+               refused: tuple[type[BaseException], ...] = BROKER_DOWN) -> T:
+    """`send()`, tried again with a growing pause while the broker refuses it (`refused`: it cannot be
+    reached), for at most `budget_s` seconds; then the last refusal is raised. Other errors are raised
+    at once. A retried send may repeat messages that went out before the connection dropped; the claim
+    on each slot makes a repeated call harmless."""
     deadline = time.monotonic() + budget_s
     delay = 0.25
     while True:
         try:
             return send()
-        except BROKER_DOWN as exc:
+        except refused as exc:
             if time.monotonic() + delay > deadline:
                 raise
             log.warning("broker unreachable (%s); sending again in %.2f s", exc, delay)

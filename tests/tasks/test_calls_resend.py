@@ -9,7 +9,7 @@ from types import SimpleNamespace
 
 from celery.exceptions import Reject, Retry
 
-from tasks import calls
+from tasks import calls, dispatch
 
 
 class RefusingTask:
@@ -26,7 +26,7 @@ class RefusingTask:
 
 
 def test_a_re_send_refused_for_a_moment_is_sent_once_the_broker_is_back(monkeypatch):
-    monkeypatch.setattr(calls.time, "sleep", lambda s: None)
+    monkeypatch.setattr(dispatch.time, "sleep", lambda s: None)
     task = RefusingTask(refusals=2)
     outcome = calls.retry_later(task, 5.0)
     assert isinstance(outcome, Retry) and task.tries == 3
@@ -34,9 +34,9 @@ def test_a_re_send_refused_for_a_moment_is_sent_once_the_broker_is_back(monkeypa
 
 def test_a_re_send_refused_for_too_long_hands_the_message_back_to_the_broker(monkeypatch):
     clock = iter(range(0, 10_000, 10))  # every look at the clock: ten more seconds gone
-    monkeypatch.setattr(calls.time, "monotonic", lambda: float(next(clock)))
-    monkeypatch.setattr(calls.time, "sleep", lambda s: None)
+    monkeypatch.setattr(dispatch.time, "monotonic", lambda: float(next(clock)))
+    monkeypatch.setattr(dispatch.time, "sleep", lambda s: None)
     task = RefusingTask(refusals=10**6)
     outcome = calls.retry_later(task, 5.0)
     assert isinstance(outcome, Reject) and outcome.requeue is True
-    assert 1 <= task.tries <= 1 + calls.RESEND_RETRY_S / 10
+    assert 1 <= task.tries <= 1 + dispatch.BROKER_RETRY_S / 10
