@@ -15,6 +15,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from workflows.errors import ConfigError
 from workflows.ratelimit import QueueLimits, parse_limits
+from workflows.registry import pool_conflicts
 
 _MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
@@ -38,11 +39,13 @@ class Settings(BaseSettings):
     provider: Literal["auto", "anthropic", "offline"] = Field(
         default="auto", description="auto = anthropic when ANTHROPIC_API_KEY is set, else offline"
     )
+    # The current line-up and the 4.x models Anthropic still serves (workflows/models.toml).
     models: str = Field(
-        default="claude-haiku-4-5,claude-sonnet-4-6,claude-opus-4-6",
+        default=("claude-haiku-5-5,claude-sonnet-5-5,claude-opus-5-5,claude-haiku-4-5,claude-sonnet-4-6,"
+                 "claude-sonnet-4-5,claude-opus-4-7,claude-opus-4-6,claude-opus-4-5"),
         description="Comma-separated models; each gets its own Celery queue",
     )
-    default_model: str = Field(default="claude-haiku-4-5", description="Model used when none is given")
+    default_model: str = Field(default="claude-haiku-5-5", description="Model used when none is given")
     call_timeout_s: float = Field(default=60.0, gt=0, description="HTTP timeout of one provider call")
     max_attempts: int = Field(default=4, ge=1, le=20, description="Attempts per slot (Celery retries)")
     retry_backoff_s: float = Field(default=1.0, gt=0, description="Base of the exponential retry backoff")
@@ -51,7 +54,9 @@ class Settings(BaseSettings):
         default=3600.0, ge=4, description="Redis redelivers a task left unacked this long; countdowns stay below half"
     )
     rate_limits: str = Field(
-        default="", description="Per-model token buckets shared by all workers, e.g. claude-haiku-4-5:rpm=50,itpm=50000"
+        default="",
+        description="Token buckets shared by all workers, one set per model family (Anthropic pools limits per "
+                    "family), e.g. claude-haiku-5-5:rpm=50,itpm=50000;claude-opus-4:rpm=20",
     )
     rate_limit_max_wait_s: float = Field(default=120.0, gt=0, description="Longest wait a slot reserves a token for")
     reap_after_s: float = Field(default=900.0, gt=0, description="A run unfinished this long is finished by the reaper")
@@ -99,7 +104,9 @@ class Settings(BaseSettings):
     @field_validator("rate_limits")
     @classmethod
     def _rate_limits(cls, value: str) -> str:
-        parse_limits(value)  # raises ValueError naming the bad part
+        conflicts = pool_conflicts(parse_limits(value))  # parse_limits raises ValueError naming the bad part
+        if conflicts:
+            raise ValueError("; ".join(conflicts))
         return value
 
     @field_validator("models")
@@ -107,7 +114,7 @@ class Settings(BaseSettings):
     def _models_list(cls, value: str) -> str:
         names = [m.strip() for m in value.split(",") if m.strip()]
         if not names:
-            raise ValueError("list at least one model, e.g. claude-haiku-4-5")
+            raise ValueError("list at least one model, e.g. claude-haiku-5-5")
         for name in names:
             if not _MODEL_NAME.match(name):
                 raise ValueError(f"{name!r} is not a model name")

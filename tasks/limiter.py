@@ -1,4 +1,10 @@
-"""The cluster-wide token buckets of each model queue (requests, input and output tokens per minute).
+"""The cluster-wide token buckets of each rate-limit pool (requests, input and output tokens per minute).
+
+Anthropic pools rate limits per model family (its rate-limits page has one table per family, e.g.
+Opus 4.5, 4.6 and 4.7 combined), so the buckets are keyed by the model's family
+(`workflows.registry.family`): two Opus 4.x queues draw from one set of buckets. A limit configured
+for a model (CHORUS_RATE_LIMITS) is its family's limit; a family name works as a key too, and `*`
+gives every family a pool of its own with that limit (docs/decisions.md).
 
 With a Redis broker the buckets live in Redis and every worker process on every host shares them:
 one Lua script takes from all of a queue's buckets atomically, on Redis's own clock. In embedded
@@ -28,8 +34,9 @@ import redis
 
 from workflows.calls import CallRequest, CallResult
 from workflows.queues import queue_for_model
-from workflows.ratelimit import DIMENSIONS, Level, Limit, QueueLimits, limits_for, observe, refill, settle, take
-from workflows.tokens import estimate_tokens
+from workflows.ratelimit import DIMENSIONS, Level, Limit, QueueLimits, observe, refill, settle, take
+from workflows.registry import family, pooled
+from workflows.tokens import estimate_tokens_for
 
 log = logging.getLogger("chorus.ratelimit")
 
@@ -288,14 +295,22 @@ def _limiter(broker_url: str, data_dir: str, pid: int) -> Limiter:
 
 
 # ----- what a slot's task calls ------------------------------------------------------------------
-def _queue(model: str) -> str:
-    return queue_for_model(model)
+def pool_key(model: str) -> str:
+    """The buckets' key: the model's rate-limit family (`family:claude-opus-4`)."""
+    return f"family:{family(model)}"
+
+
+def pool_limits(table: Mapping[str, QueueLimits], model: str) -> QueueLimits:
+    """The limits of the model's pool: its own entry, its family's (by family name or by another model
+    of the family), else `*`, else none. Settings refuse two different limits within one family."""
+    return pooled(table, model) or table.get("*") or QueueLimits()
 
 
 def request_costs(request: CallRequest) -> dict[str, float]:
-    """What one call takes before it is sent: one request, the prompt's estimated input tokens, and
-    `max_tokens` output tokens (Anthropic charges output up front the same way, then settles)."""
-    prompt = estimate_tokens(request.system) + estimate_tokens(request.user_text)
+    """What one call takes before it is sent: one request, the prompt's estimated input tokens (in the
+    model's tokenizer), and `max_tokens` output tokens (Anthropic charges output up front, then settles)."""
+    prompt = estimate_tokens_for(request.system, request.model) + estimate_tokens_for(request.user_text,
+                                                                                       request.model)
     return {"requests": 1.0, "input_tokens": float(prompt), "output_tokens": float(request.max_tokens)}
 
 
@@ -304,11 +319,11 @@ def take_token(settings: Any, model: str, key: str, request: CallRequest) -> flo
 
     If the limiter itself is unreachable the call goes ahead: the provider's own 429s are still
     handled by the slot's retries, and a stalled limiter must not stall every run."""
-    limits = limits_for(settings.queue_limits, model)
+    limits = pool_limits(settings.queue_limits, model)
     if not limits.buckets():
         return None
     try:
-        grant = get_limiter(settings).acquire(_queue(model), key, limits, request_costs(request),
+        grant = get_limiter(settings).acquire(pool_key(model), key, limits, request_costs(request),
                                               settings.rate_limit_max_wait_s)
     except Exception as exc:  # noqa: BLE001 - Redis/SQLite can fail in many ways; fail open
         log.warning("rate limiter unavailable (%s); calling without it", exc)
@@ -320,7 +335,7 @@ def take_token(settings: Any, model: str, key: str, request: CallRequest) -> flo
 
 def settle_call(settings: Any, model: str, request: CallRequest, result: CallResult) -> None:
     """Give back what the estimate over-charged, charge what it missed, and learn from the headers."""
-    limits = limits_for(settings.queue_limits, model)
+    limits = pool_limits(settings.queue_limits, model)
     if not limits.buckets():
         return
     costs = request_costs(request)
@@ -329,31 +344,33 @@ def settle_call(settings: Any, model: str, request: CallRequest, result: CallRes
               "output_tokens": costs["output_tokens"] - result.usage.output_tokens}
     try:
         limiter = get_limiter(settings)
-        limiter.adjust(_queue(model), limits, "settle", deltas)
+        limiter.adjust(pool_key(model), limits, "settle", deltas)
         if result.rate_limit:
-            limiter.adjust(_queue(model), limits, "observe", result.rate_limit)
+            limiter.adjust(pool_key(model), limits, "observe", result.rate_limit)
     except Exception as exc:  # noqa: BLE001 - bookkeeping only
         log.warning("rate limiter unavailable (%s); usage not settled", exc)
 
 
 def note_rate_limited(settings: Any, model: str) -> None:
-    """The provider answered 429: every bucket of the queue is empty as far as we are concerned."""
-    limits = limits_for(settings.queue_limits, model)
+    """The provider answered 429: every bucket of the model's pool is empty as far as we are concerned."""
+    limits = pool_limits(settings.queue_limits, model)
     if not limits.buckets():
         return
     with contextlib.suppress(Exception):
-        get_limiter(settings).adjust(_queue(model), limits, "observe", dict.fromkeys(limits.buckets(), 0.0))
+        get_limiter(settings).adjust(pool_key(model), limits, "observe", dict.fromkeys(limits.buckets(), 0.0))
 
 
 def limits_view(settings: Any) -> list[dict[str, Any]]:
-    """Per model queue: its configured limits and what its buckets hold now (for `chorus status`)."""
+    """Per model queue: its pool, the pool's configured limits and what its buckets hold now (for
+    `chorus status`); queues of one family show the same, shared, buckets."""
     rows = []
     for model in settings.model_list:
-        limits = limits_for(settings.queue_limits, model)
-        row: dict[str, Any] = {"queue": _queue(model), "limits": limits.describe(), "available": {}}
+        limits = pool_limits(settings.queue_limits, model)
+        row: dict[str, Any] = {"queue": queue_for_model(model), "pool": family(model), "limits": limits.describe(),
+                               "available": {}}
         if limits.buckets():
             try:
-                row["available"] = {n: round(v, 1) for n, v in get_limiter(settings).levels(_queue(model),
+                row["available"] = {n: round(v, 1) for n, v in get_limiter(settings).levels(pool_key(model),
                                                                                            limits).items()}
             except Exception as exc:  # noqa: BLE001 - a status view must not fail on a down limiter
                 row["error"] = f"limiter unavailable: {exc}"

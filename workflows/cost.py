@@ -1,8 +1,13 @@
-"""Cost maths from token usage (pure). Prices come from `providers/prices.py`.
+"""Cost maths from token usage (pure). Prices come from the model registry (`workflows/models.toml`).
 
 Anthropic bills four kinds of input separately: uncached input (`input_tokens`), cache writes
 (`cache_creation_input_tokens`, 1.25x input for 5 minutes, 2x for 1 hour), cache reads
-(`cache_read_input_tokens`, 0.1x input) and output. The Batches API halves all of it.
+(`cache_read_input_tokens`, priced per model: 0.1x input on most, 0.05x on Opus/Sonnet 5.5) and
+output. The Batches API takes the model's batch discount (50 %) off all of it.
+
+Prices depend on the request: Haiku 5.5 bills EVERY token of a request whose prompt (input + cache
+writes + cache reads) is above 100,000 tokens at its upper tier, so `cost_of` takes the usage of one
+request. Several requests are priced one by one (`cost_of_requests`), never as one summed usage.
 """
 
 from __future__ import annotations
@@ -11,8 +16,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from workflows import prices
-from workflows.tokens import model_family
+from workflows import registry
 
 CacheTtl = Literal["5m", "1h"]
 PER_MTOK = 1_000_000
@@ -25,14 +29,18 @@ class ModelPrice:
     output_per_mtok: float
 
 
+def model_entry(model: str) -> registry.ModelInfo:
+    info = registry.model_info(model)
+    if info is None:
+        known = ", ".join(m.id for m in registry.all_models())
+        raise ValueError(f"no price for model {model!r}; add it to workflows/models.toml (known: {known})")
+    return info
+
+
 def price_for(model: str) -> ModelPrice:
-    family = model_family(model)
-    try:
-        inp, outp = prices.BASE_PRICES_PER_MTOK[family]
-    except KeyError:
-        known = ", ".join(prices.BASE_PRICES_PER_MTOK)
-        raise ValueError(f"no price for model {model!r}; add it to providers/prices.py (known: {known})") from None
-    return ModelPrice(family, inp, outp)
+    """The base-tier input and output price (a long-prompt tier is applied per request by `cost_of`)."""
+    info = model_entry(model)
+    return ModelPrice(info.id, info.prices.input, info.prices.output)
 
 
 @dataclass(frozen=True)
@@ -75,17 +83,24 @@ class Cost:
 
 
 def cost_of(model: str, usage: TokenUsage, *, cache_ttl: CacheTtl = "5m", batch_api: bool = False) -> Cost:
-    p = price_for(model)
-    write_mult = prices.CACHE_WRITE_1H_MULTIPLIER if cache_ttl == "1h" else prices.CACHE_WRITE_5M_MULTIPLIER
-    scale = prices.BATCH_API_DISCOUNT if batch_api else 1.0
-    per_in = p.input_per_mtok / PER_MTOK * scale
+    """The cost of ONE request's usage: its prompt size picks the price tier for all of its tokens."""
+    info = model_entry(model)
+    p = info.prices_for(usage.prompt_tokens)
+    scale = (1.0 - info.batch_discount if batch_api else 1.0) / PER_MTOK
+    write = p.cache_write_1h if cache_ttl == "1h" else p.cache_write_5m
     return Cost(
-        input_usd=usage.input_tokens * per_in,
-        output_usd=usage.output_tokens * p.output_per_mtok / PER_MTOK * scale,
-        cache_write_usd=usage.cache_write_tokens * per_in * write_mult,
-        cache_read_usd=usage.cache_read_tokens * per_in * prices.CACHE_READ_MULTIPLIER,
+        input_usd=usage.input_tokens * p.input * scale,
+        output_usd=usage.output_tokens * p.output * scale,
+        cache_write_usd=usage.cache_write_tokens * write * scale,
+        cache_read_usd=usage.cache_read_tokens * p.cache_read * scale,
         estimated=usage.estimated,
     )
+
+
+def cost_of_requests(model: str, usages: Iterable[TokenUsage], *, cache_ttl: CacheTtl = "5m",
+                     batch_api: bool = False) -> Cost:
+    """Several requests of one model, each priced on its own prompt size."""
+    return total(cost_of(model, u, cache_ttl=cache_ttl, batch_api=batch_api) for u in usages)
 
 
 def total(costs: Iterable[Cost]) -> Cost:
@@ -112,10 +127,11 @@ def minimum_vote_cost(
     if n == 0:
         return Cost()
     cached = prefix_tokens >= min_cacheable and n > 1
-    usage = TokenUsage(
-        input_tokens=sum(tail_tokens) + (0 if cached else prefix_tokens * n),
-        output_tokens=sum(output_tokens),
-        cache_write_tokens=prefix_tokens if cached else 0,
-        cache_read_tokens=prefix_tokens * (n - 1) if cached else 0,
-    )
-    return cost_of(model, usage)
+    # Priced voter by voter: a request's own prompt size decides its tier (Haiku 5.5 above 100k).
+    usages = [
+        TokenUsage(input_tokens=tail + (0 if cached else prefix_tokens), output_tokens=out,
+                   cache_write_tokens=prefix_tokens if cached and i == 0 else 0,
+                   cache_read_tokens=prefix_tokens if cached and i > 0 else 0)
+        for i, (tail, out) in enumerate(zip(tail_tokens, output_tokens, strict=True))
+    ]
+    return cost_of_requests(model, usages)

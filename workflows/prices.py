@@ -1,26 +1,32 @@
-"""The price table, as data. Update the figures and `PRICES_AS_OF` together when Anthropic changes them.
+"""Prices, read from the model registry (`workflows/models.toml`, one entry per model with its source
+and date). Kept for the callers of the old price table; new code asks `workflows.registry`.
 
-Source: Anthropic's pricing page (https://www.anthropic.com/pricing, "API" section) and the prompt
-caching guide (docs.anthropic.com, "Prompt caching: pricing"), as quoted in chorus's DESIGN.md.
-Base prices are US dollars per million tokens (MTok); the cache and batch figures are multipliers
-of the base input price (cache) or of the whole bill (batch), as Anthropic states them.
+Base prices are US dollars per million tokens (MTok). Cache reads are priced per model (0.1x the
+input on most, 0.05x on Opus/Sonnet 5.5, 0.025x on Fable 5.x); the write multipliers below are the
+standard ones every entry follows today, and Haiku 5.5's long-prompt tier re-prices a whole request
+(`workflows.cost.cost_of`).
 """
 
 from __future__ import annotations
 
-PRICES_AS_OF = "2026-11-25"
-PRICES_SOURCE = "https://www.anthropic.com/pricing; docs.anthropic.com prompt-caching pricing (via DESIGN.md)"
+from workflows import registry
 
-# model family -> (input $/MTok, output $/MTok)
+PRICES_AS_OF = registry.REGISTRY_AS_OF
+PRICES_SOURCE = "workflows/models.toml (each entry names its pages; mainly https://platform.claude.com/docs/en/about-claude/pricing)"
+
+# model id -> (input $/MTok, output $/MTok), the base tier
 BASE_PRICES_PER_MTOK: dict[str, tuple[float, float]] = {
-    "claude-haiku-4-5": (1.0, 5.0),
-    "claude-sonnet-4-5": (3.0, 15.0),
-    "claude-sonnet-4-6": (3.0, 15.0),
-    "claude-opus-4-5": (5.0, 25.0),
-    "claude-opus-4-6": (5.0, 25.0),
+    m.id: (m.prices.input, m.prices.output) for m in registry.all_models()
 }
 
 CACHE_WRITE_5M_MULTIPLIER = 1.25  # of the input price, for a 5-minute cache entry (the default TTL)
 CACHE_WRITE_1H_MULTIPLIER = 2.0  # of the input price, for a 1-hour cache entry
-CACHE_READ_MULTIPLIER = 0.1  # of the input price
-BATCH_API_DISCOUNT = 0.5  # the Message Batches API bills 50 % of every line above
+BATCH_API_DISCOUNT = 0.5  # the Message Batches API bills 50 % of every line (per model: registry batch_discount)
+
+
+def cache_read_multiplier(model: str) -> float:
+    """A cache read's price as a share of the model's input price; raises ValueError for an unknown model."""
+    info = registry.model_info(model)
+    if info is None:
+        raise ValueError(f"no price for model {model!r}; add it to workflows/models.toml")
+    return info.cache_read_multiplier

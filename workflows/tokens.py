@@ -1,37 +1,22 @@
-"""Token estimates and the prompt-cache minimum per model.
+"""Token estimates and the prompt-cache minimum per model (from the model registry).
 
 The estimate is the usual ~4 characters per token heuristic: deterministic, cheap, and close enough
 to decide whether a prefix can be cached or to show a cost estimate labelled as such. Real counts
-come from the provider's `usage`.
+come from the provider's `usage`. Models from Opus 4.7 on use a newer tokenizer that counts more
+tokens for the same text; `estimate_tokens_for` scales by the registry's ratio for the model.
 """
 
 from __future__ import annotations
 
 import math
-import re
 
-# Anthropic's documented minimum cacheable prompt lengths; a shorter prefix marked with
-# cache_control is silently not cached. Claude Sonnet 4.6 is listed at 1024 by Anthropic's table,
-# but third-party tables and a reported measurement (anthropic-sdk-python#1194) put it at 2048;
-# we take the larger so we never claim a saving that does not happen.
-MIN_CACHEABLE_TOKENS: dict[str, int] = {
-    "claude-opus-4-6": 4096,
-    "claude-opus-4-5": 4096,
-    "claude-haiku-4-5": 4096,
-    "claude-sonnet-4-6": 2048,
-    "claude-sonnet-4-5": 1024,
-    "claude-opus-4-1": 1024,
-    "claude-opus-4": 1024,
-    "claude-sonnet-4": 1024,
-    "claude-3-7-sonnet": 1024,
-    "claude-3-5-haiku": 2048,
-    "claude-3-haiku": 2048,
-}
+from workflows import registry
+
+# Anthropic's minimum cacheable prompt lengths, per model (workflows/models.toml); a shorter prefix
+# marked with cache_control is silently not cached. Sonnet 4.6 is 2048 there, not the documented
+# 1024, and models the caching guide does not list take 4096: never claim a saving that does not happen.
+MIN_CACHEABLE_TOKENS: dict[str, int] = {m.id: m.min_cacheable_tokens for m in registry.all_models()}
 UNKNOWN_MODEL_MIN_CACHEABLE = 4096
-
-# A dated snapshot ("claude-sonnet-4-5-20250929") or "-latest" belongs to its family; any other
-# suffix ("claude-opus-4-7") is a different model and must not inherit "claude-opus-4".
-_SNAPSHOT = re.compile(r"^(?P<family>.+?)(?:-\d{8}|-latest)?$")
 
 
 def estimate_tokens(text: str) -> int:
@@ -39,11 +24,20 @@ def estimate_tokens(text: str) -> int:
     return math.ceil(len(text) / 4) if text else 0
 
 
+def estimate_tokens_for(text: str, model: str) -> int:
+    """`estimate_tokens` in the model's own tokenizer (x1.35 for the newer tokenizer, the upper figure)."""
+    info = registry.model_info(model)
+    ratio = info.tokenizer_ratio if info else 1.0
+    return math.ceil(estimate_tokens(text) * ratio)
+
+
 def model_family(model: str) -> str:
-    """`claude-sonnet-4-5-20250929` -> `claude-sonnet-4-5` (the key of per-model tables)."""
-    family = _SNAPSHOT.match(model.strip().lower())
-    return family.group("family") if family else model
+    """`claude-sonnet-4-5-20250929` -> `claude-sonnet-4-5` (the key of per-model tables).
+
+    Not the rate-limit family: that is `workflows.registry.family`."""
+    return registry.canonical_id(model)
 
 
 def min_cacheable_tokens(model: str) -> int:
-    return MIN_CACHEABLE_TOKENS.get(model_family(model), UNKNOWN_MODEL_MIN_CACHEABLE)
+    info = registry.model_info(model)
+    return info.min_cacheable_tokens if info else UNKNOWN_MODEL_MIN_CACHEABLE

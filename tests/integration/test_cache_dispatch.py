@@ -12,6 +12,7 @@ from settings import get_settings
 pytestmark = pytest.mark.integration
 
 LABELS = "positive,negative,neutral"
+MODEL = "claude-haiku-4-5"  # the model whose cache minimum and prices these tests are written for
 # ~6,000 tokens of shared prefix: above Haiku 4.5's 4,096-token cache minimum.
 LONG = ("I love this kettle. It is excellent, fast and quiet. The lid is a little stiff. " * 300).strip()
 # Short words: chorus's ~4 characters a token puts this prefix at ~3,600 tokens, under Haiku 4.5's
@@ -20,7 +21,7 @@ SHORT_WORDS = ("It is ok. I do not mind it. " * 500).strip()
 
 
 def vote(text: str, *, cache_aware: bool, voters: int = 3):
-    run_id = submit_plan(plan_vote(text, LABELS, voters=voters, cache_aware=cache_aware))
+    run_id = submit_plan(plan_vote(text, LABELS, voters=voters, models=[MODEL], cache_aware=cache_aware))
     return wait_for_run(run_id, timeout=60)
 
 

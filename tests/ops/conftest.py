@@ -23,7 +23,7 @@ from tests.ops.stack import LocalStack, Target, compose_config
 
 FLOWER_USER = "ops"
 POSITIVE = "I love this kettle. It is excellent, fast and quiet, and I would happily buy it again."
-MODELS = ("claude-haiku-4-5", "claude-sonnet-4-6", "claude-opus-4-6")
+MODELS = ("claude-haiku-5-5", "claude-sonnet-5-5", "claude-opus-5-5")  # the current line-up, one per worker
 
 
 @pytest.fixture(scope="package")

@@ -61,7 +61,7 @@ def test_waiting_for_a_rate_limit_token_re_sends_the_task_without_counting_an_at
 
     from tasks import calls
 
-    redis.Redis.from_url(redis_db).delete("chorus:ratelimit:llm.claude-haiku-4-5")
+    redis.Redis.from_url(redis_db).delete("chorus:ratelimit:family:claude-haiku-4-5")
     limited = load_settings(rate_limits="claude-haiku-4-5:rpm=1")
     monkeypatch.setattr(calls, "get_settings", lambda: limited)
     run_id = stored_run([(OutcomeStatus.PENDING, None), (OutcomeStatus.PENDING, None)], age_s=0)

@@ -33,7 +33,7 @@ def test_cost_of_usage_follows_the_price_table(model, usage, kwargs, expected_us
 
 
 def test_an_unknown_model_names_the_table_to_update():
-    with pytest.raises(ValueError, match="providers/prices.py"):
+    with pytest.raises(ValueError, match="workflows/models.toml"):
         price_for("gpt-4")
 
 

@@ -41,7 +41,21 @@ TTL_SECONDS = {"5m": 300.0, "1h": 3600.0}
 # "Cache limitations", minimum cacheable prompt length (tokens), as the guide lists them. Claude
 # Sonnet 4.6 is listed at 1,024: chorus's own registry takes 2,048 after a reported measurement
 # (anthropic-sdk-python#1194); the stub follows the documentation, so a test can see the difference.
+# Claude Opus 4.7 is 2,048 in the guide's table as summarized in July 2026 (an older digest says 4,096).
+# The guide read lists no 5.5 model (nor Fable 5.1/5.2); until it does, each takes the figure of the
+# model it succeeds (Haiku 4.5, Sonnet 5, Opus 5, Fable 5). That is the stub's guess, not chorus's:
+# chorus's registry takes 4,096 for them, so a run on the stub shows what that caution costs.
 MIN_CACHEABLE_TOKENS: dict[str, int] = {
+    "claude-haiku-5-5": 4096,
+    "claude-sonnet-5-5": 1024,
+    "claude-opus-5-5": 512,
+    "claude-fable-5-2": 512,
+    "claude-fable-5-1": 512,
+    "claude-fable-5": 512,
+    "claude-opus-5": 512,
+    "claude-sonnet-5": 1024,
+    "claude-opus-4-8": 1024,
+    "claude-opus-4-7": 2048,
     "claude-opus-4-6": 4096,
     "claude-opus-4-5": 4096,
     "claude-haiku-4-5": 4096,

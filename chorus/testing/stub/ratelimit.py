@@ -11,8 +11,11 @@ Source: "Rate limits", https://platform.claude.com/docs/en/api/rate-limits, read
   request reads its prefix from the cache, so a read is never charged.
 * OTPM is estimated from `max_tokens` at the start of each request and adjusted at the end to the
   output tokens really used.
-* Limits apply per model, and the models of one family (Opus 4.x, Sonnet 4.x, ...) share one set
-  of limits: the stub pools buckets by family (`pool_of`).
+* Limits apply per model, and the page's tables pool some models: "Claude Opus 4.x (Opus 4.8, 4.7,
+  4.6, 4.5 combined)", "Claude Sonnet 4.x (Sonnet 4.6 and 4.5 combined)", "Claude Fable 5.x"; every
+  other model (Opus 5.5, Sonnet 5.5, Haiku 5.5, Opus 5, Sonnet 5, Haiku 4.5, ...) has a table of its
+  own (the page as read on 2026-10-17 by a public digest of it). The stub pools buckets the same way
+  (`POOLS`, `pool_of`).
 * "Response headers": `retry-after` on a 429, and `anthropic-ratelimit-{requests,input-tokens,
   output-tokens,tokens}-{limit,remaining,reset}`, the reset an RFC 3339 time; the `tokens` headers
   show the most restrictive token limit at the moment.
@@ -36,13 +39,23 @@ from chorus.testing.stub.faults import FaultMix
 
 HEADER_NAMES = {"requests": "requests", "input_tokens": "input-tokens", "output_tokens": "output-tokens"}
 UNITS = {"requests": "requests", "input_tokens": "input tokens", "output_tokens": "output tokens"}
-_FAMILY = re.compile(r"^(claude-(?:opus|sonnet|haiku)-\d+)(?:-\d+)*(?:-\d{8}|-latest)?$")
+_DATED = re.compile(r"-(?:\d{8}|latest)$")
+# The rate-limits page's combined tables; a model in none of them is a pool of its own. The retired
+# Opus 4.1/4 and Sonnet 4 were in the same "4.x" tables while they were served.
+POOLS: dict[str, tuple[str, ...]] = {
+    "claude-opus-4": ("claude-opus-4-8", "claude-opus-4-7", "claude-opus-4-6", "claude-opus-4-5", "claude-opus-4-1",
+                      "claude-opus-4"),
+    "claude-sonnet-4": ("claude-sonnet-4-6", "claude-sonnet-4-5", "claude-sonnet-4"),
+    "claude-fable-5": ("claude-fable-5", "claude-fable-5-1", "claude-fable-5-2"),
+}
+_POOL_OF = {model: pool for pool, models in POOLS.items() for model in models}
 
 
 def pool_of(model: str) -> str:
-    """The bucket pool of a model: `claude-sonnet-4-6` and `claude-sonnet-4-5` share `claude-sonnet-4`."""
-    m = _FAMILY.match(model.strip().lower())
-    return m.group(1) if m else model
+    """The bucket pool of a model: `claude-sonnet-4-6` and `claude-sonnet-4-5` share `claude-sonnet-4`;
+    `claude-opus-5-5` is a pool of its own."""
+    name = _DATED.sub("", model.strip().lower())
+    return _POOL_OF.get(name, name)
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,11 @@ the stub counts differently, the way a real subword tokenizer does: by pieces of
 * Framing, as Anthropic's `count_tokens` reports it (Token counting guide: the count includes the
   formatting of the request, not only its text): `SYSTEM_FRAMING` tokens when there is a system
   prompt, `MESSAGE_FRAMING` tokens per message (its role turn).
+* The newer tokenizer: Claude Opus 4.7 and every later model (the 5.x models, Fable included) "use
+  the same newer tokenizer [...] so the same text counts as approximately 30% more tokens" (the
+  Claude Haiku 5.5 overview, https://platform.claude.com/docs/en/models/haiku-5-5/overview, read
+  2026-12-02). For those models a block's text counts `NEW_TOKENIZER_RATIO` times its pieces
+  (rounded up); framing is unchanged. `NEW_TOKENIZER_MODELS` names them by prefix.
 
 On English prose the two counts are close (about 4 characters a token); they drift apart on text
 with many short words, digits or symbols (the stub counts more), and on long words (it counts
@@ -33,6 +38,10 @@ MESSAGE_FRAMING = 3
 LETTERS_PER_TOKEN = 6
 DIGITS_PER_TOKEN = 3
 
+NEW_TOKENIZER_RATIO = 1.3
+# Opus 4.7 and later: 4.7/4.8 by id, every 5.x model of any line by its major version.
+NEW_TOKENIZER_MODELS = re.compile(r"^claude-(?:opus-4-[78]|(?:opus|sonnet|haiku|fable|mythos)-5)(?:-|$)")
+
 _PIECE = re.compile(r"[^\W\d_]+|\d+|\n|[^\s]")
 
 
@@ -44,9 +53,14 @@ def _piece_tokens(piece: str) -> int:
     return 1
 
 
-def count_text(text: str) -> int:
-    """Tokens of a piece of text (no framing)."""
-    return sum(_piece_tokens(m.group()) for m in _PIECE.finditer(text))
+def uses_new_tokenizer(model: str | None) -> bool:
+    return bool(model) and NEW_TOKENIZER_MODELS.match(str(model).strip().lower()) is not None
+
+
+def count_text(text: str, model: str | None = None) -> int:
+    """Tokens of a piece of text (no framing), in the model's tokenizer (the older one when None)."""
+    pieces = sum(_piece_tokens(m.group()) for m in _PIECE.finditer(text))
+    return math.ceil(pieces * NEW_TOKENIZER_RATIO) if uses_new_tokenizer(model) else pieces
 
 
 def truncate(text: str, max_tokens: int) -> str:
@@ -78,19 +92,22 @@ class Segment:
 
 
 def segments(body: dict[str, Any]) -> Iterator[Segment]:
-    """The request as the model reads it: system (framing, blocks), then each message (framing, blocks).
-    Only text blocks carry tokens here; the stub answers text requests."""
+    """The request as the model reads it: system (framing, blocks), then each message (framing, blocks),
+    counted in the tokenizer of the request's `model`. Only text blocks carry tokens here; the stub
+    answers text requests."""
+    model = body.get("model")
+    model = model if isinstance(model, str) else None
     system = blocks(body.get("system", ""))
     if system:
         yield Segment(SYSTEM_FRAMING, None, "system")
         for b in system:
-            yield Segment(count_text(str(b.get("text", ""))), b, "system")
+            yield Segment(count_text(str(b.get("text", "")), model), b, "system")
     for i, message in enumerate(body.get("messages") or []):
         if not isinstance(message, dict):
             continue
         yield Segment(MESSAGE_FRAMING, None, f"messages.{i}")
         for b in blocks(message.get("content")):
-            yield Segment(count_text(str(b.get("text", ""))), b, f"messages.{i}")
+            yield Segment(count_text(str(b.get("text", "")), model), b, f"messages.{i}")
 
 
 def count_request(body: dict[str, Any]) -> int:
