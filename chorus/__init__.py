@@ -17,28 +17,39 @@ from chorus.batch import (
 )
 from chorus.runs import OutcomeView, RunView, celery_app, get_run, wait_for_run
 from chorus.section import SectionPlan, plan_section, submit_section, submit_section_plan
+from chorus.taskfile import load_task
 from chorus.vote import VotePlan, plan_vote, submit_plan, submit_vote
 from settings import Settings, load_settings
 from workflows.errors import ChorusError, ConfigError, NotFoundError, ProviderError, RunTimeout
+from workflows.taskfile import Example, Label, SectionTask, Step, TaskFileError, VoterSpec, VoteRules, VoteTask
 
 __all__ = [
     "ChorusError",
     "ConfigError",
     "Counts",
+    "Example",
+    "Label",
     "NotFoundError",
     "OutcomeView",
     "ProviderError",
     "RunTimeout",
     "RunView",
     "SectionPlan",
+    "SectionTask",
     "Settings",
+    "Step",
     "Submission",
+    "TaskFileError",
     "VotePlan",
+    "VoteRules",
+    "VoteTask",
+    "VoterSpec",
     "batch_counts",
     "celery_app",
     "find_batch",
     "get_run",
     "load_settings",
+    "load_task",
     "plan_section",
     "plan_vote",
     "prepare_batch",

@@ -32,6 +32,7 @@ from settings import Settings, get_settings
 from tasks import dispatch
 from workflows.errors import ConfigError, NotFoundError, RunTimeout
 from workflows.intake import Record
+from workflows.taskfile import SectionTask, VoteTask, task_from_json, task_hash
 
 CHUNK = 200
 POLL_S = 0.02
@@ -52,10 +53,24 @@ class BatchSpec:
     options: dict[str, Any]
 
     def plan(self, text: str, external_id: str, label: str | None, batch_id: str, settings: Settings) -> Any:
+        options = dict(self.options)
+        if isinstance(options.get("task"), dict):  # a task stored resolved (task.to_json())
+            options["task"] = task_from_json(options["task"])
         if self.pattern is Pattern.VOTE:
             return plan_vote(text, external_id=external_id, batch_id=batch_id, gold_label=label, settings=settings,
-                             **self.options)
-        return plan_section(text, external_id=external_id, batch_id=batch_id, settings=settings, **self.options)
+                             **options)
+        return plan_section(text, external_id=external_id, batch_id=batch_id, settings=settings, **options)
+
+    @property
+    def task_hash(self) -> str | None:
+        task = self.options.get("task")
+        return task_hash(task_from_json(task)) if isinstance(task, dict) else None
+
+    def describe(self) -> str:
+        task = self.options.get("task")
+        if isinstance(task, dict):
+            return f"task {task.get('name')!r} (hash {(self.task_hash or '')[:12]})"
+        return f"options {self.options}"
 
 
 def make_spec(pattern: str, options: dict[str, Any], settings: Settings) -> BatchSpec:
@@ -65,8 +80,13 @@ def make_spec(pattern: str, options: dict[str, Any], settings: Settings) -> Batc
     except ValueError:
         raise ConfigError(f"unknown pattern {pattern!r}; use vote or section") from None
     clean = {k: v for k, v in options.items() if v is not None}
-    if kind is Pattern.VOTE and "labels" not in clean:
-        raise ConfigError("--pattern vote needs --labels, e.g. --labels positive,negative,neutral")
+    task = clean.get("task")
+    if isinstance(task, VoteTask | SectionTask):
+        if task.pattern != kind.value:
+            raise ConfigError(f"the task {task.name!r} is a {task.pattern} task; run it with --pattern {task.pattern}")
+        clean["task"] = task.to_json()  # stored with the batch, so a resume runs the very same task
+    if kind is Pattern.VOTE and "labels" not in clean and "task" not in clean:
+        raise ConfigError("--pattern vote needs --labels (e.g. --labels positive,negative,neutral) or --task FILE")
     spec = BatchSpec(kind, clean)
     try:
         spec.plan("probe text", "probe", None, "probe", settings)
@@ -75,19 +95,29 @@ def make_spec(pattern: str, options: dict[str, Any], settings: Settings) -> Batc
     return spec
 
 
-def check_batch(name: str, spec: BatchSpec) -> None:
-    """Refuse to mix a stored batch with another pattern or other options."""
+def check_batch(name: str, spec: BatchSpec, *, new_version: bool = False) -> str:
+    """The name to run the batch under: `name` when no batch has it or the stored one runs the same
+    pattern and options (the same task hash); with `new_version`, the next free `name.vN` (or the
+    version that runs this very task). Otherwise a stored batch is never mixed with another task."""
+    candidates = [name] + [f"{name}.v{n}" for n in range(2, 1000)] if new_version else [name]
     with Session() as s:
-        batch = repo.batch_named(s, name)
-        if batch is not None and (batch.pattern is not spec.pattern or batch.config.get("options") != spec.options):
-            raise ConfigError(
-                f"batch {name!r} already exists with pattern {batch.pattern.value} and options "
-                f"{batch.config.get('options')}; give another --name to start a new batch")
+        for candidate in candidates:
+            batch = repo.batch_named(s, candidate)
+            if batch is None or (batch.pattern is spec.pattern and batch.config.get("options") == spec.options):
+                return candidate
+            if not new_version:
+                stored = BatchSpec(batch.pattern, dict(batch.config.get("options") or {}))
+                raise ConfigError(
+                    f"batch {name!r} already exists with pattern {batch.pattern.value} and {stored.describe()}; "
+                    f"this run has pattern {spec.pattern.value} and {spec.describe()}. Give --new-version to start "
+                    f"{name}.v2 with it (the stored batch stays as it is), or another --name")
+    raise ConfigError(f"batch {name!r} has 999 versions; give another --name")
 
 
 def open_batch(source: Path, spec: BatchSpec, name: str) -> tuple[str, bool]:
-    """(batch id, created): find the batch by name or create it."""
-    check_batch(name, spec)
+    """(batch id, created): find the batch by name (as `check_batch` chose it) or create it."""
+    if check_batch(name, spec) != name:
+        raise ConfigError(f"batch {name!r} now runs other options; prepare the batch again")
     with Session.begin() as s:
         batch = repo.batch_named(s, name)
         if batch is not None:
@@ -109,16 +139,21 @@ class Prepared:
 
 
 def prepare_batch(source: Path, *, pattern: str, options: dict[str, Any], name: str | None = None,
-                  max_in_flight: int | None = 64, settings: Settings | None = None) -> Prepared:
-    """Check everything about the input as a whole (path, format, pattern, options, name)."""
+                  max_in_flight: int | None = 64, settings: Settings | None = None,
+                  new_version: bool = False) -> Prepared:
+    """Check everything about the input as a whole (path, format, pattern, options, name).
+
+    `options` are those of `plan_vote` / `plan_section`; `task` may be a task object (stored with the
+    batch, resolved). A batch name that already ran another task is refused, unless `new_version`
+    picks the next `name.vN`."""
     settings = settings or get_settings()
+    source = Path(source)
     input_kind(source)
     spec = make_spec(pattern, options, settings)
     if max_in_flight is not None and max_in_flight < 1:
         raise ConfigError("--max-in-flight must be at least 1")
     prepare(settings)
-    batch_name = name or default_name(source)
-    check_batch(batch_name, spec)
+    batch_name = check_batch(name or default_name(source), spec, new_version=new_version)
     return Prepared(source, spec, batch_name, max_in_flight)
 
 
@@ -331,7 +366,7 @@ def _outcome_rows(run_id: str, plan: Any, now: Any) -> list[dict[str, Any]]:
             "input_tokens": 0, "output_tokens": 0, "cache_write_tokens": 0, "cache_read_tokens": 0,
             "usage_estimated": False}
     if hasattr(plan, "panel"):
-        return [{**base, "slot": v.slot, "role": OutcomeRole.VOTER, "model": v.model, "prompt_variant": v.variant,
+        return [{**base, "slot": v.slot, "role": OutcomeRole.VOTER, "model": v.model, "prompt_variant": v.label,
                  "temperature": v.temperature} for v in plan.panel]
     return [{**base, "slot": sec.index, "role": OutcomeRole.SECTION, "model": plan.model, "title": sec.title[:200]}
             for sec in plan.sections]
@@ -356,15 +391,20 @@ def wait_for_batch(batch_id: str, *, timeout: float, on_tick: Callable[[], None]
         time.sleep(0.1)
 
 
-def run_batch(source: Path | Prepared, *, pattern: str = "", options: dict[str, Any] | None = None,
+def run_batch(source: Path | str | Prepared, *, pattern: str = "", options: dict[str, Any] | None = None,
               name: str | None = None, max_in_flight: int | None = 64, settings: Settings | None = None,
-              on_tick: Callable[[str], None] | None = None, send_here: bool = False) -> Submission:
+              on_tick: Callable[[str], None] | None = None, send_here: bool = False,
+              task: VoteTask | SectionTask | None = None, new_version: bool = False) -> Submission:
     """Find or create the batch and submit what needs a run (after `prepare_batch`'s checks).
     Returns once everything is sent, not finished: see `wait_for_batch`. `send_here` sends each
     chord from this process instead of through `chorus.batch.dispatch` tasks."""
     settings = settings or get_settings()
+    if task is not None:
+        options = {**(options or {}), "task": task}
+        pattern = pattern or task.pattern
     prepared = source if isinstance(source, Prepared) else prepare_batch(
-        source, pattern=pattern, options=options or {}, name=name, max_in_flight=max_in_flight, settings=settings)
+        Path(source), pattern=pattern, options=options or {}, name=name, max_in_flight=max_in_flight,
+        settings=settings, new_version=new_version)
     batch_id, created = open_batch(prepared.source, prepared.spec, prepared.name)
     tick = (lambda: on_tick(batch_id)) if on_tick else None
     submitter = Submitter(batch_id, prepared.spec, settings, max_in_flight=prepared.max_in_flight, on_tick=tick,

@@ -30,8 +30,9 @@ from providers.counting import count_tokens
 from settings import Settings
 from workflows.calls import CallRequest
 from workflows.cost import Cost, TokenUsage, cost_of, cost_without_cache, minimum_vote_cost, total
+from workflows.registry import supports_structured_outputs
 from workflows.tokens import min_cacheable_tokens
-from workflows.voting import Voter, vote_request
+from workflows.voting import Voter, task_of, vote_request
 
 # (tokens, estimated?) of a request: `providers.counting.count_tokens` bound to settings, or a test's own.
 TokenCounter = Callable[[CallRequest], tuple[int, bool]]
@@ -63,6 +64,7 @@ def shared_prefixes(run: Any, config: Mapping[str, Any], text: str, count: Token
     request itself. Only models with two succeeded calls or more: a lone call has nobody to share with."""
     if run.pattern != "vote" or "labels" not in config:
         return {}
+    task = task_of(config)
     calls_per_model: dict[str, int] = defaultdict(int)
     for o in _succeeded(run):
         calls_per_model[o.model] += 1
@@ -72,7 +74,7 @@ def shared_prefixes(run: Any, config: Mapping[str, Any], text: str, count: Token
             continue
         voter = next((Voter(**v) for v in config.get("voters", []) if v.get("model") == model),
                      Voter(0, model, "direct"))
-        request = vote_request(voter, config["labels"], text)
+        request = vote_request(voter, task, text, structured=supports_structured_outputs(model))
         prefix_request = dataclasses.replace(request, user_blocks=request.user_blocks[: request.cache_blocks])
         prefixes[model] = count(prefix_request)
     return prefixes

@@ -155,6 +155,13 @@ class RunView:
         return (self.finished_at - self.submitted_at).total_seconds()
 
     @property
+    def task(self) -> dict[str, str] | None:
+        """The task the run ran ({name, hash}); None for a run stored before task files."""
+        if "task_hash" not in self.config:
+            return None
+        return {"name": self.config.get("task_name", ""), "hash": self.config["task_hash"]}
+
+    @property
     def slowest_worker_s(self) -> float | None:
         latencies = [o.latency_s for o in self.outcomes if o.latency_s is not None]
         return max(latencies) if latencies else None
@@ -175,6 +182,7 @@ class RunView:
         for o in data["outcomes"]:
             if not raw:
                 o.pop("raw_output", None)
+        data["task"] = self.task
         data["wall_s"] = self.wall_s
         data["slowest_worker_s"] = self.slowest_worker_s
         data["cost"] = _cost_json(self, data["outcomes"])

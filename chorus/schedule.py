@@ -9,6 +9,8 @@
     batch = "inbox"
     pattern = "vote"
     options = { labels = "positive,negative,neutral", voters = 3 }
+    # or your own task file (relative to this file); options then override its fields:
+    # task = "tasks/ticket-urgency.toml"
 
     [[jobs]]
     name = "nightly-retry"
@@ -35,9 +37,11 @@ from celery.schedules import crontab
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from chorus.batch import retry_failed, run_batch
+from chorus.taskfile import load_task
 from settings import get_settings
 from workflows.errors import ConfigError
 from workflows.queues import CALLBACK_QUEUE
+from workflows.taskfile import TaskFileError, task_from_json
 
 log = logging.getLogger("chorus.schedule")
 
@@ -54,6 +58,8 @@ class Job(BaseModel):
     folder: Path | None = None
     pattern: Literal["vote", "section"] | None = None
     options: dict[str, Any] = Field(default_factory=dict)
+    task: Path | None = None  # a task file; read when the schedule is loaded, sent resolved (`task_spec`)
+    task_spec: dict[str, Any] | None = None
 
     @field_validator("at")
     @classmethod
@@ -68,9 +74,9 @@ class Job(BaseModel):
         if len(timings) != 1:
             raise ValueError("give exactly one of every_minutes, every_seconds or at (\"HH:MM\", UTC)")
         if self.kind == "inbox":
-            if self.folder is None or self.pattern is None:
-                raise ValueError("an inbox job needs folder and pattern")
-        elif self.folder is not None or self.pattern is not None or self.options:
+            if self.folder is None or (self.pattern is None and self.task is None and self.task_spec is None):
+                raise ValueError("an inbox job needs folder and pattern (or a task file)")
+        elif self.folder is not None or self.pattern is not None or self.options or self.task is not None:
             raise ValueError("a retry_failed job takes only batch and its timing (the batch keeps its pattern)")
         return self
 
@@ -85,7 +91,8 @@ class Job(BaseModel):
         when = f"daily at {self.at} UTC" if self.at else (
             f"every {self.every_seconds:g} s" if self.every_seconds else f"every {self.every_minutes:g} min")
         if self.kind == "inbox":
-            return f"{when}: new files of {self.folder} into batch {self.batch!r} ({self.pattern})"
+            what = f"task {self.task_spec['name']!r}" if self.task_spec else self.pattern
+            return f"{when}: new files of {self.folder} into batch {self.batch!r} ({what})"
         return f"{when}: re-run the failed documents of batch {self.batch!r}"
 
 
@@ -108,15 +115,31 @@ def load_jobs(path: Path) -> list[Job]:
     for n, item in enumerate(items, 1):
         label = f"job {n}" + (f" ({item.get('name')})" if isinstance(item, dict) and item.get("name") else "")
         try:
-            jobs.append(Job.model_validate(item))
+            job = Job.model_validate(item)
         except ValidationError as exc:
             problems = "; ".join(_problem(e) for e in exc.errors())
             raise ConfigError(f"{where}: {label}: {problems}") from None
+        jobs.append(with_task(job, path.parent, f"{where}: {label}: task"))
     names = [j.name for j in jobs]
     dupes = sorted({x for x in names if names.count(x) > 1})
     if dupes:
         raise ConfigError(f"{where}: job names must be unique; repeated: {', '.join(dupes)}")
     return jobs
+
+
+def with_task(job: Job, base: Path, where: str) -> Job:
+    """The job with its task file read and resolved (so beat sends the task itself, and workers need
+    no copy of the file); a relative path is read from the schedule file's folder."""
+    if job.task is None:
+        return job
+    path = job.task if job.task.is_absolute() else base / job.task
+    try:
+        task = load_task(path)
+    except TaskFileError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+    if job.pattern is not None and job.pattern != task.pattern:
+        raise ConfigError(f"{where}: {path} is a {task.pattern} task but the job says pattern = {job.pattern!r}")
+    return job.model_copy(update={"task": path, "task_spec": task.to_json(), "pattern": task.pattern})
 
 
 def _problem(error: Any) -> str:
@@ -135,7 +158,9 @@ def run_job(job: Job) -> dict[str, Any]:
     """Run one job now: submit its documents and return (the runs finish on the workers)."""
     if job.kind == "inbox":
         assert job.folder is not None and job.pattern is not None
-        sub = run_batch(job.folder, pattern=job.pattern, options=job.options, name=job.batch, max_in_flight=None)
+        task = task_from_json(job.task_spec) if job.task_spec else None
+        sub = run_batch(job.folder, pattern=job.pattern, options=job.options, name=job.batch, max_in_flight=None,
+                        task=task)
     else:
         sub = retry_failed(job.batch)
     return {"job": job.name, **sub.to_json()}

@@ -1,7 +1,8 @@
 """Voting in the Python API: one document, N voters, a tally.
 
-    from chorus import submit_vote, wait_for_run
+    from chorus import load_task, submit_vote, wait_for_run
     run_id = submit_vote("The battery died in a day.", labels="positive,negative,neutral", voters=5)
+    run_id = submit_vote("Locked out since the update!", task=load_task("examples/ticket-urgency.toml"))
     run = wait_for_run(run_id, timeout=60)
     print(run.status, run.answer, run.confidence)
 
@@ -23,7 +24,9 @@ from settings import Settings, get_settings
 from tasks import dispatch
 from workflows.dispatch import Dispatch, cacheable_prefix_tokens, plan_dispatch
 from workflows.errors import ConfigError
-from workflows.voting import TiePolicy, Voter, build_panel, default_quorum, normalize_labels, vote_request
+from workflows.registry import effort_levels, supports_structured_outputs
+from workflows.taskfile import SectionTask, VoteTask, labels_task, task_hash, with_vote_overrides
+from workflows.voting import TiePolicy, Voter, default_quorum, resolve_panel, vote_request
 
 
 @dataclass(frozen=True)
@@ -31,7 +34,7 @@ class VotePlan:
     """A validated vote, ready to store and send. Building one writes nothing."""
 
     text: str
-    labels: tuple[str, ...]
+    task: VoteTask
     panel: tuple[Voter, ...]
     quorum: int
     tie_policy: TiePolicy
@@ -41,6 +44,10 @@ class VotePlan:
     gold_label: str | None = None
     dispatch: Dispatch | None = None  # None: every voter at once
 
+    @property
+    def labels(self) -> tuple[str, ...]:
+        return self.task.label_names
+
     def config(self) -> dict[str, Any]:
         return {
             "labels": list(self.labels),
@@ -48,19 +55,49 @@ class VotePlan:
             "quorum": self.quorum,
             "tie_policy": self.tie_policy.value,
             "low_agreement_below": self.low_agreement_below,
+            "task_name": self.task.name,
+            "task_hash": task_hash(self.task),
+            "spec": self.task.to_json(),
             **({"dispatch": self.dispatch.to_json()} if self.dispatch else {}),
         }
 
 
+def resolve_vote_task(
+    labels: str | Sequence[str] | None = None,
+    *,
+    task: VoteTask | SectionTask | None = None,
+    voters: int | None = None,
+    models: Sequence[str] | str | None = None,
+    quorum: int | None = None,
+    tie_policy: str | None = None,
+    low_agreement_below: float | None = None,
+) -> VoteTask:
+    """The task a vote runs: the given task (a file's, or `VoteTask(...)`) with the options applied over
+    it, or, without one, the labels-only default task (today's `--labels a,b --voters N`)."""
+    if isinstance(models, str):
+        raise ConfigError(f"models must be a list of model ids, e.g. models=[{models!r}], not a string")
+    if task is not None and not isinstance(task, VoteTask):
+        raise ConfigError(f"task must be a VoteTask (chorus.load_task(path) reads a file), got {type(task).__name__}"
+                          + (" — a section task runs with submit_section" if isinstance(task, SectionTask) else ""))
+    if task is None:
+        if labels is None:
+            raise ConfigError("say what to decide: give labels (e.g. labels=\"positive,negative\") or a task file")
+        task = labels_task(labels, voters=5 if voters is None else voters, models=models)
+        return with_vote_overrides(task, quorum=quorum, tie_policy=tie_policy, low_agreement_below=low_agreement_below)
+    return with_vote_overrides(task, labels=labels, voters=voters, models=models, quorum=quorum,
+                               tie_policy=tie_policy, low_agreement_below=low_agreement_below)
+
+
 def plan_vote(
     text: str,
-    labels: str | Sequence[str],
+    labels: str | Sequence[str] | None = None,
     *,
-    voters: int = 5,
+    task: VoteTask | SectionTask | None = None,
+    voters: int | None = None,
     models: Sequence[str] | None = None,
     quorum: int | None = None,
-    tie_policy: str = TiePolicy.NONE.value,
-    low_agreement_below: float = 0.6,
+    tie_policy: str | None = None,
+    low_agreement_below: float | None = None,
     external_id: str | None = None,
     batch_id: str | None = None,
     gold_label: str | None = None,
@@ -69,39 +106,55 @@ def plan_vote(
 ) -> VotePlan:
     """Check a vote's inputs; bad input raises ConfigError naming the problem."""
     settings = settings or get_settings()
-    try:
-        label_set = normalize_labels(labels)
-        panel = build_panel(voters, list(models or [settings.default_model]))
-        policy = TiePolicy(tie_policy)
-    except ValueError as exc:
-        raise ConfigError(str(exc)) from None
-    if not text or not text.strip():
+    if not isinstance(text, str):
+        raise ConfigError(f"the document must be text (str), got {type(text).__name__}; decode bytes first")
+    vote_task = resolve_vote_task(labels, task=task, voters=voters, models=models, quorum=quorum,
+                                  tie_policy=tie_policy, low_agreement_below=low_agreement_below)
+    panel = resolve_panel(vote_task, settings.default_model)
+    if not text.strip():
         raise ConfigError("the document is empty (nothing but whitespace); give some text to vote on")
+    check_panel_models(panel, settings)
+    label_set = vote_task.label_names
+    gold = vote_task.canonical_label(gold_label) if gold_label else None
+    if gold_label and gold is None:
+        raise ConfigError(f"gold label {gold_label!r} is not one of the labels {', '.join(label_set)}")
+    # The offline provider has no prompt cache: making voters wait for a leader would only cost time.
+    prefix = cacheable_prefix_tokens(vote_request(panel[0], vote_task, text,
+                                                  structured=supports_structured_outputs(panel[0].model)))
+    dispatch = plan_dispatch(panel, prefix, cache_aware=cache_aware and settings.provider_name == "anthropic")
+    rules = vote_task.vote
+    return VotePlan(text, vote_task, tuple(panel), rules.quorum or default_quorum(len(panel)),
+                    TiePolicy(rules.tie_policy), rules.low_agreement_below, external_id, batch_id, gold, dispatch)
+
+
+def check_panel_models(panel: Sequence[Voter], settings: Settings) -> None:
+    """Every voter's model has a queue, and its effort (if any) is one the model offers."""
     unknown = sorted({v.model for v in panel} - set(settings.model_list))
     if unknown:
         raise ConfigError(
             f"model(s) {', '.join(unknown)} have no queue; add them to CHORUS_MODELS (now: {settings.models})"
         )
-    if quorum is not None and not 1 <= quorum <= voters:
-        raise ConfigError(f"quorum must be between 1 and {voters} (the number of voters), got {quorum}")
-    gold = gold_label.strip().lower() if gold_label else None
-    if gold is not None and gold not in label_set:
-        raise ConfigError(f"gold label {gold_label!r} is not one of the labels {', '.join(label_set)}")
-    # The offline provider has no prompt cache: making voters wait for a leader would only cost time.
-    prefix = cacheable_prefix_tokens(vote_request(panel[0], label_set, text))
-    dispatch = plan_dispatch(panel, prefix, cache_aware=cache_aware and settings.provider_name == "anthropic")
-    return VotePlan(text, label_set, tuple(panel), quorum or default_quorum(voters), policy, low_agreement_below,
-                    external_id, batch_id, gold, dispatch)
+    for v in panel:
+        if v.effort is None:
+            continue
+        levels = effort_levels(v.model)
+        if not levels:
+            raise ConfigError(f"voter {v.label!r}: {v.model} takes no effort setting; remove `effort` from the voter")
+        if v.effort not in levels:
+            raise ConfigError(f"voter {v.label!r}: effort {v.effort!r} is not offered by {v.model}; "
+                              f"use one of: {', '.join(levels)}")
 
 
-def submit_vote(text: str, labels: str | Sequence[str], *, settings: Settings | None = None, **options: Any) -> str:
+def submit_vote(text: str, labels: str | Sequence[str] | None = None, *, task: VoteTask | SectionTask | None = None,
+                settings: Settings | None = None, **options: Any) -> str:
     """Validate, store and send a vote; returns the run id at once (`wait_for_run` waits).
 
-    Options are those of `plan_vote`: voters, models, quorum, tie_policy, low_agreement_below,
-    external_id, batch_id, gold_label.
+    Give the labels (`"positive,negative"`) for the default task, or `task=chorus.load_task(path)` for
+    your own; options override the task's fields: voters, models, quorum, tie_policy,
+    low_agreement_below, and external_id, batch_id, gold_label.
     """
     settings = settings or get_settings()
-    return submit_plan(plan_vote(text, labels, settings=settings, **options), settings=settings)
+    return submit_plan(plan_vote(text, labels, task=task, settings=settings, **options), settings=settings)
 
 
 def submit_plan(plan: VotePlan, *, settings: Settings | None = None) -> str:
@@ -117,7 +170,7 @@ def submit_plan(plan: VotePlan, *, settings: Settings | None = None) -> str:
             pattern=Pattern.VOTE,
             provider=settings.provider_name,
             config=plan.config(),
-            slots=[repo.SlotSpec(v.slot, OutcomeRole.VOTER, v.model, v.variant, v.temperature) for v in plan.panel],
+            slots=[repo.SlotSpec(v.slot, OutcomeRole.VOTER, v.model, v.label, v.temperature) for v in plan.panel],
             batch_id=plan.batch_id,
             gold_label=plan.gold_label,
         )

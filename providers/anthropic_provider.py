@@ -49,6 +49,8 @@ def build_params(request: CallRequest) -> dict[str, Any]:
 
     `request.temperature` is not sent: SDK 2.x speaks API version 2026-10-21, which rejects
     temperature/top_p/top_k with a 400 on every model, so voters differ by prompt and model instead.
+    Nor is forced tool use or an assistant prefill (errors on the 5.5 models, 400 from 4.6 on): a reply's
+    shape comes from structured outputs, `output_config.format` with the request's JSON schema.
     """
     blocks: list[dict[str, Any]] = [{"type": "text", "text": text} for text in request.user_blocks]
     prefix = min(request.cache_blocks, len(blocks))
@@ -67,6 +69,13 @@ def build_params(request: CallRequest) -> dict[str, Any]:
     }
     if request.system:
         params["system"] = request.system
+    output_config: dict[str, Any] = {}
+    if request.output_schema is not None:
+        output_config["format"] = {"type": "json_schema", "schema": request.output_schema}
+    if request.effort is not None:
+        output_config["effort"] = request.effort
+    if output_config:
+        params["output_config"] = output_config
     return params
 
 

@@ -162,7 +162,7 @@ def run_slot(task: Task, run_id: str, slot: int) -> dict[str, Any]:
         fields = {"status": OutcomeStatus.FAILED, "error": describe_failure(failure, claim.attempts, elapsed),
                   "request_id": getattr(failure, "request_id", None)}
     else:
-        fields["status"] = OutcomeStatus.SUCCEEDED
+        fields.setdefault("status", OutcomeStatus.SUCCEEDED)  # interpret fails a paid reply that is no result
     fields["finished_at"] = utcnow()
     # A paid answer is never thrown away because one write failed: in_session tries again.
     in_session(lambda s: repo.update_slot(s, run_id, slot, **fields))

@@ -61,16 +61,19 @@ def publishing(send: Callable[[], T], *, budget_s: float = BROKER_RETRY_S,
             delay = min(delay * 2, 5.0)
 
 
-def call_signature(app: Celery, role: OutcomeRole, run_id: str, slot: int, model: str) -> Signature:
-    """One slot's call on its model's queue; the slot row holds everything else."""
-    return app.signature(CALL_TASK[role], args=(run_id, slot, model), queue=queue_for_model(model), immutable=True)
+def call_signature(app: Celery, role: OutcomeRole, run_id: str, slot: int, model: str, task: str = "") -> Signature:
+    """One slot's call on its model's queue; the slot row holds everything else. `model` and `task` (the
+    task's name) are labels only, so Flower shows whose call this is."""
+    return app.signature(CALL_TASK[role], args=(run_id, slot, model), kwargs={"task": task} if task else {},
+                         queue=queue_for_model(model), immutable=True)
 
 
 def vote_messages(app: Celery, run_id: str, config: dict[str, Any], callback_id: str
                   ) -> tuple[list[Signature], list[Signature], Signature]:
     """(leaders, header, tally) of a stored vote. Leaders (cache-aware dispatch) go first, so the
     rest of the panel reads the prompt cache they wrote."""
-    calls = {v["slot"]: call_signature(app, OutcomeRole.VOTER, run_id, v["slot"], v["model"])
+    calls = {v["slot"]: call_signature(app, OutcomeRole.VOTER, run_id, v["slot"], v["model"],
+                                       config.get("task_name", ""))
              for v in config["voters"]}
     leaders = tuple((config.get("dispatch") or {}).get("leaders") or ())
     header = [sig for slot, sig in calls.items() if slot not in leaders]
@@ -78,9 +81,10 @@ def vote_messages(app: Celery, run_id: str, config: dict[str, Any], callback_id:
     return [calls[slot] for slot in leaders], header, tally
 
 
-def section_messages(app: Celery, run_id: str, model: str, sections: int) -> tuple[list[Signature], Signature]:
+def section_messages(app: Celery, run_id: str, model: str, sections: int, task: str = ""
+                     ) -> tuple[list[Signature], Signature]:
     """(one call per section, the reduce that plans the synthesis) of a stored sectioning run."""
-    header = [call_signature(app, OutcomeRole.SECTION, run_id, i, model) for i in range(sections)]
+    header = [call_signature(app, OutcomeRole.SECTION, run_id, i, model, task) for i in range(sections)]
     return header, app.signature(SECTION_REDUCE, args=(run_id,), queue=CALLBACK_QUEUE)
 
 
@@ -118,7 +122,8 @@ def send_vote(app: Celery, run_id: str, config: dict[str, Any], callback_id: str
 
 
 def send_section(app: Celery, run_id: str, config: dict[str, Any]) -> AsyncResult:
-    header, reduce = section_messages(app, run_id, config["model"], len(config["sections"]))
+    header, reduce = section_messages(app, run_id, config["model"], len(config["sections"]),
+                                      config.get("task_name", ""))
     return send_chord(app, run_id, header, reduce)
 
 

@@ -10,8 +10,16 @@ from models import OutcomeStatus, Session, WorkerOutcome, repo
 from models.tables import OutcomeRole
 from workflows.calls import CallRequest, CallResult
 from workflows.dispatch import shares_prefix
-from workflows.sectioning import Part, Section, covered_sections, section_request, synthesis_request
-from workflows.voting import Voter, parse_answer, vote_request
+from workflows.registry import supports_structured_outputs
+from workflows.sectioning import (
+    Part,
+    Section,
+    covered_sections,
+    read_section_reply,
+    section_request,
+    synthesis_request,
+)
+from workflows.voting import Voter, read_answer, task_of, vote_request
 
 FINAL, PARTIAL = "final", "partial"
 
@@ -19,8 +27,9 @@ FINAL, PARTIAL = "final", "partial"
 def build_request(claim: repo.Claim, config: dict[str, Any], text: str) -> CallRequest:
     tags = (("run", claim.run_id), ("slot", str(claim.slot)))
     if claim.role is OutcomeRole.VOTER:
-        voter = Voter(claim.slot, claim.model, claim.prompt_variant or "direct", claim.temperature)
-        request = vote_request(voter, config["labels"], text, tags=tags)
+        voter = voter_of(claim, config)
+        request = vote_request(voter, task_of(config), text, structured=supports_structured_outputs(voter.model),
+                               tags=tags)
         if not shares_prefix([v["model"] for v in config["voters"]], claim.model):
             request = dataclasses.replace(request, cache_blocks=0)  # no voter could read it: skip the write
         return request
@@ -33,34 +42,63 @@ def interpret(claim: repo.Claim, config: dict[str, Any], result: CallResult) -> 
     """Outcome fields for a successful call."""
     fields: dict[str, Any] = {"raw_output": result.text, "error": None}
     if claim.role is OutcomeRole.VOTER:
-        answer = parse_answer(result.text, config["labels"])
+        answer, abstained = read_answer(result.text, config["labels"], stop_reason=result.stop_reason,
+                                        structured=supports_structured_outputs(claim.model))
         fields["answer"] = answer
-        if answer is None:
-            fields["error"] = "abstained: the reply named no allowed label"
+        fields["error"] = abstained
+    elif claim.role in (OutcomeRole.SECTION, OutcomeRole.SYNTHESIS):
+        # A reply that is no result (a refusal; with an output schema, a cut, non-JSON or off-schema
+        # reply) fails its slot with the reason; the call's usage is kept, it was paid.
+        schema = step_of(config, claim.role).get("output_schema")
+        _, problem = read_section_reply(result.text, schema, result.stop_reason)
+        if problem is not None:
+            fields["status"] = OutcomeStatus.FAILED
+            fields["error"] = problem
     return fields
+
+
+def voter_of(claim: repo.Claim, config: dict[str, Any]) -> Voter:
+    stored = next((v for v in config.get("voters", []) if v.get("slot") == claim.slot), None)
+    if stored is None:
+        return Voter(claim.slot, claim.model, claim.prompt_variant or "direct", claim.temperature)
+    return Voter(**{**stored, "model": claim.model})
 
 
 def sections_of(config: dict[str, Any]) -> list[Section]:
     return [Section(i, title, start, end) for i, (start, end, title) in enumerate(config["sections"])]
 
 
+def step_of(config: dict[str, Any], role: OutcomeRole) -> dict[str, Any]:
+    """The map (section) or reduce (synthesis) step of a run: instructions, effort, output schema. A run
+    stored before task files has only `task`, the instructions of both steps."""
+    step = config.get("map" if role is OutcomeRole.SECTION else "reduce")
+    if step:
+        return dict(step)
+    return {"instructions": config["task"], "effort": None,
+            "output_schema": (config.get("map") or {}).get("output_schema")}
+
+
 def section_call_request(claim: repo.Claim, config: dict[str, Any], text: str,
                          tags: tuple[tuple[str, str], ...]) -> CallRequest:
     sections = sections_of(config)
+    step = step_of(config, claim.role)
+    structured = supports_structured_outputs(claim.model)
     if claim.role is OutcomeRole.SECTION:
-        return section_request(claim.model, config["task"], sections[claim.slot], text, len(sections),
-                               max_tokens=config["section_output_tokens"], tags=tags)
+        return section_request(claim.model, step["instructions"], sections[claim.slot], text, len(sections),
+                               max_tokens=config["section_output_tokens"], output_schema=step.get("output_schema"),
+                               structured=structured, effort=step.get("effort"), tags=tags)
     with Session() as s:
         by_slot = repo.outcomes_by_slot(s, claim.run_id)
-    step = by_slot[claim.slot]
-    parts = [Part(by_slot[i].title or f"part {i}", by_slot[i].raw_output or "") for i in step.inputs or []]
+    row = by_slot[claim.slot]
+    parts = [Part(by_slot[i].title or f"part {i}", by_slot[i].raw_output or "") for i in row.inputs or []]
     final = claim.prompt_variant == FINAL
     missing: list[int] = []
     if final:
-        covered = set(covered_sections(step.inputs or [], inputs_of(by_slot), succeeded(by_slot)))
+        covered = set(covered_sections(row.inputs or [], inputs_of(by_slot), succeeded(by_slot)))
         missing = [i + 1 for i in range(len(sections)) if i not in covered]
-    return synthesis_request(claim.model, config["task"], parts, missing, final=final,
-                             max_tokens=config["synthesis_output_tokens"], tags=tags)
+    return synthesis_request(claim.model, step["instructions"], parts, missing, final=final,
+                             max_tokens=config["synthesis_output_tokens"], output_schema=step.get("output_schema"),
+                             structured=structured, effort=step.get("effort"), tags=tags)
 
 
 def inputs_of(by_slot: dict[int, WorkerOutcome]) -> dict[int, list[int]]:

@@ -8,6 +8,7 @@ syntheses whose own callback is `reduce` again. `chorus.section.finish` stores t
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any
 
@@ -19,15 +20,23 @@ from models.tables import OutcomeRole, utcnow
 from settings import get_settings
 from tasks import db, dispatch
 from tasks.calls import run_slot
-from tasks.requests import FINAL, PARTIAL, inputs_of, succeeded
-from workflows.sectioning import covered_sections, describe_missing, output_tokens, plan_level, span_label
+from tasks.requests import FINAL, PARTIAL, inputs_of, step_of, succeeded
+from workflows.sectioning import (
+    concat_values,
+    covered_sections,
+    describe_missing,
+    output_tokens,
+    plan_level,
+    read_section_reply,
+    span_label,
+)
 
 log = logging.getLogger("chorus.tasks")
 
 
 @shared_task(name=dispatch.SECTION_CALL, bind=True, max_retries=None)  # attempts: see tasks.calls
-def call(self: Task, run_id: str, slot: int, model: str) -> dict[str, Any]:
-    """One section or synthesis step. `model` is a label for Flower; the slot row is the truth."""
+def call(self: Task, run_id: str, slot: int, model: str, task: str = "") -> dict[str, Any]:
+    """One section or synthesis step. `model` and `task` are labels for Flower; the slot row is the truth."""
     return run_slot(self, run_id, slot)
 
 
@@ -59,10 +68,12 @@ def plan_next(app: Celery, run_id: str, items: list[int] | None) -> dict[str, An
         sections = len(config["sections"])
         level_items = items if items is not None else list(range(sections))
         ok = [i for i in level_items if by_slot[i].status is OutcomeStatus.SUCCEEDED]
-        if not ok or (sections == 1 and items is None):
+        single = sections == 1 and items is None and not config.get("synthesize_single")
+        if not ok or single or config.get("merge"):  # a deterministic merge needs no synthesis call
             return [], [], True
         groups = plan_level([output_tokens(by_slot[i].raw_output) for i in ok], config["synthesis_budget_tokens"])
-        steps, next_items = _add_steps(s, run_id, by_slot, ok, groups, config["model"])
+        model = (config.get("reduce") or {}).get("model") or config["model"]
+        steps, next_items = _add_steps(s, run_id, by_slot, ok, groups, model)
         return steps, next_items, groups is None
 
     planned = in_session(add_level)  # idempotent: a second try finds the rows the first one added
@@ -123,6 +134,8 @@ def _finish_section(s: OrmSession, run_id: str) -> dict[str, Any]:
         return {"run_id": run_id, "status": run.status.value}
     by_slot = {o.slot: o for o in run.outcomes}
     sections = len(run.config["sections"])
+    if run.config.get("merge") == "concat":
+        return _finish_concat(s, run)
     finals = [o for o in run.outcomes if o.prompt_variant == FINAL]
     final = finals[-1] if finals else None
     if final is not None:
@@ -135,6 +148,10 @@ def _finish_section(s: OrmSession, run_id: str) -> dict[str, Any]:
     missing = [i + 1 for i in range(sections) if i not in covered]
     head = final or by_slot[0]
     text = head.raw_output if head.status is OutcomeStatus.SUCCEEDED else None
+    schema = step_of(run.config, head.role).get("output_schema")
+    if text is not None and schema is not None:
+        value, unreadable = read_section_reply(text, schema, None)  # validated when the slot succeeded
+        text = _json_text(value) if unreadable is None else text
     steps = [o for o in run.outcomes if o.role is OutcomeRole.SYNTHESIS]
     if text is None:
         status = RunStatus.FAILED
@@ -164,6 +181,49 @@ def _finish_section(s: OrmSession, run_id: str) -> dict[str, Any]:
     }
     repo.finish_run(s, run, status=status, result=result, error=reason or None)
     return {"run_id": run_id, **result}
+
+
+def _finish_concat(s: OrmSession, run: Any) -> dict[str, Any]:
+    """`merge = "concat"`: the sections' JSON lists joined in section order, no synthesis call. A failed
+    section is named as missing, as a synthesis names it."""
+    schema = run.config["map"]["output_schema"]
+    sections = len(run.config["sections"])
+    values: list[Any] = []
+    missing: list[int] = []
+    for o in sorted((o for o in run.outcomes if o.role is OutcomeRole.SECTION), key=lambda o: o.slot):
+        value, problem = (read_section_reply(o.raw_output or "", schema, None)
+                          if o.status is OutcomeStatus.SUCCEEDED else (None, o.error or o.status.value))
+        if problem is None:
+            values.append(value)
+        else:
+            missing.append(o.slot + 1)
+    text: str | None = None
+    if not values:
+        status, reason = RunStatus.FAILED, f"no section succeeded ({describe_missing(missing)})"
+    else:
+        joined, problem = concat_values(values, schema)
+        if problem is not None:
+            status, reason = RunStatus.FAILED, problem
+        else:
+            text = _json_text(joined)
+            status, reason = (RunStatus.PARTIAL, describe_missing(missing)) if missing else (RunStatus.SUCCEEDED, "")
+    result = {
+        "synthesis": text,
+        "sections": sections,
+        "sections_succeeded": sections - len(missing),
+        "missing": missing,
+        "synthesis_steps": 0,
+        "levels": 0,
+        "merge": "concat",
+        "status": status.value,
+        "reason": reason,
+    }
+    repo.finish_run(s, run, status=status, result=result, error=reason or None)
+    return {"run_id": run.id, **result}
+
+
+def _json_text(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, indent=2)
 
 
 def reap_section(app: Celery, run_id: str) -> dict[str, Any]:

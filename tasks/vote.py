@@ -17,8 +17,9 @@ MAX_TALLY_WAITS = 3600
 
 
 @shared_task(name=dispatch.VOTE_CALL, bind=True, max_retries=None)  # attempts: see tasks.calls
-def call(self: Task, run_id: str, slot: int, model: str) -> dict[str, Any]:
-    """One voter. `model` is only a label so Flower shows who this is; the slot row is the truth."""
+def call(self: Task, run_id: str, slot: int, model: str, task: str = "") -> dict[str, Any]:
+    """One voter. `model` and `task` (the task's name) are only labels so Flower shows who this is; the
+    slot row is the truth."""
     return run_slot(self, run_id, slot)
 
 

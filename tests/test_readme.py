@@ -13,3 +13,19 @@ def test_every_setting_is_in_the_readme_configuration_table():
 def test_the_readme_gives_the_two_setup_commands():
     assert "pip install -e . && chorus demo" in README
     assert "bash .ci/run" in README
+
+
+def test_the_task_files_the_readme_shows_are_the_shipped_examples():
+    import re
+    import tomllib
+
+    from workflows.taskfile import parse_task, task_hash
+
+    blocks = re.findall(r"```toml\n(.*?)```", README, re.S)
+    tasks = [data for data in map(tomllib.loads, blocks) if "pattern" in data and "jobs" not in data]
+    shown = {t.name: task_hash(t) for t in map(parse_task, tasks)}
+    examples = Path(__file__).resolve().parent.parent / "examples"
+    files = [tomllib.loads(p.read_text()) for p in examples.glob("*.toml")]
+    shipped = {t.name: task_hash(t) for t in map(parse_task, files)}
+    assert set(shown) == {"ticket-urgency", "man-options"}
+    assert shown == {name: shipped[name] for name in shown}

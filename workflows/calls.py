@@ -23,6 +23,10 @@ class CallRequest:
     temperature: float | None = None  # recorded; not sent (see providers/anthropic_provider.py)
     cache_blocks: int = 0
     tags: tuple[tuple[str, str], ...] = ()
+    # Structured outputs: a JSON schema the reply must follow (sent as `output_config.format`), or None
+    # for free text. Only set for models that support it (workflows.registry).
+    output_schema: dict[str, Any] | None = None
+    effort: str | None = None  # `output_config.effort` (low | medium | high | ...), where the model has it
 
     @property
     def user_text(self) -> str:

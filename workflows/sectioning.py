@@ -8,17 +8,25 @@ joining them gives the text back. With a token-budget overlap, a section may sta
 
 from __future__ import annotations
 
+import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
+from html import escape
+from typing import Any
+
+import jsonschema
 
 from workflows.calls import CallRequest
+from workflows.taskfile import concat_key
 from workflows.tokens import estimate_tokens
 
 CHARS_PER_TOKEN = 4  # the same heuristic as workflows.tokens.estimate_tokens
 SECTION_OUTPUT_TOKENS = 400
 SYNTHESIS_OUTPUT_TOKENS = 800
+STRUCTURED_OUTPUT_TOKENS = 1024  # a JSON map reply; a JSON synthesis gets twice this
+EFFORT_OUTPUT_TOKENS = 2048  # effort lets the model think first; thinking counts toward max_tokens
 TITLE_MAX = 120
 
 
@@ -192,23 +200,143 @@ class Part:
     text: str
 
 
+def output_budget(step_max: int | None, *, default: int, schema: Mapping[str, Any] | None, effort: str | None
+                  ) -> int:
+    """The max_tokens of a map or reduce call: the step's own, else the default, raised for a JSON reply
+    (structure costs tokens, and a cut reply is a failed slot) and for effort (thinking counts toward it)."""
+    if step_max is not None:
+        return step_max
+    budget = default
+    if schema is not None:
+        budget = max(budget, STRUCTURED_OUTPUT_TOKENS if default == SECTION_OUTPUT_TOKENS
+                     else 2 * STRUCTURED_OUTPUT_TOKENS)
+    if effort is not None:
+        budget = max(budget, EFFORT_OUTPUT_TOKENS)
+    return budget
+
+
+def reply_format(schema: Mapping[str, Any] | None, *, structured: bool) -> str:
+    """What the prompt says about the reply's shape. With structured outputs the API holds the reply to
+    the schema (`output_config.format`); without them the schema is in the prompt and only JSON is asked for."""
+    if schema is None:
+        return ""
+    if structured:
+        return "Reply with JSON that follows the output schema.\n"
+    return ("Reply with JSON only (no prose, no code fence) that validates against this JSON schema:\n"
+            f"<output_schema>\n{json.dumps(schema, ensure_ascii=False, sort_keys=True)}\n</output_schema>\n")
+
+
 def section_request(model: str, task: str, section: Section, document: str, total: int, *,
-                    max_tokens: int = SECTION_OUTPUT_TOKENS, tags: tuple[tuple[str, str], ...] = ()) -> CallRequest:
-    head = f"Task: {task}\nThis is section {section.index + 1} of {total}, titled {section.title!r}.\n"
+                    max_tokens: int = SECTION_OUTPUT_TOKENS, output_schema: Mapping[str, Any] | None = None,
+                    structured: bool = False, effort: str | None = None,
+                    tags: tuple[tuple[str, str], ...] = ()) -> CallRequest:
+    """A map call: the task's instructions for one section (`task`), the section in `<section>` tags.
+    `output_schema` is sent as the API's structured output when `structured` (the model has it), and
+    written into the prompt otherwise."""
+    head = (f"<instructions>\n{task.strip()}\n</instructions>\n"
+            f"This is section {section.index + 1} of {total}, titled {section.title!r}.\n"
+            f"{reply_format(output_schema, structured=structured)}")
     body = f"<section>\n{section.text(document)}\n</section>\n"
-    return CallRequest(model=model, system=SECTION_SYSTEM, user_blocks=(head, body), max_tokens=max_tokens, tags=tags)
+    return CallRequest(model=model, system=SECTION_SYSTEM, user_blocks=(head, body), max_tokens=max_tokens, tags=tags,
+                       output_schema=dict(output_schema) if output_schema is not None and structured else None,
+                       effort=effort)
 
 
 def synthesis_request(model: str, task: str, parts: Sequence[Part], missing: Sequence[int] = (), *,
                       final: bool = True, max_tokens: int = SYNTHESIS_OUTPUT_TOKENS,
-                      tags: tuple[tuple[str, str], ...] = ()) -> CallRequest:
+                      output_schema: Mapping[str, Any] | None = None, structured: bool = False,
+                      effort: str | None = None, tags: tuple[tuple[str, str], ...] = ()) -> CallRequest:
+    """A reduce call: the reduce instructions (`task`) over the parts, in order, in `<synthesis>`."""
     scope = "the whole document" if final else "a run of consecutive sections (a partial synthesis)"
-    head = f"Task: {task}\nCombine the {len(parts)} parts below, in their order, into one result for {scope}.\n"
+    head = (f"<instructions>\n{task.strip()}\n</instructions>\n"
+            f"Combine the {len(parts)} parts below, in their order, into one result for {scope}.\n")
     if missing:
         head += f"Not available: {describe_missing(missing)} (their workers failed).\n"
-    blocks = "".join(f"<part n=\"{i}\" label=\"{p.label}\">\n{p.text}\n</part>\n" for i, p in enumerate(parts, 1))
+    head += reply_format(output_schema, structured=structured)
+    blocks = "".join(f"<part n=\"{i}\" label=\"{escape(p.label)}\">\n{p.text}\n</part>\n"
+                     for i, p in enumerate(parts, 1))
     return CallRequest(model=model, system=SYNTHESIS_SYSTEM, user_blocks=(head, f"<synthesis>\n{blocks}</synthesis>\n"),
-                       max_tokens=max_tokens, tags=tags)
+                       max_tokens=max_tokens, tags=tags,
+                       output_schema=dict(output_schema) if output_schema is not None and structured else None,
+                       effort=effort)
+
+
+# ----- structured replies ------------------------------------------------------------------------
+_FENCED = re.compile(r"\A\s*```[A-Za-z]*[ \t]*\n(?P<body>.*?)\n?```\s*\Z", re.DOTALL)
+
+
+def read_section_reply(text: str, schema: Mapping[str, Any] | None, stop_reason: str | None
+                       ) -> tuple[Any, str | None]:
+    """(result, None) for a map or reduce reply, else (None, why it is no result). With an output schema
+    the result is the JSON value (`read_structured`); without one, the text. A refusal is never a result."""
+    if schema is not None:
+        return read_structured(text, schema, stop_reason)
+    if stop_reason == "refusal":
+        return None, f"the model declined to answer (stop_reason refusal): {_short(text)}"
+    return text, None
+
+
+def read_structured(text: str, schema: Mapping[str, Any], stop_reason: str | None) -> tuple[Any, str | None]:
+    """(value, None) for a reply that is JSON valid against `schema`, else (None, why not).
+
+    A refusal, a reply cut at max_tokens, text that is not JSON, or JSON that breaks the schema is not
+    a result. A reply wrapped in one Markdown code fence (models without structured outputs write
+    them) is read from inside the fence."""
+    if stop_reason == "refusal":
+        return None, f"the model declined to answer (stop_reason refusal): {_short(text)}"
+    if stop_reason == "max_tokens":
+        return None, "the reply was cut at max_tokens before the JSON was complete; raise max_output_tokens"
+    fenced = _FENCED.match(text)
+    try:
+        value = json.loads(fenced.group("body") if fenced else text)
+    except ValueError as exc:
+        return None, f"the reply is not valid JSON ({exc}): {_short(text)}"
+    problem = schema_problem(value, schema)
+    if problem is not None:
+        return None, f"the reply does not match the output schema: {problem}"
+    return value, None
+
+
+def schema_problem(value: Any, schema: Mapping[str, Any]) -> str | None:
+    """The most relevant way `value` breaks `schema` ("'flag' is a required property at options[2]"),
+    or None when it is valid."""
+    validator_class = jsonschema.validators.validator_for(schema)
+    try:
+        validator_class.check_schema(schema)
+    except jsonschema.SchemaError as exc:
+        return f"the output schema itself is invalid: {exc.message}"
+    error = jsonschema.exceptions.best_match(validator_class(schema).iter_errors(value))
+    if error is None:
+        return None
+    return f"{error.message} at {json_path(error.absolute_path)}"
+
+
+def json_path(path: Iterable[Any]) -> str:
+    """`options[2].flag` from ["options", 2, "flag"]; `the top level` for []."""
+    out = ""
+    for key in path:
+        out += f"[{key}]" if isinstance(key, int) else (f".{key}" if out else str(key))
+    return out or "the top level"
+
+
+def concat_values(values: Sequence[Any], schema: Mapping[str, Any]) -> tuple[Any, str | None]:
+    """`merge = "concat"`: the sections' JSON lists joined in order into one value of `schema`, and why
+    it is not valid (None when it is). The list is the top-level array, or the one array property of an
+    object (`concat_key`); the object's other properties are the first section's."""
+    key = concat_key(schema)
+    if key is False:
+        return None, "the output schema has no list to join (an array, or an object with one array property)"
+    if key is None:
+        joined: Any = [item for value in values for item in value]
+    else:
+        joined = {**values[0], key: [item for value in values for item in value.get(key, [])]} if values else {key: []}
+    problem = schema_problem(joined, schema)
+    return joined, (f"the joined result does not match the output schema: {problem}" if problem else None)
+
+
+def _short(text: str, width: int = 120) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[: width - 1] + "…"
 
 
 def describe_missing(numbers: Sequence[int]) -> str:

@@ -8,15 +8,16 @@ from __future__ import annotations
 
 import typer
 
-from chorus.cli import admin, analysis, batches, runs
+from chorus.cli import admin, analysis, batches, models, runs, tasks
 
 app = typer.Typer(help="Run LLM calls in parallel (voting, sectioning) on a Celery worker pool.",
                   no_args_is_help=True, add_completion=False)
 db_app = typer.Typer(help="Database schema commands.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
+app.add_typer(tasks.task_app, name="task")
 
 for command in (runs.vote, runs.status, runs.demo, admin.stub, runs.section, batches.batch, batches.export,
-                batches.beat, analysis.compare, analysis.advise, analysis.report):
+                batches.beat, analysis.compare, analysis.advise, analysis.report, models.models):
     app.command()(command)
 db_app.command("upgrade")(admin.db_upgrade)
 

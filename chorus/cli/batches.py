@@ -16,37 +16,51 @@ from chorus.batch import batch_counts, prepare_batch, run_batch, wait_for_batch
 from chorus.cli.base import EXIT_FAILED, EXIT_OK, EXIT_USAGE, JsonOpt, cli_settings, err, errors, fail, out, workers_for
 from chorus.inputs import count_records
 from chorus.schedule import load_jobs
+from chorus.taskfile import load_task, looks_like_task_file
 
 
 def batch(
     source: Annotated[Path, typer.Argument(help="A folder of .txt/.md files, a .jsonl or a .csv (id, text, label).")],
-    pattern: Annotated[str, typer.Option("--pattern", "-p", help="vote or section.")],
+    pattern: Annotated[str | None, typer.Option("--pattern", "-p", help="vote or section (default: the task's).")]
+    = None,
     name: Annotated[str | None, typer.Option(help="The batch's name; the same name resumes it.")] = None,
     labels: Annotated[str | None, typer.Option("--labels", "-l", help="vote: allowed labels.")] = None,
     voters: Annotated[int | None, typer.Option("--voters", "-n", help="vote: voters per document.")] = None,
     model: Annotated[list[str] | None, typer.Option("--model", "-m", help="Model(s).")] = None,
-    task: Annotated[str | None, typer.Option("--task", help='section: "summarize" or "extract <what>".')] = None,
+    task: Annotated[str | None, typer.Option(
+        "--task", "-t", help='A task file (.toml); for section also plain instructions ("summarize", '
+                             '"extract every option", ...).')] = None,
     how: Annotated[str | None, typer.Option("--split", help="section: auto, headings, paragraphs or tokens.")]
     = None,
     max_in_flight: Annotated[int, typer.Option("--max-in-flight", min=1, help="Runs sent and unfinished at most.")]
     = 64,
     timeout: Annotated[float | None, typer.Option(help="Seconds to wait for the last runs.")] = None,
+    new_version: Annotated[bool, typer.Option(
+        "--new-version", help="The batch name already ran another task: start NAME.v2 (v3, ...) with this one.")]
+    = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Run a pattern over every document of SOURCE; re-running the same batch resumes it."""
     settings = cli_settings()
     options: dict[str, Any] = {}
+    with errors():
+        task_obj = load_task(task) if task and looks_like_task_file(task) else None
+    pattern = pattern or (task_obj.pattern if task_obj else None)
+    if pattern is None:
+        raise fail("say what to run: --pattern vote --labels a,b, --pattern section, or --task FILE", EXIT_USAGE)
     if pattern == "vote":
-        options = {"labels": labels, "voters": voters, "models": model}
+        if task and task_obj is None:
+            raise fail(f"--task {task!r} is not a task file; --pattern vote takes a .toml task file", EXIT_USAGE)
+        options = {"labels": labels, "voters": voters, "models": model, "task": task_obj}
     elif pattern == "section":
         if labels or voters:
             raise fail("--labels and --voters apply to --pattern vote", EXIT_USAGE)
-        options = {"task": task, "how": how, "model": model[0] if model else None}
+        options = {"task": task_obj or task, "how": how, "model": model[0] if model else None}
     else:
         raise fail(f"unknown pattern {pattern!r}; use --pattern vote or --pattern section", EXIT_USAGE)
     with errors():
         prepared = prepare_batch(source, pattern=pattern, options=options, name=name, max_in_flight=max_in_flight,
-                                 settings=settings)
+                                 settings=settings, new_version=new_version)
         total = count_records(source)
     progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                         TextColumn("{task.fields[detail]}"), TimeElapsedColumn(), console=err,

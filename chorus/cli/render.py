@@ -17,13 +17,14 @@ from workflows.errors import NotFoundError
 def print_run(run: Any) -> None:
     colour = {"succeeded": "green", "partial": "yellow", "failed": "red"}.get(run.status, "white")
     out.print(f"run [bold]{run.id}[/bold]  [{colour}]{run.status}[/{colour}]  provider {run.provider}")
+    print_task_line(run)
     if run.answer is not None or run.result:
         conf = f"{run.confidence:.0%}" if run.confidence is not None else "-"
         flag = "  [yellow]low agreement[/yellow]" if run.low_agreement else ""
         out.print(f"answer [bold]{run.answer}[/bold]  confidence {conf}{flag}")
     if run.error:
         out.print(f"[yellow]{run.error}[/yellow]", highlight=False)
-    table = Table("slot", "model", "variant", "status", "answer", "attempts", "latency", "tokens in/out", "error")
+    table = Table("slot", "model", "voter", "status", "answer", "attempts", "latency", "tokens in/out", "error")
     for o in run.outcomes:
         latency = f"{o.latency_s * 1000:.0f} ms" if o.latency_s is not None else "-"
         est = "~" if o.usage_estimated else ""
@@ -37,9 +38,16 @@ def print_run(run: Any) -> None:
         out.print("[dim]~ token counts are estimates (offline provider)[/dim]")
 
 
+def print_task_line(run: Any) -> None:
+    task = getattr(run, "task", None)
+    if task:
+        out.print(f"task [bold]{task['name']}[/bold] (hash {task['hash'][:12]})", highlight=False)
+
+
 def print_section_run(run: Any) -> None:
     colour = {"succeeded": "green", "partial": "yellow", "failed": "red"}.get(run.status, "white")
     out.print(f"run [bold]{run.id}[/bold]  [{colour}]{run.status}[/{colour}]  provider {run.provider}")
+    print_task_line(run)
     if run.error:
         out.print(f"[yellow]{run.error}[/yellow]", highlight=False)
     table = Table("slot", "role", "title", "status", "latency", "tokens in/out", "output")

@@ -27,24 +27,32 @@ from chorus.cli.base import (
 from chorus.cli.render import print_batch_status, print_demo, print_limits, print_run, print_section_run
 from chorus.runs import get_run, prepare, wait_for_run
 from chorus.section import plan_section, submit_section_plan
+from chorus.taskfile import load_section_task, load_vote_task, looks_like_task_file
 from chorus.vote import plan_vote, submit_plan
 from models import Pattern, Session, repo
 from settings import Settings
 from workflows.errors import NotFoundError
 
 EXAMPLES = resources.files("chorus") / "examples"
-SplitOpt = Annotated[str, typer.Option("--split", help="auto, headings, paragraphs or tokens.")]
-TaskOpt = Annotated[str, typer.Option("--task", help='"summarize" or "extract <what>".')]
+TaskOpt = Annotated[str, typer.Option(
+    "--task", help='A section task file (.toml), or what to do with each section: "summarize", '
+                   '"extract every option", "translate to French", ...')]
+VoteTaskOpt = Annotated[str | None, typer.Option(
+    "--task", "-t", help="A vote task file (.toml): instructions, labels with meanings, examples, the panel. "
+                         "Options given here override its fields.")]
 
 
 def vote(
     document: Annotated[str, typer.Argument(help="The text to classify, or a path to a text file.")],
-    labels: Annotated[str, typer.Option("--labels", "-l", help="Allowed labels, comma-separated.")],
-    voters: Annotated[int, typer.Option("--voters", "-n", min=1, max=64, help="Number of voters.")] = 5,
+    labels: Annotated[str | None, typer.Option("--labels", "-l", help="Allowed labels, comma-separated.")] = None,
+    task: VoteTaskOpt = None,
+    voters: Annotated[int | None, typer.Option("--voters", "-n", min=1, max=64,
+                                               help="Number of voters (default 5, or the task's panel).")] = None,
     model: Annotated[list[str] | None, typer.Option("--model", "-m", help="Model(s); voters cycle through them.")]
     = None,
     quorum: Annotated[int | None, typer.Option(help="Valid answers needed (default: a majority).")] = None,
-    tie_policy: Annotated[str, typer.Option(help="none (a tie decides nothing) or first (label order).")] = "none",
+    tie_policy: Annotated[str | None, typer.Option(
+        help="none (a tie decides nothing) or first (label order); default none.")] = None,
     timeout: Annotated[float | None, typer.Option(help="Seconds to wait for the result.")] = None,
     cache_aware: Annotated[bool, typer.Option(
         "--cache-aware/--no-cache-aware", help="Send one voter per model first so the rest read the prompt cache.")
@@ -53,10 +61,14 @@ def vote(
 ) -> None:
     """Send one document to N voters and print the tally."""
     settings = cli_settings()
+    if labels is None and task is None:
+        raise fail("say what to decide: --labels a,b,c or --task FILE (see `chorus task check`)", EXIT_USAGE)
+    with errors():
+        vote_task = load_vote_task(task) if task else None
     text = read_document(document)
     with errors():
-        plan = plan_vote(text, labels, voters=voters, models=model, quorum=quorum, tie_policy=tie_policy,
-                         cache_aware=cache_aware,
+        plan = plan_vote(text, labels, task=vote_task, voters=voters, models=model, quorum=quorum,
+                         tie_policy=tie_policy, cache_aware=cache_aware,
                          external_id=Path(document).name if Path(document).is_file() else None, settings=settings)
     with errors(), workers_for(settings) as workers:
         run_id = submit_plan(plan, settings=settings)
@@ -71,19 +83,23 @@ def vote(
 def section(
     file: Annotated[str, typer.Argument(help="A text file (or the text itself).")],
     task: TaskOpt = "summarize",
-    how: SplitOpt = "auto",
-    max_tokens: Annotated[int | None, typer.Option(help="Input tokens per section (default CHORUS_SECTION_TOKENS).")]
-    = None,
-    overlap: Annotated[int, typer.Option(help="Tokens a token-budget section repeats from the previous one.")] = 0,
+    how: Annotated[str | None, typer.Option("--split", help="auto, headings, paragraphs or tokens.")] = None,
+    max_tokens: Annotated[int | None, typer.Option(
+        min=1, help="Input tokens per section (default: the task's, else CHORUS_SECTION_TOKENS).")] = None,
+    overlap: Annotated[int | None, typer.Option(
+        min=0, help="Tokens a token-budget section repeats from the previous one.")] = None,
     model: Annotated[str | None, typer.Option("--model", "-m", help="Model of the section workers.")] = None,
     timeout: Annotated[float | None, typer.Option(help="Seconds to wait for the result.")] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Split a document into sections, one worker per section, then synthesize their outputs."""
     settings = cli_settings()
+    with errors():
+        section_task = load_section_task(task) if looks_like_task_file(task) else task
     text = read_document(file)
     with errors():
-        plan = plan_section(text, task=task, how=how, model=model, max_tokens=max_tokens, overlap_tokens=overlap,
+        plan = plan_section(text, task=section_task, how=how, model=model, max_tokens=max_tokens,
+                            overlap_tokens=overlap,
                             external_id=Path(file).name if Path(file).is_file() else None, settings=settings)
     err.print(f"{len(plan.sections)} section(s) by {plan.how.value}; sending one worker per section",
               highlight=False)

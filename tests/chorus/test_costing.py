@@ -8,7 +8,7 @@ from types import SimpleNamespace
 import pytest
 
 from chorus.costing import breakdown, run_cost, run_cost_without_cache, run_minimum_cost, shared_prefixes
-from workflows.voting import SYSTEM_TEMPLATE, build_panel, vote_request
+from workflows.voting import build_panel, vote_request
 
 M = 1_000_000
 HAIKU, SONNET = "claude-haiku-4-5", "claude-sonnet-4-6"
@@ -92,8 +92,8 @@ def test_the_shared_prefix_is_counted_from_the_request_itself():
     subject = run(outcome(0, 1, 1), outcome(1, 1, 1), outcome(2, 1, 1), outcome(3, 1, 1, model=SONNET))
     assert shared_prefixes(subject, config, "The document.", count) == {HAIKU: (4242, False)}
     (request,) = seen  # once per model with two calls or more; the lone Sonnet call shares nothing
-    full = vote_request(panel[0], labels, "The document.")
-    assert request.system == SYSTEM_TEMPLATE.format(labels="positive, negative")
+    full = vote_request(panel[0], labels, "The document.", structured=True)  # what a Haiku voter sends
+    assert request.system == full.system and '<label name="negative">' in request.system
     assert request.user_blocks == full.user_blocks[:1] and "The document." in request.user_blocks[0]
     assert shared_prefixes(run(outcome(0, 1, 1), outcome(1, 1, 1), pattern="section"), {}, "x", count) == {}
 

@@ -80,3 +80,46 @@ def test_chorus_beat_check_validates_the_schedule_file_without_starting_beat(tmp
                           env=env, capture_output=True, text=True, timeout=60, check=False)
     assert done.returncode == code
     assert expected in " ".join(done.stderr.split())
+
+
+TASK = """name = "mail-urgency"
+[[labels]]
+name = "urgent"
+description = "an outage"
+[[labels]]
+name = "normal"
+[[voters]]
+name = "reader"
+count = 2
+"""
+
+
+def test_a_job_names_a_task_file_relative_to_the_schedule_and_carries_it_resolved(tmp_path):
+    (tmp_path / "tasks").mkdir()
+    (tmp_path / "tasks" / "mail.toml").write_text(TASK)
+    job = {k: v for k, v in INBOX.items() if k not in ("pattern", "options")} | {"task": "tasks/mail.toml"}
+    (loaded,) = load_jobs(write(tmp_path, {"jobs": [job]}))
+    assert loaded.pattern == "vote"  # from the task
+    assert loaded.task_spec is not None and loaded.task_spec["name"] == "mail-urgency"
+    sent = beat_entries([loaded], "callbacks")["chorus-job-inbox"]["args"][0]
+    assert sent["task_spec"]["labels"][0] == {"name": "urgent", "description": "an outage"}
+    assert "task 'mail-urgency'" in loaded.describe()
+
+
+@pytest.mark.parametrize(
+    ("task_text", "job_extra", "message"),
+    [
+        (TASK.replace('name = "urgent"', 'name = "normal"'), {}, "field `labels[1].name`"),
+        (None, {}, "no such file"),
+        (TASK, {"pattern": "section"}, "is a vote task but the job says pattern = 'section'"),
+    ],
+)
+def test_a_job_with_a_bad_task_file_is_refused_naming_the_job_and_the_task_field(tmp_path, task_text, job_extra,
+                                                                                 message):
+    if task_text is not None:
+        (tmp_path / "mail.toml").write_text(task_text)
+    job = {k: v for k, v in INBOX.items() if k not in ("pattern", "options")} | {"task": "mail.toml", **job_extra}
+    with pytest.raises(ConfigError) as info:
+        load_jobs(write(tmp_path, {"jobs": [job]}))
+    assert "job 1 (inbox): task" in str(info.value)
+    assert message in str(info.value)

@@ -77,6 +77,30 @@ def test_beat_runs_an_inbox_job_and_its_batch_completes_then_picks_up_a_new_file
     assert (counts.total, counts.succeeded, counts.failed) == (4, 4, 0)
 
 
+def test_a_scheduled_job_runs_the_task_file_it_names(workers, stub, tmp_path):
+    from chorus.runs import get_run
+    from models import Session, repo
+
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    (inbox / "ticket.txt").write_text("Since the update nobody on our team can log in; we are locked out.\n")
+    (tmp_path / "tasks").mkdir()
+    (tmp_path / "tasks" / "urgency.toml").write_text((ROOT / "examples" / "ticket-urgency.toml").read_text())
+    schedule = tmp_path / "jobs.toml"
+    schedule.write_text(f'[[jobs]]\nname = "tickets"\nkind = "inbox"\nevery_seconds = 1\nfolder = "{inbox}"\n'
+                        f'batch = "beat-tickets"\ntask = "tasks/urgency.toml"\n')
+
+    with beat(schedule, tmp_path) as proc:
+        wait_until(lambda: succeeded("beat-tickets") == 1, 60, "the ticket", proc, tmp_path / "beat.log")
+
+    with Session() as s:
+        (stored,) = repo.runs_of_batch(s, find_batch("beat-tickets").id)
+    run = get_run(stored.id)
+    assert run.task is not None and run.task["name"] == "ticket-urgency"
+    assert sorted(str(o.prompt_variant) for o in run.outcomes) == ["cannot-do", "cannot-do", "money-data-outage"]
+    assert run.answer == "urgent"
+
+
 def test_beat_refuses_a_bad_schedule_file_at_start_up_naming_the_job_and_field(postgres, tmp_path):
     schedule = tmp_path / "jobs.toml"
     schedule.write_text('[[jobs]]\nname = "retry"\nkind = "retry_failed"\nbatch = "x"\n')

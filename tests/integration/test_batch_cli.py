@@ -49,3 +49,32 @@ def test_a_whole_input_error_exits_2_with_a_fix_and_writes_nothing(workers, tmp_
     assert missing.returncode == 2 and "no such file or folder" in missing.stderr
     assert unknown.returncode == 2 and "use --pattern vote or --pattern section" in unknown.stderr
     assert chorus("status", "nope-" + "0" * 8).returncode == 2
+
+
+def test_a_batch_runs_a_task_file_and_its_name_refuses_another_task_unless_a_new_version_is_asked_for(
+        workers, stub, tmp_path):
+    source = tmp_path / "tickets.jsonl"
+    source.write_text(json.dumps({"id": "t1", "text": "We are locked out and cannot work at all since the update.",
+                                  "label": "urgent"}) + "\n")
+    task = ROOT / "examples" / "ticket-urgency.toml"
+    changed = tmp_path / "urgency-v2.toml"
+    changed.write_text(task.read_text().replace("Look for money, data loss or an outage",
+                                                "Look for money, lost data or a service outage"))
+
+    first = chorus("batch", str(source), "--task", str(task), "--name", "cli-tickets", "--json")
+    refused = chorus("batch", str(source), "--task", str(changed), "--name", "cli-tickets", "--json")
+    second = chorus("batch", str(source), "--task", str(changed), "--name", "cli-tickets", "--new-version", "--json")
+    again = chorus("batch", str(source), "--task", str(changed), "--name", "cli-tickets", "--new-version", "--json")
+    status = chorus("status", "cli-tickets.v2", "--json")
+
+    assert first.returncode == 0, first.stderr
+    assert json.loads(first.stdout)["counts"]["succeeded"] == 1
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr
+    message = " ".join(refused.stderr.split())
+    assert "task 'ticket-urgency' (hash" in message and "--new-version" in message and "cli-tickets.v2" in message
+    assert second.returncode == 0, second.stderr
+    made = json.loads(second.stdout)
+    assert made["name"] == "cli-tickets.v2" and made["sent"] == 1
+    resumed = json.loads(again.stdout)  # the same task again: the v2 batch resumes, nothing new is sent
+    assert resumed["name"] == "cli-tickets.v2" and resumed["batch_id"] == made["batch_id"] and resumed["sent"] == 0
+    assert status.returncode == 0, status.stderr

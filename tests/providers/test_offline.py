@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import re
 
+import jsonschema
 import pytest
 
 from providers.offline import OfflineProvider, respond, summarize
@@ -237,3 +239,187 @@ def test_offline_usage_is_marked_as_an_estimate():
     assert result.usage.input_tokens > 0 and result.usage.output_tokens > 0
     assert result.request_id is not None and result.request_id.startswith("offline-")
     assert result.model == "claude-haiku-4-5"
+
+
+# ----- the user's task: label descriptions, examples, voter prompts ---------------------------------
+from providers.offline import REFUSAL, focus_of_prompt  # noqa: E402
+from providers.offline import answer as offline_answer  # noqa: E402
+from workflows.taskfile import Example, Label, VoteTask  # noqa: E402
+from workflows.voting import label_schema, read_answer  # noqa: E402
+
+HAIKU = "claude-haiku-4-5"
+OUTAGE_WITH_WORKAROUND = "Production is down for the reporting page, but we copy the numbers by hand for now."
+
+
+def task_vote(task: VoteTask, document: str, voter: Voter | None = None, structured: bool = False):
+    request = vote_request(voter or Voter(0, HAIKU, "direct"), task, document, structured=structured)
+    return OfflineProvider().call(request)
+
+
+def task_answer(task: VoteTask, document: str, voter: Voter | None = None) -> str | None:
+    return parse_answer(task_vote(task, document, voter).text, task.label_names)
+
+
+def test_a_label_description_that_names_the_documents_words_changes_the_answer():
+    bare = VoteTask(name="t", labels=(Label("urgent"), Label("normal")))
+    described = VoteTask(name="t", labels=(
+        Label("urgent", "the customer cannot work at all, or data is being lost"),
+        Label("normal", "something is broken but there is a workaround, like copying by hand"),
+    ))
+    assert task_answer(bare, OUTAGE_WITH_WORKAROUND) == "urgent"  # "down" is a built-in urgent cue
+    assert task_answer(described, OUTAGE_WITH_WORKAROUND) == "normal"  # "copy", "hand" from the description
+
+
+def test_a_description_gives_cues_to_a_label_the_lexicon_does_not_know():
+    document = "The invoice total includes a sandbox fee that should not be there."
+    bare = VoteTask(name="t", labels=(Label("ledger"), Label("sandbox-env")))
+    described = VoteTask(name="t", labels=(Label("ledger", "anything about an invoice, fee or total"),
+                                           Label("sandbox-env")))
+    assert task_answer(bare, document) == "sandbox-env"  # the label's own word
+    assert task_answer(described, document) == "ledger"
+
+
+def test_words_two_descriptions_share_are_no_cue_for_either():
+    document = "The customer writes about the weather."
+    task = VoteTask(name="t", labels=(Label("alpha", "the customer is angry"), Label("beta", "the customer is happy")))
+    reply = task_vote(task, document).text
+    assert parse_answer(reply, task.label_names) is None and "no evidence" in reply
+
+
+def test_examples_feed_the_cues_of_their_label():
+    document = "Production is down for the reporting page; we enter the orders by hand for now."
+    bare = VoteTask(name="t", labels=(Label("urgent"), Label("normal")))
+    with_example = VoteTask(name="t", labels=bare.labels,
+                            examples=(Example("We enter the orders by hand until the sync is fixed.", "normal"),))
+    assert task_answer(bare, document) == "urgent"
+    assert task_answer(with_example, document) == "normal"
+
+
+def test_labels_and_examples_are_read_unescaped_from_the_system_prompt():
+    task = VoteTask(name="t", labels=(Label("R&D <internal>", "lab & prototype \"work\""), Label("sales")),
+                    examples=(Example("The prototype's lab results <draft>", "R&D <internal>"),))
+    request = vote_request(Voter(0, HAIKU, "direct"), task, "The lab built a prototype.", structured=True)
+    assert "R&amp;D &lt;internal&gt;" in request.system  # escaped in the prompt ...
+    result = OfflineProvider().call(request)
+    assert json.loads(result.text)["label"] == "R&D <internal>"  # ... answered as written
+
+
+@pytest.mark.parametrize(
+    ("prompt", "focus"),
+    [
+        ("Judge from how the ticket begins.", "opening"),
+        ("Read only the first lines.", "opening"),
+        ("Decide from the final verdict of the review.", "closing"),
+        ("Look at how it ends.", "closing"),
+        ("Quote the evidence, then decide.", "evidence"),
+        ("Watch for negations: 'not good' is bad.", "contrast"),
+        ("However it starts, mind the contrast.", "contrast"),  # the first word that names a view wins
+        ("Look for money, data loss or an outage.", "whole"),
+    ],
+)
+def test_a_voter_prompt_chooses_its_view_by_its_words(prompt, focus):
+    assert focus_of_prompt(prompt) == focus
+
+
+def test_voter_prompts_see_the_opening_or_the_closing_as_the_built_in_variants_do():
+    task = VoteTask(name="t", labels=tuple(Label(x) for x in SENTIMENT))
+    opening = Voter(0, HAIKU, "own", name="first-impression", prompt="Judge from how the review begins.")
+    closing = Voter(1, HAIKU, "own", name="verdict", prompt="Decide from the final verdict.")
+    assert task_answer(task, GOOD_START_BAD_END, opening) == "positive"
+    assert task_answer(task, GOOD_START_BAD_END, closing) == "negative"
+
+
+def test_a_voter_prompt_that_shares_a_descriptions_words_weighs_that_labels_cues_double():
+    task = VoteTask(name="t", labels=(Label("normal", "a report looks wrong"),
+                                      Label("urgent", "data is being lost or the service is down")))
+    document = "The report looks odd and some data may be lost."
+    plain = Voter(0, HAIKU, "own", prompt="Read the ticket.")
+    data_minded = Voter(1, HAIKU, "own", prompt="Watch for data that is lost.")
+    assert task_answer(task, document, plain) == "normal"  # 2 cues each: the tie goes to the first label
+    assert task_answer(task, document, data_minded) == "urgent"
+
+
+def test_a_structured_vote_is_json_with_the_label_as_written_and_a_quoted_reason():
+    task = VoteTask(name="t", labels=(Label("Positive"), Label("Negative")))
+    result = task_vote(task, NEGATIVE, structured=True)
+    reply = json.loads(result.text)
+    jsonschema.validate(reply, label_schema(task.label_names))
+    assert reply["label"] == "Negative" and result.stop_reason == "end_turn"
+    assert reply["reason"] and reply["reason"] in NEGATIVE
+    assert read_answer(result.text, task.label_names, structured=True, stop_reason=result.stop_reason) == (
+        "Negative", None)
+
+
+def test_a_structured_vote_without_evidence_is_a_refusal():
+    task = VoteTask(name="t", labels=(Label("sports"), Label("politics")))
+    result = task_vote(task, "The meeting is on Tuesday at ten in room four.", structured=True)
+    assert (result.stop_reason, result.text) == ("refusal", REFUSAL)
+    label, why = read_answer(result.text, task.label_names, structured=True, stop_reason=result.stop_reason)
+    assert label is None and why is not None and "refusal" in why
+
+
+def test_a_structured_vote_without_evidence_takes_the_catch_all_label_like_a_text_vote():
+    task = VoteTask(name="t", labels=(Label("sports"), Label("other")))
+    result = task_vote(task, "The meeting is on Tuesday at ten in room four.", structured=True)
+    assert json.loads(result.text)["label"] == "other" and result.stop_reason == "end_turn"
+
+
+def test_the_schemas_enum_alone_is_enough_to_vote():
+    reply = offline_answer(HAIKU, "Classify.", "<document>\nI loved it, great and wonderful.\n</document>\n", 100,
+                   label_schema(["positive", "negative"]))
+    assert json.loads(reply.text)["label"] == "positive"
+
+
+def test_a_reply_that_does_not_fit_max_tokens_stops_with_max_tokens():
+    reply = offline_answer(HAIKU, "Summarize.", "<section>\n-a, --all\n  show all entries\n</section>", 3,
+                   {"type": "object", "properties": {"options": {"type": "array", "items": {"type": "string"}}},
+                    "required": ["options"], "additionalProperties": False})
+    assert reply.stop_reason == "max_tokens" and reply.output_tokens <= 3
+
+
+MAN_SECTION = """OPTIONS
+       -a, --all
+              do not ignore entries starting with .
+
+       -A, --almost-all
+              do not list implied . and ..
+
+       --block-size=SIZE
+              with -l, scale sizes by SIZE when printing them; e.g.,
+              '--block-size=M'; see SIZE format below
+
+       -v     natural sort of (version) numbers within text
+"""
+MAN_SCHEMA = {"type": "object", "required": ["options"], "properties": {"options": {"type": "array", "items": {
+    "type": "object", "required": ["flag", "meaning"],
+    "properties": {"flag": {"type": "string"}, "meaning": {"type": "string"}}}}}}
+
+
+def section_request(schema: dict, text: str = MAN_SECTION, max_tokens: int = 800) -> CallRequest:
+    blocks = ("Task: List every option.\n", f"<section>\n{text}\n</section>\n")
+    return CallRequest(HAIKU, "You process one section.", blocks, max_tokens=max_tokens, output_schema=schema)
+
+
+def test_a_map_step_with_the_man_options_schema_lists_each_option_with_its_meaning():
+    result = OfflineProvider().call(section_request(MAN_SCHEMA))
+    value = json.loads(result.text)
+    jsonschema.validate(value, MAN_SCHEMA)
+    assert value["options"] == [
+        {"flag": "-a", "meaning": "do not ignore entries starting with ."},
+        {"flag": "-A", "meaning": "do not list implied . and .."},
+        {"flag": "--block-size",
+         "meaning": "with -l, scale sizes by SIZE when printing them; e.g., '--block-size=M'; see SIZE format below"},
+        {"flag": "-v", "meaning": "natural sort of (version) numbers within text"},
+    ]
+
+
+def test_a_reduce_step_with_a_schema_merges_the_parts_json_in_order_without_duplicates():
+    first = {"options": [{"flag": "-a", "meaning": "all"}, {"flag": "-l", "meaning": "long"}]}
+    second = {"options": [{"flag": "-l", "meaning": "long"}, {"flag": "-z", "meaning": "zero"}]}
+    parts = "".join(f'<part n="{i}" label="section {i}">\n{json.dumps(p)}\n</part>\n'
+                    for i, p in enumerate((first, second), 1))
+    request = CallRequest(HAIKU, "You combine.", ("Task: merge\n", f"<synthesis>\n{parts}</synthesis>\n"),
+                          max_tokens=500, output_schema=MAN_SCHEMA)
+    value = json.loads(OfflineProvider().call(request).text)
+    jsonschema.validate(value, MAN_SCHEMA)
+    assert [o["flag"] for o in value["options"]] == ["-a", "-l", "-z"]

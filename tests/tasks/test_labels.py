@@ -34,3 +34,21 @@ def test_a_call_is_shown_as_its_parameters_by_name(names, args, kwargs, shown):
 )
 def test_a_value_is_shown_short(value, shown):
     assert describe_value(value) == shown
+
+
+def test_a_voters_call_shows_its_slot_model_and_task_name_in_flowers_args():
+    from models.tables import OutcomeRole
+    from settings import get_settings
+    from tasks import dispatch, vote
+    from tasks.labels import parameter_names
+    from worker import make_app
+
+    app = make_app(get_settings(), set_as_current=False)
+    config = {"task_name": "ticket-urgency", "voters": [{"slot": 0, "model": "claude-haiku-5-5"}]}
+    _, header, _ = dispatch.vote_messages(app, "run-1", config, "cb")
+    (sig,) = header
+    assert sig.kwargs == {"task": "ticket-urgency"}
+    shown = describe_call(parameter_names(vote.call), sig.args, sig.kwargs)
+    assert shown == "slot=0 model=claude-haiku-5-5 task=ticket-urgency run_id=run-1"
+    plain = dispatch.call_signature(app, OutcomeRole.VOTER, "run-1", 0, "claude-haiku-5-5")
+    assert plain.kwargs == {}  # a run stored before task files: no label, the same call

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from workflows.dispatch import cacheable_prefix_tokens, plan_dispatch, shares_prefix
+from workflows.tokens import estimate_tokens
 from workflows.voting import Voter, build_panel, vote_request
 
 HAIKU, SONNET = "claude-haiku-4-5", "claude-sonnet-4-6"
@@ -34,7 +35,9 @@ def test_the_reason_says_why_nobody_waits_under_the_minimum():
 
 def test_the_prefix_is_the_system_prompt_and_the_document_block():
     request = vote_request(Voter(0, HAIKU, "direct"), ["a", "b"], "word " * 4000)
-    assert cacheable_prefix_tokens(request) == pytest.approx(5000 + 40, abs=30)
+    # the document block (~5,000 tokens) and the system prompt, not the voter's own last block
+    assert cacheable_prefix_tokens(request) == pytest.approx(5000 + estimate_tokens(request.system), abs=10)
+    assert estimate_tokens(request.user_blocks[1]) > 5
     assert cacheable_prefix_tokens(vote_request(Voter(0, HAIKU, "lead"), ["a", "b"], "word " * 4000)) == (
         cacheable_prefix_tokens(request))
 

@@ -2,11 +2,14 @@
 
 It is chorus's model of Anthropic, written from Anthropic's documentation and never from chorus's
 own estimates, tables or limiter (see `tokenizer`, `cache` and `ratelimit`, each citing its page).
-Only the answer *text* comes from chorus: `providers.offline.respond` is the stub's "model".
+Only the answer *text* comes from chorus: `providers.offline.answer` is the stub's "model".
 
 One request to `POST /v1/messages` goes through these steps, in order:
 
-1. parse and validate the body like Anthropic does (400 invalid_request_error);
+1. parse and validate the body like Anthropic does (400 invalid_request_error): required fields,
+   sampling parameters (see `SAMPLING_REJECTED_FROM`), `output_config` (`outputs`: the format's
+   JSON-schema limitations and the model's effort levels), assistant prefill and forced tool use on
+   the models that refuse them (`models`);
 2. fault rules: a rule matching the `x-chorus-run` / `x-chorus-slot` headers answers its status;
    then the seeded fault mix, if any;
 3. prompt-cache lookup (`cache.PromptCache`): a hit reads the prefix, a miss will write it;
@@ -14,11 +17,13 @@ One request to `POST /v1/messages` goes through these steps, in order:
    request, the input that counts towards ITPM (uncached input + cache writes, not cache reads),
    and `max_tokens` output tokens, settled to the real output at the end;
 5. sleep `latency_ms`; the response begins, so a written prefix becomes readable;
-6. answer with the offline provider's text, cut to `max_tokens` by the stub's own tokenizer, and
-   report `usage` counted by that tokenizer.
+6. answer with the offline provider's reply (`providers.offline.answer`: JSON that conforms to
+   `output_config.format.schema` when one is given, or a refusal with stop reason `refusal`), cut to
+   `max_tokens` by the stub's own tokenizer, and report `usage` counted by that tokenizer.
 
 `POST /v1/messages/count_tokens` counts a request with the same tokenizer, so what it says is what
-a call bills. Every request is logged (see `GET /_stub/requests`). The admin API lives under `/_stub/`.
+a call bills. Every request is logged with its whole body (see `GET /_stub/requests`; `?bodies=0` leaves
+the bodies out). The admin API lives under `/_stub/`.
 """
 
 from __future__ import annotations
@@ -41,9 +46,11 @@ from typing import Any
 
 from chorus.testing.stub.cache import CacheRequestError, PromptCache
 from chorus.testing.stub.faults import HANG, FaultMix
+from chorus.testing.stub.models import traits
+from chorus.testing.stub.outputs import config_problem
 from chorus.testing.stub.ratelimit import StubLimiter, add_reliability_options, reliability_from_args
 from chorus.testing.stub.tokenizer import count_request, count_text, truncate
-from providers.offline import respond
+from providers.offline import answer
 
 ERROR_TYPES: dict[int, str] = {
     400: "invalid_request_error",
@@ -64,9 +71,16 @@ ERROR_MESSAGES: dict[int, str] = {
     500: "Internal server error (injected by the stub).",
     529: "Overloaded (injected by the stub).",
 }
-# API version 2026-10-21 (what SDK 2.x sends) rejects sampling parameters on every model.
+# API version 2026-10-21 rejects sampling parameters on every model. The rejection keys on the
+# `anthropic-version` header because that is what decides it at Anthropic: anthropic SDK 2.x always
+# sends `anthropic-version: 2026-10-21` (anthropic._constants.ANTHROPIC_API_VERSION), while a raw
+# client on 2023-06-01 may still send them to the models that take them.
 SAMPLING_PARAMS = ("temperature", "top_p", "top_k")
 SAMPLING_REJECTED_FROM = "2026-10-21"
+PREFILL_MESSAGE = ("This model does not support assistant message prefill. "
+                   "The conversation must end with a user message.")
+FORCED_TOOL_MESSAGE = ("tool_choice: forced tool use (type 'any' or 'tool') is not supported on this model; "
+                       "use tool_choice 'auto' or 'none' and say in the prompt which tool to call")
 
 
 @dataclass
@@ -237,7 +251,24 @@ def validate(body: Any, api_version: str | None) -> str | None:
         for name in SAMPLING_PARAMS:
             if name in body:
                 return f"{name}: Extra inputs are not permitted"
+    problem = config_problem(body.get("output_config"), body["model"])
+    if problem:
+        return problem
+    model = traits(body["model"])
+    if model is not None and model.rejects_prefill and messages[-1]["role"] == "assistant":
+        return PREFILL_MESSAGE
+    choice = body.get("tool_choice")
+    if model is not None and model.rejects_forced_tool_use and isinstance(choice, dict) \
+            and choice.get("type") in ("any", "tool"):
+        return FORCED_TOOL_MESSAGE
     return None
+
+
+def output_schema(body: dict[str, Any]) -> dict[str, Any] | None:
+    """The JSON schema the reply must follow (`output_config.format.schema`), once validated."""
+    config = body.get("output_config") or {}
+    fmt = config.get("format") or {}
+    return fmt.get("schema")
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -273,8 +304,10 @@ class Handler(BaseHTTPRequestHandler):
     # ----- routes -------------------------------------------------------------------------------
     def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
         state = self.server.state
-        if self.path == "/_stub/requests":
+        if self.path in ("/_stub/requests", "/_stub/requests?bodies=1"):
             self._send(200, state.log())
+        elif self.path == "/_stub/requests?bodies=0":
+            self._send(200, [{k: v for k, v in entry.items() if k != "body"} for entry in state.log()])
         elif self.path == "/_stub/rules":
             self._send(200, state.rules())
         elif self.path == "/_stub/health":
@@ -317,7 +350,9 @@ class Handler(BaseHTTPRequestHandler):
         entry: dict[str, Any] = {
             "time": time.time(), "run": run, "slot": slot, "request_id": request_id,
             "model": body.get("model") if isinstance(body, dict) else None,
+            "anthropic_version": self.headers.get("anthropic-version"),
             "input_tokens": 0, "output_tokens": 0,
+            "body": body if body is not _INVALID_JSON else None,
         }
 
         def finish(status: int, payload: Any, headers: dict[str, str] | None = None) -> None:
@@ -370,8 +405,10 @@ class Handler(BaseHTTPRequestHandler):
             time.sleep(state.latency_ms / 1000)
         state.cache.response_started(cached)  # Anthropic: readable once the response begins
         user_text = "\n".join(_text(m["content"]) for m in body["messages"] if m["role"] == "user")
-        text, _, _ = respond(body["model"], _text(body.get("system", "")), user_text, body["max_tokens"])
-        text, stop_reason = _fit(text, body["max_tokens"])
+        reply = answer(body["model"], _text(body.get("system", "")), user_text, body["max_tokens"], output_schema(body))
+        text, stop_reason = _fit(reply.text, body["max_tokens"])
+        if reply.stop_reason != "end_turn" and stop_reason == "end_turn":
+            stop_reason = reply.stop_reason  # a refusal, or a reply the provider had to cut itself
         output_tokens = count_text(text)
         usage = {**cached.usage_fields(prompt_tokens), "output_tokens": output_tokens}
         entry.update(input_tokens=usage["input_tokens"], output_tokens=output_tokens,

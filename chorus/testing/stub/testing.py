@@ -43,8 +43,10 @@ class StubHandle:
         with _OPENER.open(request, timeout=10) as response:
             return json.loads(response.read() or b"null")
 
-    def requests(self) -> list[dict[str, Any]]:
-        return self._admin("GET", "/_stub/requests")
+    def requests(self, bodies: bool = True) -> list[dict[str, Any]]:
+        """The request log, oldest first; each entry keeps the whole request body under `body` (the
+        `system`, the `messages`, `output_config`, ...), unless `bodies` is False."""
+        return self._admin("GET", "/_stub/requests" if bodies else "/_stub/requests?bodies=0")
 
     def set_rules(self, rules: Sequence[Mapping[str, Any] | str]) -> list[dict[str, Any]]:
         return self._admin("POST", "/_stub/rules", list(rules))

@@ -1,0 +1,146 @@
+"""Task files: read a TOML file into the task objects of `workflows.taskfile`.
+
+    from chorus import load_task, submit_vote
+    task = load_task("examples/ticket-urgency.toml")
+    run_id = submit_vote("Our whole team is locked out since the update.", task=task)
+
+Every problem is a `TaskFileError` (a ConfigError) naming the file and the field.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from chorus.section import plan_section
+from chorus.vote import check_panel_models
+from settings import Settings, get_settings
+from workflows.calls import CallRequest
+from workflows.cost import TokenUsage, cost_of, total
+from workflows.registry import supports_structured_outputs
+from workflows.sectioning import Part, section_request, synthesis_request
+from workflows.taskfile import SectionTask, Task, TaskFileError, VoteTask, parse_task, task_hash
+from workflows.tokens import estimate_tokens
+from workflows.voting import resolve_panel, vote_request
+
+MAX_TASK_FILE_BYTES = 1_000_000
+
+
+def load_task(path: str | os.PathLike[str]) -> Task:
+    """The task in a TOML file; a bad file raises TaskFileError naming the field and how to fix it."""
+    if not isinstance(path, str | os.PathLike):
+        raise TaskFileError("", f"give the task file's path (str or Path), got {type(path).__name__}")
+    file = Path(path)
+    source = str(file)
+    if file.is_dir():
+        raise TaskFileError("", "is a folder; give the path of a .toml task file", source)
+    try:
+        raw = file.read_bytes()
+    except FileNotFoundError:
+        raise TaskFileError("", "no such file; check the path (task files are TOML, e.g. examples/*.toml)",
+                            source) from None
+    except OSError as exc:
+        raise TaskFileError("", f"cannot be read: {exc.strerror or exc}", source) from None
+    if len(raw) > MAX_TASK_FILE_BYTES:
+        raise TaskFileError("", f"is {len(raw):,} bytes; a task file holds at most {MAX_TASK_FILE_BYTES:,}", source)
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise TaskFileError("", f"is not UTF-8 text (byte {exc.start}); save it as UTF-8", source) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise TaskFileError("", f"is not valid TOML: {exc}", source) from None
+    return parse_task(data, source=source)
+
+
+def load_vote_task(path: str | os.PathLike[str]) -> VoteTask:
+    task = load_task(path)
+    if not isinstance(task, VoteTask):
+        raise TaskFileError("pattern", f"is {task.pattern!r}; this command needs a vote task (pattern = \"vote\")",
+                            str(path))
+    return task
+
+
+def load_section_task(path: str | os.PathLike[str]) -> SectionTask:
+    task = load_task(path)
+    if not isinstance(task, SectionTask):
+        raise TaskFileError("pattern", f"is {task.pattern!r}; this command needs a section task "
+                                       f"(pattern = \"section\")", str(path))
+    return task
+
+
+def looks_like_task_file(value: str) -> bool:
+    """`--task` of `chorus section` takes a file or free instructions: a `.toml` name or an existing file
+    is a file (so a missing `tasks/x.toml` is reported as missing, not sent to the model as instructions)."""
+    return value.strip().lower().endswith(".toml") or Path(value).is_file()
+
+
+# The document `task check` shows and prices when it is given none: about 500 tokens.
+SAMPLE_DOCUMENT = "A stand-in for your document, about five hundred tokens long. " * 32
+
+
+def describe_task(task: Task, *, settings: Settings | None = None, sample: str | None = None) -> dict[str, Any]:
+    """What `chorus task check` prints: the resolved task, its hash, each call's exact prompt and an
+    estimated cost per document (local token estimate; output counted at max_tokens, an upper bound;
+    no cache discount). Raises ConfigError when a model has no queue or an effort is not offered."""
+    settings = settings or get_settings()
+    document = sample if sample is not None else SAMPLE_DOCUMENT
+    described: dict[str, Any] = {"name": task.name, "pattern": task.pattern, "hash": task_hash(task),
+                                 "task": task.to_json(), "sample_document_tokens": estimate_tokens(document)}
+    if isinstance(task, VoteTask):
+        panel = resolve_panel(task, settings.default_model)
+        check_panel_models(panel, settings)
+        calls = []
+        for voter in panel:
+            request = vote_request(voter, task, document, structured=supports_structured_outputs(voter.model))
+            calls.append((f"voter {voter.slot}: {voter.label}", request))
+        described["panel"] = [{"slot": v.slot, "name": v.label, "model": v.model, "effort": v.effort,
+                               "prompt": v.prompt if v.prompt is not None else f"built-in variant {v.variant!r}"}
+                              for v in panel]
+    else:
+        calls = section_calls(task, document, settings)
+    placeholder = f"[the document: ~{estimate_tokens(document)} tokens]"
+    described["calls"] = [{"name": name, "model": r.model, "system": r.system, "user": list(r.user_blocks),
+                           "user_shown": [_elide(b, document, placeholder) for b in r.user_blocks],
+                           "output_schema": r.output_schema, "effort": r.effort, "max_tokens": r.max_tokens}
+                          for name, r in calls]
+    cost = total(cost_of(r.model, TokenUsage(estimate_tokens(r.system) + sum(estimate_tokens(b) for b in r.user_blocks),
+                                             r.max_tokens, estimated=True)) for _, r in calls)
+    described["estimated_cost_per_document"] = cost.to_json()
+    described["cost_note"] = (f"estimate for a document of ~{estimate_tokens(document)} tokens: local token "
+                              f"estimate, output counted at max_tokens (an upper bound), no cache discount"
+                              + ("; a section task: the first section's map call and the synthesis" if
+                                 isinstance(task, SectionTask) else ""))
+    return described
+
+
+def section_calls(task: SectionTask, document: str, settings: Settings) -> list[tuple[str, CallRequest]]:
+    """The first map call of the sample (every section sends the same prompt around its own text) and,
+    when a model reduces, the final synthesis over placeholder parts."""
+    plan = plan_section(document, task=task, settings=settings)
+    config = plan.config()
+    step = plan.task.map
+    calls = [(f"map, section 1 of {len(plan.sections)}", section_request(
+        plan.model, step.instructions, plan.sections[0], document, len(plan.sections),
+        max_tokens=config["section_output_tokens"], output_schema=step.output_schema,
+        structured=supports_structured_outputs(plan.model), effort=step.effort))]
+    reduce = plan.task.reduce
+    if reduce is not None and plan.reduce_model is not None:
+        parts = [Part(f"section {s.index + 1}: {s.title}", f"<the reply of section {s.index + 1}>")
+                 for s in plan.sections]
+        calls.append(("reduce (final synthesis)", synthesis_request(
+            plan.reduce_model, reduce.instructions, parts, final=True, max_tokens=config["synthesis_output_tokens"],
+            output_schema=reduce.output_schema or step.output_schema,
+            structured=supports_structured_outputs(plan.reduce_model), effort=reduce.effort)))
+    return calls
+
+
+def _elide(block: str, document: str, placeholder: str) -> str:
+    """A prompt block with the document (or the one section of it the block holds) shown as a placeholder."""
+    if document and document in block:
+        return block.replace(document, placeholder)
+    inner = block.removeprefix("<section>\n").removesuffix("\n</section>\n")
+    if inner != block and inner.strip() and inner in document:
+        return block.replace(inner, placeholder.replace("the document", "the section"))
+    return block

@@ -1,0 +1,575 @@
+"""The user's task: what the voters decide or what each section worker does, as plain data.
+
+A task file is TOML; `parse_task` takes the parsed mapping (reading the file is the client's job, see
+`chorus.tasks`), checks every field and returns a `VoteTask` or a `SectionTask`. Every problem is a
+`TaskFileError` naming the field (`labels[2].name`, `voters[0].count`), so a user can fix the file
+without reading code. The same objects are the Python API's (`chorus.VoteTask(...)`).
+
+`to_json()` is the resolved task (defaults filled in) and `task_hash` its SHA-256 over canonical JSON:
+a run stores both, so every result can be traced to the exact prompt that produced it, and two files
+that differ only in layout or comments hash the same.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from workflows.errors import ConfigError
+
+LABEL_MAX_CHARS = 64
+NAME_MAX_CHARS = 80
+VOTER_NAME_MAX_CHARS = 32  # an outcome's prompt_variant column
+MAX_PANEL = 64  # the most voters one vote may have (a run of 1,000 voters is a bill, not a vote)
+MAX_COUNT = MAX_PANEL
+PATTERNS = ("vote", "section")
+SPLITS = ("auto", "headings", "paragraphs", "tokens")
+MERGES = ("concat",)
+TIE_POLICIES = ("none", "first")
+DEFAULT_VOTE_INSTRUCTIONS = "You classify documents."
+DEFAULT_SUMMARIZE = "Summarize the document: its main points, in order, in a few short paragraphs."
+
+
+class TaskFileError(ConfigError):
+    """A task file (or task object) that cannot run; `field` is the dotted path of the bad field."""
+
+    def __init__(self, field_path: str, problem: str, source: str | None = None) -> None:
+        self.field = field_path
+        self.problem = problem
+        self.source = source
+        where = f"{source}: " if source else ""
+        at = f"field `{field_path}`: " if field_path else ""
+        super().__init__(f"{where}{at}{problem}")
+
+
+@dataclass(frozen=True)
+class Label:
+    name: str
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class Example:
+    text: str
+    label: str
+
+
+@dataclass(frozen=True)
+class VoterSpec:
+    """One entry of the panel; `count` repeats it. A voter without a `prompt` takes the built-in prompt
+    variants in turn; `model` None means the default model."""
+
+    name: str | None = None
+    model: str | None = None
+    prompt: str | None = None
+    effort: str | None = None
+    count: int = 1
+
+
+@dataclass(frozen=True)
+class VoteRules:
+    quorum: int | None = None
+    tie_policy: str = "none"
+    low_agreement_below: float = 0.6
+
+
+@dataclass(frozen=True)
+class VoteTask:
+    name: str
+    labels: tuple[Label, ...]
+    instructions: str = DEFAULT_VOTE_INSTRUCTIONS
+    examples: tuple[Example, ...] = ()
+    voters: tuple[VoterSpec, ...] = (VoterSpec(count=5),)
+    vote: VoteRules = field(default_factory=VoteRules)
+    pattern: str = "vote"
+
+    @property
+    def label_names(self) -> tuple[str, ...]:
+        return tuple(label.name for label in self.labels)
+
+    @property
+    def panel_size(self) -> int:
+        return sum(v.count for v in self.voters)
+
+    def canonical_label(self, answer: str | None) -> str | None:
+        """The label as written in the task for an answer in any case, or None when it is not a label."""
+        return canonical_label(answer, self.label_names)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "pattern": "vote",
+            "instructions": self.instructions,
+            "labels": [{"name": lb.name, "description": lb.description} for lb in self.labels],
+            "examples": [{"text": ex.text, "label": ex.label} for ex in self.examples],
+            "voters": [_drop_none({"name": v.name, "model": v.model, "prompt": v.prompt, "effort": v.effort,
+                                   "count": v.count}) for v in self.voters],
+            "vote": _drop_none({"quorum": self.vote.quorum, "tie_policy": self.vote.tie_policy,
+                                "low_agreement_below": self.vote.low_agreement_below}),
+        }
+
+
+@dataclass(frozen=True)
+class Step:
+    """A `map` (per section) or `reduce` (synthesis) step: its model, instructions and output schema."""
+
+    instructions: str
+    model: str | None = None
+    output_schema: dict[str, Any] | None = None
+    max_output_tokens: int | None = None
+    effort: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return _drop_none({"instructions": self.instructions, "model": self.model, "output_schema": self.output_schema,
+                           "max_output_tokens": self.max_output_tokens, "effort": self.effort})
+
+
+@dataclass(frozen=True)
+class SectionTask:
+    name: str
+    map: Step
+    reduce: Step | None = None  # None with merge set: no synthesis call
+    merge: str | None = None
+    split: str = "auto"
+    max_tokens: int | None = None  # section size; None: CHORUS_SECTION_TOKENS
+    overlap: int = 0
+    pattern: str = "section"
+
+    def to_json(self) -> dict[str, Any]:
+        return _drop_none({
+            "name": self.name,
+            "pattern": "section",
+            "split": self.split,
+            "max_tokens": self.max_tokens,
+            "overlap": self.overlap,
+            "map": self.map.to_json(),
+            "reduce": self.reduce.to_json() if self.reduce else None,
+            "merge": self.merge,
+        })
+
+
+Task = VoteTask | SectionTask
+
+
+def task_hash(task: Task) -> str:
+    """SHA-256 of the resolved task as canonical JSON (sorted keys, no whitespace)."""
+    canonical = json.dumps(task.to_json(), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def canonical_label(answer: str | None, labels: Sequence[str]) -> str | None:
+    if answer is None:
+        return None
+    key = " ".join(answer.split()).casefold()
+    for label in labels:
+        if label.casefold() == key:
+            return label
+    return None
+
+
+# ----- the default tasks (today's `--labels a,b --voters N` and `--task summarize`) ----------------
+def labels_task(labels: str | Sequence[str], *, voters: int = 5, models: Sequence[str] | None = None,
+                name: str = "labels") -> VoteTask:
+    """The task `--labels a,b,c --voters N` means: the default instructions, built-in prompt variants."""
+    items = labels.split(",") if isinstance(labels, str) else list(labels)
+    names = [" ".join(str(x).split()) for x in items if str(x).strip()]
+    if len(names) < 2:
+        raise TaskFileError("labels", "give at least two labels, e.g. --labels positive,negative")
+    task = VoteTask(name=name, labels=tuple(Label(n) for n in names), voters=_default_panel(voters, models))
+    return check_vote_task(task)
+
+
+def _default_panel(voters: int, models: Sequence[str] | None) -> tuple[VoterSpec, ...]:
+    if not isinstance(voters, int) or isinstance(voters, bool):
+        raise TaskFileError("voters", f"the number of voters must be a whole number, got {voters!r}")
+    if not 1 <= voters <= MAX_PANEL:
+        raise TaskFileError("voters", f"a vote takes 1 to {MAX_PANEL} voters, got {voters}")
+    model_list: list[str | None] = list(models) if models else [None]
+    return tuple(VoterSpec(model=model_list[i % len(model_list)]) for i in range(voters))
+
+
+def summary_task(instructions: str = DEFAULT_SUMMARIZE, *, name: str = "summarize", split: str = "auto",
+                 max_tokens: int | None = None, overlap: int = 0, model: str | None = None) -> SectionTask:
+    """A free-text section task: each section does `instructions`, a model call merges the results."""
+    task = SectionTask(name=name, map=Step(instructions, model=model),
+                       reduce=Step(f"Combine the parts into one result for the whole document. The task was: "
+                                   f"{instructions}", model=model),
+                       split=split, max_tokens=max_tokens, overlap=overlap)
+    return check_section_task(task)
+
+
+# ----- overrides (the command line wins over the file) ---------------------------------------------
+def with_vote_overrides(task: VoteTask, *, labels: str | Sequence[str] | None = None, voters: int | None = None,
+                        models: Sequence[str] | None = None, quorum: int | None = None,
+                        tie_policy: str | None = None, low_agreement_below: float | None = None) -> VoteTask:
+    """The task with the command line's options applied: `labels` replaces the label set (keeping the
+    descriptions of labels that stay), `voters` repeats the panel's entries in order up to N voters,
+    `models` replaces the voters' models in turn, and the vote rules replace theirs."""
+    if labels is not None:
+        kept = {lb.name.casefold(): lb for lb in task.labels}
+        fresh = labels_task(labels, voters=1).labels
+        task = replace(task, labels=tuple(kept.get(lb.name.casefold(), lb) for lb in fresh),
+                       examples=tuple(ex for ex in task.examples
+                                      if canonical_label(ex.label, [lb.name for lb in fresh])))
+    if voters is not None:
+        if not isinstance(voters, int) or isinstance(voters, bool) or not 1 <= voters <= MAX_PANEL:
+            raise TaskFileError("voters", f"a vote takes 1 to {MAX_PANEL} voters, got {voters!r}")
+        flat = [replace(v, count=1) for v in task.voters for _ in range(v.count)]
+        task = replace(task, voters=tuple(flat[i % len(flat)] for i in range(voters)))
+    if models:
+        flat = [replace(v, count=1) for v in task.voters for _ in range(v.count)]
+        task = replace(task, voters=tuple(replace(v, model=models[i % len(models)]) for i, v in enumerate(flat)))
+    rules = task.vote
+    if quorum is not None:
+        rules = replace(rules, quorum=quorum)
+    if tie_policy is not None:
+        rules = replace(rules, tie_policy=tie_policy)
+    if low_agreement_below is not None:
+        rules = replace(rules, low_agreement_below=low_agreement_below)
+    return check_vote_task(replace(task, vote=rules))
+
+
+# ----- parsing and checking ------------------------------------------------------------------------
+def parse_task(data: Mapping[str, Any], *, source: str | None = None) -> Task:
+    """A task from a parsed TOML mapping. Raises TaskFileError naming the first bad field."""
+    try:
+        return _parse(data)
+    except TaskFileError as exc:
+        if source and exc.source is None:
+            raise TaskFileError(exc.field, exc.problem, source) from None
+        raise
+
+
+def _parse(data: Mapping[str, Any]) -> Task:
+    if not isinstance(data, Mapping):
+        raise TaskFileError("", "a task file is a TOML table of fields (name, pattern, ...)")
+    name = _text(data, "name", required=True, max_chars=NAME_MAX_CHARS)
+    pattern = _text(data, "pattern", required=False) or "vote"
+    if pattern not in PATTERNS:
+        raise TaskFileError("pattern", f"unknown pattern {pattern!r}; use one of: {', '.join(PATTERNS)}")
+    if pattern == "vote":
+        _known(data, "", ("name", "pattern", "instructions", "labels", "examples", "voters", "vote"))
+        return check_vote_task(VoteTask(
+            name=name,
+            instructions=_text(data, "instructions", required=False) or DEFAULT_VOTE_INSTRUCTIONS,
+            labels=tuple(_label(item, f"labels[{i}]") for i, item in enumerate(_tables(data, "labels", required=True))),
+            examples=tuple(_example(item, f"examples[{i}]") for i, item in enumerate(_tables(data, "examples"))),
+            voters=tuple(_voter(item, f"voters[{i}]") for i, item in enumerate(_tables(data, "voters")))
+            or (VoterSpec(count=5),),
+            vote=_rules(data.get("vote", {}), "vote"),
+        ))
+    _known(data, "", ("name", "pattern", "split", "max_tokens", "overlap", "map", "reduce", "merge"))
+    if "map" not in data:
+        raise TaskFileError("map", "a section task needs a [map] table with the instructions for each section")
+    merge = _text(data, "merge", required=False) or None
+    if merge is not None and merge not in MERGES:
+        raise TaskFileError("merge", f"unknown merge {merge!r}; use one of: {', '.join(MERGES)}, or a [reduce] table")
+    reduce = _step(data["reduce"], "reduce") if "reduce" in data else None
+    return check_section_task(SectionTask(
+        name=name,
+        split=_text(data, "split", required=False) or "auto",
+        max_tokens=_int(data, "max_tokens", "", low=1),
+        overlap=_int(data, "overlap", "", low=0) or 0,
+        map=_step(data["map"], "map"),
+        reduce=reduce,
+        merge=merge,
+    ))
+
+
+def check_vote_task(task: VoteTask) -> VoteTask:
+    """The checks every vote task passes, from a file or built in Python."""
+    if not isinstance(task.name, str) or not task.name.strip():
+        raise TaskFileError("name", "give the task a name, e.g. name = \"ticket-urgency\"")
+    if len(task.labels) < 2:
+        raise TaskFileError("labels", "a vote needs at least two [[labels]]")
+    seen: dict[str, int] = {}
+    for i, label in enumerate(task.labels):
+        _check_label_name(label.name, f"labels[{i}].name")
+        key = label.name.casefold()
+        if key in seen:
+            raise TaskFileError(f"labels[{i}].name",
+                                f"label {label.name!r} repeats labels[{seen[key]}] (labels match case-insensitively)")
+        seen[key] = i
+    for i, ex in enumerate(task.examples):
+        if not ex.text.strip():
+            raise TaskFileError(f"examples[{i}].text", "an example needs some text")
+        if canonical_label(ex.label, task.label_names) is None:
+            raise TaskFileError(f"examples[{i}].label",
+                                f"{ex.label!r} is not one of the labels: {', '.join(task.label_names)}")
+    if not task.voters:
+        raise TaskFileError("voters", "the panel is empty; add [[voters]] entries or leave the field out for 5 voters")
+    for i, v in enumerate(task.voters):
+        if not isinstance(v.count, int) or isinstance(v.count, bool) or not 1 <= v.count <= MAX_COUNT:
+            raise TaskFileError(f"voters[{i}].count",
+                                f"count must be a whole number from 1 to {MAX_COUNT}, got {v.count!r}")
+        if v.prompt is not None and not v.prompt.strip():
+            raise TaskFileError(f"voters[{i}].prompt", "the prompt is empty; give it some text or leave it out")
+    if task.panel_size > MAX_PANEL:
+        raise TaskFileError("voters", f"the panel has {task.panel_size} voters; a vote takes at most {MAX_PANEL}")
+    rules = task.vote
+    if rules.quorum is not None and not 1 <= rules.quorum <= task.panel_size:
+        raise TaskFileError("vote.quorum",
+                            f"quorum must be between 1 and {task.panel_size} (the panel), got {rules.quorum}")
+    if rules.tie_policy not in TIE_POLICIES:
+        raise TaskFileError("vote.tie_policy",
+                            f"unknown tie policy {rules.tie_policy!r}; use one of: {', '.join(TIE_POLICIES)}")
+    if not 0.0 <= rules.low_agreement_below <= 1.0:
+        raise TaskFileError("vote.low_agreement_below", f"must be between 0 and 1, got {rules.low_agreement_below}")
+    return task
+
+
+def check_section_task(task: SectionTask) -> SectionTask:
+    if not isinstance(task.name, str) or not task.name.strip():
+        raise TaskFileError("name", "give the task a name, e.g. name = \"man-options\"")
+    if task.split not in SPLITS:
+        raise TaskFileError("split", f"unknown split {task.split!r}; use one of: {', '.join(SPLITS)}")
+    if task.max_tokens is not None and task.max_tokens < 1:
+        raise TaskFileError("max_tokens", f"max_tokens must be at least 1, got {task.max_tokens}")
+    if task.overlap < 0 or (task.max_tokens is not None and task.overlap >= task.max_tokens):
+        raise TaskFileError("overlap", "overlap must be at least 0 and below max_tokens")
+    if not task.map.instructions.strip():
+        raise TaskFileError("map.instructions", "say what to do with each section")
+    if task.merge is not None and task.reduce is not None:
+        raise TaskFileError("merge", "give either [reduce] (a model merges) or merge = \"concat\", not both")
+    if task.merge is None and task.reduce is None:
+        raise TaskFileError("reduce", "say how to combine the sections: a [reduce] table or merge = \"concat\"")
+    if task.merge == "concat" and not _concatenable(task.map.output_schema):
+        raise TaskFileError("merge", "merge = \"concat\" joins JSON arrays: give [map] an output_schema that is an "
+                                     "array, or an object with exactly one array property")
+    return task
+
+
+def _concatenable(schema: dict[str, Any] | None) -> bool:
+    return schema is not None and concat_key(schema) is not False
+
+
+def concat_key(schema: Mapping[str, Any]) -> str | None | bool:
+    """Where `merge = "concat"` finds the list to join: None for a top-level array, the property name
+    for an object with exactly one array property, False when the schema has no such list."""
+    if schema.get("type") == "array":
+        return None
+    if schema.get("type") == "object":
+        arrays = [k for k, v in (schema.get("properties") or {}).items()
+                  if isinstance(v, Mapping) and v.get("type") == "array"]
+        if len(arrays) == 1:
+            return arrays[0]
+    return False
+
+
+def _check_label_name(name: Any, where: str) -> None:
+    if not isinstance(name, str) or not name.strip():
+        raise TaskFileError(where, "a label needs a name (any text up to 64 characters)")
+    if name != " ".join(name.split()):
+        raise TaskFileError(where, f"label {name!r} has leading, trailing, repeated or non-space whitespace")
+    if len(name) > LABEL_MAX_CHARS:
+        raise TaskFileError(where, f"label {name[:20]!r}… is {len(name)} characters; at most {LABEL_MAX_CHARS}")
+    if any(ord(c) < 32 or c in "<>" for c in name):
+        raise TaskFileError(where, f"label {name!r} contains a control character or < >")
+
+
+def _drop_none(d: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in d.items() if v is not None}
+
+
+def _join(prefix: str, key: str) -> str:
+    return f"{prefix}.{key}" if prefix else key
+
+
+def _known(table: Mapping[str, Any], prefix: str, keys: Sequence[str]) -> None:
+    for key in table:
+        if key not in keys:
+            raise TaskFileError(_join(prefix, key), f"unknown field; known fields here: {', '.join(keys)}")
+
+
+def _text(table: Mapping[str, Any], key: str, *, prefix: str = "", required: bool = False,
+          max_chars: int | None = None) -> str:
+    value = table.get(key)
+    where = _join(prefix, key)
+    if value is None:
+        if required:
+            raise TaskFileError(where, "missing; this field is required")
+        return ""
+    if not isinstance(value, str):
+        raise TaskFileError(where, f"must be text (a quoted string), got {type(value).__name__} {value!r}")
+    if required and not value.strip():
+        raise TaskFileError(where, "is empty; give it some text")
+    if max_chars is not None and len(value) > max_chars:
+        raise TaskFileError(where, f"is {len(value)} characters; at most {max_chars}")
+    return value.strip() if required else value
+
+
+def _int(table: Mapping[str, Any], key: str, prefix: str, *, low: int) -> int | None:
+    value = table.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool) or value < low:
+        raise TaskFileError(_join(prefix, key), f"must be a whole number of at least {low}, got {value!r}")
+    return value
+
+
+def _tables(data: Mapping[str, Any], key: str, *, required: bool = False) -> list[Mapping[str, Any]]:
+    value = data.get(key)
+    if value is None:
+        if required:
+            raise TaskFileError(key, f"missing; add [[{key}]] entries")
+        return []
+    if not isinstance(value, list) or not all(isinstance(item, Mapping) for item in value):
+        raise TaskFileError(key, f"must be an array of tables: write each entry as [[{key}]] with its fields below")
+    return value
+
+
+def _label(item: Mapping[str, Any], where: str) -> Label:
+    _known(item, where, ("name", "description"))
+    name = item.get("name")
+    _check_label_name(name, f"{where}.name")
+    return Label(str(name), _text(item, "description", prefix=where))
+
+
+def _example(item: Mapping[str, Any], where: str) -> Example:
+    _known(item, where, ("text", "label"))
+    return Example(_text(item, "text", prefix=where, required=True), _text(item, "label", prefix=where, required=True))
+
+
+def _voter(item: Mapping[str, Any], where: str) -> VoterSpec:
+    _known(item, where, ("name", "model", "prompt", "effort", "count"))
+    count = item.get("count", 1)
+    if not isinstance(count, int) or isinstance(count, bool) or not 1 <= count <= MAX_COUNT:
+        raise TaskFileError(f"{where}.count", f"count must be a whole number from 1 to {MAX_COUNT}, got {count!r}")
+    name = _text(item, "name", prefix=where, max_chars=VOTER_NAME_MAX_CHARS) or None
+    prompt = _text(item, "prompt", prefix=where) if "prompt" in item else None
+    if prompt is not None and not prompt.strip():
+        raise TaskFileError(f"{where}.prompt", "the prompt is empty; give it some text or leave it out")
+    return VoterSpec(name=name, model=_text(item, "model", prefix=where) or None, prompt=prompt,
+                     effort=_text(item, "effort", prefix=where) or None, count=count)
+
+
+def _rules(table: Any, where: str) -> VoteRules:
+    if not isinstance(table, Mapping):
+        raise TaskFileError(where, "must be a table: write [vote] with quorum, tie_policy and low_agreement_below "
+                                   "below it")
+    _known(table, where, ("quorum", "tie_policy", "low_agreement_below"))
+    low = table.get("low_agreement_below", 0.6)
+    if not isinstance(low, int | float) or isinstance(low, bool) or not math.isfinite(low):
+        raise TaskFileError(f"{where}.low_agreement_below", f"must be a number between 0 and 1, got {low!r}")
+    return VoteRules(quorum=_int(table, "quorum", where, low=1),
+                     tie_policy=_text(table, "tie_policy", prefix=where) or "none",
+                     low_agreement_below=float(low))
+
+
+def _step(table: Any, where: str) -> Step:
+    if not isinstance(table, Mapping):
+        raise TaskFileError(where, f"must be a table: write [{where}] with instructions = \"...\" below it")
+    _known(table, where, ("instructions", "model", "output_schema", "max_output_tokens", "effort"))
+    schema = table.get("output_schema")
+    if schema is not None:
+        if not isinstance(schema, Mapping):
+            raise TaskFileError(f"{where}.output_schema", "must be a table (a JSON schema written as TOML)")
+        check_schema(dict(schema), f"{where}.output_schema")
+    return Step(
+        instructions=_text(table, "instructions", prefix=where, required=True),
+        model=_text(table, "model", prefix=where) or None,
+        output_schema=closed_schema(_plain(schema)) if schema is not None else None,
+        max_output_tokens=_int(table, "max_output_tokens", where, low=1),
+        effort=_text(table, "effort", prefix=where) or None,
+    )
+
+
+def _plain(value: Any) -> Any:
+    """TOML tables as plain dicts and lists (JSON-ready)."""
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
+JSON_TYPES = ("object", "array", "string", "number", "integer", "boolean", "null")
+# Structured outputs constrain generation to a subset of JSON Schema: no numeric or length limits
+# (Anthropic's structured-outputs guide, "JSON Schema limitations"; checked 2026-12-02). A schema that
+# uses one is refused here, naming it, rather than by a 400 on every call of a batch.
+UNSUPPORTED_KEYWORDS = {
+    "minimum": "numeric limits", "maximum": "numeric limits", "exclusiveMinimum": "numeric limits",
+    "exclusiveMaximum": "numeric limits", "multipleOf": "numeric limits", "minLength": "string length limits",
+    "maxLength": "string length limits", "maxItems": "array length limits",
+}
+_SUBSCHEMA_LISTS = ("anyOf", "allOf", "oneOf", "prefixItems")
+_SUBSCHEMA_MAPS = ("properties", "$defs", "definitions")
+
+
+def closed_schema(schema: Any) -> Any:
+    """The schema with `additionalProperties: false` on every object that does not say otherwise:
+    structured outputs require it spelled out (as the SDK's own `transform_schema` adds it)."""
+    if isinstance(schema, list):
+        return [closed_schema(item) for item in schema]
+    if not isinstance(schema, Mapping):
+        return schema
+    out = {key: closed_schema(value) if key in ("items", "not", *_SUBSCHEMA_LISTS) else value
+           for key, value in schema.items()}
+    for key in _SUBSCHEMA_MAPS:
+        if isinstance(schema.get(key), Mapping):
+            out[key] = {name: closed_schema(sub) for name, sub in schema[key].items()}
+    kind = schema.get("type")
+    kinds: list[Any] = kind if isinstance(kind, list) else [kind]
+    if "object" in kinds and "additionalProperties" not in schema:
+        out["additionalProperties"] = False
+    return out
+
+
+def check_schema(schema: Mapping[str, Any], where: str) -> None:
+    """The checks a schema needs before it is sent: every `type` is a JSON type, every object's
+    `required` names its properties, no keyword structured outputs cannot follow, and no object left
+    open (`additionalProperties` other than false). Replies are validated with `jsonschema` too."""
+    for key, what in UNSUPPORTED_KEYWORDS.items():
+        if key in schema:
+            raise TaskFileError(f"{where}.{key}", f"structured outputs do not support {what}; remove `{key}` "
+                                                  f"(a reply is still validated against the rest)")
+    if schema.get("minItems", 0) not in (0, 1):
+        raise TaskFileError(f"{where}.minItems", "structured outputs support minItems 0 or 1 only")
+    extra = schema.get("additionalProperties", False)
+    if extra is not False:
+        raise TaskFileError(f"{where}.additionalProperties",
+                            "structured outputs need objects closed: set additionalProperties = false or leave it out")
+    for key in _SUBSCHEMA_LISTS:
+        for i, sub in enumerate(schema.get(key) or []):
+            if isinstance(sub, Mapping):
+                check_schema(sub, f"{where}.{key}[{i}]")
+    for key in ("$defs", "definitions"):
+        for name, sub in (schema.get(key) or {}).items():
+            if isinstance(sub, Mapping):
+                check_schema(sub, f"{where}.{key}.{name}")
+    kind = schema.get("type")
+    kinds = kind if isinstance(kind, list) else [kind] if kind is not None else []
+    for k in kinds:
+        if k not in JSON_TYPES:
+            raise TaskFileError(f"{where}.type", f"unknown JSON type {k!r}; use one of: {', '.join(JSON_TYPES)}")
+    if "enum" in schema and (not isinstance(schema["enum"], list) or not schema["enum"]):
+        raise TaskFileError(f"{where}.enum", "enum must be a non-empty list of values")
+    props = schema.get("properties")
+    if props is not None:
+        if not isinstance(props, Mapping):
+            raise TaskFileError(f"{where}.properties", "must be a table of property schemas")
+        for key, sub in props.items():
+            if not isinstance(sub, Mapping):
+                raise TaskFileError(f"{where}.properties.{key}", "must be a schema (a table)")
+            check_schema(sub, f"{where}.properties.{key}")
+    required = schema.get("required")
+    if required is not None:
+        if not isinstance(required, list) or not all(isinstance(r, str) for r in required):
+            raise TaskFileError(f"{where}.required", "must be a list of property names")
+        missing = [r for r in required if r not in (props or {})]
+        if missing:
+            raise TaskFileError(f"{where}.required", f"names {', '.join(missing)}, which are not in `properties`")
+    items = schema.get("items")
+    if items is not None:
+        if not isinstance(items, Mapping):
+            raise TaskFileError(f"{where}.items", "must be a schema (a table)")
+        check_schema(items, f"{where}.items")
+
+
+def task_from_json(data: Mapping[str, Any]) -> Task:
+    """A stored task (`to_json()`) back as objects; the stored form always parses."""
+    return _parse(data)
