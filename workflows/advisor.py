@@ -5,6 +5,13 @@ against the target, the accuracy, cost and latency of a vote, and how often the 
 Parallelize only when a single call misses the target; vote only when voting actually beats the
 single call and the voters mostly agree (frequent disagreement means the prompt or the labels are
 ambiguous, and more voters only average the noise).
+
+When a vote is no better than a single call, the reason given depends on the measured double
+fault (`ErrorOverlap`, the pair of voters most often wrong together beyond chance): their errors
+are called correlated only when that pair was wrong together on at least CORRELATED_MIN_DOUBLE_FAULTS
+(2) gold documents and at least CORRELATED_RATIO (2) times as often as independent errors would be
+(errors_a x errors_b / both answered). Otherwise the voters are each too weak, and that is what the
+advice says; without a measurement it claims neither.
 """
 
 from __future__ import annotations
@@ -54,6 +61,29 @@ class Measured:
         return wilson_interval(self.correct, self.total)
 
 
+CORRELATED_MIN_DOUBLE_FAULTS = 2
+CORRELATED_RATIO = 2.0
+
+
+@dataclass(frozen=True)
+class ErrorOverlap:
+    """The pair of voters most often wrong together on the labelled set (from workflows.agreement)."""
+
+    pair: str  # how to name the two voters, e.g. "`direct` (haiku) & `lead` (haiku)"
+    double_faults: int  # gold documents both answered wrongly
+    both_answered: int
+    expected: float  # the double faults independent errors would give: errors_a * errors_b / both_answered
+
+    @property
+    def correlated(self) -> bool:
+        return (self.double_faults >= CORRELATED_MIN_DOUBLE_FAULTS
+                and self.double_faults >= CORRELATED_RATIO * self.expected)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"pair": self.pair, "double_faults": self.double_faults, "both_answered": self.both_answered,
+                "expected_if_independent": round(self.expected, 2), "correlated": self.correlated}
+
+
 @dataclass(frozen=True)
 class AdviceInputs:
     target: float
@@ -64,6 +94,7 @@ class AdviceInputs:
     mean_document_tokens: float = 0.0
     splittable_share: float = 0.0  # share of documents with several sections/paragraphs
     effective_voters: float | None = None  # from workflows.agreement, when known
+    error_overlap: ErrorOverlap | None = None  # the measured double fault, when known
 
 
 @dataclass(frozen=True)
@@ -131,8 +162,8 @@ def advise(
                   else f" (the voters are worth {m.effective_voters:.1f} independent ones)")
     if gain <= 0:
         return Advice(Verdict.FIX_PROMPT, f"{single}, under the target {_pct(m.target)}, and a vote "
-                      f"({m.vote.name}) scores {_pct(m.vote.accuracy)}, no better: the voters' errors are "
-                      f"correlated{correlated}, so improve the prompt rather than add voters", sectioning, notes)
+                      f"({m.vote.name}) scores {_pct(m.vote.accuracy)}, no better: {_why_no_better(m, correlated)}",
+                      sectioning, notes)
     if m.vote.accuracy < m.target:
         return Advice(Verdict.FIX_PROMPT, f"{single}, and a vote ({m.vote.name}) scores {_pct(m.vote.accuracy)}: "
                       f"both miss the target {_pct(m.target)}{correlated}; more voters will not close the gap, "
@@ -140,3 +171,18 @@ def advise(
     return Advice(Verdict.VOTE, f"{single}, under the target {_pct(m.target)}; a vote ({m.vote.name}) scores "
                   f"{_pct(m.vote.accuracy)}, meeting it, at {_ratio(m.vote.cost_usd, m.single.cost_usd)} "
                   f"the cost and {_ratio(m.vote.wall_s, m.single.wall_s)} the latency", sectioning, notes)
+
+
+def _why_no_better(m: AdviceInputs, worth: str) -> str:
+    """Why the vote did not beat one call, from the measured double fault only."""
+    o = m.error_overlap
+    if o is None:
+        return ("whether the voters are wrong together was not measured (no two voters answered the same "
+                "labelled document), so improve the prompt rather than add voters")
+    seen = f"{o.pair} were wrong together on {o.double_faults} of {o.both_answered} documents"
+    if o.correlated:
+        return (f"the voters' errors are correlated ({seen}, where independent errors would give "
+                f"{o.expected:.1f}){worth}, so improve the prompt rather than add voters")
+    return (f"the voters' errors are not correlated (the pair most often wrong together, {seen}; independent "
+            f"errors would give {o.expected:.1f}), so the voters are each weaker than the single call: improve "
+            "their prompts (see the per-voter advice) or the panel's model rather than add voters")

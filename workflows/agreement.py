@@ -114,11 +114,14 @@ class PairStats:
     double_fault: float  # both wrong
     agree_when_wrong: float  # both wrong with the same answer
     error_correlation: float | None
+    double_faults: int = 0  # how many documents both were wrong on
+    expected_double_faults: float = 0.0  # what independent errors would give: errors_a * errors_b / both_answered
 
     def to_json(self) -> dict[str, Any]:
         return {"voters": [self.a, self.b], "both_answered": self.both_answered,
                 "double_fault": round(self.double_fault, 4), "agree_when_wrong": round(self.agree_when_wrong, 4),
-                "error_correlation": None if self.error_correlation is None else round(self.error_correlation, 4)}
+                "error_correlation": None if self.error_correlation is None else round(self.error_correlation, 4),
+                "double_faults": self.double_faults, "expected_double_faults": round(self.expected_double_faults, 2)}
 
 
 @dataclass(frozen=True)
@@ -191,7 +194,8 @@ def analyse(items: Sequence[Item], categories: Sequence[str], *, low_agreement_b
         wrong_b = [int(i.answers[b] != i.gold) for i in both]
         double = sum(x * y for x, y in zip(wrong_a, wrong_b, strict=True))
         same = sum(1 for i in both if i.answers[a] != i.gold and i.answers[a] == i.answers[b])
-        pairs.append(PairStats(a, b, len(both), double / len(both), same / len(both), _phi(wrong_a, wrong_b)))
+        pairs.append(PairStats(a, b, len(both), double / len(both), same / len(both), _phi(wrong_a, wrong_b),
+                               double, sum(wrong_a) * sum(wrong_b) / len(both)))
     correlations = [p.error_correlation for p in pairs if p.error_correlation is not None]
     mean_corr = sum(correlations) / len(correlations) if correlations else None
     return replace(

@@ -10,11 +10,13 @@ from typing import Any
 from chorus.analysis.labelled import LabelledDoc
 from chorus.analysis.measure import PatternResult, PatternSpec, run_pattern
 from settings import Settings
-from workflows.advisor import AdviceInputs, Measured, advise, wilson_interval
+from workflows.advisor import AdviceInputs, ErrorOverlap, Measured, advise, wilson_interval
 from workflows.agreement import AgreementReport, Item, analyse
 from workflows.sectioning import headings
+from workflows.taskfile import VoteTask
 from workflows.tokens import estimate_tokens
-from workflows.voting import normalize_labels
+from workflows.voter_quality import Document, Seat, VoterId, VoterQuality, assess
+from workflows.voting import normalize_labels, resolve_panel
 
 
 def items_of(runs: Sequence[Any]) -> list[Item]:
@@ -31,29 +33,77 @@ def agreement_of(runs: Sequence[Any], labels: Sequence[str], low_agreement_below
     return analyse(items_of(runs), labels, low_agreement_below=low_agreement_below)
 
 
+def voter_of(outcome: Any) -> VoterId:
+    """(name, model): the task's voter name, or the built-in variant id of a labels-only run."""
+    return VoterId(outcome.prompt_variant or f"slot {outcome.slot}", outcome.model)
+
+
+def documents_of(runs: Sequence[Any]) -> list[Document]:
+    """One per vote run: each voter seat's valid answer (None when it abstained or failed)."""
+    return [
+        Document(r.external_id,
+                 tuple(Seat(voter_of(o), o.answer if o.status == "succeeded" else None, o.status == "failed")
+                       for o in sorted(r.outcomes, key=lambda o: o.slot) if o.role == "voter"),
+                 r.gold_label, r.answer)
+        for r in runs
+    ]
+
+
+def voter_quality_of(runs: Sequence[Any]) -> VoterQuality | None:
+    """Per-voter accuracy, double faults and advice over the vote runs; None without any."""
+    documents = [d for d in documents_of([r for r in runs if r.pattern == "vote"]) if d.seats]
+    return assess(documents) if documents else None
+
+
+def error_overlap(agreement: AgreementReport, runs: Sequence[Any]) -> ErrorOverlap | None:
+    """The pair of voter seats most often wrong together beyond what independent errors give."""
+    if not agreement.pairs:
+        return None
+    worst = max(agreement.pairs, key=lambda p: (p.double_faults - p.expected_double_faults, p.double_faults))
+    seats = {o.slot: voter_of(o) for r in runs for o in r.outcomes}
+    a, b = seats.get(worst.a), seats.get(worst.b)
+    pair = (f"two seats of {a}" if a is not None and a == b
+            else f"{a or f'slot {worst.a}'} & {b or f'slot {worst.b}'}")
+    return ErrorOverlap(pair, worst.double_faults, worst.both_answered, worst.expected_double_faults)
+
+
 def measured(result: PatternResult) -> Measured:
     return Measured(result.spec.label, result.correct, len(result.labelled), result.cost.total_usd,
                     result.mean_wall_s, result.cost.estimated)
 
 
+def vote_pattern(name: str, task: VoteTask | None, model: str, voters: int | None, *, default_model: str,
+                 cache_aware: bool = True, panel_model_given: bool = False) -> PatternSpec:
+    """The vote to measure: the task's own panel when there is a task and neither the panel's size nor
+    its model is overridden, else `voters` voters on `model` (with the task's prompts, if any)."""
+    if task is not None and voters is None and not panel_model_given:
+        panel = resolve_panel(task, default_model)
+        models = ", ".join(dict.fromkeys(v.model for v in panel))
+        return PatternSpec(name, models, len(panel), cache_aware=cache_aware, task_panel=True)
+    return PatternSpec(name, model, voters or 3, cache_aware=cache_aware)
+
+
 def run_advise(
     docs: Sequence[LabelledDoc],
-    labels: str,
+    labels: str | Sequence[str] | None,
     *,
     target: float,
     single_model: str,
-    panel_model: str,
-    voters: int,
+    panel_model: str | None,
+    voters: int | None,
     source: str,
+    task: VoteTask | None = None,
     settings: Settings,
     check: Callable[[], None] | None = None,
     timeout: float | None = None,
     in_flight: int = 2,
 ) -> dict[str, Any]:
-    label_set = normalize_labels(labels)
-    single = run_pattern(PatternSpec("advise-single", single_model, 1), docs, labels, source=source,
+    label_set = task.label_names if task else normalize_labels(labels or "")
+    vote_spec = vote_pattern("advise-vote", task, panel_model or single_model, voters,
+                             default_model=settings.default_model, panel_model_given=panel_model is not None)
+    single = run_pattern(PatternSpec("advise-single", single_model, 1), docs, labels, task=task, source=source,
                          settings=settings, check=check, timeout=timeout, in_flight=in_flight)
-    vote = run_pattern(PatternSpec("advise-vote", panel_model, voters), docs, labels, source=source,
+    vote = run_pattern(vote_spec, docs, labels, task=task, source=source,
                        settings=settings, check=check, timeout=timeout, in_flight=in_flight)
     agreement = agreement_of(vote.runs, label_set)
     abstained = sum(1 for r in single.runs if r.answer is None)
@@ -66,7 +116,9 @@ def run_advise(
         mean_document_tokens=statistics.fmean(estimate_tokens(d.text) for d in docs),
         splittable_share=sum(1 for d in docs if len(headings(d.text)) >= 2) / len(docs),
         effective_voters=agreement.effective_voters,
+        error_overlap=error_overlap(agreement, vote.runs),
     )
+    quality = voter_quality_of(vote.runs)
     advice = advise(inputs)
     notes = list(advice.notes)
     if abstained:
@@ -86,5 +138,7 @@ def run_advise(
         "low_agreement_share": round(inputs.low_agreement_share, 4),
         "mean_document_tokens": round(inputs.mean_document_tokens, 1),
         "splittable_share": round(inputs.splittable_share, 4),
-        "patterns": rows, "agreement": agreement.to_json(), **advice.to_json(), "notes": notes,
+        "patterns": rows, "agreement": agreement.to_json(),
+        "error_overlap": inputs.error_overlap.to_json() if inputs.error_overlap else None,
+        "voter_quality": quality.to_json() if quality else None, **advice.to_json(), "notes": notes,
     }

@@ -8,20 +8,26 @@ import json
 import math
 import urllib.request
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import Any
 
 from chorus.analysis.labelled import LabelledDoc
 from chorus.analysis.measure import PatternResult, PatternSpec, run_pattern
 from settings import Settings
+from workflows.taskfile import VoteTask
 
 _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
-def default_specs(single_model: str, panel_model: str, voters: int) -> list[PatternSpec]:
+def default_specs(single_model: str, panel_model: str, voters: int, *, task_panel: PatternSpec | None = None
+                  ) -> list[PatternSpec]:
+    """One call, then the vote with and without cache-aware dispatch: `voters` on `panel_model`, or the
+    task's own panel (`task_panel`, see chorus.analysis.advise.vote_pattern)."""
+    vote = task_panel or PatternSpec("compare-vote", panel_model, voters)
     return [
         PatternSpec("compare-single", single_model, 1),
-        PatternSpec("compare-vote", panel_model, voters, cache_aware=True),
-        PatternSpec("compare-vote-nocache", panel_model, voters, cache_aware=False),
+        replace(vote, name="compare-vote", cache_aware=True),
+        replace(vote, name="compare-vote-nocache", cache_aware=False),
     ]
 
 
@@ -72,10 +78,11 @@ def ratios(results: Sequence[PatternResult]) -> dict[str, float | None]:
 
 def run_compare(
     docs: Sequence[LabelledDoc],
-    labels: str,
+    labels: str | Sequence[str] | None,
     specs: Sequence[PatternSpec],
     *,
     source: str,
+    task: VoteTask | None = None,
     settings: Settings,
     check: Callable[[], None] | None = None,
     timeout: float | None = None,
@@ -86,7 +93,7 @@ def run_compare(
     for spec in specs:
         if reset is not None:
             reset()
-        results.append(run_pattern(spec, docs, labels, source=source, settings=settings, check=check,
+        results.append(run_pattern(spec, docs, labels, task=task, source=source, settings=settings, check=check,
                                    timeout=timeout, in_flight=in_flight))
     notes = []
     if any(r.cost.estimated for r in results):

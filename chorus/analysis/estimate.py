@@ -14,40 +14,50 @@ from typing import Any
 
 from chorus.analysis.labelled import LabelledDoc
 from chorus.analysis.measure import PatternSpec
+from chorus.vote import resolve_vote_task
 from providers.counting import count_tokens
 from settings import Settings
 from workflows.cost import Cost, TokenUsage, cost_of, total
 from workflows.dispatch import plan_dispatch, shares_prefix
-from workflows.voting import build_panel, normalize_labels, vote_request
+from workflows.registry import supports_structured_outputs
+from workflows.taskfile import VoteTask, labels_task
+from workflows.voting import resolve_panel, vote_request
 
 
-def estimate_document(spec: PatternSpec, doc: LabelledDoc, labels: Sequence[str], settings: Settings) -> Cost:
-    panel = build_panel(spec.voters, [spec.model])
-    requests = [vote_request(v, labels, doc.text) for v in panel]
-    shared = shares_prefix([v.model for v in panel], spec.model)
-    full = [count_tokens(r, settings) for r in requests]
-    prefix_request = dataclasses.replace(requests[0], user_blocks=requests[0].user_blocks[:1])
-    prefix, _ = count_tokens(prefix_request, settings)
-    estimated_prefix = prefix if shared else 0
-    dispatch = plan_dispatch(panel, estimated_prefix, cache_aware=spec.cache_aware)
+def estimate_document(spec: PatternSpec, doc: LabelledDoc, task: VoteTask, settings: Settings) -> Cost:
+    """The cost of one document under `spec`: the task's panel (or `spec.voters` on `spec.model` with the
+    task's prompts), each voter's prompt counted, the cache modelled per model as the dispatch will meet it."""
+    panel_options: dict[str, Any] = {} if spec.task_panel else {"voters": spec.voters, "models": [spec.model]}
+    panel = resolve_panel(resolve_vote_task(task=task, **panel_options), settings.default_model)
+    requests = [vote_request(v, task, doc.text, structured=supports_structured_outputs(v.model)) for v in panel]
+    prefixes: dict[str, int] = {}
+    for voter, request in zip(panel, requests, strict=True):
+        if voter.model not in prefixes and shares_prefix([v.model for v in panel], voter.model):
+            prefix_request = dataclasses.replace(request, user_blocks=request.user_blocks[:1])
+            prefixes[voter.model] = count_tokens(prefix_request, settings)[0]
     # plan_dispatch refuses to lead under the minimum; the same test decides whether anything is cached.
-    cached = shared and plan_dispatch(panel, estimated_prefix, cache_aware=True).leaders != ()
-    usages = []
-    for voter, (tokens, _) in zip(panel, full, strict=True):
-        if not cached:
-            usages.append(TokenUsage(tokens, requests[0].max_tokens, estimated=True))
-        elif voter.slot in dispatch.leaders or not dispatch.leaders:
-            usages.append(TokenUsage(tokens - prefix, requests[0].max_tokens, cache_write_tokens=prefix,
-                                     estimated=True))
+    cached_models = {m for m, tokens in prefixes.items()
+                     if plan_dispatch([v for v in panel if v.model == m], tokens, cache_aware=True).leaders}
+    first_of_model: set[str] = set()
+    costs = []
+    for voter, request in zip(panel, requests, strict=True):
+        tokens, _ = count_tokens(request, settings)
+        prefix = prefixes.get(voter.model, 0)
+        if voter.model not in cached_models:
+            usage = TokenUsage(tokens, request.max_tokens, estimated=True)
+        elif not spec.cache_aware or voter.model not in first_of_model:  # sent at once, or the model's leader
+            usage = TokenUsage(tokens - prefix, request.max_tokens, cache_write_tokens=prefix, estimated=True)
         else:
-            usages.append(TokenUsage(tokens - prefix, requests[0].max_tokens, cache_read_tokens=prefix,
-                                     estimated=True))
-    return total(cost_of(spec.model, u) for u in usages)
+            usage = TokenUsage(tokens - prefix, request.max_tokens, cache_read_tokens=prefix, estimated=True)
+        first_of_model.add(voter.model)
+        costs.append(cost_of(voter.model, usage))
+    return total(costs)
 
 
-def estimate_pattern(spec: PatternSpec, docs: Sequence[LabelledDoc], labels: str, settings: Settings) -> dict[str, Any]:
-    label_set = normalize_labels(labels)
-    cost = total(estimate_document(spec, d, label_set, settings) for d in docs)
+def estimate_pattern(spec: PatternSpec, docs: Sequence[LabelledDoc], labels: str | None, settings: Settings,
+                     task: VoteTask | None = None) -> dict[str, Any]:
+    vote_task = task or labels_task(labels or "", voters=1)
+    cost = total(estimate_document(spec, d, vote_task, settings) for d in docs)
     return {"pattern": spec.label, "documents": len(docs), "estimated_cost": cost.to_json(),
             "counted_with": "count_tokens" if settings.provider_name == "anthropic" else "local estimate",
             "note": "estimate: output counted at max_tokens (an upper bound)"}

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from workflows.errors import ConfigError
+from workflows.taskfile import canonical_label
 
 
 @dataclass(frozen=True)
@@ -62,7 +63,8 @@ def _rows(path: Path) -> list[tuple[int, dict[str, object] | str]]:
 
 
 def read_labelled(path: Path, labels: Sequence[str], *, limit: int | None = None) -> LabelledSet:
-    allowed = {label.lower() for label in labels}
+    # Gold labels match case-insensitively and are kept as the label set writes them, so they compare
+    # equal to the answers (which are the label as written, see workflows.taskfile.canonical_label).
     result = LabelledSet([])
     seen: dict[str, int] = {}
     for n, row in _rows(path):
@@ -76,9 +78,9 @@ def read_labelled(path: Path, labels: Sequence[str], *, limit: int | None = None
             result.skipped.append(f"line {n}: no text")
             continue
         raw_label = row.get("label")
-        label = str(raw_label).strip().lower() if raw_label not in (None, "") else None
-        if label is not None and label not in allowed:
-            result.skipped.append(f"line {n}: label {label!r} is not one of {', '.join(sorted(allowed))}")
+        label = canonical_label(str(raw_label), labels) if raw_label not in (None, "") else None
+        if raw_label not in (None, "") and label is None:
+            result.skipped.append(f"line {n}: label {str(raw_label).strip()!r} is not one of {', '.join(labels)}")
             continue
         doc_id = str(row.get("id") or f"line-{n}")
         if doc_id in seen:

@@ -22,17 +22,25 @@ from chorus.vote import plan_vote, submit_plan
 from models import Pattern, Session, repo
 from settings import Settings
 from workflows.cost import Cost, total
+from workflows.taskfile import VoteTask
 
 
 @dataclass(frozen=True)
 class PatternSpec:
+    """A pattern to measure: `voters` calls on `model`, or, with `task_panel`, the task's own panel as
+    the task file writes it (its voters' models, prompts and efforts; `model` and `voters` describe it)."""
+
     name: str
     model: str
     voters: int
     cache_aware: bool = True
+    task_panel: bool = False
 
     @property
     def label(self) -> str:
+        if self.task_panel:
+            return f"task panel ({self.voters} voters: {self.model})" + (
+                "" if self.cache_aware else ", no cache-aware dispatch")
         if self.voters == 1:
             return f"1 x {self.model}"
         return f"{self.voters} x {self.model} vote" + ("" if self.cache_aware else ", no cache-aware dispatch")
@@ -115,8 +123,9 @@ def new_batch(name: str, source: str, spec: PatternSpec, settings: Settings) -> 
 def run_pattern(
     spec: PatternSpec,
     docs: Sequence[LabelledDoc],
-    labels: str,
+    labels: str | Sequence[str] | None,
     *,
+    task: VoteTask | None = None,
     source: str,
     settings: Settings,
     check: Callable[[], None] | None = None,
@@ -126,8 +135,9 @@ def run_pattern(
     """Plan every document first (bad input stops here, before anything is sent), then send them with
     at most `in_flight` runs unfinished at a time, so a run's wall time measures the pattern and not
     the queue of documents behind it."""
-    plans = [plan_vote(d.text, labels, voters=spec.voters, models=[spec.model], external_id=d.id,
-                       gold_label=d.label, cache_aware=spec.cache_aware, settings=settings) for d in docs]
+    panel: dict[str, Any] = {} if spec.task_panel else {"voters": spec.voters, "models": [spec.model]}
+    plans = [plan_vote(d.text, None if task else labels, task=task, external_id=d.id, gold_label=d.label,
+                       cache_aware=spec.cache_aware, settings=settings, **panel) for d in docs]
     batch_id = new_batch(spec.name, source, spec, settings)
     started = time.perf_counter()
     pending: deque[str] = deque()

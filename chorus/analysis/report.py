@@ -2,7 +2,8 @@
 
 No scripts, no CDN: inline CSS and inline SVG only. It shows the per-worker timeline (Gantt) with
 wall = slowest worker + overhead, the agreement statistics and correlated errors, the cost
-breakdown, and the low-agreement items.
+breakdown, the low-agreement items, and each voter's quality (accuracy against gold, double faults,
+which voter to drop or rewrite: `workflows.voter_quality`).
 """
 
 from __future__ import annotations
@@ -14,13 +15,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from chorus.analysis.advise import agreement_of
+from chorus.analysis.advise import agreement_of, voter_quality_of
 from chorus.costing import breakdown, minimum_cost, minimum_counted_with, run_cost, run_cost_without_cache
 from chorus.runs import RunView, get_run, prepare
 from models import Session, repo
 from settings import Settings
 from workflows.cost import total
 from workflows.errors import NotFoundError
+from workflows.voter_quality import VoterQuality
 
 MAX_TIMELINE_RUNS = 60
 DETAILED_RUNS = 3
@@ -236,8 +238,62 @@ def cost_section(runs: Sequence[RunView], costs: dict[str, Any]) -> str:
             + "<p>" + " · ".join(_e(x) for x in lines) + "</p>" + note)
 
 
+def _votes(runs: Sequence[RunView]) -> list[RunView]:
+    return [r for r in runs if r.pattern == "vote" and len(r.outcomes) >= 2]
+
+
+def quality_summary(runs: Sequence[RunView]) -> dict[str, Any]:
+    """The batch-level agreement and the per-voter quality, as `chorus report --json` shows them
+    (None where the runs hold no vote to measure)."""
+    votes = _votes(runs)
+    agreement = None
+    if votes:
+        labels = votes[0].config.get("labels", [])
+        agreement = agreement_of(votes, labels, float(votes[0].config.get("low_agreement_below", 0.6))).to_json()
+    quality = voter_quality_of(runs)
+    return {"agreement": agreement, "voter_quality": quality.to_json() if quality else None}
+
+
+def _f(x: float | None, pct: bool = False) -> str:
+    return "-" if x is None else f"{x:.0%}" if pct else f"{x:g}"
+
+
+def voter_section(quality: VoterQuality | None) -> str:
+    """Each voter's (prompt x model) accuracy, its double faults with the others, and what to fix."""
+    if quality is None:
+        return "<p>no vote runs: no voters to measure</p>"
+    gold = quality.gold_documents > 0
+    if gold:
+        rows = [[f"{v.voter.name}", v.voter.model, v.seats, v.gold_answered, v.correct, v.abstained, v.failed,
+                 _f(v.accuracy, True), _f(v.rest_accuracy, True)] for v in quality.voters]
+        head = ["voter", "model", "seats", "answered (gold)", "correct", "abstained", "failed", "accuracy",
+                "rest of the panel"]
+    else:
+        rows = [[v.voter.name, v.voter.model, v.seats, v.answered, v.abstained, v.failed,
+                 f"{v.disagreed} of {v.compared}", _f(v.disagreement, True)] for v in quality.voters]
+        head = ["voter", "model", "seats", "answered", "abstained", "failed", "disagreed with the winner", "share"]
+    out = [_table(head, rows)]
+    if quality.vote_accuracy is not None:
+        out.append(f"<p>the vote: {quality.vote_accuracy:.0%} accurate on {quality.gold_documents} gold "
+                   "document(s)</p>")
+    if quality.pairs:
+        out.append("<h3>voter pairs: wrong together (gold documents both answered)</h3>")
+        out.append(_table(["voters", "both answered", "both wrong (double fault)", "agree when wrong",
+                           "both wrong if independent"],
+                          [[f"{p.a.name} ({p.a.model}) & {p.b.name} ({p.b.model})", p.both_answered,
+                            f"{p.double_faults} ({_f(p.double_fault, True)})", p.agree_when_wrong,
+                            f"{p.expected_double_faults:.1f}"] for p in quality.pairs]))
+    out.append("<h3>which voter to drop or rewrite</h3>")
+    if quality.advice:
+        out.append("<ul>" + "".join(f"<li>{_e(a.text)}</li>" for a in quality.advice) + "</ul>")
+    elif gold:
+        out.append("<p>none: no voter is clearly less accurate than the rest of the panel</p>")
+    out.extend(f"<p class='cap'>{_e(n)}</p>" for n in quality.notes)
+    return "".join(out)
+
+
 def agreement_section(runs: Sequence[RunView]) -> str:
-    votes = [r for r in runs if r.pattern == "vote" and len(r.outcomes) >= 2]
+    votes = _votes(runs)
     if not votes:
         return "<p>single calls only: no agreement to measure</p>"
     labels = votes[0].config.get("labels", [])
@@ -251,16 +307,6 @@ def agreement_section(runs: Sequence[RunView]) -> str:
                   ["effective independent voters", j["effective_voters"]]]
     out = ["<div class='row'><div>", _table(["measure", "value"], stats), "</div><div><h3>winning share</h3>",
            share_chart(report.winning_share), "</div></div>"]
-    if report.voter_accuracy:
-        out.append("<h3>per voter</h3>")
-        variants = {o.slot: f"{o.model} · {o.prompt_variant}" for o in votes[0].outcomes}
-        out.append(_table(["slot", "voter", "accuracy"],
-                          [[s, variants.get(s, "-"), j["voter_accuracy"][str(s)]] for s in report.voter_accuracy]))
-        out.append("<h3>pairs: correlated errors</h3>")
-        out.append(_table(["voters", "both answered", "double fault (both wrong)", "agree when wrong",
-                           "error correlation"],
-                          [[f"{p['voters'][0]} & {p['voters'][1]}", p["both_answered"], p["double_fault"],
-                            p["agree_when_wrong"], p["error_correlation"]] for p in j["pairs"]]))
     by_id = {r.external_id: r for r in votes}
     low = [by_id[i] for i in report.low_agreement if i in by_id]
     out.append(f"<h3>low agreement (winning share under {low_below:.0%}): fix the prompt first</h3>")
@@ -319,4 +365,5 @@ def render(subject: Subject, costs: dict[str, Any]) -> str:
     return ("<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>chorus report "
             f"{_e(subject.title)}</title><style>{CSS}</style></head><body>{head}{''.join(timeline)}"
             f"<h2>agreement and correlated errors</h2>{agreement_section(runs)}"
+            f"<h2>per voter (prompt x model)</h2>{voter_section(voter_quality_of(runs))}"
             f"<h2>cost</h2>{cost_section(runs, costs)}<h2>runs</h2>{runs_table(runs)}</body></html>")

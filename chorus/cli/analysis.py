@@ -9,17 +9,25 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from chorus.analysis.advise import run_advise
+from chorus.analysis.advise import run_advise, vote_pattern
 from chorus.analysis.compare import default_specs, run_compare
 from chorus.analysis.estimate import estimate_pattern
 from chorus.analysis.labelled import read_labelled
-from chorus.analysis.report import cost_summary, load_subject, render
+from chorus.analysis.report import cost_summary, load_subject, quality_summary, render
 from chorus.cli.base import EXIT_FAILED, EXIT_OK, EXIT_USAGE, JsonOpt, cli_settings, err, errors, fail, out, workers_for
+from chorus.taskfile import load_vote_task
+from workflows.taskfile import VoteTask, with_vote_overrides
 from workflows.voting import normalize_labels
 
-LabelsOpt = Annotated[str, typer.Option("--labels", "-l", help="Allowed labels, comma-separated.")]
+DEFAULT_PANEL_MODEL = "claude-haiku-5-5"
+
+LabelsOpt = Annotated[str | None, typer.Option("--labels", "-l", help="Allowed labels, comma-separated.")]
+TaskOpt = Annotated[str | None, typer.Option(
+    "--task", "-t", help="A vote task file: its labels, prompts and panel are measured (its panel unless "
+                         "--voters or --panel-model is given).")]
 LimitOpt = Annotated[int | None, typer.Option("--limit", min=1, help="Use only the first N documents.")]
-VotersOpt = Annotated[int, typer.Option("--voters", "-n", min=2, max=15, help="Voters in the panel.")]
+VotersOpt = Annotated[int | None, typer.Option("--voters", "-n", min=2, max=15,
+                                               help="Voters in the panel (default 3, or the task's panel).")]
 TimeoutOpt = Annotated[float | None, typer.Option(help="Seconds to wait for each run.")]
 InFlightOpt = Annotated[int, typer.Option("--in-flight", min=1, max=256,
                                           help="Runs sent and unfinished at once (more: faster, but queueing "
@@ -27,10 +35,20 @@ InFlightOpt = Annotated[int, typer.Option("--in-flight", min=1, max=256,
 
 
 
-def _load(path: Path, labels: str, limit: int | None) -> Any:
+def _task(labels: str | None, task: str | None) -> VoteTask | None:
+    if task is None and labels is None:
+        raise fail("say what to decide: --labels a,b,c or --task FILE", EXIT_USAGE)
+    if task is None:
+        return None
+    with errors():
+        loaded = load_vote_task(task)
+        return with_vote_overrides(loaded, labels=labels) if labels else loaded
+
+
+def _load(path: Path, labels: str | None, limit: int | None, task: VoteTask | None = None) -> Any:
     with errors():
         try:
-            label_set = normalize_labels(labels)
+            label_set = task.label_names if task else normalize_labels(labels or "")
         except ValueError as exc:
             raise fail(str(exc), EXIT_USAGE) from None
         found = read_labelled(path, label_set, limit=limit)
@@ -41,16 +59,55 @@ def _load(path: Path, labels: str, limit: int | None) -> Any:
     return found
 
 
+def _pct(x: float | None) -> str:
+    return "-" if x is None else f"{x:.0%}"
+
+
+def print_voter_quality(quality: dict[str, Any] | None) -> None:
+    """Each voter's accuracy (or, without gold, its disagreement with the winner) and the advice."""
+    if quality is None:
+        return
+    gold = quality["gold_documents"] > 0
+    if gold:
+        table = Table("voter", "model", "answered", "correct", "abstained", "failed", "accuracy", "rest of panel",
+                      title="per voter, against gold")
+        for v in quality["voters"]:
+            table.add_row(v["name"], v["model"], str(v["gold_answered"]), str(v["correct"]), str(v["abstained"]),
+                          str(v["failed"]), _pct(v["accuracy"]), _pct(v["rest_accuracy"]))
+    else:
+        table = Table("voter", "model", "answered", "abstained", "failed", "disagreed with the winner",
+                      title="per voter (no gold labels)")
+        for v in quality["voters"]:
+            table.add_row(v["name"], v["model"], str(v["answered"]), str(v["abstained"]), str(v["failed"]),
+                          f"{v['disagreed_with_winner']} of {v['compared_with_winner']} "
+                          f"({_pct(v['disagreement'])})")
+    out.print(table)
+    for p in quality["pairs"]:
+        if p["double_faults"]:
+            a, b = p["voters"]
+            out.print(f"wrong together: {a['name']} ({a['model']}) & {b['name']} ({b['model']}) on "
+                      f"{p['double_faults']} of {p['both_answered']} documents (agreeing on {p['agree_when_wrong']}; "
+                      f"independent errors would give {p['expected_double_faults']})", highlight=False)
+    for a in quality["advice"]:
+        out.print(f"[bold]{a['advice']}[/bold]", highlight=False)
+    if gold and not quality["advice"]:
+        out.print("per voter: no voter is clearly less accurate than the rest of the panel", highlight=False)
+    for note in quality["notes"]:
+        out.print(f"[dim]{note}[/dim]", highlight=False)
+
+
 def _usd(c: dict[str, Any]) -> str:
     return f"{'~' if c['estimated'] else ''}${c['total_usd']:.6f}"
 
 
 def compare(
     input_file: Annotated[Path, typer.Argument(metavar="INPUT", help="JSONL or CSV with id, text[, label].")],
-    labels: LabelsOpt,
-    single_model: Annotated[str, typer.Option(help="Model of the single call.")] = "claude-sonnet-4-6",
-    panel_model: Annotated[str, typer.Option(help="Model of the voting panel.")] = "claude-haiku-4-5",
-    voters: VotersOpt = 3,
+    labels: LabelsOpt = None,
+    task: TaskOpt = None,
+    single_model: Annotated[str, typer.Option(help="Model of the single call.")] = "claude-sonnet-5-5",
+    panel_model: Annotated[str | None, typer.Option(
+        help="Model of the voting panel (default claude-haiku-5-5, or the task's panel).")] = None,
+    voters: VotersOpt = None,
     limit: LimitOpt = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Only estimate the cost; send nothing.")] = False,
     timeout: TimeoutOpt = None,
@@ -59,11 +116,14 @@ def compare(
 ) -> None:
     """One call on one model vs a vote on a cheaper panel, with and without cache-aware dispatch."""
     settings = cli_settings()
-    found = _load(input_file, labels, limit)
-    specs = default_specs(single_model, panel_model, voters)
+    vote_task = _task(labels, task)
+    found = _load(input_file, labels, limit, vote_task)
+    panel = vote_pattern("compare-vote", vote_task, panel_model or DEFAULT_PANEL_MODEL, voters,
+                         default_model=settings.default_model, panel_model_given=panel_model is not None)
+    specs = default_specs(single_model, panel.model, panel.voters, task_panel=panel if panel.task_panel else None)
     if dry_run:
         with errors():
-            estimates = [estimate_pattern(s, found.docs, labels, settings) for s in specs]
+            estimates = [estimate_pattern(s, found.docs, labels, settings, task=vote_task) for s in specs]
         if as_json:
             out.print_json(json.dumps({"dry_run": True, "patterns": estimates}))
         else:
@@ -74,7 +134,7 @@ def compare(
             out.print("[dim]dry run: nothing was sent; output tokens are counted at max_tokens (an upper bound)[/dim]")
         raise typer.Exit(EXIT_OK)
     with errors(), workers_for(settings) as workers:
-        result = run_compare(found.docs, labels, specs, source=str(input_file), settings=settings,
+        result = run_compare(found.docs, labels, specs, task=vote_task, source=str(input_file), settings=settings,
                              check=workers.check if workers else None, timeout=timeout, in_flight=in_flight)
     result.pop("_results")
     if as_json:
@@ -102,7 +162,8 @@ def compare(
 
 def advise(
     input_file: Annotated[Path, typer.Argument(metavar="LABELLED_INPUT", help="JSONL or CSV with id, text, label.")],
-    labels: LabelsOpt,
+    labels: LabelsOpt = None,
+    task: TaskOpt = None,
     target: Annotated[float, typer.Option(min=0.01, max=1.0, help="The accuracy you need, e.g. 0.9.")] = 0.9,
     model: Annotated[str | None, typer.Option(help="Model of the single call and the panel (default model).")]
     = None,
@@ -115,13 +176,14 @@ def advise(
 ) -> None:
     """Should I parallelize at all? Measures a single call and a vote on a labelled set."""
     settings = cli_settings()
-    found = _load(input_file, labels, limit)
+    vote_task = _task(labels, task)
+    found = _load(input_file, labels, limit, vote_task)
     if not found.labelled:
         raise fail(f"{input_file}: every document needs a label for `chorus advise`", EXIT_USAGE)
     single_model = model or settings.default_model
     with errors(), workers_for(settings) as workers:
         result = run_advise(found.docs, labels, target=target, single_model=single_model,
-                            panel_model=panel_model or single_model, voters=voters, source=str(input_file),
+                            panel_model=panel_model, voters=voters, task=vote_task, source=str(input_file),
                             settings=settings, check=workers.check if workers else None, timeout=timeout,
                             in_flight=in_flight)
     if as_json:
@@ -142,6 +204,7 @@ def advise(
               f"{result['low_agreement_share']:.0%} · effective independent voters {agreement['effective_voters']}")
     if result["suggest_sectioning"]:
         out.print("sectioning: documents are long and split into sections; `chorus section` can cut latency")
+    print_voter_quality(result["voter_quality"])
     out.print(f"[bold]recommendation: {result['recommendation']}[/bold]", highlight=False)
     for note in result["notes"]:
         out.print(f"[dim]{note}[/dim]", highlight=False)
@@ -153,20 +216,22 @@ def report(
     html_file: Annotated[Path, typer.Option("--html", help="Where to write the HTML page.")],
     as_json: JsonOpt = False,
 ) -> None:
-    """Write one static, offline HTML page: timeline, agreement, cost, low-agreement items."""
+    """Write one static, offline HTML page: timeline, agreement, per-voter quality, cost, low-agreement items."""
     settings = cli_settings()
     with errors():
         subject = load_subject(ref, settings)
         costs = cost_summary(subject.runs, settings)
+        quality = quality_summary(subject.runs)
         page = render(subject, costs)
     try:
         html_file.write_text(page, encoding="utf-8")
     except OSError as exc:
         raise fail(f"cannot write {html_file}: {exc.strerror}", EXIT_USAGE) from None
     summary = {"kind": subject.kind, "id": subject.id, "runs": len(subject.runs), "html": str(html_file),
-               "bytes": len(page.encode()), **costs}
+               "bytes": len(page.encode()), **costs, **quality}
     if as_json:
         out.print_json(json.dumps(summary))
     else:
         out.print(f"wrote {html_file} ({summary['bytes']} bytes): {subject.kind} {subject.id}, "
                   f"{len(subject.runs)} run(s)")
+        print_voter_quality(summary["voter_quality"])

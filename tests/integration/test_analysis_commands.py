@@ -186,3 +186,89 @@ def test_vote_takes_no_cache_aware_from_the_command_line(workers, stub, tmp_path
     assert flat["config"]["dispatch"]["leaders"] == []
     assert "off" in flat["config"]["dispatch"]["reason"]
     assert led["cost"]["total_usd"] > 0 and not led["cost"]["estimated"]
+
+
+# Reviews whose opening says the opposite of the verdict: the `lead` voter (the built-in variant that
+# judges from the opening) is wrong on every one; on the last two the ending misleads too, so the
+# `closing` voter is wrong with it there. `direct` reads the whole review and is right.
+MISLEADING_OPENINGS = {
+    "blender": ("negative", "The box looked great. The colour is lovely. Then the motor died after two days. "
+                "It is awful and loud. Support was useless and rude. A waste of money, I regret it."),
+    "chair": ("negative", "I was excited, it looked excellent. Assembly was quick and fun. The seat cracked within "
+              "a week. The wobble is terrible. Customer service ignored me. Awful, do not buy."),
+    "toaster": ("positive", "The delivery was late and the box was damaged. The manual is awful. But it toasts "
+                "evenly and fast. The design is lovely. It works great every morning. Excellent value, I love it."),
+    "backpack": ("positive", "The zip felt stiff and cheap at first. The colour was disappointing. It is now my "
+                 "favourite bag. The pockets are great and it is comfortable. Excellent quality. I recommend it."),
+    "mouse": ("negative", "Nice shape and a great grip. The light is pretty. The scroll wheel broke quickly. The "
+              "clicks are unreliable and awful. It disconnects all the time. Poor product, a waste."),
+    "kettle": ("positive", "The first one arrived broken and it was awful. The refund took ages. The replacement is "
+               "excellent. It boils fast and is quiet. The handle is great. I love it now."),
+    "radio": ("negative", "Lovely design and a great sound. Excellent look. It broke, awful, terrible, useless, "
+              "poor, a waste, broken, horrible. It leaks, awful and terrible, the worst purchase, awful. Still, a "
+              "nice colour. Good size and great price."),
+    "fan": ("positive", "It was loud and awful at first. Poor box. Then excellent, great, lovely, quiet, perfect, "
+            "fantastic, superb. I love it, great and excellent, the best buy, amazing. Sadly a poor cable. "
+            "Awful plug."),
+}
+PLAIN_REVIEWS = {
+    "kettle": ("positive", "I love this kettle. It is excellent and fast. Great value and quiet. I recommend it."),
+    "lamp": ("negative", "The lamp broke in a week. Awful light. A waste of money. I regret it."),
+    "desk": ("neutral", "The desk arrived on Tuesday. It has four legs. The top is made of wood. It is 120 cm wide."),
+    "headphones": ("positive", "Great headphones. The sound is excellent. Comfortable and light. I love them."),
+    "blender": ("negative", "Terrible blender. It is loud and awful. It broke quickly. Poor product."),
+    "chair": ("neutral", "The chair is grey. It came in a box on Monday. The seat is 45 cm high. It has wheels."),
+}
+
+
+@pytest.fixture(scope="module")
+def offline_env(tmp_path_factory) -> dict[str, str]:
+    """Embedded mode with the offline provider: no broker, no stub, SQLite under a data dir of its own."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CHORUS_", "ANTHROPIC_"))}
+    env.update(CHORUS_DATA_DIR=str(tmp_path_factory.mktemp("voter-quality")), CHORUS_PROVIDER="offline")
+    return env
+
+
+def advise_and_report(reviews: dict[str, tuple[str, str]], env: dict[str, str], tmp_path: Path
+                      ) -> tuple[dict[str, Any], dict[str, Any], str]:
+    path = tmp_path / "set.jsonl"
+    path.write_text("".join(json.dumps({"id": k, "label": v[0], "text": v[1]}) + "\n" for k, v in reviews.items()))
+    advised = as_json(chorus("advise", str(path), "--labels", LABELS, "--voters", "3", "--target", "0.8", "--json",
+                             env=env))
+    page = tmp_path / "voters.html"
+    reported = as_json(chorus("report", advised["patterns"][1]["batch_id"], "--html", str(page), "--json", env=env))
+    return advised, reported, page.read_text()
+
+
+def test_advise_and_report_name_the_voter_the_openings_mislead(offline_env, tmp_path):
+    advised, reported, html = advise_and_report(MISLEADING_OPENINGS, offline_env, tmp_path)
+    for quality in (advised["voter_quality"], reported["voter_quality"]):
+        voters = {v["name"]: v for v in quality["voters"]}
+        assert list(voters) == ["direct", "lead", "closing"]
+        assert {v["model"] for v in voters.values()} == {advised["patterns"][1]["pattern"].split(" ")[2]}
+        assert [(voters[n]["correct"], voters[n]["gold_answered"]) for n in voters] == [(8, 8), (0, 8), (6, 8)]
+        assert all(v["abstained"] == v["failed"] == 0 for v in voters.values())
+        pair = next(p for p in quality["pairs"] if [v["name"] for v in p["voters"]] == ["lead", "closing"])
+        assert (pair["double_faults"], pair["agree_when_wrong"], pair["both_answered"]) == (2, 2, 8)
+        assert [a["name"] for a in quality["advice"]] == ["lead"]
+        advice = quality["advice"][0]["advice"]
+        assert advice.startswith("drop or rewrite `lead` (")
+        assert "0% accurate (0 of 8) against the rest of the panel's 88%" in advice
+        assert "wrong together with `closing`" in advice and "on 2 of its 8 errors" in advice
+    assert reported["agreement"]["vote_accuracy"] == pytest.approx(6 / 8)
+    # The lead voter is wrong on every document, so any error of `closing` is a double fault with it:
+    # 2, exactly what independent errors give, which the advisor does not call correlated.
+    assert advised["error_overlap"]["double_faults"] == 2
+    assert advised["error_overlap"]["correlated"] is False
+    assert "per voter (prompt x model)" in html
+    assert "drop or rewrite `lead`" in html
+
+
+def test_a_panel_that_reads_plain_reviews_well_gets_no_voter_advice(offline_env, tmp_path):
+    advised, reported, html = advise_and_report(PLAIN_REVIEWS, offline_env, tmp_path)
+    for quality in (advised["voter_quality"], reported["voter_quality"]):
+        assert [v["accuracy"] for v in quality["voters"]] == [1.0, 1.0, 1.0]
+        assert all(p["double_faults"] == 0 for p in quality["pairs"])
+        assert quality["advice"] == []
+    assert "no voter is clearly less accurate than the rest of the panel" in html
+    assert "drop or rewrite `" not in html

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from workflows.advisor import AdviceInputs, Measured, Verdict, advise, wilson_interval
+from workflows.advisor import AdviceInputs, ErrorOverlap, Measured, Verdict, advise, wilson_interval
 
 
 @pytest.mark.parametrize(
@@ -44,7 +44,7 @@ def vote(correct: int, total: int = 100) -> Measured:
         (single(80), vote(93), True, 0.05, Verdict.VOTE, "meeting it"),
         (single(80), vote(85), True, 0.05, Verdict.FIX_PROMPT, "both miss the target"),
         (single(80), vote(93), True, 0.40, Verdict.FIX_PROMPT, "disagree on 40%"),
-        (single(80), vote(80), True, 0.05, Verdict.FIX_PROMPT, "correlated"),
+        (single(80), vote(80), True, 0.05, Verdict.FIX_PROMPT, "no better"),
         (single(80), vote(75), True, 0.05, Verdict.FIX_PROMPT, "no better"),
         (single(80), vote(93), False, 0.05, Verdict.FIX_PROMPT, "discrete"),
     ],
@@ -75,6 +75,39 @@ def test_a_target_outside_zero_to_one_is_refused():
 
 
 def test_a_reason_names_how_many_independent_voters_the_panel_is_worth():
-    advice = advise(AdviceInputs(0.9, single(48), vote(50), True, 0.03, effective_voters=1.13))
+    advice = advise(AdviceInputs(0.9, single(48), vote(50), True, 0.03, effective_voters=1.13,
+                                 error_overlap=ErrorOverlap("`a` (m) & `b` (m)", 30, 100, 25.0)))
     assert advice.verdict is Verdict.FIX_PROMPT
     assert "worth 1.1 independent ones" in advice.reason
+
+
+TOGETHER = ErrorOverlap("`direct` (haiku) & `lead` (haiku)", 12, 100, 4.0)  # 3x what independence gives
+APART = ErrorOverlap("`direct` (haiku) & `lead` (haiku)", 5, 100, 4.0)  # about what independence gives
+
+
+@pytest.mark.parametrize(
+    ("overlap", "says", "never"),
+    [
+        (TOGETHER, "the voters' errors are correlated (`direct` (haiku) & `lead` (haiku) were wrong together on "
+                   "12 of 100 documents, where independent errors would give 4.0)", "not correlated"),
+        (APART, "the voters' errors are not correlated", "errors are correlated"),
+        (ErrorOverlap("x & y", 1, 100, 0.1), "not correlated", "errors are correlated"),  # one shared error only
+        (ErrorOverlap("x & y", 0, 100, 0.0), "not correlated", "errors are correlated"),
+        (None, "was not measured", "correlated"),
+    ],
+)
+def test_a_vote_no_better_than_one_call_blames_correlated_errors_only_when_the_double_fault_says_so(
+        overlap, says, never):
+    advice = advise(AdviceInputs(0.9, single(80), vote(80), True, 0.05, effective_voters=1.4, error_overlap=overlap))
+    assert advice.verdict is Verdict.FIX_PROMPT
+    assert says in advice.reason
+    assert never not in advice.reason
+    if overlap is not None and not overlap.correlated:
+        assert "weaker than the single call" in advice.reason
+
+
+@pytest.mark.parametrize(("double_faults", "expected", "correlated"),
+                         [(2, 1.0, True), (2, 1.01, False), (1, 0.1, False), (8, 4.0, True), (7, 4.0, False)])
+def test_errors_are_correlated_from_two_double_faults_at_twice_the_independent_rate(double_faults, expected,
+                                                                                      correlated):
+    assert ErrorOverlap("x & y", double_faults, 50, expected).correlated is correlated

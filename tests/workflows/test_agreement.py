@@ -81,6 +81,9 @@ def test_voters_that_are_wrong_together_show_double_faults_agreement_when_wrong_
     assert (pair01.double_fault, pair01.agree_when_wrong) == pytest.approx((2 / 6, 2 / 6))
     assert pair01.error_correlation == pytest.approx(1.0)
     assert (pair02.double_fault, pair02.agree_when_wrong) == (0.0, 0.0)
+    # Independent errors (2 of 6 and 2 of 6) would put them wrong together 2 * 2 / 6 times, not 2.
+    assert (pair01.double_faults, pair01.expected_double_faults) == (2, pytest.approx(2 / 3))
+    assert (pair02.double_faults, pair02.expected_double_faults) == (0, pytest.approx(2 * 1 / 6))
     rho, n_eff = report.mean_error_correlation, report.effective_voters
     assert rho is not None and n_eff is not None
     assert rho == pytest.approx((1 - 2 * 0.31623) / 3, abs=1e-4)
