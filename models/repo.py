@@ -377,15 +377,14 @@ class ModelUsage:
     estimated: bool
 
 
-def usage_by_run_and_model(s: OrmSession, run_ids: list[str]) -> list[ModelUsage]:
-    """Summed token usage of each run, per model."""
+def usage_by_request(s: OrmSession, run_ids: list[str]) -> list[ModelUsage]:
+    """The token usage of every outcome (one request each) of the runs: a price tier that depends on a
+    request's prompt size (Haiku 5.5 above 100k tokens) must see each request, never a sum."""
     if not run_ids:
         return []
-    q = (select(WorkerOutcome.run_id, WorkerOutcome.model, func.sum(WorkerOutcome.input_tokens),
-                func.sum(WorkerOutcome.output_tokens), func.sum(WorkerOutcome.cache_write_tokens),
-                func.sum(WorkerOutcome.cache_read_tokens),
-                func.max(case((WorkerOutcome.usage_estimated, 1), else_=0)))
-         .where(WorkerOutcome.run_id.in_(run_ids)).group_by(WorkerOutcome.run_id, WorkerOutcome.model))
+    q = (select(WorkerOutcome.run_id, WorkerOutcome.model, WorkerOutcome.input_tokens, WorkerOutcome.output_tokens,
+                WorkerOutcome.cache_write_tokens, WorkerOutcome.cache_read_tokens, WorkerOutcome.usage_estimated)
+         .where(WorkerOutcome.run_id.in_(run_ids)))
     return [ModelUsage(run_id, model, int(i or 0), int(o or 0), int(cw or 0), int(cr or 0), bool(est))
             for run_id, model, i, o, cw, cr, est in s.execute(q)]
 

@@ -39,7 +39,7 @@ def rows(batch_id: str) -> Iterator[dict[str, Any]]:
 
 def _usage(s: Any, run_ids: list[str]) -> dict[str, list[tuple[str, TokenUsage]]]:
     found: dict[str, list[tuple[str, TokenUsage]]] = {}
-    for u in repo.usage_by_run_and_model(s, run_ids):
+    for u in repo.usage_by_request(s, run_ids):
         found.setdefault(u.run_id, []).append((u.model, TokenUsage(u.input_tokens, u.output_tokens,
                                                                    u.cache_write_tokens, u.cache_read_tokens,
                                                                    u.estimated)))

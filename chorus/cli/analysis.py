@@ -168,7 +168,7 @@ def advise(
     model: Annotated[str | None, typer.Option(help="Model of the single call and the panel (default model).")]
     = None,
     panel_model: Annotated[str | None, typer.Option(help="A different (e.g. cheaper) model for the panel.")] = None,
-    voters: VotersOpt = 3,
+    voters: VotersOpt = None,
     limit: LimitOpt = None,
     timeout: TimeoutOpt = None,
     in_flight: InFlightOpt = 2,

@@ -272,3 +272,42 @@ def test_a_panel_that_reads_plain_reviews_well_gets_no_voter_advice(offline_env,
         assert quality["advice"] == []
     assert "no voter is clearly less accurate than the rest of the panel" in html
     assert "drop or rewrite `" not in html
+
+
+REVIEW_TASK = """name = "review-sentiment"
+instructions = "You read product reviews. Decide the reviewer's overall verdict."
+[[labels]]
+name = "positive"
+[[labels]]
+name = "negative"
+[[labels]]
+name = "neutral"
+[[voters]]
+name = "whole-review"
+prompt = "Read the whole review and weigh everything it says."
+count = 2
+[[voters]]
+name = "first-impression"
+prompt = "Judge from the opening of the review, where the first impression is."
+"""
+
+
+def test_advise_with_a_task_file_names_its_weak_voter_and_the_rewritten_task_fixes_it(offline_env, tmp_path):
+    path = tmp_path / "set.jsonl"
+    path.write_text("".join(json.dumps({"id": k, "label": v[0], "text": v[1]}) + "\n"
+                            for k, v in MISLEADING_OPENINGS.items()))
+    task = tmp_path / "reviews.toml"
+    task.write_text(REVIEW_TASK)
+    first = as_json(chorus("advise", str(path), "--task", str(task), "--target", "0.8", "--json", env=offline_env))
+    task.write_text(REVIEW_TASK.replace("Judge from the opening of the review, where the first impression is.",
+                                        "Weigh how the review ends: its conclusion and final verdict."))
+    second = as_json(chorus("advise", str(path), "--task", str(task), "--target", "0.8", "--json", env=offline_env))
+
+    vote = first["patterns"][1]
+    assert vote["pattern"].startswith("task panel (3 voters")
+    names = {v["name"] for v in first["voter_quality"]["voters"]}
+    assert names == {"whole-review", "first-impression"}
+    assert [a["name"] for a in first["voter_quality"]["advice"]] == ["first-impression"]
+    rewritten = {v["name"]: v for v in second["voter_quality"]["voters"]}
+    before = {v["name"]: v for v in first["voter_quality"]["voters"]}
+    assert rewritten["first-impression"]["accuracy"] > before["first-impression"]["accuracy"]

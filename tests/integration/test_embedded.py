@@ -6,6 +6,7 @@ import json
 import shutil
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -72,4 +73,42 @@ def test_bad_input_exits_2_with_a_message_that_names_the_problem(tmp_path, args,
     assert proc.returncode == 2, (proc.stdout, proc.stderr)
     assert message in proc.stderr
     assert "Traceback" not in proc.stderr
+    assert pids_matching(str(tmp_path)) == []
+
+
+MANPAGE = (
+    "# Selection\n-a, --all\n    Show every entry, hidden ones too.\n-b, --brief\n    Show one line per entry.\n\n"
+    "# Output\n-o FILE\n    Write the listing to FILE.\n"
+)
+
+
+def test_the_readmes_task_file_examples_run_as_written_on_a_fresh_machine(tmp_path):
+    """The README's two task files, by the README's commands, in embedded mode (the main job's mode)."""
+    import jsonschema
+
+    from tests.conftest import ROOT
+    from workflows.taskfile import closed_schema
+
+    examples = tmp_path / "examples"
+    shutil.copytree(ROOT / "examples", examples)
+    (tmp_path / "manpage.txt").write_text(MANPAGE)
+
+    checked = chorus("task", "check", "examples/ticket-urgency.toml", "examples/man-options.toml", cwd=tmp_path)
+    vote = chorus("vote", "--task", "examples/ticket-urgency.toml",
+                  "Since the update nobody on our team can log in. We are locked out and cannot work.", "--json",
+                  cwd=tmp_path)
+    section = chorus("section", "--task", "examples/man-options.toml", "manpage.txt", "--json", cwd=tmp_path)
+
+    assert checked.returncode == 0, checked.stderr
+    assert vote.returncode == 0, vote.stderr
+    run = json.loads(vote.stdout)
+    assert run["task"]["name"] == "ticket-urgency" and run["answer"] == "urgent"
+    assert sorted(o["prompt_variant"] for o in run["outcomes"]) == ["cannot-do", "cannot-do", "money-data-outage"]
+    assert section.returncode == 0, section.stderr
+    result = json.loads(section.stdout)
+    assert result["task"]["name"] == "man-options" and result["status"] == "succeeded"
+    value = json.loads(result["result"]["synthesis"])
+    schema = closed_schema(tomllib.loads((examples / "man-options.toml").read_text())["map"]["output_schema"])
+    jsonschema.validate(value, schema)
+    assert [o["flag"] for o in value["options"]][:3] == ["-a", "-b", "-o"]
     assert pids_matching(str(tmp_path)) == []

@@ -105,3 +105,19 @@ def test_ensure_schema_is_a_no_op_when_current(db_url):
     ensure_schema(db_url)
     ensure_schema(db_url)
     assert "worker_outcome" in inspect(get_engine(db_url)).get_table_names()
+
+
+def test_usage_is_read_per_request_so_a_size_tier_sees_each_call(db_url):
+    from chorus.analysis.export import _row, _usage
+
+    run_id = make_run(2)
+    with Session.begin() as s:
+        for slot in (0, 1):  # two Haiku 5.5 calls of 60k prompt tokens each: both in the lower tier
+            repo.update_slot(s, run_id, slot, model="claude-haiku-5-5", input_tokens=60_000, output_tokens=100)
+    with Session() as s:
+        run = repo.load_run(s, run_id)
+        assert run is not None
+        row = _row(run.document, run, _usage(s, [run_id]))
+    lower_tier = 2 * (60_000 * 0.10 + 100 * 0.50) / 1e6  # $0.10 / $0.50 per MTok up to 100k a request
+    assert row["cost_usd"] == pytest.approx(lower_tier)
+    assert row["input_tokens"] == 120_000
