@@ -24,8 +24,9 @@ from settings import Settings, get_settings
 from tasks import dispatch
 from workflows.dispatch import Dispatch, cacheable_prefix_tokens, plan_dispatch
 from workflows.errors import ConfigError
-from workflows.registry import effort_levels, supports_structured_outputs
+from workflows.registry import context_window, effort_levels, supports_structured_outputs
 from workflows.taskfile import SectionTask, VoteTask, labels_task, task_hash, with_vote_overrides
+from workflows.tokens import estimate_tokens_for
 from workflows.voting import TiePolicy, Voter, default_quorum, resolve_panel, vote_request
 
 
@@ -114,6 +115,7 @@ def plan_vote(
     if not text.strip():
         raise ConfigError("the document is empty (nothing but whitespace); give some text to vote on")
     check_panel_models(panel, settings)
+    check_fits(panel, vote_task, text)
     label_set = vote_task.label_names
     gold = vote_task.canonical_label(gold_label) if gold_label else None
     if gold_label and gold is None:
@@ -143,6 +145,20 @@ def check_panel_models(panel: Sequence[Voter], settings: Settings) -> None:
         if v.effort not in levels:
             raise ConfigError(f"voter {v.label!r}: effort {v.effort!r} is not offered by {v.model}; "
                               f"use one of: {', '.join(levels)}")
+
+
+def check_fits(panel: Sequence[Voter], task: VoteTask, text: str) -> None:
+    """Every voter's whole request fits its model's context window (the registry's), by chorus's
+    estimate in that model's tokenizer: a request that cannot fit would only come back as a 400."""
+    for model in dict.fromkeys(v.model for v in panel):
+        window = context_window(model)
+        voter = next(v for v in panel if v.model == model)
+        request = vote_request(voter, task, text, structured=supports_structured_outputs(model))
+        tokens = sum(estimate_tokens_for(part, model) for part in (request.system, *request.user_blocks))
+        if window is not None and tokens + request.max_tokens > window:
+            raise ConfigError(
+                f"the document is too long for {model}: about {tokens:,} tokens with the prompt, and the model "
+                f"reads at most {window:,}; split it (`chorus section`) or shorten it")
 
 
 def submit_vote(text: str, labels: str | Sequence[str] | None = None, *, task: VoteTask | SectionTask | None = None,
