@@ -12,7 +12,10 @@ Submitting needs workers consuming the queues: `celery -A worker worker` against
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 import uuid
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -20,14 +23,17 @@ from typing import Any
 from chorus.runs import celery_app, prepare, remember
 from models import Pattern, RunStatus, Session, repo
 from models.tables import OutcomeRole, utcnow
+from providers.counting import count_tokens
 from settings import Settings, get_settings
 from tasks import dispatch
-from workflows.dispatch import Dispatch, cacheable_prefix_tokens, plan_dispatch
-from workflows.errors import ConfigError
+from workflows.dispatch import Dispatch, cacheable_prefix_tokens, needs_count, plan_dispatch
+from workflows.errors import ConfigError, ProviderError
 from workflows.registry import context_window, effort_levels, supports_structured_outputs
 from workflows.taskfile import SectionTask, VoteTask, labels_task, task_hash, with_vote_overrides
 from workflows.tokens import estimate_tokens_for
 from workflows.voting import TiePolicy, Voter, default_quorum, resolve_panel, vote_request
+
+log = logging.getLogger("chorus.vote")
 
 
 @dataclass(frozen=True)
@@ -121,9 +127,9 @@ def plan_vote(
     if gold_label and gold is None:
         raise ConfigError(f"gold label {gold_label!r} is not one of the labels {', '.join(label_set)}")
     # The offline provider has no prompt cache: making voters wait for a leader would only cost time.
-    prefix = cacheable_prefix_tokens(vote_request(panel[0], vote_task, text,
-                                                  structured=supports_structured_outputs(panel[0].model)))
-    dispatch = plan_dispatch(panel, prefix, cache_aware=cache_aware and settings.provider_name == "anthropic")
+    with_cache = cache_aware and settings.provider_name == "anthropic"
+    estimates, counted = prefix_sizes(panel, vote_task, text, settings, count=with_cache)
+    dispatch = plan_dispatch(panel, estimates, cache_aware=with_cache, counted=counted)
     rules = vote_task.vote
     return VotePlan(text, vote_task, tuple(panel), rules.quorum or default_quorum(len(panel)),
                     TiePolicy(rules.tie_policy), rules.low_agreement_below, external_id, batch_id, gold, dispatch)
@@ -145,6 +151,30 @@ def check_panel_models(panel: Sequence[Voter], settings: Settings) -> None:
         if v.effort not in levels:
             raise ConfigError(f"voter {v.label!r}: effort {v.effort!r} is not offered by {v.model}; "
                               f"use one of: {', '.join(levels)}")
+
+
+def prefix_sizes(panel: Sequence[Voter], task: VoteTask, text: str, settings: Settings, *, count: bool
+                 ) -> tuple[dict[str, int], dict[str, int]]:
+    """(estimated, counted) tokens of the prefix the voters of each model share. Where the estimate is
+    too close to the model's cache minimum to decide (`needs_count`), the API counts it (count_tokens:
+    free, no generation): whether the prefix is cached, and so whether voters wait for a leader, must
+    follow the API's count, not chorus's estimate. A failed count leaves the estimate to decide."""
+    estimates: dict[str, int] = {}
+    counted: dict[str, int] = {}
+    for model, voters in Counter(v.model for v in panel).items():
+        voter = next(v for v in panel if v.model == model)
+        request = vote_request(voter, task, text, structured=supports_structured_outputs(model))
+        estimates[model] = cacheable_prefix_tokens(request)
+        if count and voters > 1 and needs_count(estimates[model], model):
+            prefix = dataclasses.replace(request, user_blocks=request.user_blocks[: request.cache_blocks])
+            try:
+                tokens, estimated = count_tokens(prefix, settings)
+            except ProviderError as exc:
+                log.warning("count_tokens failed (%s); the estimate decides whether %s caches the prefix", exc, model)
+                continue
+            if not estimated:
+                counted[model] = tokens
+    return estimates, counted
 
 
 def check_fits(panel: Sequence[Voter], task: VoteTask, text: str) -> None:

@@ -55,9 +55,8 @@ def build_params(request: CallRequest) -> dict[str, Any]:
     blocks: list[dict[str, Any]] = [{"type": "text", "text": text} for text in request.user_blocks]
     prefix = min(request.cache_blocks, len(blocks))
     if prefix > 0:
-        prefix_tokens = estimate_tokens(request.system) + sum(
-            estimate_tokens(text) for text in request.user_blocks[:prefix]
-        )
+        prefix_tokens = request.prefix_tokens if request.prefix_tokens is not None else (
+            estimate_tokens(request.system) + sum(estimate_tokens(text) for text in request.user_blocks[:prefix]))
         # Below the model's minimum Anthropic silently does not cache, so marking would only mislead.
         if prefix_tokens >= min_cacheable_tokens(request.model):
             blocks[prefix - 1]["cache_control"] = {"type": "ephemeral"}

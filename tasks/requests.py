@@ -32,6 +32,9 @@ def build_request(claim: repo.Claim, config: dict[str, Any], text: str) -> CallR
                                tags=tags)
         if not shares_prefix([v["model"] for v in config["voters"]], claim.model):
             request = dataclasses.replace(request, cache_blocks=0)  # no voter could read it: skip the write
+        counted = (config.get("dispatch") or {}).get("prefix_tokens", {}).get(claim.model)
+        if counted is not None:
+            request = dataclasses.replace(request, prefix_tokens=int(counted))
         return request
     if claim.role in (OutcomeRole.SECTION, OutcomeRole.SYNTHESIS):
         return section_call_request(claim, config, text, tags)

@@ -27,6 +27,9 @@ class CallRequest:
     # for free text. Only set for models that support it (workflows.registry).
     output_schema: dict[str, Any] | None = None
     effort: str | None = None  # `output_config.effort` (low | medium | high | ...), where the model has it
+    # The cacheable prefix's size as the API counted it (count_tokens), when chorus's estimate was too
+    # close to the model's cache minimum to decide whether marking it would cache anything.
+    prefix_tokens: int | None = None
 
     @property
     def user_text(self) -> str:

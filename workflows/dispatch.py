@@ -11,8 +11,8 @@ Below the model's minimum cacheable length nothing is cached, so nothing waits.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from workflows.calls import CallRequest
@@ -38,12 +38,38 @@ class Dispatch:
     leaders: tuple[int, ...]  # slots sent first
     followers: tuple[int, ...]  # slots sent once every leader has answered (or failed)
     reason: str
+    # model -> the shared prefix's tokens as counted (count_tokens) where chorus's estimate was too close
+    # to the model's cache minimum to decide; the worker marks the prefix by this count, not its estimate.
+    prefix_tokens: dict[str, int] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
-        return {"leaders": list(self.leaders), "followers": list(self.followers), "reason": self.reason}
+        return {"leaders": list(self.leaders), "followers": list(self.followers), "reason": self.reason,
+                **({"prefix_tokens": dict(self.prefix_tokens)} if self.prefix_tokens else {})}
 
 
-def plan_dispatch(panel: Sequence[Voter], prefix_tokens: int, *, cache_aware: bool = True) -> Dispatch:
+# Chorus's estimate (~4 characters a token) and the API's count of the same text differ by up to about
+# 1.5x for English prose and more for short words, code or other scripts; only far from the minimum is
+# the estimate alone sure to fall on the right side of it.
+UNSURE_BELOW, UNSURE_ABOVE = 1 / 3, 2.0
+
+
+def needs_count(estimate: int, model: str) -> bool:
+    """Whether an estimated prefix is too close to the model's cache minimum to decide without counting."""
+    minimum = min_cacheable_tokens(model)
+    return minimum * UNSURE_BELOW <= estimate < minimum * UNSURE_ABOVE
+
+
+def plan_dispatch(panel: Sequence[Voter], prefix_tokens: int | Mapping[str, int], *, cache_aware: bool = True,
+                  counted: Mapping[str, int] | None = None) -> Dispatch:
+    """Leaders (one per model with two voters or more, when its shared prefix reaches the model's cache
+    minimum) and followers. `prefix_tokens` is the prefix's size, one figure or per model; `counted`
+    (model -> tokens by count_tokens) overrides it and is kept for the workers."""
+    sizes = dict(prefix_tokens) if isinstance(prefix_tokens, Mapping) else {}
+    sizes.update(counted or {})
+
+    def size_of(model: str) -> int:
+        return sizes.get(model, prefix_tokens if isinstance(prefix_tokens, int) else 0)
+
     everyone = tuple(v.slot for v in panel)
     if not cache_aware:
         return Dispatch((), everyone, "cache-aware dispatch is off: every voter is sent at once")
@@ -54,15 +80,18 @@ def plan_dispatch(panel: Sequence[Voter], prefix_tokens: int, *, cache_aware: bo
         if counts[model] < 2:
             continue
         minimum = min_cacheable_tokens(model)
-        if prefix_tokens < minimum:
+        if size_of(model) < minimum:
             skipped.append(f"{model} needs {minimum}")
             continue
         leaders.append(next(v.slot for v in panel if v.model == model))
+    kept = dict(counted or {})
+    shown = ", ".join(f"{'' if m in kept else '~'}{size_of(m)} for {m}" for m in dict.fromkeys(v.model for v in panel)
+                      if counts[m] > 1) or f"~{size_of(panel[0].model)}"
     if not leaders:
-        why = (f"the shared prefix (~{prefix_tokens} tokens) is under the cache minimum ({'; '.join(skipped)})"
+        why = (f"the shared prefix ({shown} tokens) is under the cache minimum ({'; '.join(skipped)})"
                if skipped else "no two voters share a model, so no prefix can be read from the cache")
-        return Dispatch((), everyone, f"{why}: every voter is sent at once")
+        return Dispatch((), everyone, f"{why}: every voter is sent at once", kept)
     followers = tuple(s for s in everyone if s not in leaders)
     return Dispatch(tuple(leaders), followers,
                     f"slot(s) {', '.join(map(str, leaders))} go first and write the cache "
-                    f"(~{prefix_tokens} tokens); {len(followers)} voter(s) follow and read it")
+                    f"({shown} tokens); {len(followers)} voter(s) follow and read it", kept)

@@ -46,3 +46,19 @@ def test_the_prefix_is_the_system_prompt_and_the_document_block():
                          [([HAIKU, HAIKU], HAIKU, True), ([HAIKU, SONNET], HAIKU, False), ([SONNET], SONNET, False)])
 def test_a_prefix_is_shared_only_when_another_voter_uses_the_same_model(models, model, expected):
     assert shares_prefix(models, model) is expected
+
+
+@pytest.mark.parametrize(("estimate", "unsure"), [(1000, False), (1400, True), (4095, True), (8191, True),
+                                                  (8192, False)])
+def test_only_an_estimate_near_the_cache_minimum_is_counted_by_the_api(estimate, unsure):
+    from workflows.dispatch import needs_count
+
+    assert needs_count(estimate, HAIKU) is unsure  # Haiku 4.5's minimum: 4,096
+
+
+def test_a_count_from_the_api_decides_over_the_estimate_and_is_kept_for_the_workers():
+    panel = build_panel(4, [HAIKU, SONNET])
+    plan = plan_dispatch(panel, {HAIKU: 3600, SONNET: 3600}, counted={HAIKU: 5100})
+    assert plan.leaders == (0, 1)  # Haiku by its count (5,100 >= 4,096), Sonnet by its estimate (>= 2,048)
+    assert plan.to_json()["prefix_tokens"] == {HAIKU: 5100}
+    assert plan_dispatch(panel, {HAIKU: 3600, SONNET: 3600}).leaders == (1,)
