@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import typer
 
-from chorus.cli import admin, analysis, batches, models, runs, tasks
+from chorus.cli import admin, analysis, batches, listing, models, runs, tasks
 
 app = typer.Typer(help="Run LLM calls in parallel (voting, sectioning) on a Celery worker pool.",
                   no_args_is_help=True, add_completion=False)
@@ -17,7 +17,8 @@ app.add_typer(db_app, name="db")
 app.add_typer(tasks.task_app, name="task")
 
 for command in (runs.vote, runs.status, runs.demo, admin.stub, runs.section, batches.batch, batches.export,
-                batches.beat, analysis.compare, analysis.advise, analysis.report, models.models):
+                batches.beat, analysis.compare, analysis.advise, analysis.report, models.models, listing.runs,
+                listing.batches):
     app.command()(command)
 db_app.command("upgrade")(admin.db_upgrade)
 

@@ -7,14 +7,25 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.table import Table
 
 from chorus.analysis.advise import run_advise, vote_pattern
 from chorus.analysis.compare import default_specs, run_compare
 from chorus.analysis.estimate import estimate_pattern
 from chorus.analysis.labelled import read_labelled
 from chorus.analysis.report import cost_summary, load_subject, quality_summary, render
-from chorus.cli.base import EXIT_FAILED, EXIT_OK, EXIT_USAGE, JsonOpt, cli_settings, err, errors, fail, out, workers_for
+from chorus.cli.base import (
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_USAGE,
+    JsonOpt,
+    Table,
+    cli_settings,
+    err,
+    errors,
+    fail,
+    out,
+    workers_for,
+)
 from chorus.taskfile import load_vote_task
 from workflows.taskfile import VoteTask, with_vote_overrides
 from workflows.voting import normalize_labels

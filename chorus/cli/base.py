@@ -8,10 +8,13 @@ Exit codes: 0 success; 1 a run failed or chorus hit an error; 2 bad input or con
 from __future__ import annotations
 
 import contextlib
+import os
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
+import rich.table
 import typer
 from rich.console import Console
 
@@ -19,12 +22,37 @@ from chorus.embedded import embedded_worker, mode_line
 from settings import Settings, get_settings
 from workflows.errors import ChorusError, ConfigError, NotFoundError
 
-out = Console()
-err = Console(stderr=True)
+PIPED_WIDTH = 160  # a table written to a file or a pipe: wide enough for every column, none cut
+
+
+def _width(stream: Any) -> int | None:
+    """Rich takes 80 columns when the output is not a terminal (and COLUMNS is unset); then tables
+    squeezed answers and ids into "…". A terminal keeps its own width."""
+    if os.environ.get("COLUMNS") or (hasattr(stream, "isatty") and stream.isatty()):
+        return None
+    return PIPED_WIDTH
+
+
+out = Console(width=_width(sys.stdout))
+err = Console(stderr=True, width=_width(sys.stderr))
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_PARTIAL, EXIT_TIMEOUT = 0, 1, 2, 3, 4
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON on stdout.")]
+
+
+class Table(rich.table.Table):
+    """Rich's table, folding a long cell onto more lines instead of cutting it with "…": an answer, a
+    label or an id is never shown cut, whatever the terminal's width (80 columns when piped)."""
+
+    def __init__(self, *headers: str, **options: Any) -> None:
+        super().__init__(*headers, **options)
+        for column in self.columns:
+            column.overflow = "fold"
+
+    def add_column(self, *args: Any, **options: Any) -> None:
+        options.setdefault("overflow", "fold")
+        super().add_column(*args, **options)
 
 
 def fail(message: str, code: int) -> typer.Exit:

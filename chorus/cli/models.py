@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import json
 
-from rich.table import Table
-
-from chorus.cli.base import JsonOpt, out
+from chorus.cli.base import JsonOpt, Table, out
 from workflows.registry import REGISTRY_AS_OF, ModelInfo, all_models
 
 

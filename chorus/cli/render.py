@@ -5,10 +5,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from rich.table import Table
-
 from chorus.analysis.export import batch_summary
-from chorus.cli.base import cli_settings, out
+from chorus.cli.base import Table, cli_settings, out
 from settings import Settings
 from tasks.limiter import limits_view
 from workflows.errors import NotFoundError
@@ -34,8 +32,18 @@ def print_run(run: Any) -> None:
     if run.wall_s is not None and run.slowest_worker_s is not None:
         out.print(f"wall {run.wall_s * 1000:.0f} ms = slowest voter {run.slowest_worker_s * 1000:.0f} ms "
                   f"+ overhead {(run.wall_s - run.slowest_worker_s) * 1000:.0f} ms")
+    print_cost_line(run)
     if any(o.usage_estimated for o in run.outcomes):
         out.print("[dim]~ token counts are estimates (offline provider)[/dim]")
+
+
+def print_cost_line(run: Any) -> None:
+    cost = run.to_json().get("cost")
+    if not cost:
+        out.print("cost: - (a model of this run has no price in the registry, `chorus models`)", highlight=False)
+        return
+    note = " (estimated: offline token counts, priced as if on each model)" if cost["estimated"] else ""
+    out.print(f"cost {'~' if cost['estimated'] else ''}${cost['total_usd']:.6f}{note}", highlight=False)
 
 
 def print_task_line(run: Any) -> None:
@@ -66,6 +74,7 @@ def print_section_run(run: Any) -> None:
     if run.wall_s is not None and run.slowest_worker_s is not None:
         out.print(f"wall {run.wall_s * 1000:.0f} ms; slowest worker {run.slowest_worker_s * 1000:.0f} ms; "
                   f"{result.get('sections', '?')} sections, {result.get('synthesis_steps', 0)} synthesis step(s)")
+    print_cost_line(run)
 
 
 def print_demo(runs: list[Any], summary: dict[str, Any]) -> None:
