@@ -26,6 +26,7 @@ from models.tables import OutcomeRole, utcnow
 from settings import Settings, get_settings
 from tasks import dispatch
 from workflows.errors import ConfigError
+from workflows.intake import check_text
 from workflows.registry import effort_levels, max_output_tokens
 from workflows.sectioning import (
     SECTION_OUTPUT_TOKENS,
@@ -189,8 +190,9 @@ def plan_section(
     if not isinstance(text, str):
         raise ConfigError(f"the document must be text (str), got {type(text).__name__}; decode bytes first")
     resolved = resolve_section_task(task, how=how, max_tokens=max_tokens, overlap_tokens=overlap_tokens, model=model)
-    if not text.strip():
-        raise ConfigError("the document is empty (nothing but whitespace); give some text to section")
+    _, problem = check_text(text, settings.max_document_bytes)
+    if problem is not None:
+        raise ConfigError(f"the document cannot be sectioned: {problem}")
     map_model = resolved.map.model or settings.default_model
     reduce_model = (resolved.reduce.model or map_model) if resolved.reduce else None
     check_step_model("map", resolved.map, map_model, settings)

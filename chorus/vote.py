@@ -28,6 +28,7 @@ from settings import Settings, get_settings
 from tasks import dispatch
 from workflows.dispatch import Dispatch, cacheable_prefix_tokens, needs_count, plan_dispatch
 from workflows.errors import ConfigError, ProviderError
+from workflows.intake import check_text
 from workflows.registry import context_window, effort_levels, supports_structured_outputs
 from workflows.taskfile import SectionTask, VoteTask, labels_task, task_hash, with_vote_overrides
 from workflows.tokens import estimate_tokens_for
@@ -118,8 +119,9 @@ def plan_vote(
     vote_task = resolve_vote_task(labels, task=task, voters=voters, models=models, quorum=quorum,
                                   tie_policy=tie_policy, low_agreement_below=low_agreement_below)
     panel = resolve_panel(vote_task, settings.default_model)
-    if not text.strip():
-        raise ConfigError("the document is empty (nothing but whitespace); give some text to vote on")
+    _, problem = check_text(text, settings.max_document_bytes)
+    if problem is not None:
+        raise ConfigError(f"the document cannot be voted on: {problem}")
     check_panel_models(panel, settings)
     check_fits(panel, vote_task, text)
     label_set = vote_task.label_names

@@ -38,6 +38,10 @@ def _rows(path: Path) -> list[tuple[int, dict[str, object] | str]]:
         raw = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError(f"no such file: {path}") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path} is a folder; give one JSONL or CSV file of id, text and label") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror or exc}") from None
     except UnicodeDecodeError:
         raise ConfigError(f"{path} is not UTF-8 text") from None
     suffix = path.suffix.lower()

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from typing import Annotated
 
 import typer
 
-from chorus.cli.base import cli_settings, errors, out
+from chorus.cli.base import JsonOpt, cli_settings, errors, out
 from chorus.testing.stub.server import main as stub_main
 from models import ensure_schema, get_engine
 from models.db import table_names
@@ -35,9 +36,14 @@ def stub(
     raise typer.Exit(stub_main(argv) or 0)
 
 
-def db_upgrade() -> None:
+def db_upgrade(as_json: JsonOpt = False) -> None:
     """Create or upgrade the schema to the newest migration."""
     settings = cli_settings()
     with errors():
-        ensure_schema(settings.effective_database_url)
-    out.print(f"schema is current: {', '.join(table_names(get_engine(settings.effective_database_url)))}")
+        engine = ensure_schema(settings.effective_database_url)
+    tables = table_names(get_engine(settings.effective_database_url))
+    if as_json:
+        out.print_json(json.dumps({"database": engine.url.render_as_string(hide_password=True),
+                                   "tables": tables, "current": True}))
+        return
+    out.print(f"schema is current: {', '.join(tables)}")

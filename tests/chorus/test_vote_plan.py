@@ -43,3 +43,21 @@ def test_a_task_vote_records_the_voter_names_and_the_labels_as_written():
     assert plan.gold_label == "Urgent"
     assert plan.config()["spec"]["labels"][0]["name"] == "Urgent"
     assert plan.config()["task_name"] == "t" and len(plan.config()["task_hash"]) == 64
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("a\x00b", "binary content (NUL characters)"),  # PostgreSQL cannot store it: refused before any write
+    ("   \n\t", "the document is only whitespace"),
+    (b"bytes", "must be text (str), got bytes"),
+])
+def test_a_document_that_cannot_be_stored_or_read_is_refused_with_the_reason(text, message):
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        plan_vote(text, "a,b")
+
+
+def test_a_document_over_the_size_cap_is_refused_naming_the_setting():
+    from settings import load_settings
+
+    settings = load_settings(max_document_bytes=1000)
+    with pytest.raises(ConfigError, match="over the size cap of 1000 bytes .CHORUS_MAX_DOCUMENT_BYTES."):
+        plan_vote("x" * 1001, "a,b", settings=settings)

@@ -103,7 +103,7 @@ def test_options_override_the_tasks_fields():
         (MAN, {"task": labels_task("a,b")}, "is a vote task; run it with submit_vote"),
         (MAN, {"task": replace(CONCAT, pattern="vote")}, "is a vote task; run it with submit_vote"),
         (MAN, {"task": "   "}, "the task is empty"),
-        ("  \n ", {"task": "summarize"}, "the document is empty"),
+        ("  \n ", {"task": "summarize"}, "the document is only whitespace"),
         (b"bytes", {}, "the document must be text (str), got bytes"),
         (MAN, {"how": "chapters"}, "unknown split 'chapters'"),
         (MAN, {"max_tokens": 0}, "max_tokens must be a whole number of at least 1, got 0"),

@@ -6,6 +6,7 @@ between the upgraded database and models.tables must find nothing, on PostgreSQL
 
 from __future__ import annotations
 
+import json
 import subprocess
 import uuid
 from collections.abc import Iterator
@@ -42,9 +43,12 @@ def empty_database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[s
 
 
 def test_chorus_db_upgrade_brings_an_empty_database_to_head_with_no_drift_from_the_models(empty_database, tmp_path):
-    proc = subprocess.run(["chorus", "db", "upgrade"], env=clean_env(CHORUS_DATABASE_URL=empty_database),
+    proc = subprocess.run(["chorus", "db", "upgrade", "--json"], env=clean_env(CHORUS_DATABASE_URL=empty_database),
                           cwd=tmp_path, capture_output=True, text=True, timeout=120, check=False)
     assert proc.returncode == 0, proc.stderr
+    reported = json.loads(proc.stdout)
+    assert reported["current"] is True and "worker_outcome" in reported["tables"]
+    assert reported["database"].endswith(empty_database.rsplit("/", 1)[1])
 
     head = ScriptDirectory.from_config(alembic_config(empty_database)).get_current_head()
     engine = create_engine(empty_database)

@@ -51,3 +51,19 @@ def test_an_unusable_file_is_a_clear_error(tmp_path, name, content, message):
         path.write_text(content)
     with pytest.raises(ConfigError, match=message):
         read_labelled(path, LABELS)
+
+
+def test_a_folder_is_refused_with_a_message_not_a_traceback(tmp_path):
+    with pytest.raises(ConfigError, match="is a folder; give one JSONL or CSV file"):
+        read_labelled(tmp_path, LABELS)
+
+
+def test_gold_labels_are_kept_as_the_label_set_writes_them():
+    import tempfile
+    from pathlib import Path
+
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "set.jsonl"
+        path.write_text(json.dumps({"id": "a", "text": "t", "label": "URGENT"}) + "\n")
+        (doc,) = read_labelled(path, ("Urgent", "Normal")).docs
+    assert doc.label == "Urgent"
