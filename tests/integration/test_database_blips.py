@@ -65,8 +65,13 @@ def test_terminated_database_connections_mid_batch_fail_no_paid_slot_and_no_run(
 
             blipper = threading.Thread(target=blips)
             blipper.start()
-            out, err = batch.communicate(timeout=240)
-            blipper.join()
+            try:
+                out, err = batch.communicate(timeout=240)
+            finally:
+                if batch.poll() is None:  # a failed test never leaves its batch command running
+                    batch.kill()
+                    batch.wait(10)
+                blipper.join()
         log = stub.requests()
 
     assert len(terminated) == 3 and all(n > 0 for n in terminated), terminated  # the blips hit live connections

@@ -53,14 +53,19 @@ def test_a_broker_outage_while_submitting_fails_no_document(tmp_path, schema):  
                                       "--labels", LABELS, "--voters", str(VOTERS), "--max-in-flight", "2",
                                       "--name", name, "--timeout", "150", "--json"],
                                      cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-            deadline = time.monotonic() + 60
-            while len(stub.requests()) < 6 and time.monotonic() < deadline:
-                time.sleep(0.05)
-            calls_before = len(stub.requests())
-            redis.stop()
-            time.sleep(3.0)
-            redis.start()
-            out, err = batch.communicate(timeout=240)
+            try:
+                deadline = time.monotonic() + 60
+                while len(stub.requests()) < 6 and time.monotonic() < deadline:
+                    time.sleep(0.05)
+                calls_before = len(stub.requests())
+                redis.stop()
+                time.sleep(3.0)
+                redis.start()
+                out, err = batch.communicate(timeout=240)
+            finally:
+                if batch.poll() is None:  # a failed test never leaves its batch command running
+                    batch.kill()
+                    batch.wait(10)
         log = stub.requests()
 
     assert 0 < calls_before < DOCS * VOTERS  # the outage came mid-batch
