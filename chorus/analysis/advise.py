@@ -95,6 +95,7 @@ def run_advise(
     task: VoteTask | None = None,
     settings: Settings,
     check: Callable[[], None] | None = None,
+    on_run: Callable[[Any], None] | None = None,
     timeout: float | None = None,
     in_flight: int = 2,
 ) -> dict[str, Any]:
@@ -102,9 +103,9 @@ def run_advise(
     vote_spec = vote_pattern("advise-vote", task, panel_model or single_model, voters,
                              default_model=settings.default_model, panel_model_given=panel_model is not None)
     single = run_pattern(PatternSpec("advise-single", single_model, 1), docs, labels, task=task, source=source,
-                         settings=settings, check=check, timeout=timeout, in_flight=in_flight)
+                         settings=settings, check=check, on_run=on_run, timeout=timeout, in_flight=in_flight)
     vote = run_pattern(vote_spec, docs, labels, task=task, source=source,
-                       settings=settings, check=check, timeout=timeout, in_flight=in_flight)
+                       settings=settings, check=check, on_run=on_run, timeout=timeout, in_flight=in_flight)
     agreement = agreement_of(vote.runs, label_set)
     abstained = sum(1 for r in single.runs if r.answer is None)
     inputs = AdviceInputs(

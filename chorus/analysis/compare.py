@@ -85,6 +85,7 @@ def run_compare(
     task: VoteTask | None = None,
     settings: Settings,
     check: Callable[[], None] | None = None,
+    on_run: Callable[[Any], None] | None = None,
     timeout: float | None = None,
     in_flight: int = 2,
 ) -> dict[str, Any]:
@@ -94,7 +95,7 @@ def run_compare(
         if reset is not None:
             reset()
         results.append(run_pattern(spec, docs, labels, task=task, source=source, settings=settings, check=check,
-                                   timeout=timeout, in_flight=in_flight))
+                                   on_run=on_run, timeout=timeout, in_flight=in_flight))
     notes = []
     if any(r.cost.estimated for r in results):
         notes.append("costs are estimates: the offline provider's token counts, priced as if on each model")

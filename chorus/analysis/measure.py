@@ -129,6 +129,7 @@ def run_pattern(
     source: str,
     settings: Settings,
     check: Callable[[], None] | None = None,
+    on_run: Callable[[Any], None] | None = None,
     timeout: float | None = None,
     in_flight: int = 2,
 ) -> PatternResult:
@@ -144,11 +145,19 @@ def run_pattern(
     runs = []
     for plan in plans:
         if len(pending) >= max(1, in_flight):
-            runs.append(wait_for_run(pending.popleft(), timeout=timeout, settings=settings, check=check))
+            runs.append(_seen(wait_for_run(pending.popleft(), timeout=timeout, settings=settings, check=check),
+                              on_run))
         pending.append(submit_plan(_in_batch(plan, batch_id), settings=settings))
-    runs += [wait_for_run(r, timeout=timeout, settings=settings, check=check) for r in pending]
+    runs += [_seen(wait_for_run(r, timeout=timeout, settings=settings, check=check), on_run) for r in pending]
     elapsed = time.perf_counter() - started
     return PatternResult(spec, batch_id, runs, elapsed, minimum_cost(runs, settings), minimum_counted_with(settings))
+
+
+def _seen(run: Any, on_run: Callable[[Any], None] | None) -> Any:
+    """Tell the caller (a progress bar) that one run finished."""
+    if on_run is not None:
+        on_run(run)
+    return run
 
 
 def _in_batch(plan: Any, batch_id: str) -> Any:

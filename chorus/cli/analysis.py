@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from chorus.analysis.advise import run_advise, vote_pattern
 from chorus.analysis.compare import default_specs, run_compare
@@ -68,6 +71,16 @@ def _load(path: Path, labels: str | None, limit: int | None, task: VoteTask | No
     if len(found.skipped) > 10:
         err.print(f"[yellow]skipped[/yellow] {len(found.skipped) - 10} more rows", highlight=False)
     return found
+
+
+@contextlib.contextmanager
+def runs_progress(what: str, total: int, *, hidden: bool) -> Iterator[Callable[[Any], None]]:
+    """A progress bar on stderr over the runs a measurement waits for; `on_run` advances it."""
+    progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                        TimeElapsedColumn(), console=err, disable=hidden)
+    bar = progress.add_task(what, total=total)
+    with progress:
+        yield lambda run: progress.advance(bar)
 
 
 def _pct(x: float | None) -> str:
@@ -144,8 +157,10 @@ def compare(
             out.print(table)
             out.print("[dim]dry run: nothing was sent; output tokens are counted at max_tokens (an upper bound)[/dim]")
         raise typer.Exit(EXIT_OK)
-    with errors(), workers_for(settings) as workers:
+    with errors(), workers_for(settings) as workers, \
+            runs_progress("compare", len(found.docs) * len(specs), hidden=as_json and not err.is_terminal) as on_run:
         result = run_compare(found.docs, labels, specs, task=vote_task, source=str(input_file), settings=settings,
+                             on_run=on_run,
                              check=workers.check if workers else None, timeout=timeout, in_flight=in_flight)
     result.pop("_results")
     if as_json:
@@ -192,9 +207,11 @@ def advise(
     if not found.labelled:
         raise fail(f"{input_file}: every document needs a label for `chorus advise`", EXIT_USAGE)
     single_model = model or settings.default_model
-    with errors(), workers_for(settings) as workers:
+    with errors(), workers_for(settings) as workers, \
+            runs_progress("advise", len(found.docs) * 2, hidden=as_json and not err.is_terminal) as on_run:
         result = run_advise(found.docs, labels, target=target, single_model=single_model,
                             panel_model=panel_model, voters=voters, task=vote_task, source=str(input_file),
+                            on_run=on_run,
                             settings=settings, check=workers.check if workers else None, timeout=timeout,
                             in_flight=in_flight)
     if as_json:
