@@ -29,3 +29,12 @@ def test_the_task_files_the_readme_shows_are_the_shipped_examples():
     shipped = {t.name: task_hash(t) for t in map(parse_task, files)}
     assert set(shown) == {"ticket-urgency", "man-options"}
     assert shown == {name: shipped[name] for name in shown}
+
+
+def test_the_readmes_worker_commands_each_have_a_node_name_of_their_own():
+    import re
+
+    commands = [line for line in README.splitlines() if line.startswith("celery -A worker worker")]
+    names = [re.search(r"-n (\S+)", line) for line in commands]
+    assert commands and all(names), "a worker without -n is celery@hostname: Flower warns of duplicate nodes"
+    assert len({m.group(1) for m in names if m}) == len(commands)
