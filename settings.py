@@ -76,8 +76,13 @@ class Settings(BaseSettings):
         default=2_000_000, ge=1, description="A batch document above this size fails with a reason"
     )
     schedule_file: Path | None = Field(default=None, description="JSON or TOML file of scheduled jobs (beat)")
+    max_cost_usd: float | None = Field(
+        default=None, gt=0, description="Budget in US dollars: a submit estimated above it is refused, and a "
+                                        "batch stops sending new runs once its recorded spend passes it"
+    )
 
-    @field_validator("broker_url", "result_backend", "database_url", "anthropic_base_url", mode="before")
+    @field_validator("broker_url", "result_backend", "database_url", "anthropic_base_url", "max_cost_usd",
+                     mode="before")
     @classmethod
     def _blank_is_unset(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value

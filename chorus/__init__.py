@@ -6,9 +6,11 @@ result backend it names are the ones used.
 """
 
 from chorus.batch import (
+    Cancellation,
     Counts,
     Submission,
     batch_counts,
+    cancel,
     find_batch,
     prepare_batch,
     retry_failed,
@@ -24,6 +26,7 @@ from workflows.errors import ChorusError, ConfigError, NotFoundError, ProviderEr
 from workflows.taskfile import Example, Label, SectionTask, Step, TaskFileError, VoterSpec, VoteRules, VoteTask
 
 __all__ = [
+    "Cancellation",
     "ChorusError",
     "ConfigError",
     "Counts",
@@ -45,6 +48,7 @@ __all__ = [
     "VoteTask",
     "VoterSpec",
     "batch_counts",
+    "cancel",
     "celery_app",
     "find_batch",
     "get_run",

@@ -11,6 +11,7 @@ Memory stays flat: records are read one at a time, written in chunks, and at mos
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import time
 import uuid
@@ -21,8 +22,9 @@ from typing import Any
 
 from sqlalchemy.orm import Session as OrmSession
 
+from chorus.budget import check_budget, estimate_plan
 from chorus.inputs import input_kind, read_records
-from chorus.runs import celery_app, prepare
+from chorus.runs import cancel_runs, celery_app, ensure_workers, get_run, prepare
 from chorus.section import plan_section
 from chorus.vote import plan_vote
 from models import Batch, Pattern, RunStatus, Session, in_session, repo
@@ -30,6 +32,7 @@ from models.repo import content_hash
 from models.tables import OutcomeRole, OutcomeStatus, new_id, utcnow
 from settings import Settings, get_settings
 from tasks import dispatch
+from workflows.cost import Cost, TokenUsage, cost_of, total
 from workflows.errors import ConfigError, NotFoundError, RunTimeout
 from workflows.intake import Record
 from workflows.taskfile import SectionTask, VoteTask, task_from_json, task_hash
@@ -115,13 +118,15 @@ def check_batch(name: str, spec: BatchSpec, *, new_version: bool = False) -> str
 
 
 def open_batch(source: Path, spec: BatchSpec, name: str) -> tuple[str, bool]:
-    """(batch id, created): find the batch by name (as `check_batch` chose it) or create it."""
+    """(batch id, created): find the batch by name (as `check_batch` chose it) or create it. Running a
+    cancelled batch again resumes it: the cancel mark is cleared."""
     if check_batch(name, spec) != name:
         raise ConfigError(f"batch {name!r} now runs other options; prepare the batch again")
     with Session.begin() as s:
         batch = repo.batch_named(s, name)
         if batch is not None:
             batch.source = str(source.expanduser().resolve())
+            repo.set_batch_cancelled(s, batch.id, None)
             return batch.id, False
         batch = repo.create_batch(s, name=name, pattern=spec.pattern, config={"options": spec.options},
                                   source=str(source.expanduser().resolve()))
@@ -178,14 +183,15 @@ class Counts:
     failed: int = 0
     running: int = 0
     pending: int = 0
+    cancelled: int = 0
 
     @property
     def finished(self) -> int:
-        return self.succeeded + self.partial + self.failed
+        return self.succeeded + self.partial + self.failed + self.cancelled
 
     def to_json(self) -> dict[str, int]:
         return {"total": self.total, "succeeded": self.succeeded, "partial": self.partial, "failed": self.failed,
-                "running": self.running, "pending": self.pending}
+                "cancelled": self.cancelled, "running": self.running, "pending": self.pending}
 
 
 def batch_counts(batch_id: str, *, settings: Settings | None = None) -> Counts:
@@ -210,18 +216,29 @@ class Submission:
     rejected: int = 0
     already_running: int = 0
     reasons: list[tuple[str, str]] = field(default_factory=list)  # the first few bad documents
+    stopped: str | None = None  # why sending stopped early (a cancel, the budget); the rest are cancelled
+    not_sent: int = 0  # documents stored cancelled, unsent, once sending stopped
 
     def to_json(self) -> dict[str, Any]:
         return {"batch_id": self.batch_id, "name": self.name, "created": self.created, "read": self.read,
                 "sent": self.sent, "skipped": self.skipped, "rejected": self.rejected,
-                "already_running": self.already_running}
+                "already_running": self.already_running, "stopped": self.stopped, "not_sent": self.not_sent}
+
+
+class _Stop(Exception):
+    """Sending must stop (the batch was cancelled, or its spend passed the budget)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
 
 
 class Submitter:
     """Streams records into stored runs and sends them, keeping at most `max_in_flight` unfinished."""
 
     def __init__(self, batch_id: str, spec: BatchSpec, settings: Settings, *, max_in_flight: int | None,
-                 on_tick: Callable[[], None] | None = None, send_here: bool = False) -> None:
+                 on_tick: Callable[[], None] | None = None, send_here: bool = False,
+                 max_cost: float | None = None) -> None:
         self.batch_id, self.spec, self.settings = batch_id, spec, settings
         self.max_in_flight = max_in_flight
         self.send_here = send_here  # send every chord from this process (the benchmark's baseline)
@@ -229,24 +246,60 @@ class Submitter:
         self.in_flight: set[str] = set()
         self.sent = 0
         self._last_tick = 0.0
+        self.max_cost = max_cost  # US dollars this submission may spend (recorded usage of its finished runs)
+        self.spent = Cost()
+        self.stopped: str | None = None
 
     def run(self, records: Iterator[tuple[int, Record]], result: Submission) -> Submission:
-        """`records` are (position in the input, record) pairs."""
+        """`records` are (position in the input, record) pairs. Once the batch is cancelled or its
+        spend passes the budget, nothing more is sent: the stored runs not sent yet are cancelled with
+        the reason, and the documents still to read are stored cancelled (a resume sends them)."""
         chunk: list[tuple[int, Record]] = []
         for position, record in records:
             result.read += 1
             chunk.append((position, record))
             if len(chunk) >= CHUNK:
-                self._send(self._store(chunk, result))
+                self._flush(chunk, result)
                 chunk = []
         if chunk:
-            self._send(self._store(chunk, result))
+            self._flush(chunk, result)
         result.sent = self.sent
+        result.stopped = self.stopped
         return result
+
+    def _flush(self, chunk: list[tuple[int, Record]], result: Submission) -> None:
+        if self.stopped is None:
+            with contextlib.suppress(_Stop):
+                self._check_stop()  # sets self.stopped
+        pending = self._store(chunk, result)
+        if self.stopped is not None:
+            result.not_sent += len(chunk)
+            return
+        try:
+            self._send(pending)
+        except _Stop as stop:
+            self.stopped = stop.reason
+
+    def _check_stop(self) -> None:
+        """Raise _Stop when the batch was cancelled or this submission's spend passed the budget."""
+        try:
+            reason = in_session(lambda s: repo.batch_cancel_reason(s, self.batch_id), write=False)
+            if reason is not None:
+                raise _Stop(reason)
+            if self.max_cost is not None and self.spent.total_usd > self.max_cost:
+                raise _Stop(f"budget: the recorded spend of this batch's runs, ${self.spent.total_usd:.4f}, passed "
+                            f"the budget of ${self.max_cost:.4f} (--max-cost / CHORUS_MAX_COST_USD); the "
+                            f"documents not sent yet were not sent")
+        except _Stop as stop:
+            if self.stopped is None:
+                self.stopped = stop.reason
+            raise
 
     def _store(self, chunk: list[tuple[int, Record]], result: Submission) -> list[str]:
         """Write one chunk: documents (new or updated), and a run with its pending outcomes for
-        every document that needs one. Returns the new run ids; nothing is sent yet."""
+        every document that needs one. Returns the new run ids; nothing is sent yet. Once sending has
+        stopped, the documents are stored `cancelled` with the reason and get no run."""
+        stopped = self.stopped
         keys = [r.key for _, r in chunk]
         now = utcnow()
 
@@ -271,16 +324,18 @@ class Submitter:
                     if doc is not None and doc.status is RunStatus.RUNNING and doc.content_hash == digest:
                         seen.already_running += 1
                         continue
-                    try:
-                        plan = self.spec.plan(text, record.key, record.label, self.batch_id, self.settings)
-                    except ConfigError as exc:
-                        error = str(exc)
+                    if stopped is None:
+                        try:
+                            plan = self.spec.plan(text, record.key, record.label, self.batch_id, self.settings)
+                        except ConfigError as exc:
+                            error = str(exc)
                 if error is not None:
                     seen.rejected += 1
                     seen.reasons.append((record.key, error))
+                status = RunStatus.FAILED if error else RunStatus.PENDING if stopped is None else RunStatus.CANCELLED
                 values: dict[str, Any] = {
                     "text": text or "", "content_hash": content_hash(text or ""), "gold_label": _label(plan, record),
-                    "status": RunStatus.FAILED if error else RunStatus.PENDING, "error": error,
+                    "status": status, "error": error or (stopped if status is RunStatus.CANCELLED else None),
                     "position": position, "size_bytes": record.size if record.size is not None
                     else len((text or "").encode()),
                 }
@@ -317,7 +372,16 @@ class Submitter:
         app = celery_app(self.settings)
         i = 0
         while i < len(pending):
-            room = len(pending) - i if self.max_in_flight is None else self._wait_for_room()
+            try:
+                if self.max_in_flight is None:
+                    self._reap()
+                    self._check_stop()
+                    room = len(pending) - i
+                else:
+                    room = self._wait_for_room()
+            except _Stop as stop:
+                cancel_runs(pending[i:], stop.reason, self.settings)
+                raise
             group = pending[i:i + min(room, DISPATCH_GROUP)]
             i += len(group)
             try:
@@ -336,6 +400,7 @@ class Submitter:
         assert self.max_in_flight is not None
         while True:
             self._reap()
+            self._check_stop()
             room = self.max_in_flight - len(self.in_flight)
             if room > 0:
                 return room
@@ -348,12 +413,23 @@ class Submitter:
         in_flight = list(self.in_flight)
         done = in_session(lambda s: repo.finished_among(s, in_flight), write=False)
         self.in_flight.difference_update(done)
+        if done and self.max_cost is not None:
+            usage = in_session(lambda s: repo.usage_by_request(s, done), write=False)
+            self.spent = total([self.spent, *(_priced(u) for u in usage)])
 
     def _tick(self) -> None:
         now = time.monotonic()
         if now - self._last_tick >= 0.2:
             self._last_tick = now
             self.on_tick()
+
+
+def _priced(u: repo.ModelUsage) -> Cost:
+    try:
+        return cost_of(u.model, TokenUsage(u.input_tokens, u.output_tokens, u.cache_write_tokens, u.cache_read_tokens,
+                                           estimated=u.estimated))
+    except ValueError:  # a model with no price: nothing to count it against the budget with
+        return Cost()
 
 
 def _label(plan: Any, record: Record) -> str | None:
@@ -374,8 +450,12 @@ def _outcome_rows(run_id: str, plan: Any, now: Any) -> list[dict[str, Any]]:
 
 def wait_for_batch(batch_id: str, *, timeout: float, on_tick: Callable[[], None] | None = None,
                    check: Callable[[], None] | None = None, settings: Settings | None = None) -> Counts:
-    """Wait until no document of the batch is pending or running; RunTimeout after `timeout` seconds."""
+    """Wait until no document of the batch is pending or running; RunTimeout after `timeout` seconds.
+    In embedded mode the worker is started if this process runs none (`chorus.runs.ensure_workers`)."""
     settings = settings or get_settings()
+    own = ensure_workers(settings)
+    if check is None and own is not None:
+        check = own.check
     deadline = time.monotonic() + timeout
     while True:
         counts = batch_counts(batch_id, settings=settings)
@@ -394,10 +474,15 @@ def wait_for_batch(batch_id: str, *, timeout: float, on_tick: Callable[[], None]
 def run_batch(source: Path | str | Prepared, *, pattern: str = "", options: dict[str, Any] | None = None,
               name: str | None = None, max_in_flight: int | None = 64, settings: Settings | None = None,
               on_tick: Callable[[str], None] | None = None, send_here: bool = False,
-              task: VoteTask | SectionTask | None = None, new_version: bool = False) -> Submission:
+              task: VoteTask | SectionTask | None = None, new_version: bool = False,
+              max_cost: float | None = None) -> Submission:
     """Find or create the batch and submit what needs a run (after `prepare_batch`'s checks).
     Returns once everything is sent, not finished: see `wait_for_batch`. `send_here` sends each
-    chord from this process instead of through `chorus.batch.dispatch` tasks."""
+    chord from this process instead of through `chorus.batch.dispatch` tasks.
+
+    `max_cost` (US dollars; default CHORUS_MAX_COST_USD): refused before anything is written when the
+    estimate of what would be sent is above it (ConfigError), and sending stops once the recorded
+    spend of the runs this call sent passes it (the rest end `cancelled`, reason "budget: ...")."""
     settings = settings or get_settings()
     if task is not None:
         options = {**(options or {}), "task": task}
@@ -405,12 +490,112 @@ def run_batch(source: Path | str | Prepared, *, pattern: str = "", options: dict
     prepared = source if isinstance(source, Prepared) else prepare_batch(
         Path(source), pattern=pattern, options=options or {}, name=name, max_in_flight=max_in_flight,
         settings=settings, new_version=new_version)
+    budget = max_cost if max_cost is not None else settings.max_cost_usd
+    if budget is not None:
+        check_budget(estimate_batch(prepared, settings), budget, f"batch {prepared.name!r}")
+    ensure_workers(settings)  # embedded: back-pressure waits for runs to finish, so a worker must run them
     batch_id, created = open_batch(prepared.source, prepared.spec, prepared.name)
     tick = (lambda: on_tick(batch_id)) if on_tick else None
     submitter = Submitter(batch_id, prepared.spec, settings, max_in_flight=prepared.max_in_flight, on_tick=tick,
-                          send_here=send_here)
+                          send_here=send_here, max_cost=budget)
     return submitter.run(enumerate(read_records(prepared.source, settings.max_document_bytes)),
                          Submission(batch_id, prepared.name, created))
+
+
+# ----- budgets ----------------------------------------------------------------------------------
+def estimate_batch(prepared: Prepared, settings: Settings) -> Cost:
+    """The estimate (`estimate_plan`, local token counts: one count_tokens call per document and voter
+    would be slow and rate-limited) of the documents a run of the batch would send: all of them but
+    those that already succeeded with the same text, or are still running."""
+    prepare(settings)
+    with Session() as s:
+        batch = repo.batch_named(s, prepared.name)
+        batch_id = batch.id if batch is not None else None
+    costs: list[Cost] = []
+    chunk: list[Record] = []
+
+    def price(records: list[Record]) -> None:
+        existing = (in_session(lambda s: repo.documents_by_key(s, batch_id, [r.key for r in records]), write=False)
+                    if batch_id is not None else {})
+        for record in records:
+            if record.text is None:
+                continue
+            doc = existing.get(record.key)
+            if doc is not None and doc.status in (RunStatus.SUCCEEDED, RunStatus.RUNNING) \
+                    and doc.content_hash == content_hash(record.text):
+                continue
+            try:
+                plan = prepared.spec.plan(record.text, record.key, record.label, batch_id or "estimate", settings)
+            except ConfigError:
+                continue  # a bad document fails with its reason and costs nothing
+            costs.append(estimate_plan(plan, settings, count=False))
+
+    for _, record in enumerate(read_records(prepared.source, settings.max_document_bytes)):
+        chunk.append(record)
+        if len(chunk) >= CHUNK:
+            price(chunk)
+            chunk = []
+    if chunk:
+        price(chunk)
+    return total(costs)
+
+
+# ----- cancel -----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Cancellation:
+    """What `cancel` did: runs it cancelled, votes whose voters had all finished (tallied instead),
+    and runs that were already finished."""
+
+    kind: str  # "run" or "batch"
+    id: str
+    name: str | None
+    reason: str
+    cancelled: list[str]
+    settled: list[str]
+    already_finished: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {"kind": self.kind, "id": self.id, "name": self.name, "reason": self.reason,
+                "cancelled": len(self.cancelled), "settled": len(self.settled),
+                "already_finished": self.already_finished, "cancelled_runs": self.cancelled}
+
+
+def cancel(ref: str, *, reason: str = "cancelled by the user", settings: Settings | None = None) -> Cancellation:
+    """Cancel a run (its id or a unique prefix) or a batch (id, prefix or name).
+
+    Work not sent yet is never sent; queued calls are taken out of the broker where it allows (Redis,
+    the embedded queue) and, if one arrives anyway, its slot is cancelled and nothing is called; calls
+    already in flight finish and are recorded. Each open run ends `cancelled` with the reason, except
+    a vote whose voters had all finished, which is tallied (it keeps its real result). A batch stops
+    sending (a submitter still running it stops), and running it again resumes: cancelled documents
+    are sent again."""
+    settings = settings or get_settings()
+    prepare(settings)
+    if not isinstance(ref, str) or not ref.strip():
+        raise ConfigError("give a run id or a batch id or name to cancel")
+    if not isinstance(reason, str) or not reason.strip():
+        raise ConfigError("reason must be some text saying why")
+    try:
+        run = get_run(ref, settings=settings)
+    except NotFoundError as exc:
+        if "ambiguous" in str(exc):
+            raise
+        run = None
+    if run is not None:
+        done = cancel_runs([run.id], reason, settings)
+        return Cancellation("run", run.id, None, reason, done.cancelled, done.settled,
+                            0 if done.cancelled or done.settled else 1)
+    try:
+        batch = find_batch(ref, settings=settings)
+    except NotFoundError:
+        raise NotFoundError(f"no run or batch {ref!r}; give a run id, or a batch id or name "
+                            f"(`chorus status` shows them)") from None
+    in_session(lambda s: repo.set_batch_cancelled(s, batch.id, reason))
+    open_runs = in_session(lambda s: repo.open_runs_of_batch(s, batch.id), write=False)
+    done = cancel_runs(open_runs, reason, settings)
+    counts = batch_counts(batch.id, settings=settings)
+    return Cancellation("batch", batch.id, batch.name, reason, done.cancelled, done.settled,
+                        counts.succeeded + counts.partial + counts.failed)
 
 
 def retry_failed(batch_ref: str, *, settings: Settings | None = None, max_in_flight: int | None = None) -> Submission:

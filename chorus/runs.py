@@ -8,12 +8,14 @@ every message chorus sends goes through it.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import datetime as dt
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 from celery import Celery
@@ -27,9 +29,13 @@ import tasks.section  # noqa: F401
 import tasks.vote  # noqa: F401
 import worker
 from chorus.costing import outcome_cost, run_cost
+from chorus.embedded import WorkerProcess, embedded_worker
+from chorus.embedded import commands as embedded_commands
 from models import Run, RunStatus, WorkerOutcome, ensure_schema, get_engine, in_session, repo
 from settings import Settings, get_settings
+from tasks import dispatch
 from tasks.maintenance import StallWatch
+from tasks.vote import finish_vote
 from workflows.errors import ConfigError, NotFoundError, RunTimeout
 
 _schema_ready: set[str] = set()
@@ -45,6 +51,8 @@ _pending: OrderedDict[str, AsyncResult] = OrderedDict()
 
 def prepare(settings: Settings) -> None:
     """Bind the database of `settings` and bring its schema up to date (once per URL per process)."""
+    # Whoever reads or writes work in embedded mode owns it while it lives: a new command leaves it alone.
+    embedded_commands.register(settings)
     url = settings.effective_database_url
     if url not in _schema_ready:
         ensure_schema(url)
@@ -56,6 +64,8 @@ def prepare(settings: Settings) -> None:
 def celery_app(settings: Settings) -> Celery:
     """The Celery app for `settings`: the worker module's own for the environment's settings, else
     one made (once per distinct settings) from the broker and backend they name."""
+    # Whoever sends work in embedded mode owns it while it lives: a new command leaves it alone.
+    embedded_commands.register(settings)
     if settings == _environment_settings():
         return worker.app  # type: ignore[no-any-return]
     key = settings.model_dump_json()
@@ -226,6 +236,98 @@ def get_run(run_id: str, *, settings: Settings | None = None) -> RunView:
     return view
 
 
+# ----- cancelling ---------------------------------------------------------------------------------
+CANCEL_CHUNK = 500
+
+
+def cancel_runs(run_ids: Sequence[str], reason: str, settings: Settings) -> repo.Cancelled:
+    """Cancel the open runs among `run_ids` (`repo.cancel_runs`: slots not yet taken are never called,
+    calls in flight finish and are recorded), tally at once the votes whose voters had all finished
+    (they keep their real result), and take the cancelled runs' messages out of the broker."""
+    prepare(settings)
+    cancelled: list[str] = []
+    settled: list[str] = []
+    for i in range(0, len(run_ids), CANCEL_CHUNK):
+        done = _cancel_chunk(list(run_ids[i:i + CANCEL_CHUNK]), reason)
+        cancelled += done.cancelled
+        settled += done.settled
+    for run_id in settled:
+        finish_vote(run_id, bind=False)
+    for run_id in cancelled:
+        forget(run_id)
+    if cancelled:
+        if settings.embedded:
+            embedded_commands.purge_runs(settings, cancelled)
+        else:
+            with contextlib.suppress(Exception):  # best effort: a message left in the queue skips its call
+                dispatch.purge_queued(celery_app(settings), cancelled)
+    return repo.Cancelled(cancelled, settled)
+
+
+def _cancel_chunk(run_ids: list[str], reason: str) -> repo.Cancelled:
+    return in_session(lambda s: repo.cancel_runs(s, run_ids, reason))
+
+
+# ----- the embedded worker -------------------------------------------------------------------------
+# The embedded worker running this process's work, per data directory: the CLI command's own, or one
+# the Python API started (stopped when the process exits).
+_workers: dict[Path, WorkerProcess] = {}
+
+
+def start_embedded(settings: Settings) -> tuple[WorkerProcess, embedded_commands.Swept]:
+    """Clear the stale work left in the embedded queue by commands that ended (cancelling their open
+    runs, see `chorus.embedded.commands`), then start this process's worker."""
+    prepare(settings)
+    embedded_commands.register(settings)
+    since = embedded_commands.registered_at(settings)
+    own_database = settings.database_url is None
+    swept = embedded_commands.sweep(
+        settings,
+        since=since,
+        terminal=lambda ids: {r for r, st in in_session(lambda s: repo.run_statuses(s, ids), write=False).items()
+                              if st.terminal},
+        open_runs=(lambda: in_session(lambda s: repo.open_runs_before(s, dt.datetime.fromtimestamp(since, dt.UTC)),
+                                      write=False)) if own_database else None,
+        cancel=lambda ids, reason: cancel_runs(ids, reason, settings).cancelled,
+    )
+    process = embedded_worker(settings).start()
+    _workers[settings.data_path] = process
+    return process, swept
+
+
+def stop_embedded(settings: Settings) -> None:
+    process = _workers.pop(settings.data_path, None)
+    if process is not None:
+        process.stop()
+
+
+def ensure_workers(settings: Settings) -> WorkerProcess | None:
+    """In embedded mode, the worker that runs this process's work, started now (and ready) when none
+    runs yet; the Python API's waits call it, so `submit_vote` then `wait_for_run` works with no broker.
+    A worker started here is stopped when the process exits. None with a broker (your workers run it)."""
+    if not settings.embedded:
+        return None
+    process = _workers.get(settings.data_path)
+    if process is None:
+        process, _ = start_embedded(settings)
+        atexit.register(stop_embedded, settings)
+        process.wait_ready()
+    return process
+
+
+@contextlib.contextmanager
+def embedded_workers(settings: Settings) -> Iterator[tuple[WorkerProcess, embedded_commands.Swept] | None]:
+    """For one command: in embedded mode, sweep, start the worker, and stop it at the end, however it ends."""
+    if not settings.embedded:
+        yield None
+        return
+    process, swept = start_embedded(settings)
+    try:
+        yield process, swept
+    finally:
+        stop_embedded(settings)
+
+
 def wait_for_run(
     run_id: str,
     *,
@@ -248,6 +350,7 @@ def wait_for_run(
     if pending is not None and not settings.embedded:
         with contextlib.suppress(CeleryTimeout):
             pending.get(timeout=limit, interval=0.02, propagate=False)
+    started = False
     delay = 0.005
     # No beat runs the reaper in embedded mode: the waiting process checks its run itself.
     stall = StallWatch(celery_app(settings), run_id, settings) if settings.embedded else None
@@ -257,6 +360,11 @@ def wait_for_run(
             raise NotFoundError(f"no run {run_id!r}")
         if status.terminal:
             return get_run(run_id, settings=settings)
+        if not started:
+            started = True
+            own = ensure_workers(settings)
+            if check is None and own is not None:
+                check = own.check
         if check is not None:
             check()
         if stall is not None:

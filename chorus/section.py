@@ -20,7 +20,8 @@ from typing import Any
 
 import jsonschema
 
-from chorus.runs import celery_app, prepare
+from chorus.budget import check_budget, estimate_plan
+from chorus.runs import celery_app, ensure_workers, prepare
 from models import Pattern, RunStatus, Session, repo
 from models.tables import OutcomeRole, utcnow
 from settings import Settings, get_settings
@@ -252,9 +253,13 @@ def submit_section(text: str, *, task: SectionTask | str = "summarize", settings
 
 
 def submit_section_plan(plan: SectionPlan, *, settings: Settings | None = None) -> str:
-    """Store the run (document, run, one pending outcome per section) and send its chord."""
+    """Store the run (document, run, one pending outcome per section) and send its chord; refused above
+    the budget (CHORUS_MAX_COST_USD), and in embedded mode the worker is started, as for a vote."""
     settings = settings or get_settings()
+    if settings.max_cost_usd is not None:
+        check_budget(estimate_plan(plan, settings), settings.max_cost_usd, "this sectioning run")
     prepare(settings)
+    ensure_workers(settings)
     with Session.begin() as s:
         run = repo.create_run(
             s, text=plan.text, external_id=plan.external_id or f"inline-{uuid.uuid4().hex[:8]}",

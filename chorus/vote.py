@@ -20,7 +20,8 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from chorus.runs import celery_app, prepare, remember
+from chorus.budget import check_budget, estimate_plan
+from chorus.runs import celery_app, ensure_workers, prepare, remember
 from models import Pattern, RunStatus, Session, repo
 from models.tables import OutcomeRole, utcnow
 from providers.counting import count_tokens
@@ -206,9 +207,14 @@ def submit_vote(text: str, labels: str | Sequence[str] | None = None, *, task: V
 
 
 def submit_plan(plan: VotePlan, *, settings: Settings | None = None) -> str:
-    """Store the run (document, run, one pending outcome per voter) and send its chord."""
+    """Store the run (document, run, one pending outcome per voter) and send its chord. With a budget
+    (CHORUS_MAX_COST_USD) a vote estimated above it is refused before anything is written; in embedded
+    mode the worker that will run it is started (once per process)."""
     settings = settings or get_settings()
+    if settings.max_cost_usd is not None:
+        check_budget(estimate_plan(plan, settings), settings.max_cost_usd, "this vote")
     prepare(settings)
+    ensure_workers(settings)
     callback_id = uuid.uuid4().hex
     with Session.begin() as s:
         run = repo.create_run(

@@ -292,9 +292,83 @@ def run_status(s: OrmSession, run_id: str) -> RunStatus | None:
     return s.execute(select(Run.status).where(Run.id == run_id)).scalar_one_or_none()
 
 
+def run_error(s: OrmSession, run_id: str) -> str | None:
+    return s.execute(select(Run.error).where(Run.id == run_id)).scalar_one_or_none()
+
+
 def finished_among(s: OrmSession, run_ids: list[str]) -> list[str]:
     """Those of `run_ids` that reached a terminal status."""
     return list(s.execute(select(Run.id).where(Run.id.in_(run_ids), Run.status.in_(TERMINAL_RUN))).scalars())
+
+
+# ----- cancelling -----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Cancelled:
+    cancelled: list[str]  # runs now `cancelled`
+    settled: list[str]  # open votes whose voters had all finished: their tally decides (the real result)
+
+
+def cancel_runs(s: OrmSession, run_ids: Sequence[str], reason: str) -> Cancelled:
+    """Cancel the open runs among `run_ids`, in the caller's transaction. Slots not taken yet (pending,
+    or retrying between attempts) become `cancelled` with the reason and are never called (`claim_slot`
+    takes no slot of a terminal run); a slot in flight is left to finish and record its usage. The run
+    and its document end `cancelled` with the reason, so a late callback finds the run terminal and
+    leaves it. A vote whose voters have all finished is not cancelled: only its tally is left to run."""
+    open_runs = s.execute(select(Run.id, Run.pattern).where(
+        Run.id.in_(list(run_ids)), Run.status.in_((RunStatus.PENDING, RunStatus.RUNNING)))).all()
+    if not open_runs:
+        return Cancelled([], [])
+    ids = [r.id for r in open_runs]
+    with_open_slots = set(s.scalars(select(WorkerOutcome.run_id).where(
+        WorkerOutcome.run_id.in_(ids), WorkerOutcome.status.in_(OPEN_OUTCOME)).distinct()))
+    settled = [r.id for r in open_runs if r.pattern is Pattern.VOTE and r.id not in with_open_slots]
+    cancel = [r.id for r in open_runs if r.id not in set(settled)]
+    if not cancel:
+        return Cancelled([], settled)
+    now = utcnow()
+    s.execute(update(WorkerOutcome).where(
+        WorkerOutcome.run_id.in_(cancel),
+        WorkerOutcome.status.in_((OutcomeStatus.PENDING, OutcomeStatus.RETRYING)),
+    ).values(status=OutcomeStatus.CANCELLED, error=reason, finished_at=now, lease_until=None))
+    done = s.execute(update(Run).where(
+        Run.id.in_(cancel), Run.status.in_((RunStatus.PENDING, RunStatus.RUNNING)),
+    ).values(status=RunStatus.CANCELLED, error=reason, finished_at=now,
+             result={"status": RunStatus.CANCELLED.value, "reason": reason})
+        .returning(Run.id, Run.document_id)).all()
+    if done:
+        s.execute(update(Document).where(Document.id.in_([d for _, d in done]))
+                  .values(status=RunStatus.CANCELLED, error=reason))
+    return Cancelled([r for r, _ in done], settled)
+
+
+def open_runs_of_batch(s: OrmSession, batch_id: str) -> list[str]:
+    """The runs of a batch's documents that are not terminal (pending: stored, not sent yet; or running)."""
+    return list(s.scalars(select(Run.id).join(Document, Run.document_id == Document.id).where(
+        Document.batch_id == batch_id, Run.status.in_((RunStatus.PENDING, RunStatus.RUNNING)))))
+
+
+def open_runs_before(s: OrmSession, before: dt.datetime) -> list[str]:
+    """Every run not terminal yet that was created before `before`."""
+    return list(s.scalars(select(Run.id).where(
+        Run.status.in_((RunStatus.PENDING, RunStatus.RUNNING)), Run.created_at < before)))
+
+
+def set_batch_cancelled(s: OrmSession, batch_id: str, reason: str | None) -> None:
+    """Mark the batch cancelled (a submitter still sending it stops), or clear the mark (a resume)."""
+    batch = s.get(Batch, batch_id)
+    if batch is None:
+        return
+    config = {k: v for k, v in (batch.config or {}).items() if k != "cancelled"}
+    if reason is not None:
+        config["cancelled"] = reason
+    batch.config = config
+    batch.updated_at = utcnow()
+
+
+def batch_cancel_reason(s: OrmSession, batch_id: str) -> str | None:
+    config = s.execute(select(Batch.config).where(Batch.id == batch_id)).scalar_one_or_none() or {}
+    reason = config.get("cancelled")
+    return str(reason) if reason else None
 
 
 # ----- batches ------------------------------------------------------------------------------------
@@ -339,10 +413,11 @@ def insert_batch_chunk(s: OrmSession, batch_id: str, *, documents: list[dict[str
 
 
 def documents_to_retry(s: OrmSession, batch_id: str) -> list[Any]:
-    """The failed and partial documents of a batch that have text, in input order."""
+    """The failed, partial and cancelled documents of a batch that have text, in input order."""
     return list(s.execute(
         select(Document.external_id, Document.text, Document.gold_label, Document.size_bytes, Document.position)
-        .where(Document.batch_id == batch_id, Document.status.in_([RunStatus.FAILED, RunStatus.PARTIAL]),
+        .where(Document.batch_id == batch_id, Document.status.in_(
+                   [RunStatus.FAILED, RunStatus.PARTIAL, RunStatus.CANCELLED]),
                Document.text != "")
         .order_by(Document.position)).all())
 

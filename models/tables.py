@@ -36,13 +36,15 @@ class RunStatus(StrEnum):
     SUCCEEDED = "succeeded"
     PARTIAL = "partial"
     FAILED = "failed"
+    # Stopped by `chorus cancel` or a batch's budget before it finished; `error` holds the reason.
+    CANCELLED = "cancelled"
 
     @property
     def terminal(self) -> bool:
         return self in TERMINAL_RUN
 
 
-TERMINAL_RUN = frozenset({RunStatus.SUCCEEDED, RunStatus.PARTIAL, RunStatus.FAILED})
+TERMINAL_RUN = frozenset({RunStatus.SUCCEEDED, RunStatus.PARTIAL, RunStatus.FAILED, RunStatus.CANCELLED})
 
 
 class OutcomeStatus(StrEnum):
@@ -51,10 +53,12 @@ class OutcomeStatus(StrEnum):
     RETRYING = "retrying"
     SUCCEEDED = "succeeded"
     FAILED = "failed"
+    # Never called: its run was cancelled before the slot was taken (`error` holds the reason).
+    CANCELLED = "cancelled"
 
     @property
     def terminal(self) -> bool:
-        return self in (OutcomeStatus.SUCCEEDED, OutcomeStatus.FAILED)
+        return self in (OutcomeStatus.SUCCEEDED, OutcomeStatus.FAILED, OutcomeStatus.CANCELLED)
 
 
 class OutcomeRole(StrEnum):

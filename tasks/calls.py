@@ -147,6 +147,18 @@ def run_slot(task: Task, run_id: str, slot: int) -> dict[str, Any]:
         if not isinstance(exc, ProviderError):
             log.exception("slot %s/%s failed with an internal error", run_id, slot)
 
+    if (wait_s is not None or retry_in is not None) and _run_closed(run_id):
+        # Cancelled while this attempt ran: no further call. A wait made no call at all (cancelled); a
+        # failed attempt keeps its failure.
+        if wait_s is not None:
+            fields = {"status": OutcomeStatus.CANCELLED, "error": _closed_reason(run_id), "started_at": None,
+                      "attempts": claim.attempts - 1}
+        else:
+            fields = {"status": OutcomeStatus.FAILED, "error": f"{failure}; not retried: {_closed_reason(run_id)}"}
+        fields["finished_at"] = utcnow()
+        in_session(lambda s: repo.update_slot(s, run_id, slot, **fields))
+        return {"slot": slot, "status": fields["status"].value, "answer": None, "error": fields["error"]}
+
     if wait_s is not None:
         note = f"waiting {wait_s:.1f} s for a rate-limit token"
         in_session(lambda s: repo.release_slot(s, run_id, slot, note=note))
@@ -168,6 +180,15 @@ def run_slot(task: Task, run_id: str, slot: int) -> dict[str, Any]:
     in_session(lambda s: repo.update_slot(s, run_id, slot, **fields))
     return {"slot": slot, "status": fields["status"].value, "answer": fields.get("answer"),
             "error": fields.get("error")}
+
+
+def _run_closed(run_id: str) -> bool:
+    status = in_session(lambda s: repo.run_status(s, run_id), write=False)
+    return status is not None and status.terminal
+
+
+def _closed_reason(run_id: str) -> str:
+    return in_session(lambda s: repo.run_error(s, run_id), write=False) or "its run ended"
 
 
 def _usage_fields(result: CallResult) -> dict[str, Any]:

@@ -9,7 +9,11 @@ A send the broker refuses marks the run failed with the reason: no run is left h
 
 from __future__ import annotations
 
+import base64
+import binascii
+import json
 import logging
+import re
 import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar
@@ -23,6 +27,7 @@ from sqlalchemy.orm import Session as OrmSession
 
 from models import Pattern, RunStatus, in_session, repo
 from models.tables import OutcomeRole
+from tasks import broker
 from workflows.errors import ChorusError
 from workflows.queues import CALLBACK_QUEUE, queue_for_model
 
@@ -171,6 +176,53 @@ def fail_runs(run_ids: list[str], reason: str) -> None:
                 repo.finish_run(s, run, status=RunStatus.FAILED, result={}, error=reason)
 
     in_session(fail)
+
+
+_RUN_ID = re.compile(r"^[0-9a-f]{32}$")
+
+
+def message_run_ids(raw: bytes | str) -> set[str]:
+    """The run ids a queued kombu message's task arguments name (empty when it cannot be read). A call,
+    a tally or a reduce names its one run; a batch dispatch the runs of its group."""
+    try:
+        message = json.loads(raw)
+        body = message["body"]
+        if (message.get("properties") or {}).get("body_encoding") == "base64":
+            body = base64.b64decode(body)
+        args = json.loads(body)[0]
+    except (ValueError, KeyError, TypeError, IndexError, binascii.Error):
+        return set()
+    found: set[str] = set()
+    stack: list[Any] = [args]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str) and _RUN_ID.match(item):
+            found.add(item)
+        elif isinstance(item, list | tuple):
+            stack.extend(item)
+    return found
+
+
+def purge_queued(app: Celery, run_ids: Iterable[str]) -> int:
+    """Take out of the Redis broker's queues every message that names only runs among `run_ids` (they
+    were cancelled): returns how many. Messages already taken by a worker (prefetched, or waiting for a
+    countdown) cannot be taken back; they arrive, find their slot cancelled and skip the call. With
+    another broker nothing is removed here (the embedded one is purged by `chorus.embedded`)."""
+    wanted = set(run_ids)
+    if not wanted or not broker.is_redis(app):
+        return 0
+    client = redis.Redis.from_url(str(app.conf.broker_url), socket_timeout=10, socket_connect_timeout=5)
+    removed = 0
+    try:
+        suffixes = ("", *(f"{broker.PRIORITY_SEP}{p}" for p in broker.PRIORITY_STEPS))
+        for key in [q + suffix for q in broker.queue_names(app) for suffix in suffixes]:
+            for raw in client.lrange(key, 0, -1):
+                named = message_run_ids(raw)
+                if named and named <= wanted:
+                    removed += int(client.lrem(key, 1, raw) or 0)  # type: ignore[arg-type]  # bytes are accepted
+    finally:
+        client.close()
+    return removed
 
 
 def _broker(app: Celery) -> str:

@@ -29,16 +29,21 @@ def tally_votes(self: Task, results: list[dict[str, Any]], run_id: str) -> dict[
     # by the chord's join, so the callback can fire while a sibling is still running: wait for it.
     # Bounded: after CHORUS_REAP_AFTER_S the reaper fails the open slots and this tally goes ahead.
     db.bind()
+    status = in_session(lambda s: repo.run_status(s, run_id), write=False)
+    if status is not None and status.terminal:
+        return finish_vote(run_id)  # cancelled (or reaped) meanwhile: it keeps what it has
     still_open = in_session(lambda s: repo.count_open_slots(s, run_id), write=False)
     if still_open and self.request.retries < MAX_TALLY_WAITS:
         raise self.retry(countdown=TALLY_WAIT_S)
     return finish_vote(run_id)
 
 
-def finish_vote(run_id: str) -> dict[str, Any]:
+def finish_vote(run_id: str, *, bind: bool = True) -> dict[str, Any]:
     """Tally what the run's outcomes hold and store the result. Safe to call twice (and, after a
-    transient database error, it is: in_session runs it again)."""
-    db.bind()
+    transient database error, it is: in_session runs it again). `bind=False`: on the database the
+    caller has bound (a client with settings of its own)."""
+    if bind:
+        db.bind()
     return in_session(lambda s: _finish_vote(s, run_id))
 
 

@@ -8,17 +8,25 @@ from __future__ import annotations
 
 import typer
 
-from chorus.cli import admin, analysis, batches, listing, models, runs, tasks
+from chorus.cli import admin, analysis, batches, cancel, listing, models, runs, tasks
+from chorus.cli.base import fit_consoles
 
 app = typer.Typer(help="Run LLM calls in parallel (voting, sectioning) on a Celery worker pool.",
                   no_args_is_help=True, add_completion=False)
+
+
+@app.callback()
+def _every_command() -> None:
+    fit_consoles()
+
+
 db_app = typer.Typer(help="Database schema commands.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(tasks.task_app, name="task")
 
 for command in (runs.vote, runs.status, runs.demo, admin.stub, runs.section, batches.batch, batches.export,
                 batches.beat, analysis.compare, analysis.advise, analysis.report, models.models, listing.runs,
-                listing.batches):
+                listing.batches, cancel.cancel):
     app.command()(command)
 db_app.command("upgrade")(admin.db_upgrade)
 

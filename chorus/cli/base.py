@@ -1,16 +1,21 @@
 """What every command shares: the consoles, exit codes, `--json`, turning chorus errors into a
 message and an exit code, and (in embedded mode) running chorus's own worker for the command.
 
-Exit codes: 0 success; 1 a run failed or chorus hit an error; 2 bad input or configuration;
-3 a run ended partial (below quorum or an undecided tie); 4 timed out waiting.
+Exit codes, the same for every command (a batch takes the worst of its documents, in this order):
+1 a run (or document) failed, or chorus hit an error; 5 cancelled (`chorus cancel`, or the budget);
+3 partial (below quorum, an undecided tie, a missing section); 0 success. And: 2 bad input or
+configuration (nothing was sent); 4 timed out waiting (the work goes on); 130 interrupted (Ctrl-C),
+128 + the signal for SIGTERM / SIGHUP.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import sys
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -18,9 +23,12 @@ import rich.table
 import typer
 from rich.console import Console
 
-from chorus.embedded import embedded_worker, mode_line
+from chorus.batch import batch_counts, find_batch
+from chorus.embedded import mode_line
+from chorus.runs import embedded_workers, get_run
+from models import RunStatus
 from settings import Settings, get_settings
-from workflows.errors import ChorusError, ConfigError, NotFoundError
+from workflows.errors import ChorusError, ConfigError, NotFoundError, RunTimeout
 
 PIPED_WIDTH = 160  # a table written to a file or a pipe: wide enough for every column, none cut
 
@@ -36,7 +44,14 @@ def _width(stream: Any) -> int | None:
 out = Console(width=_width(sys.stdout))
 err = Console(stderr=True, width=_width(sys.stderr))
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_PARTIAL, EXIT_TIMEOUT = 0, 1, 2, 3, 4
+
+def fit_consoles() -> None:
+    """Size the consoles for this invocation (the environment and the streams may differ from when the
+    module was imported: a test runner, or an app embedding the CLI)."""
+    out.width = _width(sys.stdout) or Console().width
+    err.width = _width(sys.stderr) or Console(stderr=True).width
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_PARTIAL, EXIT_TIMEOUT, EXIT_CANCELLED = 0, 1, 2, 3, 4, 5
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON on stdout.")]
 
@@ -82,23 +97,112 @@ def cli_settings() -> Settings:
         raise fail(str(exc), EXIT_USAGE) from None
 
 
+class Interrupted(Exception):
+    """The command was asked to stop by SIGTERM or SIGHUP (kill, `timeout`, systemd, a closed terminal)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def _raise_interrupted(signum: int, _frame: Any) -> None:
+    raise Interrupted(signum)
+
+
 @contextlib.contextmanager
-def workers_for(settings: Settings) -> Iterator[Any]:
-    """In embedded mode, run our own worker for the duration of the command."""
-    if not settings.embedded:
-        yield None
+def stop_signals() -> Iterator[None]:
+    """SIGTERM and SIGHUP end the command the way Ctrl-C does: through `finally`, so the embedded
+    worker is stopped, instead of leaving it orphaned (the default action ends Python at once)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
         return
-    err.print(mode_line(settings), highlight=False)
-    workers = embedded_worker(settings).start()
+    previous = {sig: signal.signal(sig, _raise_interrupted) for sig in (signal.SIGTERM, signal.SIGHUP)}
     try:
-        yield workers
+        yield
     finally:
-        workers.stop()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+@contextlib.contextmanager
+def workers_for(settings: Settings, leftover: Callable[[], str | None] | None = None) -> Iterator[Any]:
+    """In embedded mode, run our own worker for the duration of the command (after clearing the stale
+    work of commands that ended, see `chorus.embedded.commands`).
+
+    However the command stops early (Ctrl-C, SIGTERM, SIGHUP, a timeout), the worker is stopped and
+    `leftover()` says what is still queued and how to cancel or resume it: after the timeout's own
+    message, or on stderr with exit code 130 (128 + the signal for SIGTERM and SIGHUP)."""
+    with stop_signals():
+        try:
+            if not settings.embedded:
+                yield None
+                return
+            err.print(mode_line(settings), highlight=False)
+            with embedded_workers(settings) as started:
+                assert started is not None
+                workers, swept = started
+                if swept.cancelled:
+                    err.print(f"cancelled {len(swept.cancelled)} run(s) left unfinished by a command that ended "
+                              f"(nothing ran them any more); a batch run again sends its documents again",
+                              highlight=False, soft_wrap=True)
+                yield workers
+        except TimeoutError as exc:
+            hint = _leftover(leftover)
+            if hint is None:
+                raise
+            raise RunTimeout(f"{exc}\n{hint}") from None
+        except (KeyboardInterrupt, Interrupted) as exc:
+            hint = _leftover(leftover)
+            why = "interrupted" if isinstance(exc, KeyboardInterrupt) else f"stopped by {exc}"
+            err.print(f"{why}." + (f" {hint}" if hint else ""), highlight=False, soft_wrap=True)
+            raise typer.Exit(130 if isinstance(exc, KeyboardInterrupt) else 128 + exc.signum) from None
+
+
+def _leftover(describe: Callable[[], str | None] | None) -> str | None:
+    if describe is None:
+        return None
+    try:
+        return describe()
+    except Exception as exc:  # noqa: BLE001 - the hint must never hide why the command stopped
+        return f"(could not read what is left: {exc})"
+
+
+def left_in_run(run_id: str | None, settings: Settings) -> str | None:
+    """What a vote or section command leaves behind when it stops before its run finished."""
+    if run_id is None:
+        return None
+    status = get_run(run_id, settings=settings).status
+    if RunStatus(status).terminal:
+        return None
+    where = (" Embedded mode: nothing works on it after this command; the next command cancels it."
+             if settings.embedded else " Your workers go on with it.")
+    return (f"Run {run_id} is still {status}.{where} `chorus cancel {run_id[:12]}` cancels it now "
+            f"(calls in flight finish and are recorded); `chorus status {run_id[:12]}` shows it.")
+
+
+def left_in_batch(name: str | None, settings: Settings) -> str | None:
+    """What a batch command leaves behind when it stops before every document finished."""
+    if name is None:
+        return None
+    try:
+        batch = find_batch(name, settings=settings)
+    except NotFoundError:
+        return None
+    counts = batch_counts(batch.id, settings=settings)
+    unfinished = counts.pending + counts.running
+    if not unfinished:
+        return None
+    where = (" Embedded mode: nothing works on them after this command." if settings.embedded
+             else " Your workers go on with the runs already sent.")
+    return (f"Batch {name!r}: {unfinished} document(s) unfinished ({counts.pending} not sent, {counts.running} "
+            f"running).{where} Run the same command again to resume it, or `chorus cancel {name}` to cancel them.")
 
 
 def exit_code(statuses: list[str]) -> int:
     if "failed" in statuses:
         return EXIT_FAILED
+    if "cancelled" in statuses:
+        return EXIT_CANCELLED
     if "partial" in statuses:
         return EXIT_PARTIAL
     return EXIT_OK

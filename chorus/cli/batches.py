@@ -13,7 +13,18 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from chorus.analysis.export import FORMATS, write_export
 from chorus.batch import batch_counts, prepare_batch, run_batch, wait_for_batch
-from chorus.cli.base import EXIT_FAILED, EXIT_OK, EXIT_USAGE, JsonOpt, cli_settings, err, errors, fail, out, workers_for
+from chorus.cli.base import (
+    EXIT_USAGE,
+    JsonOpt,
+    cli_settings,
+    err,
+    errors,
+    exit_code,
+    fail,
+    left_in_batch,
+    out,
+    workers_for,
+)
 from chorus.inputs import count_records
 from chorus.schedule import load_jobs
 from chorus.taskfile import load_task, looks_like_task_file
@@ -38,6 +49,9 @@ def batch(
     new_version: Annotated[bool, typer.Option(
         "--new-version", help="The batch name already ran another task: start NAME.v2 (v3, ...) with this one.")]
     = False,
+    max_cost: Annotated[float | None, typer.Option(
+        "--max-cost", min=0.0, help="Budget in US dollars: refuse when the estimate is above it, stop sending once "
+                                    "the recorded spend passes it (default CHORUS_MAX_COST_USD).")] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Run a pattern over every document of SOURCE; re-running the same batch resumes it."""
@@ -72,8 +86,9 @@ def batch(
         progress.update(bar, completed=c.finished, total=max(total, c.total),
                         detail=f"done {c.succeeded}  partial {c.partial}  failed {c.failed}  in flight {c.running}")
 
-    with errors(), workers_for(settings) as workers, progress:
-        sub = run_batch(prepared, settings=settings, on_tick=tick)
+    with errors(), workers_for(settings, leftover=lambda: left_in_batch(prepared.name, settings)) as workers, \
+            progress:
+        sub = run_batch(prepared, settings=settings, on_tick=tick, max_cost=max_cost)
         counts = wait_for_batch(sub.batch_id, timeout=timeout or settings.run_timeout_s, settings=settings,
                                 on_tick=lambda: tick(sub.batch_id), check=workers.check if workers else None)
         tick(sub.batch_id)
@@ -85,11 +100,15 @@ def batch(
         out.print(f"batch [bold]{sub.name}[/bold] ({sub.batch_id}): read {sub.read}, sent {sub.sent}, "
                   f"skipped {sub.skipped} already succeeded, {sub.rejected} bad input", highlight=False)
         out.print(f"succeeded {counts.succeeded}  partial {counts.partial}  failed {counts.failed}  "
-                  f"of {counts.total}; `chorus export {sub.batch_id[:12]} --format jsonl` writes the results",
-                  highlight=False)
+                  f"cancelled {counts.cancelled}  of {counts.total}; `chorus export {sub.batch_id[:12]} --format "
+                  f"jsonl` writes the results", highlight=False)
+        if sub.stopped:
+            out.print(f"[yellow]sending stopped: {sub.stopped}; {sub.not_sent} document(s) not sent[/yellow] "
+                      f"(run the same command again to resume)", highlight=False)
         for key, reason in sub.reasons[:20]:
             out.print(f"  [red]{key}[/red]: {reason}", highlight=False)
-    raise typer.Exit(EXIT_FAILED if counts.failed else EXIT_OK)
+    raise typer.Exit(exit_code(["failed"] * counts.failed + ["cancelled"] * counts.cancelled
+                               + ["partial"] * counts.partial))
 
 
 def export(

@@ -11,9 +11,11 @@ from settings import Settings
 from tasks.limiter import limits_view
 from workflows.errors import NotFoundError
 
+STATUS_COLOURS = {"succeeded": "green", "partial": "yellow", "failed": "red", "cancelled": "magenta"}
+
 
 def print_run(run: Any) -> None:
-    colour = {"succeeded": "green", "partial": "yellow", "failed": "red"}.get(run.status, "white")
+    colour = STATUS_COLOURS.get(run.status, "white")
     out.print(f"run [bold]{run.id}[/bold]  [{colour}]{run.status}[/{colour}]  provider {run.provider}")
     print_task_line(run)
     if run.answer is not None or run.result:
@@ -53,7 +55,7 @@ def print_task_line(run: Any) -> None:
 
 
 def print_section_run(run: Any) -> None:
-    colour = {"succeeded": "green", "partial": "yellow", "failed": "red"}.get(run.status, "white")
+    colour = STATUS_COLOURS.get(run.status, "white")
     out.print(f"run [bold]{run.id}[/bold]  [{colour}]{run.status}[/{colour}]  provider {run.provider}")
     print_task_line(run)
     if run.error:

@@ -10,6 +10,7 @@ from typing import Annotated
 
 import typer
 
+from chorus.budget import check_budget, estimate_plan
 from chorus.cli.base import (
     EXIT_FAILED,
     EXIT_OK,
@@ -20,15 +21,16 @@ from chorus.cli.base import (
     errors,
     exit_code,
     fail,
+    left_in_run,
     out,
     read_document,
     workers_for,
 )
 from chorus.cli.render import print_batch_status, print_demo, print_limits, print_run, print_section_run
 from chorus.runs import get_run, prepare, wait_for_run
-from chorus.section import plan_section, submit_section_plan
+from chorus.section import SectionPlan, plan_section, submit_section_plan
 from chorus.taskfile import load_section_task, load_vote_task, looks_like_task_file
-from chorus.vote import plan_vote, submit_plan
+from chorus.vote import VotePlan, plan_vote, submit_plan
 from models import Pattern, Session, repo
 from settings import Settings
 from workflows.errors import NotFoundError
@@ -37,6 +39,9 @@ EXAMPLES = resources.files("chorus") / "examples"
 TaskOpt = Annotated[str, typer.Option(
     "--task", help='A section task file (.toml), or what to do with each section: "summarize", '
                    '"extract every option", "translate to French", ...')]
+MaxCostOpt = Annotated[float | None, typer.Option(
+    "--max-cost", min=0.0, help="Budget in US dollars: refuse to send when the estimate is above it "
+                                "(default CHORUS_MAX_COST_USD).")]
 VoteTaskOpt = Annotated[str | None, typer.Option(
     "--task", "-t", help="A vote task file (.toml): instructions, labels with meanings, examples, the panel. "
                          "Options given here override its fields.")]
@@ -57,6 +62,7 @@ def vote(
     cache_aware: Annotated[bool, typer.Option(
         "--cache-aware/--no-cache-aware", help="Send one voter per model first so the rest read the prompt cache.")
     ] = True,
+    max_cost: MaxCostOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Send one document to N voters and print the tally."""
@@ -70,8 +76,10 @@ def vote(
         plan = plan_vote(text, labels, task=vote_task, voters=voters, models=model, quorum=quorum,
                          tie_policy=tie_policy, cache_aware=cache_aware,
                          external_id=Path(document).name if Path(document).is_file() else None, settings=settings)
-    with errors(), workers_for(settings) as workers:
-        run_id = submit_plan(plan, settings=settings)
+    settings = within_budget(plan, max_cost, settings, "this vote")
+    sent: dict[str, str] = {}
+    with errors(), workers_for(settings, leftover=lambda: left_in_run(sent.get("run"), settings)) as workers:
+        run_id = sent["run"] = submit_plan(plan, settings=settings)
         run = wait_for_run(run_id, timeout=timeout, settings=settings, check=workers.check if workers else None)
     if as_json:
         out.print_json(json.dumps(run.to_json()))
@@ -90,6 +98,7 @@ def section(
         min=0, help="Tokens a token-budget section repeats from the previous one.")] = None,
     model: Annotated[str | None, typer.Option("--model", "-m", help="Model of the section workers.")] = None,
     timeout: Annotated[float | None, typer.Option(help="Seconds to wait for the result.")] = None,
+    max_cost: MaxCostOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Split a document into sections, one worker per section, then synthesize their outputs."""
@@ -103,14 +112,26 @@ def section(
                             external_id=Path(file).name if Path(file).is_file() else None, settings=settings)
     err.print(f"{len(plan.sections)} section(s) by {plan.how.value}; sending one worker per section",
               highlight=False)
-    with errors(), workers_for(settings) as workers:
-        run_id = submit_section_plan(plan, settings=settings)
+    settings = within_budget(plan, max_cost, settings, "this sectioning run")
+    sent: dict[str, str] = {}
+    with errors(), workers_for(settings, leftover=lambda: left_in_run(sent.get("run"), settings)) as workers:
+        run_id = sent["run"] = submit_section_plan(plan, settings=settings)
         run = wait_for_run(run_id, timeout=timeout, settings=settings, check=workers.check if workers else None)
     if as_json:
         out.print_json(json.dumps(run.to_json(raw=True)))
     else:
         print_section_run(run)
     raise typer.Exit(exit_code([run.status]))
+
+
+def within_budget(plan: VotePlan | SectionPlan, max_cost: float | None, settings: Settings, what: str) -> Settings:
+    """Refuse (exit 2) before any worker starts when the run's estimate is above the budget; the settings
+    to submit with (the budget checked here, so the submit does not estimate it again)."""
+    budget = max_cost if max_cost is not None else settings.max_cost_usd
+    if budget is not None:
+        with errors():
+            check_budget(estimate_plan(plan, settings), budget, what)
+    return settings.model_copy(update={"max_cost_usd": None}) if settings.max_cost_usd is not None else settings
 
 
 def status(

@@ -18,6 +18,7 @@ restarted, and `check()` raises with the tail of its output, as without supervis
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import logging
 import os
 import signal
@@ -28,7 +29,7 @@ import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -43,6 +44,7 @@ log = logging.getLogger("chorus.embedded")
 EMBEDDED_RESTARTS = 3
 RESTART_WINDOW_S = 60.0
 SUPERVISE_INTERVAL_S = 0.2
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 
 @dataclass(frozen=True)
@@ -121,7 +123,7 @@ class WorkerProcess:
             # A new session: the worker and its pool children form one group we can stop together.
             self.proc = subprocess.Popen(
                 cmd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err,
-                start_new_session=True,
+                start_new_session=True, preexec_fn=_die_with_parent(),
             )
 
     def _supervise(self) -> None:
@@ -233,6 +235,24 @@ class WorkerProcess:
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         self.stop()
+
+
+def _die_with_parent() -> Callable[[], None] | None:
+    """A pre-exec hook asking Linux to send the worker SIGTERM (a warm shutdown) when the process that
+    started it dies, even by SIGKILL (prctl PR_SET_PDEATHSIG). Linux fires it when the *thread* that
+    forked exits, so only a launch from the main thread uses it; elsewhere, and on other systems, the
+    embedded transport notices the new parent pid instead (`chorus.embedded.transport`)."""
+    if not sys.platform.startswith("linux") or threading.current_thread() is not threading.main_thread():
+        return None
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl  # resolved before the fork: the hook only calls it
+    except (OSError, AttributeError):
+        return None
+
+    def hook() -> None:
+        prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+
+    return hook
 
 
 def _signal_group(pgid: int, sig: int) -> None:

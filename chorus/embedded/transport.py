@@ -9,11 +9,17 @@ Two changes, each for a measured problem:
 - A short blocking poll. Celery's fallback event loop (`synloop`, used by transports without async
   I/O) waits up to 2 s in each `drain_events` call before it looks at its shutdown flag; a warm
   shutdown took about 4 s of doing nothing. Capping each wait at 100 ms brings it to about 0.4 s.
+
+It also stops an orphan: the embedded worker belongs to the command that started it. When that
+command dies without stopping it (SIGKILL; elsewhere than Linux, where PR_SET_PDEATHSIG does this
+already) the worker is re-parented; the consumer sees its parent pid change within one poll and
+asks itself for a warm shutdown (calls in flight finish and are recorded; nothing new is taken).
 """
 
 from __future__ import annotations
 
 import os
+import signal
 import uuid
 from time import monotonic
 from typing import Any
@@ -23,6 +29,9 @@ from kombu.utils.encoding import str_to_bytes
 from kombu.utils.json import dumps
 
 MAX_BLOCK_S = 0.1
+# The process that started this one (the command); a consumer whose parent changes was orphaned.
+_PARENT_PID = os.getppid()
+_orphaned = False
 
 
 class Channel(filesystem.Channel):
@@ -43,6 +52,14 @@ class Transport(filesystem.Transport):
     Channel = Channel
 
     def drain_events(self, connection: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+        _stop_if_orphaned()
         timeout = kwargs.pop("timeout", None)
         capped = MAX_BLOCK_S if timeout is None else min(timeout, MAX_BLOCK_S)
         return super().drain_events(connection, timeout=capped, **kwargs)
+
+
+def _stop_if_orphaned() -> None:
+    global _orphaned
+    if not _orphaned and os.getppid() != _PARENT_PID:
+        _orphaned = True
+        os.kill(os.getpid(), signal.SIGTERM)  # Celery's warm shutdown

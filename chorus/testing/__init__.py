@@ -160,7 +160,8 @@ def wait_terminal(run_ids: Sequence[str], timeout: float, database_url: str) -> 
     while True:
         with Session() as s:
             statuses = {r: st.value for r, st in repo.run_statuses(s, run_ids).items()}
-        if len(statuses) == len(run_ids) and all(v in ("succeeded", "partial", "failed") for v in statuses.values()):
+        finished = ("succeeded", "partial", "failed", "cancelled")
+        if len(statuses) == len(run_ids) and all(v in finished for v in statuses.values()):
             return statuses
         if time.monotonic() > deadline:
             return statuses

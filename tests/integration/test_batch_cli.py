@@ -32,8 +32,8 @@ def test_batch_status_and_export_from_the_command_line(workers, stub, tmp_path):
 
     assert ran.returncode == 1, ran.stderr  # one document failed: exit 1, the others still ran
     summary = json.loads(ran.stdout)
-    assert summary["counts"] == {"total": 3, "succeeded": 2, "partial": 0, "failed": 1, "running": 0,
-                                 "pending": 0}
+    assert summary["counts"] == {"total": 3, "succeeded": 2, "partial": 0, "failed": 1, "cancelled": 0,
+                                 "running": 0, "pending": 0}
     assert summary["bad_documents"] == [{"id": "b", "reason": "row 3: the document is only whitespace"}]
     assert status.returncode == 0 and json.loads(status.stdout)["not_succeeded"][0]["id"] == "b"
     rows = list(csv.DictReader(io.StringIO(exported.stdout)))
@@ -78,3 +78,17 @@ def test_a_batch_runs_a_task_file_and_its_name_refuses_another_task_unless_a_new
     resumed = json.loads(again.stdout)  # the same task again: the v2 batch resumes, nothing new is sent
     assert resumed["name"] == "cli-tickets.v2" and resumed["batch_id"] == made["batch_id"] and resumed["sent"] == 0
     assert status.returncode == 0, status.stderr
+
+
+def test_a_batch_exits_with_the_worst_status_of_its_documents(workers, stub, tmp_path):
+    source = tmp_path / "two.jsonl"
+    source.write_text("".join(json.dumps({"id": f"p{i}", "text": "I love it, excellent."}) + "\n" for i in range(2)))
+    stub.reset()
+    stub.set_rules([{"slot": "1", "status": 400}])  # every second voter is refused: 1 of 2 answers, below quorum
+    try:
+        partial = chorus("batch", str(source), "--pattern", "vote", "--labels", "positive,negative", "--voters", "2",
+                         "--name", "cli-exit-partial", "--json")
+    finally:
+        stub.set_rules([])
+    assert partial.returncode == 3, partial.stderr  # partial, the same code a single partial vote exits with
+    assert json.loads(partial.stdout)["counts"]["partial"] == 2

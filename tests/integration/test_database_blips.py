@@ -78,8 +78,8 @@ def test_terminated_database_connections_mid_batch_fail_no_paid_slot_and_no_run(
     assert calls_at_blip[0] > 0 and calls_at_blip[-1] < DOCS * VOTERS, calls_at_blip  # ... while calls ran
     assert batch.returncode == 0, err[-3000:]
     summary = json.loads(out)
-    assert summary["counts"] == {"total": DOCS, "succeeded": DOCS, "partial": 0, "failed": 0, "running": 0,
-                                 "pending": 0}, summary
+    assert summary["counts"] == {"total": DOCS, "succeeded": DOCS, "partial": 0, "failed": 0, "cancelled": 0,
+                                 "running": 0, "pending": 0}, summary
     run_ids = sorted({e["run"] for e in log if e.get("run")})
     rows = outcome_rows(run_ids, schema)
     assert len(rows) == DOCS * VOTERS

@@ -53,7 +53,7 @@ def test_a_batch_under_a_tight_shared_rate_limit_calls_every_slot_within_its_att
             elapsed = time.monotonic() - began
         log = stub.requests()
 
-    assert done.returncode in (0, 1), done.stderr[-3000:]
+    assert done.returncode in (0, 1, 3), done.stderr[-3000:]  # 3: a document ended partial (exit-code table)
     summary = json.loads(done.stdout)
     assert summary["counts"]["running"] == 0 and summary["counts"]["pending"] == 0
     run_ids = {e["run"] for e in log if e.get("run")}

@@ -20,7 +20,7 @@ def test_an_embedded_vote_over_the_rate_limit_waits_for_tokens_without_counting_
     proc = subprocess.run(
         [exe, "vote", "I love this kettle, it is great.", "--labels", "positive,negative", "-n", "57", "--json"],
         cwd=tmp_path, capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL,
-        env=clean_env(CHORUS_RATE_LIMITS="claude-haiku-4-5:rpm=60"),  # a bucket of 54, 1 per second
+        env=clean_env(CHORUS_RATE_LIMITS="claude-haiku-5-5:rpm=60"),  # the default model: 54 at once, 1 per second
     )
     assert proc.returncode == 0, proc.stderr
     run = json.loads(proc.stdout)
@@ -42,7 +42,8 @@ def test_status_limits_shows_each_queue_its_limits_and_what_its_bucket_holds(tmp
     rows = {r["queue"]: r for r in json.loads(proc.stdout)}
     assert rows["llm.claude-haiku-4-5"]["limits"] == "rpm=50,otpm=10000"
     assert rows["llm.claude-haiku-4-5"]["available"] == {"requests": 45.0, "output_tokens": 9000.0}  # 10 % reserve
-    assert rows["llm.m2"] == {"queue": "llm.m2", "limits": "unlimited", "available": {}}
+    assert rows["llm.claude-haiku-4-5"]["pool"] == "claude-haiku-4-5"  # its family's buckets
+    assert rows["llm.m2"] == {"queue": "llm.m2", "pool": "m2", "limits": "unlimited", "available": {}}
     bad = subprocess.run([exe, "status", "--limits"], cwd=tmp_path, capture_output=True, text=True, timeout=60,
                          stdin=subprocess.DEVNULL, env=clean_env(CHORUS_RATE_LIMITS="claude-haiku-4-5:rpm=lots"))
     assert bad.returncode == 2 and "CHORUS_RATE_LIMITS" in bad.stderr and "not a number" in bad.stderr

@@ -14,7 +14,7 @@ from models.tables import OutcomeRole
 from tasks.calls import _usage_fields
 from tasks.requests import build_request, interpret
 from workflows.calls import CallResult, Usage
-from workflows.taskfile import SectionTask, Step
+from workflows.taskfile import SectionTask, Step, closed_schema
 
 SCHEMA = {"type": "object", "required": ["flags"],
           "properties": {"flags": {"type": "array", "items": {"type": "string"}}}}
@@ -36,7 +36,7 @@ def test_a_section_call_sends_the_map_schema_only_to_a_model_with_structured_out
     request = build_request(claim(model, slot=1), config, DOC)
     assert "List the flags." in request.user_text and "-b  brief" in request.user_text
     assert "-a  all" not in request.user_text
-    assert (request.output_schema == SCHEMA) is structured
+    assert (request.output_schema == closed_schema(SCHEMA)) is structured  # sent closed, as the API requires
     assert ("<output_schema>" in request.user_text) is not structured
 
 
