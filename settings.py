@@ -75,6 +75,9 @@ class Settings(BaseSettings):
     max_document_bytes: int = Field(
         default=2_000_000, ge=1, description="A batch document above this size fails with a reason"
     )
+    max_voters: int = Field(
+        default=64, ge=1, le=1000, description="The most voters one vote may have (CLI, API, batches, task files)"
+    )
     schedule_file: Path | None = Field(default=None, description="JSON or TOML file of scheduled jobs (beat)")
     max_cost_usd: float | None = Field(
         default=None, gt=0, description="Budget in US dollars: a submit estimated above it is refused, and a "

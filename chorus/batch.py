@@ -492,7 +492,7 @@ def run_batch(source: Path | str | Prepared, *, pattern: str = "", options: dict
         settings=settings, new_version=new_version)
     budget = max_cost if max_cost is not None else settings.max_cost_usd
     if budget is not None:
-        check_budget(estimate_batch(prepared, settings), budget, f"batch {prepared.name!r}")
+        check_budget(estimate_batch(prepared, settings)[0], budget, f"batch {prepared.name!r}")
     ensure_workers(settings)  # embedded: back-pressure waits for runs to finish, so a worker must run them
     batch_id, created = open_batch(prepared.source, prepared.spec, prepared.name)
     tick = (lambda: on_tick(batch_id)) if on_tick else None
@@ -503,10 +503,10 @@ def run_batch(source: Path | str | Prepared, *, pattern: str = "", options: dict
 
 
 # ----- budgets ----------------------------------------------------------------------------------
-def estimate_batch(prepared: Prepared, settings: Settings) -> Cost:
-    """The estimate (`estimate_plan`, local token counts: one count_tokens call per document and voter
-    would be slow and rate-limited) of the documents a run of the batch would send: all of them but
-    those that already succeeded with the same text, or are still running."""
+def estimate_batch(prepared: Prepared, settings: Settings) -> tuple[Cost, int]:
+    """(the estimate, the documents it covers): `estimate_plan` with local token counts (one count_tokens
+    call per document and voter would be slow and rate-limited) of the documents a run of the batch
+    would send: all of them but those that already succeeded with the same text, or are still running."""
     prepare(settings)
     with Session() as s:
         batch = repo.batch_named(s, prepared.name)
@@ -537,7 +537,7 @@ def estimate_batch(prepared: Prepared, settings: Settings) -> Cost:
             chunk = []
     if chunk:
         price(chunk)
-    return total(costs)
+    return total(costs), len(costs)
 
 
 # ----- cancel -----------------------------------------------------------------------------------

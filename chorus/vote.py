@@ -120,6 +120,9 @@ def plan_vote(
     vote_task = resolve_vote_task(labels, task=task, voters=voters, models=models, quorum=quorum,
                                   tie_policy=tie_policy, low_agreement_below=low_agreement_below)
     panel = resolve_panel(vote_task, settings.default_model)
+    if len(panel) > settings.max_voters:
+        raise ConfigError(f"a vote of {len(panel)} voters is over the limit of {settings.max_voters} "
+                          f"(CHORUS_MAX_VOTERS); use fewer voters, or raise the limit if you mean it")
     _, problem = check_text(text, settings.max_document_bytes)
     if problem is not None:
         raise ConfigError(f"the document cannot be voted on: {problem}")

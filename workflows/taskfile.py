@@ -24,7 +24,9 @@ from workflows.errors import ConfigError
 LABEL_MAX_CHARS = 64
 NAME_MAX_CHARS = 80
 VOTER_NAME_MAX_CHARS = 32  # an outcome's prompt_variant column
-MAX_PANEL = 64  # the most voters one vote may have (a run of 1,000 voters is a bill, not a vote)
+# The most voters a task can name at all; the limit a vote is held to is CHORUS_MAX_VOTERS (64 unless
+# raised), checked when a vote is planned: a run of 1,000 voters is a bill, not a vote.
+MAX_PANEL = 1000
 MAX_COUNT = MAX_PANEL
 PATTERNS = ("vote", "section")
 SPLITS = ("auto", "headings", "paragraphs", "tokens")

@@ -12,8 +12,9 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from chorus.analysis.export import FORMATS, write_export
-from chorus.batch import batch_counts, prepare_batch, run_batch, wait_for_batch
+from chorus.batch import batch_counts, estimate_batch, prepare_batch, run_batch, wait_for_batch
 from chorus.cli.base import (
+    EXIT_OK,
     EXIT_USAGE,
     JsonOpt,
     cli_settings,
@@ -32,7 +33,8 @@ from chorus.taskfile import load_task, looks_like_task_file
 
 def batch(
     source: Annotated[Path, typer.Argument(help="A folder of .txt/.md files, a .jsonl or a .csv (id, text, label).")],
-    pattern: Annotated[str | None, typer.Option("--pattern", "-p", help="vote or section (default: the task's).")]
+    pattern: Annotated[str | None, typer.Option(
+        "--pattern", "-p", help="vote or section (default: the task's, or vote when --labels is given).")]
     = None,
     name: Annotated[str | None, typer.Option(help="The batch's name; the same name resumes it.")] = None,
     labels: Annotated[str | None, typer.Option("--labels", "-l", help="vote: allowed labels.")] = None,
@@ -52,6 +54,8 @@ def batch(
     max_cost: Annotated[float | None, typer.Option(
         "--max-cost", min=0.0, help="Budget in US dollars: refuse when the estimate is above it, stop sending once "
                                     "the recorded spend passes it (default CHORUS_MAX_COST_USD).")] = None,
+    dry_run: Annotated[bool, typer.Option(
+        "--dry-run", help="Only check the input and print what would be sent and its estimated cost.")] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Run a pattern over every document of SOURCE; re-running the same batch resumes it."""
@@ -59,7 +63,7 @@ def batch(
     options: dict[str, Any] = {}
     with errors():
         task_obj = load_task(task) if task and looks_like_task_file(task) else None
-    pattern = pattern or (task_obj.pattern if task_obj else None)
+    pattern = pattern or (task_obj.pattern if task_obj else "vote" if labels else None)
     if pattern is None:
         raise fail("say what to run: --pattern vote --labels a,b, --pattern section, or --task FILE", EXIT_USAGE)
     if pattern == "vote":
@@ -76,6 +80,19 @@ def batch(
         prepared = prepare_batch(source, pattern=pattern, options=options, name=name, max_in_flight=max_in_flight,
                                  settings=settings, new_version=new_version)
         total = count_records(source)
+        estimate, to_send = estimate_batch(prepared, settings)
+    how_counted = "local token counts, output counted at max_tokens, no cache discount"
+    preview = {"batch": prepared.name, "documents": total, "to_send": to_send, "estimated_cost": estimate.to_json(),
+               "note": f"an upper bound: {how_counted}"}
+    if dry_run:
+        if as_json:
+            out.print_json(json.dumps({"dry_run": True, **preview}))
+        else:
+            out.print(f"batch [bold]{prepared.name}[/bold]: {total} document(s), {to_send} to send; estimated cost "
+                      f"at most ${estimate.total_usd:.4f} ({preview['note']}); nothing was sent", highlight=False)
+        raise typer.Exit(EXIT_OK)
+    err.print(f"{to_send} of {total} document(s) to send; estimated cost at most ${estimate.total_usd:.4f} "
+              f"(an estimate: {how_counted})", highlight=False)
     progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                         TextColumn("{task.fields[detail]}"), TimeElapsedColumn(), console=err,
                         disable=as_json and not err.is_terminal)

@@ -51,7 +51,7 @@ def vote(
     document: Annotated[str, typer.Argument(help="The text to classify, or a path to a text file.")],
     labels: Annotated[str | None, typer.Option("--labels", "-l", help="Allowed labels, comma-separated.")] = None,
     task: VoteTaskOpt = None,
-    voters: Annotated[int | None, typer.Option("--voters", "-n", min=1, max=64,
+    voters: Annotated[int | None, typer.Option("--voters", "-n", min=1,
                                                help="Number of voters (default 5, or the task's panel).")] = None,
     model: Annotated[list[str] | None, typer.Option("--model", "-m", help="Model(s); voters cycle through them.")]
     = None,

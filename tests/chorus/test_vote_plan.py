@@ -24,7 +24,8 @@ def test_a_document_larger_than_the_models_context_window_is_refused_before_anyt
                        voters=(VoterSpec(model="claude-sonnet-5-5", effort="extreme"),))}, "effort 'extreme'"),
     ({"task": VoteTask(name="t", labels=(Label("a"), Label("b")),
                        voters=(VoterSpec(model="claude-haiku-4-5", effort="low"),))}, "takes no effort setting"),
-    ({"voters": 65}, "1 to 64 voters"),
+    ({"voters": 65}, "65 voters is over the limit of 64 .CHORUS_MAX_VOTERS."),
+    ({"voters": 1001}, "1 to 1000 voters"),
     ({"gold_label": "c"}, "gold label 'c' is not one of the labels"),
 ])
 def test_bad_vote_input_is_a_config_error_naming_the_problem(options, message):
@@ -61,3 +62,11 @@ def test_a_document_over_the_size_cap_is_refused_naming_the_setting():
     settings = load_settings(max_document_bytes=1000)
     with pytest.raises(ConfigError, match="over the size cap of 1000 bytes .CHORUS_MAX_DOCUMENT_BYTES."):
         plan_vote("x" * 1001, "a,b", settings=settings)
+
+
+def test_the_voter_limit_is_a_setting():
+    from settings import load_settings
+
+    assert len(plan_vote("Some text.", "a,b", voters=100, settings=load_settings(max_voters=100)).panel) == 100
+    with pytest.raises(ConfigError, match="over the limit of 3 .CHORUS_MAX_VOTERS."):
+        plan_vote("Some text.", "a,b", voters=4, settings=load_settings(max_voters=3))

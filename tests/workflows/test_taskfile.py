@@ -210,10 +210,10 @@ def test_concat_needs_a_list_in_the_schema():
 
 
 def test_a_panel_above_the_limit_is_refused():
-    with pytest.raises(TaskFileError, match="1 to 64 voters"):
-        with_vote_overrides(labels_task("a,b", voters=2), voters=65)
-    with pytest.raises(TaskFileError, match="at most 64") as caught:
-        parse(VOTE.replace("count = 2", "count = 64"))
+    with pytest.raises(TaskFileError, match="1 to 1000 voters"):
+        with_vote_overrides(labels_task("a,b", voters=2), voters=1001)
+    with pytest.raises(TaskFileError, match="at most 1000") as caught:
+        parse(VOTE.replace("count = 2", "count = 1000"))
     assert caught.value.field == "voters"
 
 
