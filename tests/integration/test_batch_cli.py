@@ -92,3 +92,19 @@ def test_a_batch_exits_with_the_worst_status_of_its_documents(workers, stub, tmp
         stub.set_rules([])
     assert partial.returncode == 3, partial.stderr  # partial, the same code a single partial vote exits with
     assert json.loads(partial.stdout)["counts"]["partial"] == 2
+
+
+def test_a_dry_run_prints_what_would_be_sent_and_its_cost_and_writes_nothing(workers, stub, tmp_path):
+    source = tmp_path / "dry.jsonl"
+    source.write_text("".join(json.dumps({"id": f"d{i}", "text": "I love it. " * (i + 1)}) + "\n" for i in range(4)))
+    before = len(stub.requests())
+    dry = chorus("batch", str(source), "--labels", "positive,negative", "--voters", "3", "--name", "cli-dry",
+                 "--dry-run", "--json")
+    status = chorus("status", "cli-dry", "--json")
+
+    assert dry.returncode == 0, dry.stderr
+    preview = json.loads(dry.stdout)
+    assert preview["dry_run"] is True and preview["documents"] == 4 and preview["to_send"] == 4
+    assert preview["estimated_cost"]["total_usd"] > 0 and preview["estimated_cost"]["estimated"] is True
+    assert len(stub.requests()) == before  # nothing was called
+    assert status.returncode == 2 and "no run 'cli-dry'" in status.stderr  # no batch row was written
