@@ -132,17 +132,25 @@ def export(
     batch_id: Annotated[str, typer.Argument(help="A batch id (or unique prefix) or name.")],
     fmt: Annotated[str, typer.Option("--format", "-f", help="jsonl or csv.")] = "jsonl",
     output: Annotated[Path | None, typer.Option("--output", "-o", help="File to write (default: stdout).")] = None,
+    as_json: Annotated[bool, typer.Option(
+        "--json", help="With -o: print a JSON summary (documents, file, format) on stdout.")] = False,
 ) -> None:
     """Write one line per document of a batch: status, result, confidence or synthesis, cost."""
     settings = cli_settings()
     if fmt not in FORMATS:
         raise fail(f"unknown format {fmt!r}; use jsonl or csv", EXIT_USAGE)
+    if as_json and output is None:
+        raise fail("--json prints a summary on stdout, where the export goes without -o: give -o FILE "
+                   "(or use --format jsonl, which is JSON already)", EXIT_USAGE)
     with errors():
         if output is None:
             n = write_export(batch_id, fmt, sys.stdout, settings=settings)
         else:
             with output.open("w", encoding="utf-8", newline="") as f:
                 n = write_export(batch_id, fmt, f, settings=settings)
+    if as_json:
+        out.print_json(json.dumps({"documents": n, "output": str(output), "format": fmt}))
+        return
     err.print(f"{n} document(s) exported" + (f" to {output}" if output else ""), highlight=False)
 
 
@@ -150,6 +158,7 @@ def beat(
     check: Annotated[bool, typer.Option("--check", help="Only validate the schedule file and print the jobs.")]
     = False,
     loglevel: Annotated[str, typer.Option(help="Celery log level.")] = "INFO",
+    as_json: Annotated[bool, typer.Option("--json", help="With --check: print the checked jobs as JSON.")] = False,
 ) -> None:
     """Run Celery beat with the jobs of CHORUS_SCHEDULE_FILE (validated first)."""
     settings = cli_settings()
@@ -158,6 +167,9 @@ def beat(
                     EXIT_USAGE)
     with errors():
         jobs = load_jobs(settings.schedule_file)
+    if check and as_json:
+        out.print_json(json.dumps([{**job.model_dump(mode="json"), "describe": job.describe()} for job in jobs]))
+        return
     for job in jobs:
         err.print(f"job {job.name}: {job.describe()}", highlight=False)
     if check:

@@ -80,6 +80,13 @@ def test_chorus_beat_check_validates_the_schedule_file_without_starting_beat(tmp
                           env=env, capture_output=True, text=True, timeout=60, check=False)
     assert done.returncode == code
     assert expected in " ".join(done.stderr.split())
+    if code == 0:
+        as_json = subprocess.run([sys.executable, "-c", "from chorus.cli import app; app()", "beat", "--check",
+                                  "--json"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60, check=False)
+        assert as_json.returncode == 0, as_json.stderr
+        checked = json.loads(as_json.stdout)
+        assert [j["name"] for j in checked] == [j["name"] for j in jobs["jobs"]]
+        assert all(j["describe"] for j in checked)
 
 
 TASK = """name = "mail-urgency"

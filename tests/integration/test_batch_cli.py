@@ -29,6 +29,8 @@ def test_batch_status_and_export_from_the_command_line(workers, stub, tmp_path):
                  "--name", "cli-mixed", "--json")
     status = chorus("status", "cli-mixed", "--json")
     exported = chorus("export", "cli-mixed", "--format", "csv")
+    to_file = chorus("export", "cli-mixed", "--format", "jsonl", "-o", str(tmp_path / "out.jsonl"), "--json")
+    no_file = chorus("export", "cli-mixed", "--json")
 
     assert ran.returncode == 1, ran.stderr  # one document failed: exit 1, the others still ran
     summary = json.loads(ran.stdout)
@@ -36,6 +38,9 @@ def test_batch_status_and_export_from_the_command_line(workers, stub, tmp_path):
                                  "running": 0, "pending": 0}
     assert summary["bad_documents"] == [{"id": "b", "reason": "row 3: the document is only whitespace"}]
     assert status.returncode == 0 and json.loads(status.stdout)["not_succeeded"][0]["id"] == "b"
+    assert json.loads(to_file.stdout) == {"documents": 3, "output": str(tmp_path / "out.jsonl"), "format": "jsonl"}
+    assert len((tmp_path / "out.jsonl").read_text().splitlines()) == 3
+    assert no_file.returncode == 2 and "give -o FILE" in " ".join(no_file.stderr.split())
     rows = list(csv.DictReader(io.StringIO(exported.stdout)))
     assert [(r["id"], r["status"], r["answer"]) for r in rows] == [
         ("a", "succeeded", "positive"), ("b", "failed", ""), ("c", "succeeded", "negative")]
