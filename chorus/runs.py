@@ -11,6 +11,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import datetime as dt
+import gc
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
@@ -88,6 +89,22 @@ def remember(run_id: str, pending: AsyncResult) -> None:
     _pending[run_id] = pending
     while len(_pending) > MAX_PENDING:
         _pending.popitem(last=False)
+
+
+@atexit.register
+def _release_results() -> None:
+    """Celery's AsyncResult unsubscribes from the Redis result backend when it is collected. A result
+    in a reference cycle (a chord's, with its parents) is otherwise collected during interpreter
+    shutdown, after imports are gone, and printed "Exception ignored in AsyncResult.__del__ ...
+    sys.meta_path is None" after every `chorus section`. Unsubscribe them while Python still runs,
+    and leave their late `__del__` nothing to do."""
+    _pending.clear()
+    gc.collect()
+    for result in [o for o in gc.get_objects() if isinstance(o, AsyncResult)]:
+        if result.backend is not None:
+            with contextlib.suppress(Exception):  # best effort on the way out: the process is ending
+                result.backend.remove_pending_result(result)
+            result.backend = None
 
 
 def forget(run_id: str) -> AsyncResult | None:

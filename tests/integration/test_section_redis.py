@@ -119,3 +119,17 @@ def test_a_run_whose_synthesis_callback_was_lost_is_carried_on_by_the_reaper_hoo
     assert run_view.status == "succeeded"
     assert [o.role for o in run_view.outcomes] == [OutcomeRole.SECTION.value] * 3 + [OutcomeRole.SYNTHESIS.value]
     assert run_view.result is not None and markers_in(run_view.result["synthesis"]) == TOPICS[:3]
+
+
+def test_chorus_section_on_redis_exits_cleanly_with_no_noise_at_shutdown(workers, stub, tmp_path):
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    path = tmp_path / "doc.md"
+    path.write_text(document(3))
+    done = subprocess.run([sys.executable, "-m", "chorus.cli", "section", str(path), "--json"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    assert "Exception ignored" not in done.stderr and "Traceback" not in done.stderr, done.stderr[-2000:]
