@@ -356,8 +356,12 @@ def note_rate_limited(settings: Any, model: str) -> None:
     limits = pool_limits(settings.queue_limits, model)
     if not limits.buckets():
         return
-    with contextlib.suppress(Exception):
+    try:
         get_limiter(settings).adjust(pool_key(model), limits, "observe", dict.fromkeys(limits.buckets(), 0.0))
+    except (redis.RedisError, sqlite3.Error, OSError) as exc:  # the limiter is down: fail open, as take_token does
+        log.warning("rate limiter unavailable (%s); the 429 did not empty the %s buckets", exc, pool_key(model))
+    except Exception:  # noqa: BLE001 - a bug here must not stop the slot's retry from being sent
+        log.exception("could not record the 429 on the %s buckets", pool_key(model))
 
 
 def limits_view(settings: Any) -> list[dict[str, Any]]:

@@ -48,23 +48,24 @@ def test_with_cache_aware_dispatch_voters_two_and_three_read_the_shared_prefix_f
 
 def test_without_cache_aware_dispatch_voters_sent_at_once_each_pay_a_cache_write(workers, stub):
     stub.reset()
-    stub.set_latency(1000)  # calls take time, as real ones do, so the voters are in flight together
+    # Each answer is held 2 s, so three voters sent at once are all in flight before any response
+    # begins (the moment the stub, like Anthropic, makes a cache entry readable).
+    stub.set_latency(2000)
     try:
         run = vote(LONG, cache_aware=False)
     finally:
         stub.set_latency(0)
     assert run.status == "succeeded"
     assert run.config["dispatch"]["leaders"] == []
-    # Every request that reached the API before any response could begin (latency 1 s) missed the
-    # entry the others were writing, and paid a write of its own. (On a noisy machine a worker may
-    # send its request late; then it may read, as it would from Anthropic.)
     calls = [r for r in stub.requests() if r["run"] == run.id and r["status"] == 200]
-    first = min(r["time"] for r in calls)
-    together = [r for r in calls if r["time"] - first < 0.5]
-    assert len(together) >= 2
-    assert all(r["cache_read_tokens"] == 0 and r["cache_write_tokens"] > 4096 for r in together)
-    stored = {o.slot: o.cache_write_tokens for o in run.outcomes}
-    assert all(stored[int(r["slot"])] == r["cache_write_tokens"] for r in together)
+    assert sorted(int(r["slot"]) for r in calls) == [0, 1, 2]
+    # Proven from the stub's own log: every request arrived before the first response was sent.
+    first_response = min(r["time"] + r["latency_ms"] / 1000 for r in calls)
+    last_arrival = max(r["time"] for r in calls)
+    assert last_arrival < first_response - 0.1, [(r["slot"], r["time"], r["latency_ms"]) for r in calls]
+    assert all(r["cache_read_tokens"] == 0 and r["cache_write_tokens"] > 4096 for r in calls)
+    stored = {o.slot: (o.cache_write_tokens, o.cache_read_tokens) for o in run.outcomes}
+    assert stored == {int(r["slot"]): (r["cache_write_tokens"], 0) for r in calls}
 
 
 def test_a_short_document_is_neither_marked_nor_made_to_wait(workers, stub):

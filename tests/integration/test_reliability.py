@@ -12,26 +12,38 @@ import os
 import signal
 import time
 from collections import Counter, defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any, TypeVar
 
 import pytest
+from sqlalchemy import select
+from sqlalchemy.orm import selectinload
 
 from chorus.embedded import WorkerProcess
 from chorus.testing import outcome_rows, private_redis, submit_votes, wait_terminal, worker_env
-from chorus.testing.stub.testing import running_stub
+from chorus.testing.stub.testing import StubHandle, running_stub
+from models import OutcomeStatus, Run, Session, WorkerOutcome, get_engine
 from tests.conftest import PG_URL
+from workflows.voting import TiePolicy, tally
+
+T = TypeVar("T")
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 LABELS = "positive,negative,neutral"
-QUEUES = "llm.claude-haiku-4-5"
+MODEL = "claude-haiku-4-5"  # every vote's model (not the default, which may change), the workers' queue
+QUEUES = f"llm.{MODEL}"
 TEXTS = [
     "I love this kettle. It is excellent, fast and quiet.",
     "Terrible. It broke after a day and support never answered.",
     "It is a kettle. It boils water. The box was blue.",
     "Great value, works perfectly, would buy again.",
 ]
+
+
+def cluster_env(**options: Any) -> dict[str, str]:
+    return worker_env(**options, CHORUS_DEFAULT_MODEL=MODEL)
 
 
 def documents(n: int) -> list[str]:
@@ -92,15 +104,45 @@ def requests_by_slot(log: list[dict]) -> dict[tuple[str, int], list[dict]]:
     return by_slot
 
 
-def status_from_slots(slots: list[dict]) -> str:
-    """A vote's status from its slots, by the README's rules (stated here, not imported): a strict
-    majority of the panel must give a valid answer, and one label must lead; no answer at all fails."""
-    answers = Counter(r["answer"] for r in slots if r["status"] == "succeeded" and r["answer"])
-    if not answers:
-        return "failed"
-    top = answers.most_common()
-    decided = len(top) == 1 or top[0][1] > top[1][1]
-    return "succeeded" if sum(answers.values()) >= len(slots) // 2 + 1 and decided else "partial"
+def wait_for(condition: Callable[[], T | None], timeout: float, what: str, every: float = 0.05) -> T:
+    """Poll `condition` until it returns something other than None (or False); fail naming `what`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value is not None and value is not False:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout:g} s waiting for {what}")
+        time.sleep(every)
+
+
+def stored_runs(run_ids: list[str], database_url: str) -> dict[str, Run]:
+    get_engine(database_url)
+    with Session() as s:
+        runs = s.scalars(select(Run).options(selectinload(Run.outcomes)).where(Run.id.in_(run_ids))).all()
+        s.expunge_all()
+    return {run.id: run for run in runs}
+
+
+def assert_every_run_agrees_with_its_slots(run_ids: list[str], database_url: str) -> Counter[str]:
+    """Each stored run's status and answer are what `tally`, under the run's own stored vote rules, makes
+    of its stored slots: succeeded iff at least the quorum gave a valid answer and one label won;
+    partial when some answered but below quorum or tied; failed when none did. A run finished early
+    (its callback fired before a slot ended) or tallied by the reaper from other rows would differ."""
+    runs = stored_runs(run_ids, database_url)
+    assert set(runs) == set(run_ids)
+    wrong = {}
+    for run_id, run in runs.items():
+        config = run.config
+        answers = [o.answer for o in run.outcomes if o.status is OutcomeStatus.SUCCEEDED]
+        expected = tally(answers, config["labels"], failed=len(run.outcomes) - len(answers), quorum=config["quorum"],
+                         tie_policy=TiePolicy(config["tie_policy"]),
+                         low_agreement_below=config["low_agreement_below"])
+        if (run.status.value, run.answer) != (expected.status.value, expected.winner):
+            wrong[run_id] = ((run.status.value, run.answer), (expected.status.value, expected.winner),
+                             [(o.slot, o.status.value, o.answer) for o in run.outcomes])
+    assert wrong == {}
+    return Counter(run.status.value for run in runs.values())
 
 
 def assert_one_row_per_slot_and_all_terminal(run_ids: list[str], rows: list[dict], voters: int) -> None:
@@ -111,10 +153,11 @@ def assert_one_row_per_slot_and_all_terminal(run_ids: list[str], rows: list[dict
 
 
 def test_a_fault_mix_on_a_40_run_batch_ends_every_run_and_retries_only_the_failed_calls(tmp_path, schema):
-    stub_args = ("--fault", "429=0.2,529=0.05,500=0.05,hang=0.02", "--seed", "7", "--hang-s", "2.5",
+    hang_s = 2.5
+    stub_args = ("--fault", "429=0.2,529=0.05,500=0.05,hang=0.02", "--seed", "7", "--hang-s", str(hang_s),
                  "--retry-after", "0.3")
     with private_redis(tmp_path / "redis") as redis, running_stub(latency_ms=20, extra_args=stub_args) as stub:
-        env = worker_env(broker_url=redis.url, database_url=schema, data_dir=tmp_path, stub_url=stub.base_url,
+        env = cluster_env(broker_url=redis.url, database_url=schema, data_dir=tmp_path, stub_url=stub.base_url,
                          CHORUS_CALL_TIMEOUT_S="1.0", CHORUS_RETRY_BACKOFF_S="0.1", CHORUS_RETRY_BACKOFF_MAX_S="1",
                          CHORUS_MAX_ATTEMPTS="4")
         with fleet(tmp_path, env) as workers:
@@ -123,13 +166,18 @@ def test_a_fault_mix_on_a_40_run_batch_ends_every_run_and_retries_only_the_faile
             workers.ready()
             run_ids = submit_votes(env, documents(40), LABELS, voters=5)
             statuses = wait_terminal(run_ids, timeout=120, database_url=schema)
-        time.sleep(2.6)  # a hung request is logged when its bounded hang ends
-        log = stub.requests()
+        rows = outcome_rows(run_ids, schema)
+        # The stub logs a hung request only when its bounded hang ends, after the client gave up on it:
+        # wait until the log holds every attempt the slots counted (a missing one fails here, by name).
+        attempts = sum(r["attempts"] for r in rows)
+        log = wait_for(lambda: logged_at_least(stub, attempts), timeout=hang_s + 10,
+                       what=f"the stub to log the {attempts} attempts the slots counted")
 
     assert len(statuses) == 40
     assert all(s in ("succeeded", "partial", "failed") for s in statuses.values()), statuses
-    rows = outcome_rows(run_ids, schema)
     assert_one_row_per_slot_and_all_terminal(run_ids, rows, voters=5)
+    by_status = assert_every_run_agrees_with_its_slots(run_ids, schema)
+    assert sum(by_status.values()) == 40
     faults = Counter(e.get("fault") for e in log)
     assert faults["429"] > 10 and faults["500"] > 0 and faults["529"] > 0 and faults["hang"] > 0, faults
 
@@ -150,49 +198,100 @@ def test_a_fault_mix_on_a_40_run_batch_ends_every_run_and_retries_only_the_faile
             assert "gave up after 4 attempt(s)" in row["error"]
         retried += len(entries) > 1
     assert retried >= 20  # the mix really did make slots retry
-    assert len(log) == sum(r["attempts"] for r in rows)
+    assert len(log) == attempts
+
+
+def logged_at_least(stub: StubHandle, n: int) -> list[dict[str, Any]] | None:
+    log = stub.requests(bodies=False)
+    return log if len(log) >= n else None
+
+
+def slots_of(hostname: str, status: OutcomeStatus, database_url: str) -> set[tuple[str, int]]:
+    """Slots in `status` whose last claim was taken by the worker `hostname` (RUNNING: it holds them and
+    wrote no outcome yet)."""
+    get_engine(database_url)
+    with Session() as s:
+        rows = s.execute(select(WorkerOutcome.run_id, WorkerOutcome.slot).where(
+            WorkerOutcome.hostname == hostname, WorkerOutcome.status == status)).all()
+    return {(run_id, slot) for run_id, slot in rows}
+
+
+def busy_and_warm(hostname: str, concurrency: int, database_url: str) -> bool:
+    """The worker has answered a call in each of its pool processes (their first call also opens the
+    SDK's client and connection, which is slow) and now holds two slots: its requests are out."""
+    return (len(slots_of(hostname, OutcomeStatus.SUCCEEDED, database_url)) >= concurrency
+            and len(slots_of(hostname, OutcomeStatus.RUNNING, database_url)) >= 2)
 
 
 def test_killing_one_of_two_workers_twice_mid_batch_loses_and_duplicates_nothing(tmp_path, schema):
-    with private_redis(tmp_path / "redis") as redis, running_stub(latency_ms=150) as stub:
+    concurrency = 3
+    # Calls take 300 ms, so a batch of 200 outlasts a worker's restart and the second kill lands mid-batch too.
+    with private_redis(tmp_path / "redis") as redis, running_stub(latency_ms=300) as stub:
         # Beat runs the reaper, as in production: kombu's Redis transport loses a message it has
         # popped but not yet recorded as unacked when the worker dies in between (BRPOP, kombu
         # #305); the reaper sends such a never-claimed slot again, once.
-        env = worker_env(broker_url=redis.url, database_url=schema, data_dir=tmp_path, stub_url=stub.base_url,
+        env = cluster_env(broker_url=redis.url, database_url=schema, data_dir=tmp_path, stub_url=stub.base_url,
                          CHORUS_VISIBILITY_TIMEOUT_S="5", CHORUS_RETRY_BACKOFF_S="0.1", CHORUS_REAP_INTERVAL_S="2",
                          CHORUS_REAP_GRACE_S="3", CHORUS_REAP_RESEND_AFTER_S="10", CHORUS_REAP_AFTER_S="90")
         with fleet(tmp_path, env) as workers:
-            workers.start("llm-a", pool="prefork", concurrency=3)
-            workers.start("llm-b", pool="prefork", concurrency=3)
+            workers.start("llm-a", pool="prefork", concurrency=concurrency)
+            workers.start("llm-b", pool="prefork", concurrency=concurrency)
             workers.start("callbacks", "callbacks", pool="solo", concurrency=1,
                           extra_args=("--beat", "--schedule", str(tmp_path / "beat-schedule")))
             workers.ready()
             run_ids = submit_votes(env, documents(40), LABELS, voters=5)
-            kills = 0
-            for victim in ("llm-a", "llm-a"):
-                time.sleep(1.0)
-                workers.kill(victim)
-                kills += 1
-                workers.start(victim, pool="prefork", concurrency=3).wait_ready()
+            kills: list[tuple[float, set[tuple[str, int]]]] = []  # (when, the slots the dead worker held)
+            for _ in range(2):
+                victim = workers.procs["llm-a"].hostname
+                wait_for(lambda: busy_and_warm(victim, concurrency, schema), timeout=30,  # noqa: B023 - called now
+                         what=f"{victim} to answer {concurrency} calls and hold two slots")
+                killed_at = time.time()
+                workers.kill("llm-a")
+                # Read after the death: these claims can no longer be finished by their holder.
+                kills.append((killed_at, slots_of(victim, OutcomeStatus.RUNNING, schema)))
+                workers.start("llm-a", pool="prefork", concurrency=concurrency).wait_ready()
             statuses = wait_terminal(run_ids, timeout=120, database_url=schema)
-        log = stub.requests()
+        log = stub.requests(bodies=False)
 
-    assert kills == 2
     assert len(statuses) == 40 and set(statuses.values()) == {"succeeded"}, Counter(statuses.values())
     rows = outcome_rows(run_ids, schema)
     assert_one_row_per_slot_and_all_terminal(run_ids, rows, voters=5)
     assert all(r["status"] == "succeeded" for r in rows)
-    # The kills interrupted calls in flight; their redelivered tasks called again, nobody else did.
-    calls = Counter((e["run"], int(e["slot"])) for e in log if e.get("run"))
+    assert assert_every_run_agrees_with_its_slots(run_ids, schema) == {"succeeded": 40}
+    calls = requests_by_slot(log)
     assert set(calls) == {(r["run"], r["slot"]) for r in rows}
-    assert sum(calls.values()) - len(calls) <= 2 * 3 * 2  # at most the killed workers' in-flight tasks
+    attempts = {(r["run"], r["slot"]): r["attempts"] for r in rows}
+    stranded = {key: at for at, held in kills for key in held}
+    assert len(stranded) == sum(len(held) for _, held in kills)  # no slot was held by both dead workers
+    interrupted = 0
+    for key, entries in calls.items():
+        if key not in stranded:
+            assert len(entries) == 1 and attempts[key] == 1, (key, entries)  # nobody else was called twice
+            continue
+        # A slot the dead worker held is claimed once more (its lease ran out) and finished by the new
+        # holder. It was called at most twice: once by the dead worker, if the kill came after its
+        # request went out (the answer died with the process), and once by the new holder. The new
+        # holder's answer ends the slot, so no third call can happen.
+        killed_at = stranded[key]
+        assert attempts[key] == 2 and len(entries) in (1, 2), (key, entries)
+        assert entries[-1]["time"] > killed_at and entries[-1]["status"] == 200, (key, entries)
+        if len(entries) == 2:
+            assert entries[0]["time"] < killed_at + 0.5, (key, entries)  # sent by the worker that died
+            interrupted += 1
+    # Each kill caught a call in flight: a request of a slot the dead worker held had reached the API
+    # before the kill, and was made again after it.
+    for killed_at, held in kills:
+        assert any(len(calls[key]) == 2 and calls[key][0]["time"] < killed_at for key in held), (killed_at, held)
+    # The only duplicate calls are those interrupted calls: at most one per slot a dead worker held,
+    # so at most 2 kills x 3 pool processes in all.
+    assert sum(len(entries) - 1 for entries in calls.values()) == interrupted <= 2 * concurrency
 
 
 def test_a_redis_outage_mid_batch_is_survived(tmp_path, schema):
     with private_redis(tmp_path / "redis") as redis, running_stub(latency_ms=60) as stub:
         # Beat runs the reaper every 2 s: a chord whose callback was lost with the connection is
         # finished from what was stored, and a slot whose message was lost is failed after 45 s.
-        env = worker_env(broker_url=redis.url, database_url=schema, data_dir=tmp_path, stub_url=stub.base_url,
+        env = cluster_env(broker_url=redis.url, database_url=schema, data_dir=tmp_path, stub_url=stub.base_url,
                          CHORUS_VISIBILITY_TIMEOUT_S="6", CHORUS_RETRY_BACKOFF_S="0.1", CHORUS_REAP_INTERVAL_S="2",
                          CHORUS_REAP_GRACE_S="3", CHORUS_REAP_AFTER_S="45")
         with fleet(tmp_path, env) as workers:
@@ -203,7 +302,8 @@ def test_a_redis_outage_mid_batch_is_survived(tmp_path, schema):
                           extra_args=("--beat", "--schedule", str(tmp_path / "beat-schedule")))
             workers.ready()
             run_ids = submit_votes(env, documents(40), LABELS, voters=5)
-            time.sleep(0.5)
+            wait_for(lambda: sum(r["status"] == "succeeded" for r in outcome_rows(run_ids, schema)) >= 10,
+                     timeout=30, what="the batch to get going (10 slots answered)")
             before = wait_terminal(run_ids, timeout=0, database_url=schema)
             redis.stop()
             time.sleep(2.0)
@@ -216,18 +316,18 @@ def test_a_redis_outage_mid_batch_is_survived(tmp_path, schema):
     open_runs = {r for r, s in statuses.items() if s not in ("succeeded", "partial", "failed")}
     assert not open_runs, (Counter(statuses.values()), Counter(r["status"] for r in rows if r["run"] in open_runs))
     assert_one_row_per_slot_and_all_terminal(run_ids, rows, voters=5)
-    # Whatever the outage cost is said in words on the slot, and every run's status agrees with its
-    # slots (a run whose callback was lost is tallied by the reaper from the same rows).
+    # Whatever the outage cost is said in words on the slot, and every run's status and answer agree
+    # with its slots by the vote rules: 4 of 5 answers that agree is a success, not a partial
+    # (a run whose callback was lost is tallied by the reaper from the same rows).
     assert all(r["error"] for r in rows if r["status"] == "failed")
-    expected = {run: status_from_slots([r for r in rows if r["run"] == run]) for run in run_ids}
-    assert {run: st for run, st in statuses.items() if st != expected[run]} == {}
+    assert sum(assert_every_run_agrees_with_its_slots(run_ids, schema).values()) == 40
 
 
 def test_four_workers_share_one_rate_limit_and_the_stub_never_answers_429(tmp_path, schema):
     rpm = 120
     with private_redis(tmp_path / "redis") as redis, running_stub(latency_ms=20,
                                                                    extra_args=("--rpm", str(rpm))) as stub:
-        env = worker_env(broker_url=redis.url, database_url=schema, data_dir=tmp_path, stub_url=stub.base_url,
+        env = cluster_env(broker_url=redis.url, database_url=schema, data_dir=tmp_path, stub_url=stub.base_url,
                          CHORUS_RATE_LIMITS=f"claude-haiku-4-5:rpm={rpm}", CHORUS_RETRY_BACKOFF_S="0.1")
         # Queued before any worker runs, so demand exceeds the bucket from the first second.
         run_ids = submit_votes(env, documents(28), LABELS, voters=5)  # 140 calls: a full bucket + 30

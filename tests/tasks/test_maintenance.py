@@ -100,13 +100,15 @@ def test_waiting_in_embedded_mode_runs_the_reaper_check_itself(db):
     assert run.status == "succeeded" and run.answer == "negative"
 
 
-def test_beat_runs_the_reaper_on_the_callbacks_queue():
-    from worker import app
+@pytest.mark.parametrize("interval_s", [7.5, 13.0])  # neither is the default of 60 s
+def test_beat_runs_the_reaper_on_the_callbacks_queue_every_reap_interval(interval_s):
+    from worker import make_app
     from workflows.queues import CALLBACK_QUEUE
 
+    app = make_app(load_settings(reap_interval_s=interval_s), set_as_current=False)
     entry = app.conf.beat_schedule["chorus-reaper"]
     assert entry["task"] == "chorus.maintenance.reap" and entry["task"] in app.tasks
-    assert entry["schedule"] == load_settings().reap_interval_s
+    assert entry["schedule"] == interval_s
     assert app.amqp.router.route({}, "chorus.maintenance.reap")["queue"].name == CALLBACK_QUEUE
 
 

@@ -60,7 +60,11 @@ def test_agreement_without_gold_reports_rates_shares_kappa_and_low_agreement_ite
     assert report.winning_share == {"1/3": 1, "2/3": 1, "3/3": 2}
     assert report.low_agreement == ["3"]
     assert report.vote_accuracy is None and report.pairs == []
-    assert -1 <= report.fleiss_kappa <= 1
+    # Fleiss' kappa by hand (3 raters, 4 items; counts of a/b/c per item: 3/0/0, 2/1/0, 1/1/1, 0/3/0).
+    # Per-item agreement P_i = (sum n_ij^2 - 3) / (3 * 2): 1, 1/3, 0, 1, so P-bar = 7/12.
+    # Category shares p_j = 6/12, 5/12, 1/12, so P_e = (36 + 25 + 1) / 144 = 31/72.
+    # kappa = (7/12 - 31/72) / (1 - 31/72) = (11/72) / (41/72) = 11/41.
+    assert report.fleiss_kappa == pytest.approx(11 / 41)
 
 
 def test_voters_that_are_wrong_together_show_double_faults_agreement_when_wrong_and_fewer_effective_voters():

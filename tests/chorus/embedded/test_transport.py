@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import threading
+import time
 from queue import Empty
 
-from kombu import Connection, Queue
+import pytest
+from kombu import Connection, Consumer, Queue
 
 from chorus.embedded.transport import MAX_BLOCK_S, Transport
 
@@ -52,5 +54,26 @@ def test_a_consumer_racing_a_producer_only_ever_reads_whole_messages(tmp_path):
     assert not [p.name for p in tmp_path.iterdir() if p.name.endswith(".partial")]
 
 
-def test_each_blocking_poll_is_capped():
-    assert MAX_BLOCK_S <= 0.1
+@pytest.mark.parametrize("asked", [2.0, None])
+def test_a_poll_of_an_empty_queue_returns_within_the_cap_whatever_timeout_it_was_given(tmp_path, asked):
+    # Celery's synloop polls with a long (or no) timeout and looks at its shutdown flag only in between.
+    outcome: list[BaseException | float] = []
+
+    def poll() -> None:
+        with connection(tmp_path) as conn:
+            Consumer(conn.channel(), [Queue("llm.model-1", routing_key="llm.model-1")],
+                     callbacks=[lambda body, message: None]).consume()
+            started = time.monotonic()
+            try:
+                conn.drain_events(timeout=asked)
+            except TimeoutError:  # kombu's socket.timeout: nothing arrived
+                outcome.append(time.monotonic() - started)
+            except BaseException as exc:  # noqa: BLE001 - the test reports whatever else happened
+                outcome.append(exc)
+
+    poller = threading.Thread(target=poll, daemon=True)  # uncapped, timeout=None would block for ever
+    poller.start()
+    poller.join(5)
+    assert not poller.is_alive(), f"drain_events(timeout={asked}) was still blocking after 5 s"
+    assert len(outcome) == 1 and isinstance(outcome[0], float), outcome
+    assert outcome[0] < MAX_BLOCK_S + 0.3, f"an empty poll took {outcome[0]:.2f} s (cap {MAX_BLOCK_S} s)"
