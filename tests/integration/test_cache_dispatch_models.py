@@ -33,8 +33,11 @@ def test_two_models_each_send_a_leader_first_and_their_followers_only_after_both
     assert run.config["dispatch"]["followers"] == [2, 3, 4]
 
     # Stored timestamps: every follower started after BOTH leaders had finished, not only its own.
-    leaders_done = max(by_slot[0].finished_at, by_slot[1].finished_at)
-    assert all(by_slot[s].started_at >= leaders_done for s in (2, 3, 4))
+    finished = [by_slot[s].finished_at for s in (0, 1)]
+    started = [by_slot[s].started_at for s in (2, 3, 4)]
+    assert all(t is not None for t in finished + started)
+    leaders_done = max(t for t in finished if t is not None)
+    assert all(t is not None and t >= leaders_done for t in started)
     # The API's side: no follower's request arrived before both leaders' responses had been sent.
     log = {int(r["slot"]): r for r in stub.requests() if r["run"] == run.id and r["status"] == 200}
     assert sorted(log) == [0, 1, 2, 3, 4]
