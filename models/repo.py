@@ -178,6 +178,12 @@ def count_open_slots(s: OrmSession, run_id: str) -> int:
         WorkerOutcome.run_id == run_id, WorkerOutcome.status.in_(OPEN_OUTCOME))) or 0
 
 
+def slot_progress(s: OrmSession, run_id: str) -> tuple[int, int]:
+    """(slots finished, slots so far) of a run: a progress bar's figures (synthesis steps add slots)."""
+    total = s.scalar(select(func.count()).select_from(WorkerOutcome).where(WorkerOutcome.run_id == run_id)) or 0
+    return total - count_open_slots(s, run_id), total
+
+
 def run_inputs(s: OrmSession, run_id: str) -> tuple[dict[str, Any], str]:
     """The run's config and its document text (both immutable once submitted)."""
     row = s.execute(

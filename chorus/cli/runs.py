@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
+from collections.abc import Callable, Iterator
 from importlib import resources
 from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from chorus.budget import check_budget, estimate_plan
 from chorus.cli.base import (
@@ -31,7 +34,7 @@ from chorus.runs import get_run, prepare, wait_for_run
 from chorus.section import SectionPlan, plan_section, submit_section_plan
 from chorus.taskfile import load_section_task, load_vote_task, looks_like_task_file
 from chorus.vote import VotePlan, plan_vote, submit_plan
-from models import Pattern, Session, repo
+from models import Pattern, Session, in_session, repo
 from settings import Settings
 from workflows.errors import NotFoundError
 
@@ -116,12 +119,43 @@ def section(
     sent: dict[str, str] = {}
     with errors(), workers_for(settings, leftover=lambda: left_in_run(sent.get("run"), settings)) as workers:
         run_id = sent["run"] = submit_section_plan(plan, settings=settings)
-        run = wait_for_run(run_id, timeout=timeout, settings=settings, check=workers.check if workers else None)
+        with calls_progress(run_id, settings, hidden=len(plan.sections) < PROGRESS_FROM_SECTIONS
+                            or (as_json and not err.is_terminal),
+                            check=workers.check if workers else None) as check:
+            run = wait_for_run(run_id, timeout=timeout, settings=settings, check=check)
     if as_json:
         out.print_json(json.dumps(run.to_json(raw=True)))
     else:
         print_section_run(run)
     raise typer.Exit(exit_code([run.status]))
+
+
+PROGRESS_FROM_SECTIONS = 8  # a shorter run ends before a bar would say anything
+PROGRESS_EVERY_S = 0.5
+
+
+@contextlib.contextmanager
+def calls_progress(run_id: str, settings: Settings, *, hidden: bool, check: Callable[[], None] | None
+                   ) -> Iterator[Callable[[], None]]:
+    """A progress bar on stderr of a long sectioning run's calls (sections, then synthesis steps),
+    refreshed from the database every half second while `wait_for_run` waits; the `check` to pass it."""
+    progress = Progress(TextColumn("[bold]section"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                        console=err, disable=hidden)
+    bar = progress.add_task("calls", total=None)
+    last = 0.0
+
+    def tick() -> None:
+        nonlocal last
+        if check is not None:
+            check()
+        if hidden or time.monotonic() - last < PROGRESS_EVERY_S:
+            return
+        last = time.monotonic()
+        done, total = in_session(lambda s: repo.slot_progress(s, run_id), write=False)
+        progress.update(bar, completed=done, total=total)
+
+    with progress:
+        yield tick
 
 
 def within_budget(plan: VotePlan | SectionPlan, max_cost: float | None, settings: Settings, what: str) -> Settings:
