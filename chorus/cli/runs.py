@@ -66,6 +66,7 @@ def vote(
         "--cache-aware/--no-cache-aware", help="Send one voter per model first so the rest read the prompt cache.")
     ] = True,
     max_cost: MaxCostOpt = None,
+    dry_run: DryRunOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Send one document to N voters and print the tally."""
@@ -79,6 +80,8 @@ def vote(
         plan = plan_vote(text, labels, task=vote_task, voters=voters, models=model, quorum=quorum,
                          tie_policy=tie_policy, cache_aware=cache_aware,
                          external_id=Path(document).name if Path(document).is_file() else None, settings=settings)
+    if dry_run:
+        print_estimate(plan, settings, "vote", as_json)
     settings = within_budget(plan, max_cost, settings, "this vote")
     sent: dict[str, str] = {}
     with errors(), workers_for(settings, leftover=lambda: left_in_run(sent.get("run"), settings)) as workers:
@@ -102,6 +105,7 @@ def section(
     model: Annotated[str | None, typer.Option("--model", "-m", help="Model of the section workers.")] = None,
     timeout: Annotated[float | None, typer.Option(help="Seconds to wait for the result.")] = None,
     max_cost: MaxCostOpt = None,
+    dry_run: DryRunOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Split a document into sections, one worker per section, then synthesize their outputs."""
@@ -113,6 +117,8 @@ def section(
         plan = plan_section(text, task=section_task, how=how, model=model, max_tokens=max_tokens,
                             overlap_tokens=overlap,
                             external_id=Path(file).name if Path(file).is_file() else None, settings=settings)
+    if dry_run:
+        print_estimate(plan, settings, "section", as_json)
     err.print(f"{len(plan.sections)} section(s) by {plan.how.value}; sending one worker per section",
               highlight=False)
     settings = within_budget(plan, max_cost, settings, "this sectioning run")
@@ -156,6 +162,26 @@ def calls_progress(run_id: str, settings: Settings, *, hidden: bool, check: Call
 
     with progress:
         yield tick
+
+
+DryRunOpt = Annotated[bool, typer.Option(
+    "--dry-run", help="Only check the input and print the calls it would make and their estimated cost.")]
+
+
+def print_estimate(plan: VotePlan | SectionPlan, settings: Settings, what: str, as_json: bool) -> None:
+    """`--dry-run`: the estimate (an upper bound) of the run, and exit 0 with nothing sent."""
+    with errors():
+        cost = estimate_plan(plan, settings)
+    calls = len(plan.panel) if isinstance(plan, VotePlan) else len(plan.sections)
+    note = "an upper bound: prompts counted, output at max_tokens, no cache discount"
+    if as_json:
+        out.print_json(json.dumps({"dry_run": True, "pattern": what, "calls": calls,
+                                   "estimated_cost": cost.to_json(), "note": note}))
+    else:
+        unit = "voter" if isinstance(plan, VotePlan) else "section"
+        out.print(f"{what}: {calls} {unit}(s); estimated cost at most ${cost.total_usd:.6f} ({note}); "
+                  f"nothing was sent", highlight=False)
+    raise typer.Exit(EXIT_OK)
 
 
 def within_budget(plan: VotePlan | SectionPlan, max_cost: float | None, settings: Settings, what: str) -> Settings:

@@ -26,6 +26,9 @@ def test_a_document_larger_than_the_models_context_window_is_refused_before_anyt
                        voters=(VoterSpec(model="claude-haiku-4-5", effort="low"),))}, "takes no effort setting"),
     ({"voters": 65}, "65 voters is over the limit of 64 .CHORUS_MAX_VOTERS."),
     ({"voters": 1001}, "1 to 1000 voters"),
+    ({"voters": "3"}, "the number of voters must be a whole number, got '3'"),
+    ({"quorum": 9}, "quorum must be between 1 and 5"),
+    ({"tie_policy": "random"}, "unknown tie policy 'random'; use one of: none, first"),
     ({"gold_label": "c"}, "gold label 'c' is not one of the labels"),
 ])
 def test_bad_vote_input_is_a_config_error_naming_the_problem(options, message):

@@ -138,3 +138,15 @@ def test_the_readmes_task_file_examples_run_as_written_on_a_fresh_machine(tmp_pa
     jsonschema.validate(value, schema)
     assert [o["flag"] for o in value["options"]][:3] == ["-a", "-b", "-o"]
     assert pids_matching(str(tmp_path)) == []
+
+
+@pytest.mark.parametrize("command", [["vote", "Some text to vote on.", "--labels", "a,b"],
+                                     ["section", "# One\nfirst part.\n\n# Two\nsecond part."]])
+def test_a_dry_run_prints_the_estimate_and_sends_nothing(tmp_path, command):
+    done = chorus(*command, "--dry-run", "--json", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    preview = json.loads(done.stdout)
+    assert preview["dry_run"] is True and preview["calls"] in (5, 2)
+    assert preview["estimated_cost"]["total_usd"] > 0 and preview["estimated_cost"]["estimated"] is True
+    assert "embedded mode" not in done.stderr  # no worker was started
+    assert not (tmp_path / ".chorus" / "broker").exists() or not any((tmp_path / ".chorus" / "broker").rglob("*.msg"))
