@@ -120,9 +120,6 @@ def plan_vote(
     vote_task = resolve_vote_task(labels, task=task, voters=voters, models=models, quorum=quorum,
                                   tie_policy=tie_policy, low_agreement_below=low_agreement_below)
     panel = resolve_panel(vote_task, settings.default_model)
-    if len(panel) > settings.max_voters:
-        raise ConfigError(f"a vote of {len(panel)} voters is over the limit of {settings.max_voters} "
-                          f"(CHORUS_MAX_VOTERS); use fewer voters, or raise the limit if you mean it")
     _, problem = check_text(text, settings.max_document_bytes)
     if problem is not None:
         raise ConfigError(f"the document cannot be voted on: {problem}")
@@ -142,7 +139,11 @@ def plan_vote(
 
 
 def check_panel_models(panel: Sequence[Voter], settings: Settings) -> None:
-    """Every voter's model has a queue, and its effort (if any) is one the model offers."""
+    """The panel is within CHORUS_MAX_VOTERS, every voter's model has a queue, and its effort (if any)
+    is one the model offers."""
+    if len(panel) > settings.max_voters:
+        raise ConfigError(f"a vote of {len(panel)} voters is over the limit of {settings.max_voters} "
+                          f"(CHORUS_MAX_VOTERS); use fewer voters, or raise the limit if you mean it")
     unknown = sorted({v.model for v in panel} - set(settings.model_list))
     if unknown:
         raise ConfigError(

@@ -43,7 +43,9 @@ def test_check_json_shows_the_panel_every_prompt_and_a_cost_per_document():
     ("change", "expected"),
     [
         (lambda t: t.replace('name = "normal"', 'name = "URGENT"'), "field `labels[1].name`: label 'URGENT' repeats"),
-        (lambda t: t.replace("count = 2", "count = 100"), "field `voters[0].count`"),
+        (lambda t: t.replace("count = 2", "count = 100"),
+         "a vote of 101 voters is over the limit of 64 (CHORUS_MAX_VOTERS)"),
+        (lambda t: t.replace("count = 2", "count = 1001"), "field `voters[0].count`"),
         (lambda t: t.replace('effort = "low"', 'effort = "extreme"'),
          "effort 'extreme' is not offered by claude-sonnet-5-5; use one of: low"),
         (lambda t: t.replace('model = "claude-sonnet-5-5"', 'model = "claude-nope-1"'),
