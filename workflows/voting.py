@@ -138,7 +138,10 @@ SYSTEM_TEMPLATE = (
 )
 REPLY_LINE = "Reply with a single line of the form `Answer: <label>`."
 REPLY_JSON = "Give the label in the `label` field of the JSON reply, and one short sentence in `reason`."
-STRUCTURED_MAX_TOKENS = 256
+# {"label": <at most 64 characters, ~20 tokens>, "reason": <one short sentence, ~40>} and the JSON around
+# them come to about 70 tokens; twice that leaves room without inflating the rate limiter's output
+# reservation and the cost estimate, which count max_tokens.
+STRUCTURED_MAX_TOKENS = 160
 EFFORT_MAX_TOKENS = 2048  # effort lets the model think first; thinking counts toward max_tokens
 
 

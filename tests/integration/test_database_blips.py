@@ -18,10 +18,10 @@ from collections import Counter
 import psycopg
 import pytest
 
-from chorus.testing import outcome_rows, private_redis, worker_env
+from chorus.testing import outcome_rows, private_redis
 from chorus.testing.stub.testing import running_stub
 from tests.conftest import PG_DB, ROOT
-from tests.integration.test_reliability import LABELS, documents, fleet, schema  # noqa: F401  (a fixture)
+from tests.integration.test_reliability import LABELS, cluster_env, documents, fleet, schema  # noqa: F401  (a fixture)
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -41,7 +41,7 @@ def test_terminated_database_connections_mid_batch_fail_no_paid_slot_and_no_run(
     source = tmp_path / "docs.jsonl"
     source.write_text("".join(json.dumps({"id": f"d{i}", "text": t}) + "\n" for i, t in enumerate(documents(DOCS))))
     with private_redis(tmp_path / "redis") as redis, running_stub(latency_ms=300) as stub:
-        env = worker_env(broker_url=redis.url, database_url=schema, data_dir=tmp_path, stub_url=stub.base_url,
+        env = cluster_env(broker_url=redis.url, database_url=schema, data_dir=tmp_path, stub_url=stub.base_url,
                          CHORUS_REAP_AFTER_S="600")
         with fleet(tmp_path, env) as workers:
             workers.start("llm", pool="prefork", concurrency=4)

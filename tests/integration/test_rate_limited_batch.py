@@ -18,10 +18,10 @@ from collections import Counter
 
 import pytest
 
-from chorus.testing import outcome_rows, private_redis, worker_env
+from chorus.testing import outcome_rows, private_redis
 from chorus.testing.stub.testing import running_stub
 from tests.conftest import ROOT
-from tests.integration.test_reliability import LABELS, documents, fleet, schema  # noqa: F401  (a fixture)
+from tests.integration.test_reliability import LABELS, cluster_env, documents, fleet, schema  # noqa: F401  (a fixture)
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -36,7 +36,7 @@ def test_a_batch_under_a_tight_shared_rate_limit_calls_every_slot_within_its_att
     source.write_text("".join(json.dumps({"id": f"d{i}", "text": t}) + "\n" for i, t in enumerate(documents(DOCS))))
     stub_args = ("--rpm", str(RPM), "--fault", "429=0.1,529=0.05,500=0.05", "--seed", "11", "--retry-after", "1")
     with private_redis(tmp_path / "redis") as redis, running_stub(latency_ms=20, extra_args=stub_args) as stub:
-        env = worker_env(broker_url=redis.url, database_url=schema, data_dir=tmp_path, stub_url=stub.base_url,
+        env = cluster_env(broker_url=redis.url, database_url=schema, data_dir=tmp_path, stub_url=stub.base_url,
                          CHORUS_RATE_LIMITS=f"claude-haiku-4-5:rpm={RPM}", CHORUS_MAX_ATTEMPTS=str(MAX_ATTEMPTS),
                          # A short longest reservation: a slot far back in the line waits, wakes, and waits again,
                          # many times over (the issue saw 573 MaxRetriesExceededError this way).

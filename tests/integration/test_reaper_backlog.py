@@ -12,9 +12,9 @@ from collections import Counter
 
 import pytest
 
-from chorus.testing import outcome_rows, private_redis, submit_votes, wait_terminal, worker_env
+from chorus.testing import outcome_rows, private_redis, submit_votes, wait_terminal
 from chorus.testing.stub.testing import running_stub
-from tests.integration.test_reliability import LABELS, documents, fleet, schema  # noqa: F401  (a fixture)
+from tests.integration.test_reliability import LABELS, cluster_env, documents, fleet, schema  # noqa: F401  (a fixture)
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -23,7 +23,7 @@ DOCS, VOTERS = 8, 3
 
 def test_the_reaper_re_sends_nothing_that_is_only_queued(tmp_path, schema):  # noqa: F811
     with private_redis(tmp_path / "redis") as redis, running_stub(latency_ms=400) as stub:
-        env = worker_env(broker_url=redis.url, database_url=schema, data_dir=tmp_path, stub_url=stub.base_url,
+        env = cluster_env(broker_url=redis.url, database_url=schema, data_dir=tmp_path, stub_url=stub.base_url,
                          CHORUS_REAP_INTERVAL_S="2", CHORUS_REAP_GRACE_S="3", CHORUS_REAP_RESEND_AFTER_S="5",
                          CHORUS_REAP_AFTER_S="600")
         with fleet(tmp_path, env) as workers:

@@ -78,6 +78,7 @@ def test_five_redis_restarts_under_load_leave_no_worker_dead_no_run_open_and_no_
         # the call timeout stays well inside it. The reaper (beat, every 2 s) tallies a run whose
         # callback was lost and re-sends a slot whose message was lost.
         env = worker_env(broker_url=redis.url, database_url=schema, data_dir=tmp_path, stub_url=stub.base_url,
+                         CHORUS_DEFAULT_MODEL=LLM_QUEUE.removeprefix("llm."),
                          CHORUS_VISIBILITY_TIMEOUT_S="15", CHORUS_CALL_TIMEOUT_S="4",
                          CHORUS_RATE_LIMIT_MAX_WAIT_S="2", CHORUS_RETRY_BACKOFF_S="0.1",
                          CHORUS_REAP_INTERVAL_S="2", CHORUS_REAP_GRACE_S="3", CHORUS_REAP_RESEND_AFTER_S="20",

@@ -116,7 +116,7 @@ def test_options_override_the_tasks_fields():
         (MAN, {"task": replace(CONCAT, map=Step(MAP))}, "field `merge`: merge = \"concat\" joins JSON arrays"),
         (MAN, {"task": replace(CONCAT, map=Step(MAP, output_schema={"type": "list"}))},
          "field `map.output_schema.type`: unknown JSON type 'list'"),
-        (MAN, {"task": replace(CONCAT, map=Step(MAP, output_schema={"type": "array", "minItems": "one"}))},
+        (MAN, {"task": replace(CONCAT, map=Step(MAP, output_schema={"type": "array", "uniqueItems": "yes"}))},
          "field `map.output_schema`: is not a valid JSON schema"),
         (MAN, {"task": replace(BY_MODEL, reduce=None, merge=None)}, "field `reduce`: say how to combine the sections"),
         (MAN, {"task": replace(BY_MODEL, map=None)},  # type: ignore[arg-type]  # a wrong type, on purpose

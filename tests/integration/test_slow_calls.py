@@ -13,9 +13,9 @@ from collections import Counter
 
 import pytest
 
-from chorus.testing import outcome_rows, private_redis, submit_votes, wait_terminal, worker_env
+from chorus.testing import outcome_rows, private_redis, submit_votes, wait_terminal
 from chorus.testing.stub.testing import running_stub
-from tests.integration.test_reliability import LABELS, documents, fleet, schema  # noqa: F401  (a fixture)
+from tests.integration.test_reliability import LABELS, cluster_env, documents, fleet, schema  # noqa: F401  (a fixture)
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -25,7 +25,7 @@ VOTERS = 3
 def test_a_call_longer_than_the_visibility_timeout_is_made_once_and_a_tallied_run_stays_closed(
         tmp_path, schema):  # noqa: F811
     with private_redis(tmp_path / "redis") as redis, running_stub(latency_ms=9000) as stub:
-        env = worker_env(broker_url=redis.url, database_url=schema, data_dir=tmp_path, stub_url=stub.base_url,
+        env = cluster_env(broker_url=redis.url, database_url=schema, data_dir=tmp_path, stub_url=stub.base_url,
                          CHORUS_VISIBILITY_TIMEOUT_S="4", CHORUS_CALL_TIMEOUT_S="20", CHORUS_REAP_AFTER_S="600")
         with fleet(tmp_path, env) as workers:
             # More processes than calls: a redelivered copy finds a free process while the first still calls.

@@ -17,10 +17,10 @@ import time
 import psycopg
 import pytest
 
-from chorus.testing import outcome_rows, private_redis, worker_env
+from chorus.testing import outcome_rows, private_redis
 from chorus.testing.stub.testing import running_stub
 from tests.conftest import PG_URL, ROOT
-from tests.integration.test_reliability import LABELS, documents, fleet, schema  # noqa: F401  (a fixture)
+from tests.integration.test_reliability import LABELS, cluster_env, documents, fleet, schema  # noqa: F401  (a fixture)
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -39,7 +39,7 @@ def test_a_broker_outage_while_submitting_fails_no_document(tmp_path, schema):  
     source.write_text("".join(json.dumps({"id": f"d{i}", "text": t}) + "\n" for i, t in enumerate(documents(DOCS))))
     name = f"blip-{time.time_ns()}"
     with private_redis(tmp_path / "redis") as redis, running_stub(latency_ms=100) as stub:
-        env = worker_env(broker_url=redis.url, database_url=schema, data_dir=tmp_path, stub_url=stub.base_url,
+        env = cluster_env(broker_url=redis.url, database_url=schema, data_dir=tmp_path, stub_url=stub.base_url,
                          CHORUS_VISIBILITY_TIMEOUT_S="10", CHORUS_REAP_INTERVAL_S="2", CHORUS_REAP_GRACE_S="3",
                          CHORUS_REAP_AFTER_S="120")
         with fleet(tmp_path, env) as workers:
