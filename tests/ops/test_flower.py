@@ -51,7 +51,7 @@ def test_flower_with_credentials_lists_the_votes_tasks_with_run_slot_and_model(
     for o in run["outcomes"]:
         task = seen[o["task_id"]]
         # The arguments by name: the slot, the model and the run id, and nothing else (never the text).
-        assert task["args"] == f"slot={o['slot']} model={o['model']} run_id={run['id']}"
+        assert task["args"] == f"slot={o['slot']} model={o['model']} task=labels run_id={run['id']}"
         assert task["worker"] == o["hostname"]
     # The chord hands the tally every voter's result first: shown as a count, so the run id stays in view.
     assert tallies[0]["args"] == f"results=<5 items> run_id={run['id']}"
@@ -102,7 +102,7 @@ def test_a_real_browser_with_the_credentials_sees_the_votes_tasks_on_flowers_tas
             break
     for o in run["outcomes"]:
         assert o["task_id"] in page
-        assert f"slot={o['slot']} model={o['model']} run_id=" in page
+        assert f"slot={o['slot']} model={o['model']} task=labels run_id=" in page
     assert "chorus.vote.tally" in page
 
 
