@@ -33,20 +33,23 @@ REGISTRY: list[tuple[str, str, str]] = [
     ("vote_overhead", "bench.vote_overhead", "Vote overhead, chorus alone on Redis + PostgreSQL (issue 2)"),
     ("batch_enqueue", "bench.batch_enqueue", "Batch enqueue rate and submitter memory (issue 3)"),
     ("cost_compare", "bench.cost_compare", "Cost: prompt caching and a cheaper voting panel (issue 5)"),
-    ("ratelimit", "bench.ratelimit", "Shared rate limit vs Celery's per-worker rate_limit at 600 RPM (issue 4)"),
+    ("ratelimit", "bench.ratelimit",
+     "Shared rate limit vs Celery's per-worker rate_limit, naive and careful, at 600 RPM (issues 4, 14)"),
 ]
 
 QUICK_ARGS: dict[str, dict[str, Any]] = {
     "batch_enqueue": {"sizes": [1000, 10000], "voters": 3, "max_in_flight": 64, "concurrency": 4, "e2e_max": 0,
                       "pool": "prefork"},
-    "ratelimit": {"quick": True, "window": 10.0},
+    "ratelimit": {"quick": True, "window": 30.0},
 }
 
 BEGIN, END = "<!-- bench all: begin -->", "<!-- bench all: end -->"
 INTRO = """{begin}
-Written by `python -m bench all{quick}` on {date}, {machine}. The machine is shared and noisy, so
-every comparison is between systems measured in the same run; read ratios, not absolute numbers.
-Every section names the command that produces it alone. Raw results: `bench/results/*.json`.
+Written by `python -m bench all{quick}` on {date}, {machine}. The machine is shared (on the development VM,
+other engineers' test sessions run at the same time) and noisy, so every comparison is between
+systems measured in the same run; read ratios, not absolute numbers. Every section names the
+command that produces it alone. Raw results: `bench/results/<key>.json`, one small JSON summary
+per benchmark, committed with this file (`.gitignore` keeps everything else under bench/results/ out).
 """
 
 
@@ -91,7 +94,7 @@ def write_markdown(sections: list[str], quick: bool) -> None:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("what", choices=["all", "list"])
-    ap.add_argument("--quick", action="store_true", help="fewer iterations (the whole run stays under 10 minutes)")
+    ap.add_argument("--quick", action="store_true", help="fewer iterations (about 21 minutes on 2 cores)")
     ap.add_argument("--only", help="comma-separated keys")
     args = ap.parse_args(argv)
     if args.what == "list":

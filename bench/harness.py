@@ -119,6 +119,59 @@ def workers(data: Path, *, pool: str, concurrency: int) -> Iterator[list[Any]]:
             p.stop()
 
 
+def tree_pids(pid: int) -> list[int]:
+    """`pid` and its live descendants (a prefork worker's pool children), from /proc."""
+    found, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        found.append(current)
+        for task in Path(f"/proc/{current}/task").glob("*"):
+            with contextlib.suppress(OSError):
+                todo += [int(c) for c in (task / "children").read_text().split()]
+    return found
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """CPU time (user + system) so far of the processes `pids` and their descendants, live or reaped,
+    read from /proc/<pid>/stat (no psutil: it is not a dependency)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for root in pids:
+        for pid in tree_pids(root):
+            with contextlib.suppress(OSError):
+                # Fields after the command name (which may hold spaces) start at field 3 (state).
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+                utime, stime, cutime, cstime = (int(f) for f in fields[11:15])
+                total += utime + stime + cutime + cstime
+    return total / tick
+
+
+def pids_of(procs: list[Any]) -> list[int]:
+    """The pids of started WorkerProcess objects."""
+    return [p.proc.pid for p in procs if p.proc is not None]
+
+
+class CpuMeter:
+    """Worker CPU spent while one peer's work runs: `with meter:` around each of its turns, so the
+    turns of the other peers (interleaved) are not counted against it."""
+
+    def __init__(self, pids: list[int]) -> None:
+        self.pids = pids
+        self.seconds = 0.0
+        self._start = 0.0
+
+    def __enter__(self) -> CpuMeter:
+        self._start = cpu_seconds(self.pids)
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.seconds += cpu_seconds(self.pids) - self._start
+
+
+def per_thousand(seconds: float, outcomes: int) -> float:
+    return round(seconds / outcomes * 1000, 2) if outcomes else float("nan")
+
+
 def goal_lines(goals: dict[str, bool]) -> list[str]:
     return [f"- {goal}: **{'met' if ok else 'not met'}**" for goal, ok in goals.items()]
 
