@@ -21,7 +21,14 @@ import pytest
 from chorus.testing import outcome_rows, private_redis
 from chorus.testing.stub.testing import running_stub
 from tests.conftest import PG_DB, ROOT
-from tests.integration.test_reliability import LABELS, cluster_env, documents, fleet, schema  # noqa: F401  (a fixture)
+from tests.integration.test_reliability import (  # noqa: F401  (a fixture)
+    LABELS,
+    assert_every_run_agrees_with_its_slots,
+    cluster_env,
+    documents,
+    fleet,
+    schema,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -82,6 +89,7 @@ def test_terminated_database_connections_mid_batch_fail_no_paid_slot_and_no_run(
                                  "running": 0, "pending": 0}, summary
     run_ids = sorted({e["run"] for e in log if e.get("run")})
     rows = outcome_rows(run_ids, schema)
+    assert_every_run_agrees_with_its_slots(run_ids, schema)  # each run's status, from its own slots
     assert len(rows) == DOCS * VOTERS
     assert [r for r in rows if r["status"] != "succeeded"] == []  # no answer thrown away for a failed write
     calls = Counter((e["run"], int(e["slot"])) for e in log if e.get("run"))

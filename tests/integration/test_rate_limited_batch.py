@@ -21,7 +21,14 @@ import pytest
 from chorus.testing import outcome_rows, private_redis
 from chorus.testing.stub.testing import running_stub
 from tests.conftest import ROOT
-from tests.integration.test_reliability import LABELS, cluster_env, documents, fleet, schema  # noqa: F401  (a fixture)
+from tests.integration.test_reliability import (  # noqa: F401  (a fixture)
+    LABELS,
+    assert_every_run_agrees_with_its_slots,
+    cluster_env,
+    documents,
+    fleet,
+    schema,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -58,6 +65,7 @@ def test_a_batch_under_a_tight_shared_rate_limit_calls_every_slot_within_its_att
     assert summary["counts"]["running"] == 0 and summary["counts"]["pending"] == 0
     run_ids = {e["run"] for e in log if e.get("run")}
     rows = outcome_rows(sorted(run_ids), schema)
+    assert_every_run_agrees_with_its_slots(sorted(run_ids), schema)  # each run's status, from its own slots
     assert len(rows) == DOCS * VOTERS, "every slot of every document was called at least once"
     calls = Counter((e["run"], int(e["slot"])) for e in log if e.get("run"))
     for row in rows:

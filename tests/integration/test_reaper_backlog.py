@@ -14,7 +14,14 @@ import pytest
 
 from chorus.testing import outcome_rows, private_redis, submit_votes, wait_terminal
 from chorus.testing.stub.testing import running_stub
-from tests.integration.test_reliability import LABELS, cluster_env, documents, fleet, schema  # noqa: F401  (a fixture)
+from tests.integration.test_reliability import (  # noqa: F401  (a fixture)
+    LABELS,
+    assert_every_run_agrees_with_its_slots,
+    cluster_env,
+    documents,
+    fleet,
+    schema,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -37,6 +44,7 @@ def test_the_reaper_re_sends_nothing_that_is_only_queued(tmp_path, schema):  # n
         callbacks_log = (tmp_path / "callbacks.log").read_text(errors="replace")
 
     assert statuses == dict.fromkeys(run_ids, "succeeded")
+    assert_every_run_agrees_with_its_slots(run_ids, schema)  # each run's status, from its own slots
     assert "chorus.maintenance.reap" in callbacks_log  # the reaper did run, many times, during the backlog
     times = sorted(e["time"] for e in log if e.get("run"))
     assert times[-1] - times[0] > 5 + 3, "the backlog must outlast the re-send threshold for this test to mean much"

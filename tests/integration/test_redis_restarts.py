@@ -23,6 +23,7 @@ from chorus.embedded import WorkerProcess
 from chorus.testing import outcome_rows, private_redis, submit_votes, wait_terminal, worker_env
 from chorus.testing.stub.testing import running_stub
 from tests.conftest import PG_URL, pids_matching
+from tests.integration.test_reliability import assert_every_run_agrees_with_its_slots
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -108,6 +109,7 @@ def test_five_redis_restarts_under_load_leave_no_worker_dead_no_run_open_and_no_
     assert done_before[0] < len(run_ids), done_before
     open_runs = {r: s for r, s in statuses.items() if s not in TERMINAL}
     assert len(statuses) == len(run_ids) and not open_runs, (Counter(statuses.values()), restarts)
+    assert_every_run_agrees_with_its_slots(run_ids, schema)  # each run's status, from its own slots
 
     rows = outcome_rows(run_ids, schema)
     assert Counter(r["run"] for r in rows) == dict.fromkeys(run_ids, 3)  # none lost, none duplicated

@@ -15,7 +15,14 @@ import pytest
 
 from chorus.testing import outcome_rows, private_redis, submit_votes, wait_terminal
 from chorus.testing.stub.testing import running_stub
-from tests.integration.test_reliability import LABELS, cluster_env, documents, fleet, schema  # noqa: F401  (a fixture)
+from tests.integration.test_reliability import (  # noqa: F401  (a fixture)
+    LABELS,
+    assert_every_run_agrees_with_its_slots,
+    cluster_env,
+    documents,
+    fleet,
+    schema,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -40,6 +47,7 @@ def test_a_call_longer_than_the_visibility_timeout_is_made_once_and_a_tallied_ru
         log = stub.requests()
 
     assert statuses == dict.fromkeys(run_ids, "succeeded")
+    assert_every_run_agrees_with_its_slots(run_ids, schema)  # each run's status, from its own slots
     calls = Counter((e["run"], int(e["slot"])) for e in log if e.get("run"))
     assert calls == Counter({(run_ids[0], slot): 1 for slot in range(VOTERS)}), calls
     assert sorted(settled, key=lambda r: r["slot"]) == sorted(later, key=lambda r: r["slot"])

@@ -20,7 +20,14 @@ import pytest
 from chorus.testing import outcome_rows, private_redis
 from chorus.testing.stub.testing import running_stub
 from tests.conftest import PG_URL, ROOT
-from tests.integration.test_reliability import LABELS, cluster_env, documents, fleet, schema  # noqa: F401  (a fixture)
+from tests.integration.test_reliability import (  # noqa: F401  (a fixture)
+    LABELS,
+    assert_every_run_agrees_with_its_slots,
+    cluster_env,
+    documents,
+    fleet,
+    schema,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -75,4 +82,5 @@ def test_a_broker_outage_while_submitting_fails_no_document(tmp_path, schema):  
     assert [e for e in document_errors(name) if "enqueue" in e] == []  # nothing failed for the outage
     run_ids = sorted({e["run"] for e in log if e.get("run")})
     rows = outcome_rows(run_ids, schema)
+    assert_every_run_agrees_with_its_slots(run_ids, schema)  # each run's status, from its own slots
     assert [r for r in rows if r["status"] not in ("succeeded", "failed")] == []  # no slot left pending
