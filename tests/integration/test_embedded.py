@@ -81,6 +81,8 @@ def test_a_vote_then_its_status_in_embedded_mode(tmp_path):
     shown = chorus("status", run["id"][:8], "--json", cwd=tmp_path)
     assert shown.returncode == 0, shown.stderr
     assert json.loads(shown.stdout)["id"] == run["id"]
+    human = chorus("status", run["id"][:8], cwd=tmp_path)  # the human view shows the cost too, marked
+    assert f"cost ~${run['cost']['total_usd']:.6f} (estimated" in human.stdout
     assert pids_matching(str(tmp_path)) == []
 
 
@@ -92,6 +94,10 @@ def test_a_vote_then_its_status_in_embedded_mode(tmp_path):
         (["vote", "text", "--labels", "a,b", "--model", "gpt-4"], "CHORUS_MODELS"),
         (["vote", "missing-file.txt", "--labels", "a,b"], "no such file"),
         (["status", "doesnotexist"], "no run"),
+        (["section", "some text", "--max-tokens", "0"], "--max-tokens"),
+        (["vote", "text", "--labels", "a,b", "--tie-policy", "random"], "use one of: none, first"),
+        (["compare", ".", "--labels", "a,b"], "is a folder"),
+        (["vote", "text", "--labels", "a,b", "--voters", "100"], "CHORUS_MAX_VOTERS"),
     ],
 )
 def test_bad_input_exits_2_with_a_message_that_names_the_problem(tmp_path, args, message):
