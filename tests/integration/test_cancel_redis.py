@@ -33,10 +33,13 @@ def runs_of(batch_id: str) -> list:
 
 
 def wait_all_terminal(batch_id: str, timeout: float = 30) -> list:
+    """The batch's runs once every run AND every slot is terminal: a cancelled run ends at once, while the
+    calls it had in flight finish and are recorded a moment later (what the test checks)."""
     deadline = time.monotonic() + timeout
     while True:
         runs = runs_of(batch_id)
-        if all(r.status.terminal for r in runs) or time.monotonic() > deadline:
+        settled = all(r.status.terminal and all(o.status.terminal for o in r.outcomes) for r in runs)
+        if settled or time.monotonic() > deadline:
             return runs
         time.sleep(0.2)
 
