@@ -127,13 +127,16 @@ def test_a_slot_whose_task_was_lost_is_sent_again_once_and_its_run_then_ends(db,
     settings = load_settings(reap_grace_s=30, reap_resend_after_s=300, reap_after_s=900)
 
     assert reap(settings, run_ids=[run_id]) == {"lost_callback": [], "expired": [], "resent": [run_id]}
-    assert reap(settings, run_ids=[run_id])["resent"] == []  # once per slot, never again
+    second = reap(settings, run_ids=[run_id])
+    assert second["resent"] == []  # once per slot, never again
     deadline = time.monotonic() + 60
     while load(run_id).outcomes[2].status is not OutcomeStatus.SUCCEEDED:
         assert time.monotonic() < deadline, "the re-sent call never ran"
         time.sleep(0.1)
-    # The re-sent call is not part of the chord: the next pass finishes the run from what was stored.
-    assert reap(settings, run_ids=[run_id])["lost_callback"] == [run_id]
+    # The re-sent call is not part of the chord: a later pass finishes the run from what was stored.
+    # The stub answers fast, so that pass may already be the second one; either way exactly once.
+    third = reap(settings, run_ids=[run_id])
+    assert second["lost_callback"] + third["lost_callback"] == [run_id]
     run = load(run_id)
     assert run.status is RunStatus.SUCCEEDED
     assert run.outcomes[2].attempts == 1
