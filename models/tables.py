@@ -55,10 +55,12 @@ class OutcomeStatus(StrEnum):
     FAILED = "failed"
     # Never called: its run was cancelled before the slot was taken (`error` holds the reason).
     CANCELLED = "cancelled"
+    # Never called: an adaptive vote was decided before this voter's turn (`error` holds the reason).
+    SKIPPED = "skipped"
 
     @property
     def terminal(self) -> bool:
-        return self in (OutcomeStatus.SUCCEEDED, OutcomeStatus.FAILED, OutcomeStatus.CANCELLED)
+        return self in (OutcomeStatus.SUCCEEDED, OutcomeStatus.FAILED, OutcomeStatus.CANCELLED, OutcomeStatus.SKIPPED)
 
 
 class OutcomeRole(StrEnum):
@@ -175,6 +177,12 @@ class WorkerOutcome(Base):
     title: Mapped[str | None] = mapped_column(String(200))
     inputs: Mapped[list[int] | None] = mapped_column(JSON)
     level: Mapped[int | None]
+    # A follower of cache-aware dispatch whose call should have read the shared prefix: True when it
+    # read nothing (a miss), False when it read it; None for every other call.
+    cache_miss: Mapped[bool | None]
+    # The batch lane: the provider's message batch that carries this slot's call (its custom_id names
+    # run and slot), None for a call sent on its own.
+    provider_batch: Mapped[str | None] = mapped_column(String(64), index=True)
 
     run: Mapped[Run] = relationship(back_populates="outcomes")
 
@@ -183,3 +191,22 @@ class WorkerOutcome(Base):
         if self.started_at is None or self.finished_at is None:
             return None
         return (self.finished_at - self.started_at).total_seconds()
+
+
+class ProviderBatch(Base):
+    """A Message Batches API batch of the batch lane: the calls of many slots in one provider request.
+    `status` is the provider's processing_status (in_progress, canceling, ended); `collected_at` is set
+    once every result has been written into its outcome."""
+
+    __tablename__ = "provider_batch"
+    __table_args__ = (Index("ix_provider_batch_open", "collected_at"),)
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)  # the provider's batch id
+    model: Mapped[str] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(16), default="in_progress")
+    requests: Mapped[int] = mapped_column(default=0)
+    created_at: Mapped[Created]
+    ended_at: Mapped[Stamp]
+    collected_at: Mapped[Stamp]
+    polled_at: Mapped[Stamp]
+    error: Mapped[str | None] = mapped_column(Text)
