@@ -27,6 +27,7 @@ from models.tables import OutcomeRole, utcnow
 from providers.counting import count_tokens
 from settings import Settings, get_settings
 from tasks import dispatch
+from workflows.adaptive import first_wave
 from workflows.dispatch import Dispatch, cacheable_prefix_tokens, needs_count, plan_dispatch
 from workflows.errors import ConfigError, ProviderError
 from workflows.intake import check_text
@@ -57,7 +58,27 @@ class VotePlan:
     def labels(self) -> tuple[str, ...]:
         return self.task.label_names
 
+    @property
+    def first_wave(self) -> tuple[int, ...]:
+        """The voters sent at once: all of them, or for an adaptive vote its first wave (the cache
+        leaders when there are any, else the fewest voters who could decide the vote)."""
+        rules = self.task.vote
+        if not rules.adaptive:
+            return tuple(v.slot for v in self.panel)
+        leaders = self.dispatch.leaders if self.dispatch else ()
+        n = first_wave(len(self.panel), self.quorum, len(leaders), rules.stop_when_agree)
+        return tuple(leaders) if leaders else tuple(v.slot for v in self.panel[:n])
+
+    def slot_specs(self) -> list[repo.SlotSpec]:
+        """One outcome row per voter; an adaptive vote's voters after the first wave are held back."""
+        first = set(self.first_wave)
+        return [repo.SlotSpec(v.slot, OutcomeRole.VOTER, v.model, v.label, v.temperature, held=v.slot not in first)
+                for v in self.panel]
+
     def config(self) -> dict[str, Any]:
+        rules = self.task.vote
+        adaptive = ({"adaptive": {"stop": "decided", "stop_when_agree": rules.stop_when_agree,
+                                  "first_wave": list(self.first_wave)}} if rules.adaptive else {})
         return {
             "labels": list(self.labels),
             "voters": [asdict(v) for v in self.panel],
@@ -68,6 +89,7 @@ class VotePlan:
             "task_hash": task_hash(self.task),
             "spec": self.task.to_json(),
             **({"dispatch": self.dispatch.to_json()} if self.dispatch else {}),
+            **adaptive,
         }
 
 
@@ -80,6 +102,7 @@ def resolve_vote_task(
     quorum: int | None = None,
     tie_policy: str | None = None,
     low_agreement_below: float | None = None,
+    adaptive: bool | None = None,
 ) -> VoteTask:
     """The task a vote runs: the given task (a file's, or `VoteTask(...)`) with the options applied over
     it, or, without one, the labels-only default task (today's `--labels a,b --voters N`)."""
@@ -92,9 +115,10 @@ def resolve_vote_task(
         if labels is None:
             raise ConfigError("say what to decide: give labels (e.g. labels=\"positive,negative\") or a task file")
         task = labels_task(labels, voters=5 if voters is None else voters, models=models)
-        return with_vote_overrides(task, quorum=quorum, tie_policy=tie_policy, low_agreement_below=low_agreement_below)
+        return with_vote_overrides(task, quorum=quorum, tie_policy=tie_policy, low_agreement_below=low_agreement_below,
+                                   adaptive=adaptive)
     return with_vote_overrides(task, labels=labels, voters=voters, models=models, quorum=quorum,
-                               tie_policy=tie_policy, low_agreement_below=low_agreement_below)
+                               tie_policy=tie_policy, low_agreement_below=low_agreement_below, adaptive=adaptive)
 
 
 def plan_vote(
@@ -111,6 +135,7 @@ def plan_vote(
     batch_id: str | None = None,
     gold_label: str | None = None,
     cache_aware: bool = True,
+    adaptive: bool | None = None,
     settings: Settings | None = None,
 ) -> VotePlan:
     """Check a vote's inputs; bad input raises ConfigError naming the problem."""
@@ -118,7 +143,7 @@ def plan_vote(
     if not isinstance(text, str):
         raise ConfigError(f"the document must be text (str), got {type(text).__name__}; decode bytes first")
     vote_task = resolve_vote_task(labels, task=task, voters=voters, models=models, quorum=quorum,
-                                  tie_policy=tie_policy, low_agreement_below=low_agreement_below)
+                                  tie_policy=tie_policy, low_agreement_below=low_agreement_below, adaptive=adaptive)
     panel = resolve_panel(vote_task, settings.default_model)
     _, problem = check_text(text, settings.max_document_bytes)
     if problem is not None:
@@ -204,7 +229,8 @@ def submit_vote(text: str, labels: str | Sequence[str] | None = None, *, task: V
 
     Give the labels (`"positive,negative"`) for the default task, or `task=chorus.load_task(path)` for
     your own; options override the task's fields: voters, models, quorum, tie_policy,
-    low_agreement_below, and external_id, batch_id, gold_label.
+    low_agreement_below, adaptive (True: ask voters in waves and stop once the rest cannot change the
+    result), and external_id, batch_id, gold_label.
     """
     settings = settings or get_settings()
     return submit_plan(plan_vote(text, labels, task=task, settings=settings, **options), settings=settings)
@@ -228,7 +254,7 @@ def submit_plan(plan: VotePlan, *, settings: Settings | None = None) -> str:
             pattern=Pattern.VOTE,
             provider=settings.provider_name,
             config=plan.config(),
-            slots=[repo.SlotSpec(v.slot, OutcomeRole.VOTER, v.model, v.label, v.temperature) for v in plan.panel],
+            slots=plan.slot_specs(),
             batch_id=plan.batch_id,
             gold_label=plan.gold_label,
         )

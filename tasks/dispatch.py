@@ -80,10 +80,22 @@ def vote_messages(app: Celery, run_id: str, config: dict[str, Any], callback_id:
     calls = {v["slot"]: call_signature(app, OutcomeRole.VOTER, run_id, v["slot"], v["model"],
                                        config.get("task_name", ""))
              for v in config["voters"]}
+    tally = app.signature(VOTE_TALLY, args=(run_id,), queue=CALLBACK_QUEUE, task_id=callback_id)
+    adaptive = config.get("adaptive")
+    if adaptive:
+        # Only the first wave goes now (it holds the cache leaders, if any); the tally sends the rest
+        # in waves for as long as they can change the result (tasks.vote.advance_vote).
+        return [], [calls[slot] for slot in adaptive["first_wave"]], tally
     leaders = tuple((config.get("dispatch") or {}).get("leaders") or ())
     header = [sig for slot, sig in calls.items() if slot not in leaders]
-    tally = app.signature(VOTE_TALLY, args=(run_id,), queue=CALLBACK_QUEUE, task_id=callback_id)
     return [calls[slot] for slot in leaders], header, tally
+
+
+def wave_messages(app: Celery, run_id: str, slots: Sequence[tuple[int, str]], task: str = ""
+                  ) -> tuple[list[Signature], Signature]:
+    """An adaptive vote's next wave: the calls of `slots` ((slot, model) each) and a tally after them."""
+    header = [call_signature(app, OutcomeRole.VOTER, run_id, slot, model, task) for slot, model in slots]
+    return header, app.signature(VOTE_TALLY, args=(run_id,), queue=CALLBACK_QUEUE)
 
 
 def section_messages(app: Celery, run_id: str, model: str, sections: int, task: str = ""

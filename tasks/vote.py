@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from celery import Task, shared_task
+from celery import Celery, Task, shared_task
 from sqlalchemy.orm import Session as OrmSession
 
 from models import OutcomeStatus, RunStatus, in_session, repo
 from tasks import db, dispatch
 from tasks.calls import run_slot
-from workflows.voting import TiePolicy, VoteStatus, tally
+from workflows.adaptive import decide
+from workflows.voting import TiePolicy, VoteStatus, default_quorum, tally
 
 TALLY_WAIT_S = 1.0
 MAX_TALLY_WAITS = 3600
@@ -32,10 +33,50 @@ def tally_votes(self: Task, results: list[dict[str, Any]], run_id: str) -> dict[
     status = in_session(lambda s: repo.run_status(s, run_id), write=False)
     if status is not None and status.terminal:
         return finish_vote(run_id)  # cancelled (or reaped) meanwhile: it keeps what it has
-    still_open = in_session(lambda s: repo.count_open_slots(s, run_id), write=False)
+    still_open = in_session(lambda s: repo.count_open_slots(s, run_id, sent_only=True), write=False)
     if still_open and self.request.retries < MAX_TALLY_WAITS:
         raise self.retry(countdown=TALLY_WAIT_S)
-    return finish_vote(run_id)
+    return advance_vote(self.app, run_id, bind=False)
+
+
+def advance_vote(app: Celery, run_id: str, *, bind: bool = True) -> dict[str, Any]:
+    """Every sent voter has answered: finish the vote, or for an adaptive vote whose voters not yet
+    asked could still change the result, send the next wave (its own tally comes back here). In the
+    batch lane the wave is only released: the lane's collector sends it."""
+    if bind:
+        db.bind()
+    wave = in_session(lambda s: _next_wave(s, run_id))
+    if wave is None:
+        return finish_vote(run_id, bind=False)
+    slots, config = wave
+    if config.get("lane") == "batch":
+        return {"run_id": run_id, "status": "running", "released": [slot for slot, _ in slots]}
+    header, callback = dispatch.wave_messages(app, run_id, slots, config.get("task_name", ""))
+    dispatch.send_chord(app, run_id, header, callback)
+    return {"run_id": run_id, "status": "running", "sent": [slot for slot, _ in slots]}
+
+
+def _next_wave(s: OrmSession, run_id: str) -> tuple[list[tuple[int, str]], dict[str, Any]] | None:
+    """Decide an adaptive vote after a wave, under a lock on the run: the next wave's (slot, model)s,
+    released; or None when the vote is to be tallied now (held voters, if any, are skipped)."""
+    run = repo.load_run_locked(s, run_id)
+    if run is None or run.status.terminal or not run.config.get("adaptive"):
+        return None
+    config = run.config
+    held = [o for o in run.outcomes if o.status is OutcomeStatus.PENDING and o.queued_at is None]
+    if not held:
+        return None
+    answers = [o.answer if o.status is OutcomeStatus.SUCCEEDED else None for o in run.outcomes if o.status.terminal]
+    decision = decide(answers, config["labels"], remaining=len(held), panel=len(run.outcomes),
+                      quorum=config.get("quorum") or default_quorum(len(run.outcomes)),
+                      tie_policy=TiePolicy(config.get("tie_policy", TiePolicy.NONE)),
+                      stop_when_agree=config["adaptive"].get("stop_when_agree"))
+    if decision.decided:
+        repo.skip_slots(s, run_id, f"not asked: {decision.reason}")
+        return None
+    wave = held[: decision.next_wave]
+    released = set(repo.release_slots(s, run_id, [o.slot for o in wave]))
+    return [(o.slot, o.model) for o in wave if o.slot in released], config
 
 
 def finish_vote(run_id: str, *, bind: bool = True) -> dict[str, Any]:
@@ -57,10 +98,12 @@ def _finish_vote(s: OrmSession, run_id: str) -> dict[str, Any]:
     answers = [o.answer for o in run.outcomes if o.status is OutcomeStatus.SUCCEEDED]
     unfinished = sum(1 for o in run.outcomes if not o.status.terminal)
     failed = sum(1 for o in run.outcomes if o.status is OutcomeStatus.FAILED) + unfinished
+    skipped = sum(1 for o in run.outcomes if o.status is OutcomeStatus.SKIPPED)
     result = tally(
         answers,
         config["labels"],
         failed=failed,
+        skipped=skipped,
         quorum=config.get("quorum"),
         tie_policy=TiePolicy(config.get("tie_policy", TiePolicy.NONE)),
         low_agreement_below=config.get("low_agreement_below", 0.6),

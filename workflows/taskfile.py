@@ -77,6 +77,14 @@ class VoteRules:
     quorum: int | None = None
     tie_policy: str = "none"
     low_agreement_below: float = 0.6
+    # Adaptive voting: "decided" asks voters in waves and stops once the rest cannot change the result;
+    # None (or "all") asks every voter. `stop_when_agree` (with "decided") also stops once k agree.
+    stop: str | None = None
+    stop_when_agree: int | None = None
+
+    @property
+    def adaptive(self) -> bool:
+        return self.stop == "decided"
 
 
 @dataclass(frozen=True)
@@ -111,7 +119,9 @@ class VoteTask:
             "voters": [_drop_none({"name": v.name, "model": v.model, "prompt": v.prompt, "effort": v.effort,
                                    "count": v.count}) for v in self.voters],
             "vote": _drop_none({"quorum": self.vote.quorum, "tie_policy": self.vote.tie_policy,
-                                "low_agreement_below": self.vote.low_agreement_below}),
+                                "low_agreement_below": self.vote.low_agreement_below,
+                                "stop": self.vote.stop if self.vote.adaptive else None,
+                                "stop_when_agree": self.vote.stop_when_agree}),
         }
 
 
@@ -207,10 +217,12 @@ def summary_task(instructions: str = DEFAULT_SUMMARIZE, *, name: str = "summariz
 # ----- overrides (the command line wins over the file) ---------------------------------------------
 def with_vote_overrides(task: VoteTask, *, labels: str | Sequence[str] | None = None, voters: int | None = None,
                         models: Sequence[str] | None = None, quorum: int | None = None,
-                        tie_policy: str | None = None, low_agreement_below: float | None = None) -> VoteTask:
+                        tie_policy: str | None = None, low_agreement_below: float | None = None,
+                        adaptive: bool | None = None) -> VoteTask:
     """The task with the command line's options applied: `labels` replaces the label set (keeping the
     descriptions of labels that stay), `voters` repeats the panel's entries in order up to N voters,
-    `models` replaces the voters' models in turn, and the vote rules replace theirs."""
+    `models` replaces the voters' models in turn, and the vote rules replace theirs (`adaptive`
+    True sets stop = "decided", False asks every voter)."""
     if labels is not None:
         kept = {lb.name.casefold(): lb for lb in task.labels}
         fresh = labels_task(labels, voters=1).labels
@@ -232,6 +244,8 @@ def with_vote_overrides(task: VoteTask, *, labels: str | Sequence[str] | None = 
         rules = replace(rules, tie_policy=tie_policy)
     if low_agreement_below is not None:
         rules = replace(rules, low_agreement_below=low_agreement_below)
+    if adaptive is not None:
+        rules = replace(rules, stop="decided") if adaptive else replace(rules, stop=None, stop_when_agree=None)
     return check_vote_task(replace(task, vote=rules))
 
 
@@ -321,6 +335,15 @@ def check_vote_task(task: VoteTask) -> VoteTask:
                             f"unknown tie policy {rules.tie_policy!r}; use one of: {', '.join(TIE_POLICIES)}")
     if not 0.0 <= rules.low_agreement_below <= 1.0:
         raise TaskFileError("vote.low_agreement_below", f"must be between 0 and 1, got {rules.low_agreement_below}")
+    if rules.stop not in (None, "all", "decided"):
+        raise TaskFileError("vote.stop", f"unknown stop rule {rules.stop!r}; use \"decided\" (stop once the voters "
+                                         "left cannot change the result) or \"all\" (ask every voter)")
+    if rules.stop_when_agree is not None:
+        if not rules.adaptive:
+            raise TaskFileError("vote.stop_when_agree", "needs stop = \"decided\" (adaptive voting) beside it")
+        if not 1 <= rules.stop_when_agree <= task.panel_size:
+            raise TaskFileError("vote.stop_when_agree", f"must be between 1 and {task.panel_size} (the panel), "
+                                                        f"got {rules.stop_when_agree}")
     return task
 
 
@@ -453,13 +476,15 @@ def _rules(table: Any, where: str) -> VoteRules:
     if not isinstance(table, Mapping):
         raise TaskFileError(where, "must be a table: write [vote] with quorum, tie_policy and low_agreement_below "
                                    "below it")
-    _known(table, where, ("quorum", "tie_policy", "low_agreement_below"))
+    _known(table, where, ("quorum", "tie_policy", "low_agreement_below", "stop", "stop_when_agree"))
     low = table.get("low_agreement_below", 0.6)
     if not isinstance(low, int | float) or isinstance(low, bool) or not math.isfinite(low):
         raise TaskFileError(f"{where}.low_agreement_below", f"must be a number between 0 and 1, got {low!r}")
     return VoteRules(quorum=_int(table, "quorum", where, low=1),
                      tie_policy=_text(table, "tie_policy", prefix=where) or "none",
-                     low_agreement_below=float(low))
+                     low_agreement_below=float(low),
+                     stop=_text(table, "stop", prefix=where) or None,
+                     stop_when_agree=_int(table, "stop_when_agree", where, low=1))
 
 
 def _step(table: Any, where: str) -> Step:

@@ -292,6 +292,7 @@ class Tally:
     low_agreement: bool
     status: VoteStatus
     reason: str = ""
+    skipped: int = 0  # voters an adaptive vote never asked: decided before their turn
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -308,6 +309,7 @@ class Tally:
             "low_agreement": self.low_agreement,
             "status": self.status.value,
             "reason": self.reason,
+            "skipped": self.skipped,
         }
 
 
@@ -321,6 +323,7 @@ def tally(
     labels: Sequence[str],
     *,
     failed: int = 0,
+    skipped: int = 0,
     quorum: int | None = None,
     tie_policy: TiePolicy = TiePolicy.NONE,
     low_agreement_below: float = 0.6,
@@ -328,11 +331,12 @@ def tally(
     """Plurality vote over the voters that answered.
 
     `answers` holds one entry per voter that returned (None = abstained); `failed` counts voters
-    whose call failed. Confidence is the winner's share of the valid answers. The vote
+    whose call failed, `skipped` those an adaptive vote never asked (they count in the panel, so the
+    quorum is the full panel's). Confidence is the winner's share of the valid answers. The vote
     succeeds when at least `quorum` voters gave a valid answer and a winner is decided, is partial
     when some answered but below quorum or in an undecided tie, and fails when no one answered.
     """
-    voters = len(answers) + failed
+    voters = len(answers) + failed + skipped
     if voters < 1:
         raise ValueError("a tally needs at least one voter")
     q = default_quorum(voters) if quorum is None else quorum
@@ -344,7 +348,7 @@ def tally(
     ordered = {label: counts[label] for label in labels if counts[label]}
     if not valid:
         return Tally(None, ordered, voters, 0, abstained, failed, 0.0, q, False, False, True,
-                     VoteStatus.FAILED, "no voter gave a valid answer")
+                     VoteStatus.FAILED, "no voter gave a valid answer", skipped)
     top = max(ordered.values())
     leaders = [label for label in labels if ordered.get(label) == top]
     tie = len(leaders) > 1
@@ -359,4 +363,4 @@ def tally(
     else:
         status, reason = VoteStatus.SUCCEEDED, ""
     return Tally(winner, ordered, voters, len(valid), abstained, failed, confidence, q, quorum_met, tie, low,
-                 status, reason)
+                 status, reason, skipped)

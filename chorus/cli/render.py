@@ -45,6 +45,9 @@ def print_cost_line(run: Any) -> None:
         out.print("cost: - (a model of this run has no price in the registry, `chorus models`)", highlight=False)
         return
     note = " (estimated: offline token counts, priced as if on each model)" if cost["estimated"] else ""
+    saved = (run.result or {}).get("skipped") if run.pattern == "vote" else None
+    if saved:
+        note += f"; {saved} of {run.result.get('voters')} voter calls saved (adaptive: decided before their turn)"
     out.print(f"cost {'~' if cost['estimated'] else ''}${cost['total_usd']:.6f}{note}", highlight=False)
 
 

@@ -45,6 +45,9 @@ TaskOpt = Annotated[str, typer.Option(
 MaxCostOpt = Annotated[float | None, typer.Option(
     "--max-cost", min=0.0, help="Budget in US dollars: refuse to send when the estimate is above it "
                                 "(default CHORUS_MAX_COST_USD).")]
+AdaptiveOpt = Annotated[bool | None, typer.Option(
+    "--adaptive/--all-voters", help="Ask voters in waves and stop once the rest cannot change the result "
+                                    "(default: the task's [vote] stop).")]
 VoteTaskOpt = Annotated[str | None, typer.Option(
     "--task", "-t", help="A vote task file (.toml): instructions, labels with meanings, examples, the panel. "
                          "Options given here override its fields.")]
@@ -65,6 +68,7 @@ def vote(
     cache_aware: Annotated[bool, typer.Option(
         "--cache-aware/--no-cache-aware", help="Send one voter per model first so the rest read the prompt cache.")
     ] = True,
+    adaptive: AdaptiveOpt = None,
     max_cost: MaxCostOpt = None,
     dry_run: DryRunOpt = False,
     as_json: JsonOpt = False,
@@ -78,7 +82,7 @@ def vote(
     text = read_document(document)
     with errors():
         plan = plan_vote(text, labels, task=vote_task, voters=voters, models=model, quorum=quorum,
-                         tie_policy=tie_policy, cache_aware=cache_aware,
+                         tie_policy=tie_policy, cache_aware=cache_aware, adaptive=adaptive,
                          external_id=Path(document).name if Path(document).is_file() else None, settings=settings)
     if dry_run:
         print_estimate(plan, settings, "vote", as_json)

@@ -1,0 +1,64 @@
+"""Adaptive voting through real workers on Redis and PostgreSQL, the real anthropic SDK against the
+stub: which voters the provider actually hears from (the stub's log), and what the run records."""
+
+from __future__ import annotations
+
+import pytest
+
+from chorus import submit_vote, wait_for_run
+
+pytestmark = pytest.mark.integration
+
+LABELS = "positive,negative,neutral"
+CLEAR = "The battery died after one day. Terrible, awful, broken, I want a refund."
+
+
+def called_slots(stub, run_id: str) -> list[int]:
+    return sorted(int(r["slot"]) for r in stub.requests(bodies=False) if r["run"] == run_id and r["status"] == 200)
+
+
+def test_a_unanimous_first_wave_sends_no_more_voters_and_the_answer_is_the_full_panels(workers, stub):
+    stub.reset()
+    full = wait_for_run(submit_vote(CLEAR, LABELS, voters=5), timeout=60)
+    early = wait_for_run(submit_vote(CLEAR, LABELS, voters=5, adaptive=True), timeout=60)
+    assert called_slots(stub, full.id) == [0, 1, 2, 3, 4]
+    assert called_slots(stub, early.id) == [0, 1, 2]  # 3 of 5 agree: the 2 left cannot change it
+    assert (early.status, early.answer) == (full.status, full.answer) == ("succeeded", "negative")
+    skipped = [o for o in early.outcomes if o.status == "skipped"]
+    assert [o.slot for o in skipped] == [3, 4] and all(o.attempts == 0 and o.input_tokens == 0 for o in skipped)
+    assert all(o.error and o.error.startswith("not asked:") for o in skipped)
+    assert early.result["skipped"] == 2 and early.result["voters"] == 5 and early.result["quorum_met"]
+    assert early.to_json()["cost"]["total_usd"] < full.to_json()["cost"]["total_usd"]
+
+
+def test_a_wave_that_leaves_the_vote_open_sends_the_next_voter_and_tallies_like_the_full_panel(workers, stub):
+    """3 voters, first wave 2: slot 0 fails for good (a 400), so its one answer could still be outvoted
+    by the last voter: the vote keeps going and asks slot 2."""
+    stub.reset()
+    stub.set_rules([{"slot": "0", "status": 400}])  # every run's slot 0, set before anything is sent
+    try:
+        run = wait_for_run(submit_vote(CLEAR, LABELS, voters=3, adaptive=True), timeout=60)
+        full = wait_for_run(submit_vote(CLEAR, LABELS, voters=3), timeout=60)
+    finally:
+        stub.set_rules([])
+    run_id = run.id
+    asked = sorted(int(r["slot"]) for r in stub.requests(bodies=False) if r["run"] == run_id)
+    assert asked == [0, 1, 2], "the third voter could change the result and must be asked"
+    assert [o.status for o in run.outcomes] == ["failed", "succeeded", "succeeded"]
+    assert (run.status, run.answer) == (full.status, full.answer)
+    assert run.result["skipped"] == 0
+
+
+def test_a_split_first_wave_sends_more_voters(workers, stub):
+    """A review that praises at first and condemns at the end splits voters that read different parts:
+    the voters after the first wave are asked until the rest cannot change the winner, and the answer
+    is the full panel's."""
+    stub.reset()
+    mixed = ("I love this phone, it is wonderful, excellent and fantastic, the best purchase I made. "
+             "The screen is great. " * 3 + "But then it broke. Terrible, awful, broken, useless, refund, worst.")
+    full = wait_for_run(submit_vote(mixed, LABELS, voters=5), timeout=60)
+    early = wait_for_run(submit_vote(mixed, LABELS, voters=5, adaptive=True), timeout=60)
+    first_three = [o.answer for o in full.outcomes[:3]]
+    assert len(set(first_three)) > 1, f"the document no longer splits the first wave: {first_three}"
+    assert len(called_slots(stub, early.id)) > 3
+    assert (early.status, early.answer) == (full.status, full.answer)
