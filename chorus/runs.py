@@ -136,6 +136,7 @@ class OutcomeView:
     title: str | None = None  # sectioning: the section's title, or the span a synthesis step covers
     inputs: list[int] | None = None
     level: int | None = None
+    cache_miss: bool | None = None  # a follower that should have read the shared prefix: did it miss?
 
     @classmethod
     def of(cls, o: WorkerOutcome) -> OutcomeView:
@@ -147,6 +148,7 @@ class OutcomeView:
             queued_at=repo.as_utc(o.queued_at), started_at=repo.as_utc(o.started_at),
             finished_at=repo.as_utc(o.finished_at), latency_s=o.latency_s, hostname=o.hostname,
             task_id=o.task_id, raw_output=o.raw_output, title=o.title, inputs=o.inputs, level=o.level,
+            cache_miss=o.cache_miss,
         )
 
 

@@ -9,7 +9,7 @@ from typing import Any
 from models import OutcomeStatus, Session, WorkerOutcome, repo
 from models.tables import OutcomeRole
 from workflows.calls import CallRequest, CallResult
-from workflows.dispatch import shares_prefix
+from workflows.dispatch import expects_cache_read, shares_prefix
 from workflows.registry import supports_structured_outputs
 from workflows.sectioning import (
     Part,
@@ -49,6 +49,9 @@ def interpret(claim: repo.Claim, config: dict[str, Any], result: CallResult) -> 
                                         structured=supports_structured_outputs(claim.model))
         fields["answer"] = answer
         fields["error"] = abstained
+        if expects_cache_read(config, claim.slot, claim.model) and not result.usage.estimated:
+            # A follower of cache-aware dispatch: it was sent after its leader so as to read the prefix.
+            fields["cache_miss"] = result.usage.cache_read_input_tokens == 0
     elif claim.role in (OutcomeRole.SECTION, OutcomeRole.SYNTHESIS):
         # A reply that is no result (a refusal; with an output schema, a cut, non-JSON or off-schema
         # reply) fails its slot with the reason; the call's usage is kept, it was paid.

@@ -47,6 +47,18 @@ class Dispatch:
                 **({"prefix_tokens": dict(self.prefix_tokens)} if self.prefix_tokens else {})}
 
 
+def expects_cache_read(config: Mapping[str, Any], slot: int, model: str) -> bool:
+    """Whether a voter should have read the shared prefix from the cache: it was not a leader, and a
+    leader of its model wrote the prefix before it was sent (a stored run's config: voters, dispatch).
+    Anthropic makes an entry readable once the writing response begins, yet users measured misses right
+    after the writer finished (anthropic-sdk-python #1451): each follower's read is checked."""
+    leaders = (config.get("dispatch") or {}).get("leaders") or ()
+    if slot in leaders:
+        return False
+    models = {v["slot"]: v["model"] for v in config.get("voters", ())}
+    return any(models.get(leader) == model for leader in leaders)
+
+
 # Chorus's estimate (~4 characters a token) and the API's count of the same text differ by up to about
 # 1.5x for English prose and more for short words, code or other scripts; only far from the minimum is
 # the estimate alone sure to fall on the right side of it.

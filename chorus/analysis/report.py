@@ -210,7 +210,17 @@ def cost_summary(runs: Sequence[RunView], settings: Settings) -> dict[str, Any]:
     minimum = minimum_cost(runs, settings)
     return {"cost": cost.to_json(), "cost_without_cache": total(run_cost_without_cache(r) for r in runs).to_json(),
             "minimum_cost": minimum.to_json(), "minimum_counted_with": minimum_counted_with(settings),
-            "cost_over_minimum": round(cost.total_usd / minimum.total_usd, 4) if minimum.total_usd > 0 else None}
+            "cost_over_minimum": round(cost.total_usd / minimum.total_usd, 4) if minimum.total_usd > 0 else None,
+            "cache_followers": cache_followers(runs)}
+
+
+def cache_followers(runs: Sequence[RunView]) -> dict[str, Any]:
+    """How the followers of cache-aware dispatch fared: each was sent after its leader to read the shared
+    prefix; a miss paid the prefix in full (or as another write)."""
+    checked = [o.cache_miss for r in runs for o in r.outcomes if o.cache_miss is not None]
+    misses = sum(1 for miss in checked if miss)
+    return {"followers": len(checked), "misses": misses,
+            "hit_rate": round(1 - misses / len(checked), 4) if checked else None}
 
 
 def cost_section(runs: Sequence[RunView], costs: dict[str, Any]) -> str:
@@ -231,6 +241,11 @@ def cost_section(runs: Sequence[RunView], costs: dict[str, Any]) -> str:
              f"the other calls)"]
     if costs["cost_over_minimum"] is not None:
         lines.append(f"ratio to the minimum {costs['cost_over_minimum']:.3f}")
+    followers = costs.get("cache_followers") or {}
+    if followers.get("followers"):
+        lines.append(f"prompt-cache hit rate of the followers {followers['hit_rate']:.0%} "
+                     f"({followers['followers'] - followers['misses']} of {followers['followers']} read the prefix "
+                     "their leader wrote)")
     note = "<p class='warn'>~ estimates: the offline provider's token counts, priced as if on each model</p>" if est \
         else ""
     return (_table(["model", "input tok", "cache write tok", "cache read tok", "output tok", "input", "cache write",
