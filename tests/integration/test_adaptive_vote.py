@@ -62,3 +62,33 @@ def test_a_split_first_wave_sends_more_voters(workers, stub):
     assert len(set(first_three)) > 1, f"the document no longer splits the first wave: {first_three}"
     assert len(called_slots(stub, early.id)) > 3
     assert (early.status, early.answer) == (full.status, full.answer)
+
+
+def test_an_adaptive_batch_skips_decided_voters_in_every_document_and_matches_the_full_panel(workers, stub, tmp_path):
+    import json
+
+    from chorus.batch import find_batch, run_batch, wait_for_batch
+    from chorus.runs import get_run
+    from models import Run, Session
+
+    docs = [CLEAR, "I love it. Excellent and wonderful, the best kettle.", "It is okay, an average and ordinary kettle."]
+    path = tmp_path / "docs.jsonl"
+    path.write_text("".join(json.dumps({"id": f"d{i}", "text": t}) + "\n" for i, t in enumerate(docs)))
+    stub.reset()
+    answers = {}
+    for adaptive in (False, True):
+        run_batch(path, pattern="vote", options={"labels": LABELS, "voters": 5, "adaptive": adaptive},
+                  name=f"adaptive-{adaptive}-{tmp_path.name}")
+        batch = find_batch(f"adaptive-{adaptive}-{tmp_path.name}")
+        wait_for_batch(batch.id, timeout=90)
+        with Session() as s:
+            run_ids = [r.id for r in s.query(Run).filter(Run.document.has(batch_id=batch.id))]
+        runs = [get_run(r) for r in run_ids]
+        answers[adaptive] = sorted((r.external_id, r.status, r.answer) for r in runs)
+        calls = [r for r in stub.requests(bodies=False) if r["run"] in set(run_ids) and r["status"] == 200]
+        if adaptive:
+            assert len(calls) == 3 * len(docs), "each document's first three voters agree: the rest are not called"
+            assert all(sum(o.status == "skipped" for o in r.outcomes) == 2 for r in runs)
+        else:
+            assert len(calls) == 5 * len(docs)
+    assert answers[True] == answers[False]

@@ -137,6 +137,16 @@ def test_command_line_options_override_the_file():
     assert relabelled.label_names == ("urgent", "low")
 
 
+def test_stop_decided_makes_the_vote_adaptive_and_changes_the_task_hash():
+    task = parse(VOTE)
+    adaptive = parse(VOTE.replace("quorum = 2", 'quorum = 2\nstop = "decided"\nstop_when_agree = 2'))
+    assert not task.vote.adaptive and adaptive.vote.adaptive and adaptive.vote.stop_when_agree == 2
+    assert task_hash(adaptive) != task_hash(task)
+    assert task_hash(parse(VOTE.replace("quorum = 2", 'quorum = 2\nstop = "all"'))) == task_hash(task)
+    assert with_vote_overrides(task, adaptive=True).vote.adaptive
+    assert not with_vote_overrides(adaptive, adaptive=False).vote.adaptive
+
+
 def test_concat_finds_the_one_list_of_a_schema():
     assert concat_key({"type": "array"}) is None
     assert concat_key({"type": "object", "properties": {"options": {"type": "array"}}}) == "options"
@@ -158,6 +168,11 @@ BAD = [
     (lambda t: t.replace('tie_policy = "first"', 'tie_policy = "random"'), "vote.tie_policy", "none, first"),
     (lambda t: t.replace("low_agreement_below = 0.5", "low_agreement_below = 1.5"), "vote.low_agreement_below",
      "between 0 and 1"),
+    (lambda t: t.replace("quorum = 2", 'quorum = 2\nstop = "early"'), "vote.stop", "use \"decided\""),
+    (lambda t: t.replace("quorum = 2", "quorum = 2\nstop_when_agree = 2"), "vote.stop_when_agree",
+     "needs stop = \"decided\""),
+    (lambda t: t.replace("quorum = 2", 'quorum = 2\nstop = "decided"\nstop_when_agree = 4'), "vote.stop_when_agree",
+     "between 1 and 3"),
     (lambda t: t.replace('effort = "low"', 'efort = "low"'), "voters[1].efort", "unknown field"),
     (lambda t: t.replace('prompt = "Judge from what they cannot do."', 'prompt = "  "'), "voters[0].prompt",
      "empty"),
