@@ -24,6 +24,15 @@ One request to `POST /v1/messages` goes through these steps, in order:
 `POST /v1/messages/count_tokens` counts a request with the same tokenizer, so what it says is what
 a call bills. Every request is logged with its whole body (see `GET /_stub/requests`; `?bodies=0` leaves
 the bodies out). The admin API lives under `/_stub/`.
+
+The Message Batches API (`/v1/messages/batches`: create, retrieve, list, cancel, delete, results) is
+`batches.BatchStore`. Each request of a batch is answered by the same function as `POST /v1/messages`
+(`answer_message`, with `batched=True`: steps 1, 3, 5 and 6 without the latency, plus the batch-only
+checks; no fault rules, fault mix or rate limit) and logged like one, with `batch` and `custom_id`
+(run and slot come from a chorus custom_id `<run id>-<slot>`). Its knobs: `--batch-delay-ms`,
+`--batch-errored`, `--batch-expired`, `--batch-seed`, and at runtime `POST /_stub/batches`
+`{delay_ms, errored, expired, seed, rules}`; `GET /_stub/batches` lists the batches; `POST /_stub/reset`
+forgets them and restores the startup knobs.
 """
 
 from __future__ import annotations
@@ -43,7 +52,15 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
+from chorus.testing.stub.batches import (
+    MAX_BODY_BYTES,
+    BatchConfig,
+    BatchError,
+    BatchStore,
+    batch_params_problem,
+)
 from chorus.testing.stub.cache import CacheRequestError, PromptCache
 from chorus.testing.stub.faults import HANG, FaultMix
 from chorus.testing.stub.models import traits
@@ -145,10 +162,11 @@ class FaultRule:
 
 
 class StubState:
-    """The request log and the fault rules, shared by the handler threads."""
+    """The request log, the fault rules, the prompt cache and the Message Batches, shared by the handler
+    threads (and the batch processing threads)."""
 
     def __init__(self, latency_ms: float = 0, rules: Iterable[FaultRule] = (), faults: FaultMix | None = None,
-                 limiter: StubLimiter | None = None) -> None:
+                 limiter: StubLimiter | None = None, batch: BatchConfig | None = None) -> None:
         self.latency_ms = latency_ms
         self.faults = faults
         self.limiter = limiter
@@ -157,6 +175,37 @@ class StubState:
         self._log: list[dict[str, Any]] = []
         self._seq = 0
         self.cache = PromptCache()
+        self.batches = BatchStore(self.batch_call, self.record, batch)
+
+    def new_entry(self, body: Any, run: str | None, slot: str | None, request_id: str,
+                  api_version: str | None) -> dict[str, Any]:
+        """The request-log entry of one Messages request, before it is answered."""
+        return {
+            "time": time.time(), "run": run, "slot": slot, "request_id": request_id,
+            "model": body.get("model") if isinstance(body, dict) else None,
+            "anthropic_version": api_version,
+            "input_tokens": 0, "output_tokens": 0,
+            "body": body if body is not _INVALID_JSON else None,
+        }
+
+    def batch_call(self, params: dict[str, Any], api_version: str | None, run: str | None, slot: str | None,
+                   error: int | None) -> tuple[int, dict[str, Any], dict[str, Any]]:
+        """Answer one request of a Message Batch: (status, payload, log entry). `error` (a status) is an
+        outcome the batch knobs forced; otherwise the request goes through `answer_message`."""
+        started = time.monotonic()
+        request_id = _request_id()
+        entry = self.new_entry(params, run, slot, request_id, api_version)
+        if error is not None:
+            entry["fault"] = ERROR_TYPES.get(error, "api_error")
+            status = error
+            payload = _error_body(error, ERROR_MESSAGES.get(error, f"HTTP {error} (injected by the stub)"), request_id)
+        else:
+            status, payload, _ = answer_message(self, params, entry, api_version=api_version, run=run, slot=slot,
+                                                request_id=request_id, batched=True)
+            if status == 200:
+                payload["usage"]["service_tier"] = "batch"
+        entry.update(status=status, latency_ms=round((time.monotonic() - started) * 1000, 3))
+        return status, payload, entry
 
     def take_rule(self, run: str | None, slot: str | None) -> FaultRule | None:
         with self._lock:
@@ -184,6 +233,7 @@ class StubState:
             return list(self._log)
 
     def reset(self) -> None:
+        self.batches.reset()  # first: its threads stop before the log and the cache are cleared
         with self._lock:
             self._log.clear()
             self._rules.clear()
@@ -271,6 +321,78 @@ def output_schema(body: dict[str, Any]) -> dict[str, Any] | None:
     return fmt.get("schema")
 
 
+def answer_message(state: StubState, body: Any, entry: dict[str, Any], *, api_version: str | None,
+                   run: str | None, slot: str | None, request_id: str, batched: bool = False
+                   ) -> tuple[int, dict[str, Any], dict[str, str]]:
+    """Answer one Messages request: (status, JSON payload, response headers). Steps 1-6 of the module
+    doc; `entry` (the request's log entry) gets the usage, and `fault` / `limited` when one answered.
+
+    `batched` is a request of a Message Batch: the batch-only checks apply (`batches.batch_params_problem`),
+    and the Messages API's fault rules, fault mix, rate limits and latency do not.
+    """
+    if body is _INVALID_JSON:
+        return 400, _error_body(400, "request body is not valid JSON", request_id), {}
+    problem = validate(body, api_version)
+    if problem is None and batched:
+        problem = batch_params_problem(body)
+    if problem:
+        return 400, _error_body(400, problem, request_id), {}
+    if not batched:
+        rule = state.take_rule(run, slot)
+        if rule is not None:
+            headers = {}
+            if rule.status == 429 or rule.retry_after is not None:
+                headers["retry-after"] = _seconds(1.0 if rule.retry_after is None else rule.retry_after)
+            message = ERROR_MESSAGES.get(rule.status, f"HTTP {rule.status} (injected by the stub)")
+            return rule.status, _error_body(rule.status, message, request_id), headers
+        fault = state.faults.draw() if state.faults else None
+        if fault is not None and state.faults is not None:
+            entry["fault"] = fault.kind
+            if fault.kind == HANG:
+                time.sleep(state.faults.hang_s)  # bounded: longer than the client waits, never forever
+            headers = {"retry-after": _seconds(state.faults.retry_after_s)} if fault.status == 429 else {}
+            message = ERROR_MESSAGES.get(fault.status, f"HTTP {fault.status} (injected by the stub)")
+            return fault.status, _error_body(fault.status, message, request_id), headers
+    try:
+        cached = state.cache.lookup(body)
+    except CacheRequestError as exc:
+        return 400, _error_body(400, str(exc), request_id), {}
+    prompt_tokens = count_request(body)
+    limit_headers: dict[str, str] = {}
+    limiter = state.limiter if not batched and state.limiter is not None and state.limiter.active else None
+    if limiter is not None:
+        # Cache-aware ITPM: uncached input and cache writes count, cache reads do not.
+        verdict = limiter.admit(body["model"], prompt_tokens - cached.read_tokens, body["max_tokens"])
+        limit_headers = verdict.headers
+        if not verdict.allowed:
+            entry["limited"] = verdict.limited
+            return 429, _error_body(429, verdict.message, request_id), limit_headers
+    if not batched and state.latency_ms > 0:
+        time.sleep(state.latency_ms / 1000)
+    state.cache.response_started(cached)  # Anthropic: readable once the response begins
+    user_text = "\n".join(_text(m["content"]) for m in body["messages"] if m["role"] == "user")
+    reply = answer(body["model"], _text(body.get("system", "")), user_text, body["max_tokens"], output_schema(body))
+    text, stop_reason = _fit(reply.text, body["max_tokens"])
+    if reply.stop_reason != "end_turn" and stop_reason == "end_turn":
+        stop_reason = reply.stop_reason  # a refusal, or a reply the provider had to cut itself
+    output_tokens = count_text(text)
+    usage = {**cached.usage_fields(prompt_tokens), "output_tokens": output_tokens}
+    entry.update(input_tokens=usage["input_tokens"], output_tokens=output_tokens,
+                 cache_write_tokens=cached.write_tokens, cache_read_tokens=cached.read_tokens)
+    if limiter is not None:
+        limiter.finish(body["model"], output_tokens, body["max_tokens"])  # the unused output comes back
+    return 200, {
+        "id": f"msg_{uuid.uuid4().hex[:24]}",
+        "type": "message",
+        "role": "assistant",
+        "model": body["model"],
+        "content": [{"type": "text", "text": text}] if text else [],
+        "stop_reason": stop_reason,
+        "stop_sequence": None,
+        "usage": usage,
+    }, limit_headers
+
+
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     # Headers and body go out in separate writes; with Nagle on, a keep-alive client's delayed ACK
@@ -301,6 +423,50 @@ class Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(payload)
 
+    def _send_jsonl(self, data: bytes, request_id: str) -> None:
+        self.send_response(200)
+        self.send_header("content-type", "application/x-jsonl")
+        self.send_header("content-length", str(len(data)))
+        self.send_header("request-id", request_id)
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _base_url(self) -> str:
+        """scheme://host:port as the client addressed the stub (for `results_url`)."""
+        host = self.headers.get("host")
+        if not host:
+            name = self.server.host
+            host = f"[{name}]:{self.server.port}" if ":" in name else f"{name}:{self.server.port}"
+        return f"http://{host}"
+
+    def _batch_api(self, method: str, path: str, query: Mapping[str, list[str]], body: Any = None) -> bool:
+        """Answer a Message Batches API route; False when `path` is none of them."""
+        batches = self.server.state.batches
+        parts = path.rstrip("/").split("/")[1:]  # ["v1", "messages", "batches", id?, action?]
+        if parts[:3] != ["v1", "messages", "batches"] or len(parts) > 5:
+            return False
+        batch_id, action = (parts[3:] + ["", ""])[:2]
+        request_id = _request_id()
+        sent = {"request-id": request_id}
+        try:
+            if method == "POST" and not batch_id:
+                self._send(200, batches.create(body, self.headers.get("anthropic-version"), self._base_url()), sent)
+            elif method == "GET" and not batch_id:
+                self._send(200, batches.page(query, self._base_url()), sent)
+            elif method == "GET" and not action:
+                self._send(200, batches.retrieve(batch_id, self._base_url()), sent)
+            elif method == "GET" and action == "results":
+                self._send_jsonl(batches.results(batch_id), request_id)
+            elif method == "POST" and action == "cancel":
+                self._send(200, batches.cancel(batch_id, self._base_url()), sent)
+            elif method == "DELETE" and batch_id and not action:
+                self._send(200, batches.delete(batch_id), sent)
+            else:
+                return False
+        except BatchError as exc:
+            self._send(exc.status, _error_body(exc.status, exc.message, request_id), sent)
+        return True
+
     # ----- routes -------------------------------------------------------------------------------
     def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
         state = self.server.state
@@ -312,10 +478,28 @@ class Handler(BaseHTTPRequestHandler):
             self._send(200, state.rules())
         elif self.path == "/_stub/health":
             self._send(200, {"ok": True, "pid": os.getpid(), "requests": len(state.log())})
+        elif self.path == "/_stub/batches":
+            self._send(200, state.batches.admin())
         else:
-            self._send(404, _error_body(404, f"no route GET {self.path}", _request_id()))
+            url = urlsplit(self.path)
+            if not self._batch_api("GET", url.path, parse_qs(url.query)):
+                self._send(404, _error_body(404, f"no route GET {self.path}", _request_id()))
+
+    def do_DELETE(self) -> None:  # noqa: N802 - the stdlib's name
+        url = urlsplit(self.path)
+        if not self._batch_api("DELETE", url.path, parse_qs(url.query)):
+            self._send(404, _error_body(404, f"no route DELETE {self.path}", _request_id()))
 
     def do_POST(self) -> None:  # noqa: N802 - the stdlib's name
+        url = urlsplit(self.path)
+        length = int(self.headers.get("content-length") or 0)
+        if url.path == "/v1/messages/batches" and length > MAX_BODY_BYTES:
+            # Refused unread: the connection closes, so the unread body cannot be taken for a request.
+            self.close_connection = True
+            message = (f"a Message Batch body is at most {MAX_BODY_BYTES // (1024 * 1024)} MB, this one is "
+                       f"{length:,} bytes; split the requests into several batches")
+            self._send(413, _error_body(413, message, _request_id()), {"connection": "close"})
+            return
         body, ok = self._read_json()
         if self.path == "/v1/messages":
             self._messages(body if ok else _INVALID_JSON)
@@ -333,6 +517,13 @@ class Handler(BaseHTTPRequestHandler):
         elif self.path == "/_stub/reset":
             self.server.state.reset()
             self._send(200, {"ok": True})
+        elif self.path == "/_stub/batches":
+            try:
+                config = self.server.state.batches.configure(body if ok else None)
+            except ValueError as exc:
+                self._send(400, _error_body(400, str(exc), _request_id()))
+                return
+            self._send(200, config)
         elif self.path == "/_stub/latency":
             latency = body.get("latency_ms") if isinstance(body, dict) else None
             if isinstance(latency, bool) or not isinstance(latency, int | float) or latency < 0:
@@ -340,91 +531,28 @@ class Handler(BaseHTTPRequestHandler):
                 return
             self.server.state.latency_ms = float(latency)
             self._send(200, {"latency_ms": self.server.state.latency_ms})
+        elif url.path.startswith("/v1/messages/batches"):
+            if not ok:
+                self._send(400, _error_body(400, "request body is not valid JSON", _request_id()))
+            elif not self._batch_api("POST", url.path, parse_qs(url.query), body):
+                self._send(404, _error_body(404, f"no route POST {self.path}", _request_id()))
         else:
             self._send(404, _error_body(404, f"no route POST {self.path}", _request_id()))
 
     def _messages(self, body: Any) -> None:
         started = time.monotonic()
         request_id = _request_id()
-        run, slot = self.headers.get("x-chorus-run"), self.headers.get("x-chorus-slot")
-        entry: dict[str, Any] = {
-            "time": time.time(), "run": run, "slot": slot, "request_id": request_id,
-            "model": body.get("model") if isinstance(body, dict) else None,
-            "anthropic_version": self.headers.get("anthropic-version"),
-            "input_tokens": 0, "output_tokens": 0,
-            "body": body if body is not _INVALID_JSON else None,
-        }
-
-        def finish(status: int, payload: Any, headers: dict[str, str] | None = None) -> None:
-            entry.update(status=status, latency_ms=round((time.monotonic() - started) * 1000, 3))
-            self.server.state.record(entry)
-            self._send(status, payload, {"request-id": request_id, **(headers or {})})
-
-        problem = "request body is not valid JSON" if body is _INVALID_JSON else validate(
-            body, self.headers.get("anthropic-version")
-        )
-        if problem:
-            finish(400, _error_body(400, problem, request_id))
-            return
-        rule = self.server.state.take_rule(run, slot)
-        if rule is not None:
-            headers = {}
-            if rule.status == 429 or rule.retry_after is not None:
-                headers["retry-after"] = _seconds(1.0 if rule.retry_after is None else rule.retry_after)
-            message = ERROR_MESSAGES.get(rule.status, f"HTTP {rule.status} (injected by the stub)")
-            finish(rule.status, _error_body(rule.status, message, request_id), headers)
-            return
         state = self.server.state
-        fault = state.faults.draw() if state.faults else None
-        if fault is not None and state.faults is not None:
-            entry["fault"] = fault.kind
-            if fault.kind == HANG:
-                time.sleep(state.faults.hang_s)  # bounded: longer than the client waits, never forever
-            headers = {"retry-after": _seconds(state.faults.retry_after_s)} if fault.status == 429 else {}
-            message = ERROR_MESSAGES.get(fault.status, f"HTTP {fault.status} (injected by the stub)")
-            with contextlib.suppress(OSError):  # a hung request's client has usually gone
-                finish(fault.status, _error_body(fault.status, message, request_id), headers)
-            return
-        try:
-            cached = state.cache.lookup(body)
-        except CacheRequestError as exc:
-            finish(400, _error_body(400, str(exc), request_id))
-            return
-        prompt_tokens = count_request(body)
-        limit_headers: dict[str, str] = {}
-        limited = state.limiter is not None and state.limiter.active
-        if limited and state.limiter is not None:
-            # Cache-aware ITPM: uncached input and cache writes count, cache reads do not.
-            verdict = state.limiter.admit(body["model"], prompt_tokens - cached.read_tokens, body["max_tokens"])
-            limit_headers = verdict.headers
-            if not verdict.allowed:
-                entry["limited"] = verdict.limited
-                finish(429, _error_body(429, verdict.message, request_id), limit_headers)
-                return
-        if state.latency_ms > 0:
-            time.sleep(state.latency_ms / 1000)
-        state.cache.response_started(cached)  # Anthropic: readable once the response begins
-        user_text = "\n".join(_text(m["content"]) for m in body["messages"] if m["role"] == "user")
-        reply = answer(body["model"], _text(body.get("system", "")), user_text, body["max_tokens"], output_schema(body))
-        text, stop_reason = _fit(reply.text, body["max_tokens"])
-        if reply.stop_reason != "end_turn" and stop_reason == "end_turn":
-            stop_reason = reply.stop_reason  # a refusal, or a reply the provider had to cut itself
-        output_tokens = count_text(text)
-        usage = {**cached.usage_fields(prompt_tokens), "output_tokens": output_tokens}
-        entry.update(input_tokens=usage["input_tokens"], output_tokens=output_tokens,
-                     cache_write_tokens=cached.write_tokens, cache_read_tokens=cached.read_tokens)
-        finish(200, {
-            "id": f"msg_{uuid.uuid4().hex[:24]}",
-            "type": "message",
-            "role": "assistant",
-            "model": body["model"],
-            "content": [{"type": "text", "text": text}] if text else [],
-            "stop_reason": stop_reason,
-            "stop_sequence": None,
-            "usage": usage,
-        }, limit_headers)
-        if limited and state.limiter is not None:
-            state.limiter.finish(body["model"], output_tokens, body["max_tokens"])
+        run, slot = self.headers.get("x-chorus-run"), self.headers.get("x-chorus-slot")
+        api_version = self.headers.get("anthropic-version")
+        entry = state.new_entry(body, run, slot, request_id, api_version)
+        status, payload, headers = answer_message(state, body, entry, api_version=api_version, run=run, slot=slot,
+                                                  request_id=request_id)
+        entry.update(status=status, latency_ms=round((time.monotonic() - started) * 1000, 3))
+        state.record(entry)
+        # A hung request's client has usually gone by the time it is answered.
+        with contextlib.suppress(OSError) if "fault" in entry else contextlib.nullcontext():
+            self._send(status, payload, {"request-id": request_id, **headers})
 
     def _count_tokens(self, body: Any) -> None:
         """`POST /v1/messages/count_tokens`: the prompt's tokens, counted the way `_messages` bills them
@@ -465,14 +593,14 @@ def _seconds(value: float) -> str:
 
 def make_server(
     host: str = "127.0.0.1", port: int = 0, latency_ms: float = 0, rules: Iterable[FaultRule | str] = (),
-    faults: FaultMix | None = None, limiter: StubLimiter | None = None,
+    faults: FaultMix | None = None, limiter: StubLimiter | None = None, batch: BatchConfig | None = None,
 ) -> StubServer:
     """A bound (not yet serving) stub on a loopback address; port 0 picks a free port."""
     if host != "localhost" and not ipaddress.ip_address(host).is_loopback:
         raise ValueError(f"the stub only listens on loopback addresses, not {host!r}")
     parsed = [r if isinstance(r, FaultRule) else FaultRule.parse(r) for r in rules]
     server_cls = _IPv6StubServer if ":" in host else StubServer
-    return server_cls((host, port), StubState(latency_ms, parsed, faults, limiter))
+    return server_cls((host, port), StubState(latency_ms, parsed, faults, limiter, batch))
 
 
 def serve_forever(server: StubServer, stop: threading.Event | None = None) -> None:
@@ -498,7 +626,24 @@ def build_parser() -> argparse.ArgumentParser:
         help="fault rule [run=R,][slot=S]:STATUS[:times=K][:retry_after=S], e.g. slot=2:500; repeatable",
     )
     add_reliability_options(parser)
+    batch = parser.add_argument_group("Message Batches (see chorus.testing.stub.batches)")
+    batch.add_argument("--batch-delay-ms", type=float, default=BatchConfig.delay_ms,
+                       help="how long a batch waits before it is processed (default %(default)g)")
+    batch.add_argument("--batch-errored", type=float, default=0.0,
+                       help="share of batch requests that end errored (api_error / overloaded_error), 0..1")
+    batch.add_argument("--batch-expired", type=float, default=0.0,
+                       help="share of batch requests that end expired, 0..1")
+    batch.add_argument("--batch-seed", type=int, default=0, help="seed of the errored / expired draws")
     return parser
+
+
+def batch_config_from_args(args: argparse.Namespace) -> BatchConfig:
+    """Raises ValueError naming a bad option."""
+    try:
+        return BatchConfig().updated({"delay_ms": args.batch_delay_ms, "errored": args.batch_errored,
+                                      "expired": args.batch_expired, "seed": args.batch_seed})
+    except ValueError as exc:
+        raise ValueError(f"{exc} (set by the --batch-* options)") from None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -506,7 +651,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         server = make_server(args.host, args.port, args.latency_ms, [FaultRule.parse(f) for f in args.fail],
-                             *reliability_from_args(args))
+                             *reliability_from_args(args), batch=batch_config_from_args(args))
     except (ValueError, OSError) as exc:
         print(f"chorus stub: {exc}", file=sys.stderr)
         return 2

@@ -61,6 +61,19 @@ class StubHandle:
         """Change the delay before each answer (`reset` leaves it alone)."""
         self._admin("POST", "/_stub/latency", {"latency_ms": latency_ms})
 
+    def batch_config(self, **knobs: Any) -> dict[str, Any]:
+        """Set Message Batches knobs and return them all: `delay_ms` (before a batch is processed),
+        `errored` / `expired` (seeded shares, 0..1), `seed`, and `rules`, e.g.
+        `[{"custom_id": "doc-1", "result": "expired", "times": 1}]` (or matching `run` / `slot` of a chorus
+        custom_id; `"result": "errored"` takes an `error` type, default api_error). Keys not given keep
+        their values; the seeded draws start over. `reset` restores the startup knobs."""
+        return self._admin("POST", "/_stub/batches", knobs)
+
+    def batches(self) -> list[dict[str, Any]]:
+        """Every Message Batch, oldest first: `id`, `processing_status`, `request_counts`, `custom_ids`, and
+        `results` ({custom_id: result type}) once it has ended."""
+        return self._admin("GET", "/_stub/batches")
+
 
 @contextmanager
 def running_stub(
