@@ -24,13 +24,24 @@ def stub(
     rpm: Annotated[float | None, typer.Option(help="Requests per minute (token bucket).")] = None,
     itpm: Annotated[float | None, typer.Option(help="Input tokens per minute.")] = None,
     otpm: Annotated[float | None, typer.Option(help="Output tokens per minute.")] = None,
+    batch_delay_ms: Annotated[int | None, typer.Option(
+        "--batch-delay-ms", help="Message Batches: how long a batch waits before it is processed.")] = None,
+    batch_errored: Annotated[float | None, typer.Option(
+        "--batch-errored", help="Message Batches: share of requests that end errored (0..1).")] = None,
+    batch_expired: Annotated[float | None, typer.Option(
+        "--batch-expired", help="Message Batches: share of requests that end expired (0..1).")] = None,
+    batch_seed: Annotated[int | None, typer.Option("--batch-seed", help="Message Batches: seed of those draws.")]
+    = None,
 ) -> None:
-    """Serve a local Messages-API stub for tests and benchmarks (answers from the offline provider)."""
+    """Serve a local Messages-API stub for tests and benchmarks (answers from the offline provider), with the
+    Message Batches API."""
     argv = ["--host", host, "--port", str(port), "--latency-ms", str(latency_ms)]
     for rule in fail or []:
         argv += ["--fail", rule]
     argv += ["--fault", fault, "--seed", str(seed), "--hang-s", str(hang_s)]
-    for name, value in (("--rpm", rpm), ("--itpm", itpm), ("--otpm", otpm)):
+    for name, value in (("--rpm", rpm), ("--itpm", itpm), ("--otpm", otpm), ("--batch-delay-ms", batch_delay_ms),
+                        ("--batch-errored", batch_errored), ("--batch-expired", batch_expired),
+                        ("--batch-seed", batch_seed)):
         if value is not None:
             argv += [name, str(value)]
     raise typer.Exit(stub_main(argv) or 0)
