@@ -28,7 +28,7 @@ from providers.counting import count_tokens
 from settings import Settings, get_settings
 from tasks import dispatch
 from workflows.adaptive import first_wave
-from workflows.dispatch import Dispatch, cacheable_prefix_tokens, needs_count, plan_dispatch
+from workflows.dispatch import WARM_MODES, Dispatch, cacheable_prefix_tokens, needs_count, plan_dispatch
 from workflows.errors import ConfigError, ProviderError
 from workflows.intake import check_text
 from workflows.registry import context_window, effort_levels, supports_structured_outputs
@@ -72,8 +72,10 @@ class VotePlan:
     def slot_specs(self) -> list[repo.SlotSpec]:
         """One outcome row per voter; an adaptive vote's voters after the first wave are held back."""
         first = set(self.first_wave)
+        warm = [repo.SlotSpec(slot, OutcomeRole.PREWARM, model, "prewarm")
+                for slot, model in (self.dispatch.prewarm if self.dispatch else ())]
         return [repo.SlotSpec(v.slot, OutcomeRole.VOTER, v.model, v.label, v.temperature, held=v.slot not in first)
-                for v in self.panel]
+                for v in self.panel] + warm
 
     def config(self) -> dict[str, Any]:
         rules = self.task.vote
@@ -135,6 +137,7 @@ def plan_vote(
     batch_id: str | None = None,
     gold_label: str | None = None,
     cache_aware: bool = True,
+    cache_warm: str = "leader",
     adaptive: bool | None = None,
     settings: Settings | None = None,
 ) -> VotePlan:
@@ -157,7 +160,10 @@ def plan_vote(
     # The offline provider has no prompt cache: making voters wait for a leader would only cost time.
     with_cache = cache_aware and settings.provider_name == "anthropic"
     estimates, counted = prefix_sizes(panel, vote_task, text, settings, count=with_cache)
-    dispatch = plan_dispatch(panel, estimates, cache_aware=with_cache, counted=counted)
+    if cache_warm not in WARM_MODES:
+        raise ConfigError(f"unknown cache warm-up {cache_warm!r}; use leader (one voter per model goes first) or "
+                          "prewarm (a max_tokens: 0 call writes the prefix, then every voter goes)")
+    dispatch = plan_dispatch(panel, estimates, cache_aware=with_cache, counted=counted, warm=cache_warm)
     rules = vote_task.vote
     return VotePlan(text, vote_task, tuple(panel), rules.quorum or default_quorum(len(panel)),
                     TiePolicy(rules.tie_policy), rules.low_agreement_below, external_id, batch_id, gold, dispatch)

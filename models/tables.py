@@ -67,6 +67,9 @@ class OutcomeRole(StrEnum):
     VOTER = "voter"
     SECTION = "section"
     SYNTHESIS = "synthesis"
+    # A `max_tokens: 0` call that only writes a vote's shared prefix to the prompt cache before the
+    # voters go (cache-aware dispatch with --cache-warm prewarm); not a voter, never tallied.
+    PREWARM = "prewarm"
 
 
 def _enum(cls: type[StrEnum], name: str) -> Enum:

@@ -37,7 +37,8 @@ SECTION_CALL = "chorus.section.call"
 SECTION_REDUCE = "chorus.section.reduce"
 SECTION_FINISH = "chorus.section.finish"
 BATCH_DISPATCH = "chorus.batch.dispatch"
-CALL_TASK = {OutcomeRole.VOTER: VOTE_CALL, OutcomeRole.SECTION: SECTION_CALL, OutcomeRole.SYNTHESIS: SECTION_CALL}
+CALL_TASK = {OutcomeRole.VOTER: VOTE_CALL, OutcomeRole.PREWARM: VOTE_CALL, OutcomeRole.SECTION: SECTION_CALL,
+             OutcomeRole.SYNTHESIS: SECTION_CALL}
 # A broker that is down for a moment (a restart, a failover) is waited for this long before a send
 # gives up and its runs are failed; Celery's own publish retry gives up after about a second.
 BROKER_RETRY_S = 30.0
@@ -81,14 +82,17 @@ def vote_messages(app: Celery, run_id: str, config: dict[str, Any], callback_id:
                                        config.get("task_name", ""))
              for v in config["voters"]}
     tally = app.signature(VOTE_TALLY, args=(run_id,), queue=CALLBACK_QUEUE, task_id=callback_id)
+    # Pre-warm calls (`max_tokens: 0`) write each model's prefix before any voter goes.
+    prewarm = [call_signature(app, OutcomeRole.PREWARM, run_id, slot, model, config.get("task_name", ""))
+               for slot, model in (config.get("dispatch") or {}).get("prewarm") or ()]
     adaptive = config.get("adaptive")
     if adaptive:
         # Only the first wave goes now (it holds the cache leaders, if any); the tally sends the rest
         # in waves for as long as they can change the result (tasks.vote.advance_vote).
-        return [], [calls[slot] for slot in adaptive["first_wave"]], tally
+        return prewarm, [calls[slot] for slot in adaptive["first_wave"]], tally
     leaders = tuple((config.get("dispatch") or {}).get("leaders") or ())
     header = [sig for slot, sig in calls.items() if slot not in leaders]
-    return [calls[slot] for slot in leaders], header, tally
+    return prewarm + [calls[slot] for slot in leaders], header, tally
 
 
 def wave_messages(app: Celery, run_id: str, slots: Sequence[tuple[int, str]], task: str = ""

@@ -36,6 +36,16 @@ def build_request(claim: repo.Claim, config: dict[str, Any], text: str) -> CallR
         if counted is not None:
             request = dataclasses.replace(request, prefix_tokens=int(counted))
         return request
+    if claim.role is OutcomeRole.PREWARM:
+        # The request of the model's first voter, cut to `max_tokens: 0`: the same prefix (system, cache
+        # blocks, output format) is written to the cache, nothing is generated.
+        stored = next(v for v in config["voters"] if v["model"] == claim.model)
+        voter = Voter(**stored)
+        request = vote_request(voter, task_of(config), text, structured=supports_structured_outputs(voter.model),
+                               tags=tags)
+        counted = (config.get("dispatch") or {}).get("prefix_tokens", {}).get(claim.model)
+        return dataclasses.replace(request, max_tokens=0,
+                                   prefix_tokens=int(counted) if counted is not None else request.prefix_tokens)
     if claim.role in (OutcomeRole.SECTION, OutcomeRole.SYNTHESIS):
         return section_call_request(claim, config, text, tags)
     raise ValueError(f"no request builder for role {claim.role}")

@@ -7,7 +7,7 @@ from typing import Any
 from celery import Celery, Task, shared_task
 from sqlalchemy.orm import Session as OrmSession
 
-from models import OutcomeStatus, RunStatus, in_session, repo
+from models import OutcomeRole, OutcomeStatus, RunStatus, in_session, repo
 from tasks import db, dispatch
 from tasks.calls import run_slot
 from workflows.adaptive import decide
@@ -63,12 +63,13 @@ def _next_wave(s: OrmSession, run_id: str) -> tuple[list[tuple[int, str]], dict[
     if run is None or run.status.terminal or not run.config.get("adaptive"):
         return None
     config = run.config
-    held = [o for o in run.outcomes if o.status is OutcomeStatus.PENDING and o.queued_at is None]
+    voters = [o for o in run.outcomes if o.role is OutcomeRole.VOTER]
+    held = [o for o in voters if o.status is OutcomeStatus.PENDING and o.queued_at is None]
     if not held:
         return None
-    answers = [o.answer if o.status is OutcomeStatus.SUCCEEDED else None for o in run.outcomes if o.status.terminal]
-    decision = decide(answers, config["labels"], remaining=len(held), panel=len(run.outcomes),
-                      quorum=config.get("quorum") or default_quorum(len(run.outcomes)),
+    answers = [o.answer if o.status is OutcomeStatus.SUCCEEDED else None for o in voters if o.status.terminal]
+    decision = decide(answers, config["labels"], remaining=len(held), panel=len(voters),
+                      quorum=config.get("quorum") or default_quorum(len(voters)),
                       tie_policy=TiePolicy(config.get("tie_policy", TiePolicy.NONE)),
                       stop_when_agree=config["adaptive"].get("stop_when_agree"))
     if decision.decided:
@@ -95,10 +96,11 @@ def _finish_vote(s: OrmSession, run_id: str) -> dict[str, Any]:
     if run.status.terminal:
         return {"run_id": run_id, "status": run.status.value, **(run.result or {})}
     config = run.config
-    answers = [o.answer for o in run.outcomes if o.status is OutcomeStatus.SUCCEEDED]
-    unfinished = sum(1 for o in run.outcomes if not o.status.terminal)
-    failed = sum(1 for o in run.outcomes if o.status is OutcomeStatus.FAILED) + unfinished
-    skipped = sum(1 for o in run.outcomes if o.status is OutcomeStatus.SKIPPED)
+    voters = [o for o in run.outcomes if o.role is OutcomeRole.VOTER]  # a pre-warm call is no voter
+    answers = [o.answer for o in voters if o.status is OutcomeStatus.SUCCEEDED]
+    unfinished = sum(1 for o in voters if not o.status.terminal)
+    failed = sum(1 for o in voters if o.status is OutcomeStatus.FAILED) + unfinished
+    skipped = sum(1 for o in voters if o.status is OutcomeStatus.SKIPPED)
     result = tally(
         answers,
         config["labels"],

@@ -41,10 +41,14 @@ class Dispatch:
     # model -> the shared prefix's tokens as counted (count_tokens) where chorus's estimate was too close
     # to the model's cache minimum to decide; the worker marks the prefix by this count, not its estimate.
     prefix_tokens: dict[str, int] = field(default_factory=dict)
+    # (slot, model) of each `max_tokens: 0` pre-warm call (warm="prewarm"): it writes the model's prefix
+    # and every voter follows; its slot comes after the panel's.
+    prewarm: tuple[tuple[int, str], ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         return {"leaders": list(self.leaders), "followers": list(self.followers), "reason": self.reason,
-                **({"prefix_tokens": dict(self.prefix_tokens)} if self.prefix_tokens else {})}
+                **({"prefix_tokens": dict(self.prefix_tokens)} if self.prefix_tokens else {}),
+                **({"prewarm": [list(p) for p in self.prewarm]} if self.prewarm else {})}
 
 
 def expects_cache_read(config: Mapping[str, Any], slot: int, model: str) -> bool:
@@ -52,7 +56,10 @@ def expects_cache_read(config: Mapping[str, Any], slot: int, model: str) -> bool
     leader of its model wrote the prefix before it was sent (a stored run's config: voters, dispatch).
     Anthropic makes an entry readable once the writing response begins, yet users measured misses right
     after the writer finished (anthropic-sdk-python #1451): each follower's read is checked."""
-    leaders = (config.get("dispatch") or {}).get("leaders") or ()
+    dispatch = config.get("dispatch") or {}
+    if any(model == warmed for _, warmed in dispatch.get("prewarm") or ()):
+        return True  # every voter of a pre-warmed model follows the pre-warm
+    leaders = dispatch.get("leaders") or ()
     if slot in leaders:
         return False
     models = {v["slot"]: v["model"] for v in config.get("voters", ())}
@@ -71,11 +78,19 @@ def needs_count(estimate: int, model: str) -> bool:
     return minimum * UNSURE_BELOW <= estimate < minimum * UNSURE_ABOVE
 
 
+WARM_MODES = ("leader", "prewarm")
+
+
 def plan_dispatch(panel: Sequence[Voter], prefix_tokens: int | Mapping[str, int], *, cache_aware: bool = True,
-                  counted: Mapping[str, int] | None = None) -> Dispatch:
+                  counted: Mapping[str, int] | None = None, warm: str = "leader") -> Dispatch:
     """Leaders (one per model with two voters or more, when its shared prefix reaches the model's cache
     minimum) and followers. `prefix_tokens` is the prefix's size, one figure or per model; `counted`
-    (model -> tokens by count_tokens) overrides it and is kept for the workers."""
+    (model -> tokens by count_tokens) overrides it and is kept for the workers. `warm="prewarm"`: instead
+    of a leader, a `max_tokens: 0` call writes each such model's prefix and every voter follows it: the
+    voters wait for a prefill rather than a whole answer, for one more read of the prefix (and the call's
+    uncached tail) than a leader costs."""
+    if warm not in WARM_MODES:
+        raise ValueError(f"unknown cache warm-up {warm!r}; use one of: {', '.join(WARM_MODES)}")
     sizes = dict(prefix_tokens) if isinstance(prefix_tokens, Mapping) else {}
     sizes.update(counted or {})
 
@@ -103,6 +118,14 @@ def plan_dispatch(panel: Sequence[Voter], prefix_tokens: int | Mapping[str, int]
         why = (f"the shared prefix ({shown} tokens) is under the cache minimum ({'; '.join(skipped)})"
                if skipped else "no two voters share a model, so no prefix can be read from the cache")
         return Dispatch((), everyone, f"{why}: every voter is sent at once", kept)
+    if warm == "prewarm":
+        first = len(panel)
+        warmed = tuple((first + i, panel[next(j for j, v in enumerate(panel) if v.slot == slot)].model)
+                       for i, slot in enumerate(leaders))
+        return Dispatch((), everyone,
+                        f"a max_tokens: 0 pre-warm writes the cache ({shown} tokens) for "
+                        f"{', '.join(m for _, m in warmed)}; all {len(everyone)} voters follow and read it",
+                        kept, warmed)
     followers = tuple(s for s in everyone if s not in leaders)
     return Dispatch(tuple(leaders), followers,
                     f"slot(s) {', '.join(map(str, leaders))} go first and write the cache "

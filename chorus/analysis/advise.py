@@ -23,7 +23,8 @@ def items_of(runs: Sequence[Any]) -> list[Item]:
     """One agreement item per vote run: every slot's valid answer (None for failures/abstentions)."""
     return [
         Item(r.external_id,
-             tuple(o.answer if o.status == "succeeded" else None for o in sorted(r.outcomes, key=lambda o: o.slot)),
+             tuple(o.answer if o.status == "succeeded" else None
+                   for o in sorted(r.outcomes, key=lambda o: o.slot) if o.role == "voter"),
              r.gold_label, r.answer)
         for r in runs
     ]
@@ -60,7 +61,7 @@ def error_overlap(agreement: AgreementReport, runs: Sequence[Any]) -> ErrorOverl
     if not agreement.pairs:
         return None
     worst = max(agreement.pairs, key=lambda p: (p.double_faults - p.expected_double_faults, p.double_faults))
-    seats = {o.slot: voter_of(o) for r in runs for o in r.outcomes}
+    seats = {o.slot: voter_of(o) for r in runs for o in r.outcomes if o.role == "voter"}
     a, b = seats.get(worst.a), seats.get(worst.b)
     pair = (f"two seats of {a}" if a is not None and a == b
             else f"{a or f'slot {worst.a}'} & {b or f'slot {worst.b}'}")

@@ -327,7 +327,8 @@ def agreement_section(runs: Sequence[RunView]) -> str:
     out.append(f"<h3>low agreement (winning share under {low_below:.0%}): fix the prompt first</h3>")
     if low:
         out.append(_table(["document", "answers", "vote", "gold", "confidence"],
-                          [[r.external_id, " ".join(o.answer or "–" for o in r.outcomes), r.answer or "-",
+                          [[r.external_id, " ".join(o.answer or "–" for o in r.outcomes if o.role == "voter"),
+                            r.answer or "-",
                             r.gold_label or "-", f"{r.confidence:.0%}" if r.confidence is not None else "-"]
                            for r in low]))
     else:

@@ -45,6 +45,10 @@ TaskOpt = Annotated[str, typer.Option(
 MaxCostOpt = Annotated[float | None, typer.Option(
     "--max-cost", min=0.0, help="Budget in US dollars: refuse to send when the estimate is above it "
                                 "(default CHORUS_MAX_COST_USD).")]
+CacheWarmOpt = Annotated[str, typer.Option(
+    "--cache-warm", help="How cache-aware dispatch writes the shared prefix: leader (one voter per model answers "
+                         "first; cheapest) or prewarm (a max_tokens: 0 call, then every voter at once; the voters "
+                         "wait for a prefill, not an answer, for one more cache read).")]
 AdaptiveOpt = Annotated[bool | None, typer.Option(
     "--adaptive/--all-voters", help="Ask voters in waves and stop once the rest cannot change the result "
                                     "(default: the task's [vote] stop).")]
@@ -68,6 +72,7 @@ def vote(
     cache_aware: Annotated[bool, typer.Option(
         "--cache-aware/--no-cache-aware", help="Send one voter per model first so the rest read the prompt cache.")
     ] = True,
+    cache_warm: CacheWarmOpt = "leader",
     adaptive: AdaptiveOpt = None,
     max_cost: MaxCostOpt = None,
     dry_run: DryRunOpt = False,
@@ -82,7 +87,7 @@ def vote(
     text = read_document(document)
     with errors():
         plan = plan_vote(text, labels, task=vote_task, voters=voters, models=model, quorum=quorum,
-                         tie_policy=tie_policy, cache_aware=cache_aware, adaptive=adaptive,
+                         tie_policy=tie_policy, cache_aware=cache_aware, cache_warm=cache_warm, adaptive=adaptive,
                          external_id=Path(document).name if Path(document).is_file() else None, settings=settings)
     if dry_run:
         print_estimate(plan, settings, "vote", as_json)

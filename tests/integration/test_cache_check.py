@@ -62,3 +62,25 @@ def test_an_adaptive_vote_sends_its_cache_leader_alone_first_and_the_next_wave_r
     assert [by_slot[s].status for s in (1, 2)] == ["succeeded", "skipped"]
     assert by_slot[1].started_at >= by_slot[0].finished_at
     assert by_slot[1].cache_miss is False and by_slot[1].cache_read_tokens == by_slot[0].cache_write_tokens
+
+
+def test_a_prewarm_writes_the_prefix_with_max_tokens_0_and_every_voter_reads_it(workers, stub):
+    stub.reset()
+    run = wait_for_run(submit_plan(plan_vote(LONG, LABELS, voters=3, models=[MODEL], cache_warm="prewarm")),
+                       timeout=60)
+    assert run.status == "succeeded" and run.answer == "positive"
+    assert run.config["dispatch"]["leaders"] == [] and run.config["dispatch"]["prewarm"] == [[3, MODEL]]
+    warm = next(o for o in run.outcomes if o.role == "prewarm")
+    voters = [o for o in run.outcomes if o.role == "voter"]
+    assert warm.slot == 3 and warm.status == "succeeded" and warm.output_tokens == 0
+    assert warm.cache_write_tokens > 4096 and warm.answer is None
+    sent = [r["body"] for r in stub.requests() if r["run"] == run.id and r["slot"] == "3"]
+    assert len(sent) == 1 and sent[0]["max_tokens"] == 0
+    for o in voters:
+        assert o.cache_read_tokens == warm.cache_write_tokens and o.cache_write_tokens == 0
+        assert o.started_at >= warm.finished_at and o.cache_miss is False
+    # The tally counts the three voters only; the pre-warm's usage is in the cost.
+    assert run.result["voters"] == 3 and run.result["answered"] == 3
+    cost = run.to_json()["cost"]["total_usd"]
+    assert cost == pytest.approx(sum(o["cost"]["total_usd"] for o in run.to_json()["outcomes"]))
+    assert cost > sum(o["cost"]["total_usd"] for o in run.to_json()["outcomes"] if o["role"] == "voter")
