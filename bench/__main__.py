@@ -35,6 +35,8 @@ REGISTRY: list[tuple[str, str, str]] = [
     ("cost_compare", "bench.cost_compare", "Cost: prompt caching and a cheaper voting panel (issue 5)"),
     ("ratelimit", "bench.ratelimit",
      "Shared rate limit vs Celery's per-worker rate_limit, naive and careful, at 600 RPM (issues 4, 14)"),
+    ("cache_warm", "bench.cache_warm", "Cache warm-up: leader first vs a max_tokens: 0 pre-warm (issue 13)"),
+    ("lanes", "bench.lanes", "Adaptive voting and the batch lane on the man-page set (issue 13)"),
 ]
 
 QUICK_ARGS: dict[str, dict[str, Any]] = {

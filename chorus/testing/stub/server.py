@@ -16,7 +16,8 @@ One request to `POST /v1/messages` goes through these steps, in order:
 4. the token-bucket rate limit of the model's family with `anthropic-ratelimit-*` headers: one
    request, the input that counts towards ITPM (uncached input + cache writes, not cache reads),
    and `max_tokens` output tokens, settled to the real output at the end;
-5. sleep `latency_ms`; the response begins, so a written prefix becomes readable;
+5. sleep `latency_ms`; the response begins, so a written prefix becomes readable (then, with
+   `ms_per_output_token` set through `/_stub/latency`, the answer takes that long per output token);
 6. answer with the offline provider's reply (`providers.offline.answer`: JSON that conforms to
    `output_config.format.schema` when one is given, or a refusal with stop reason `refusal`), cut to
    `max_tokens` by the stub's own tokenizer, and report `usage` counted by that tokenizer.
@@ -168,6 +169,9 @@ class StubState:
     def __init__(self, latency_ms: float = 0, rules: Iterable[FaultRule] = (), faults: FaultMix | None = None,
                  limiter: StubLimiter | None = None, batch: BatchConfig | None = None) -> None:
         self.latency_ms = latency_ms
+        # Generation time per output token, after the response began (`latency_ms` is the time to the
+        # first token): a `max_tokens: 0` call ends at the first, an answer of 20 tokens 20 steps later.
+        self.ms_per_output_token = 0.0
         self.faults = faults
         self.limiter = limiter
         self._lock = threading.Lock()
@@ -381,6 +385,8 @@ def answer_message(state: StubState, body: Any, entry: dict[str, Any], *, api_ve
                  cache_write_tokens=cached.write_tokens, cache_read_tokens=cached.read_tokens)
     if limiter is not None:
         limiter.finish(body["model"], output_tokens, body["max_tokens"])  # the unused output comes back
+    if not batched and state.ms_per_output_token > 0 and output_tokens:
+        time.sleep(output_tokens * state.ms_per_output_token / 1000)
     return 200, {
         "id": f"msg_{uuid.uuid4().hex[:24]}",
         "type": "message",
@@ -526,11 +532,15 @@ class Handler(BaseHTTPRequestHandler):
             self._send(200, config)
         elif self.path == "/_stub/latency":
             latency = body.get("latency_ms") if isinstance(body, dict) else None
-            if isinstance(latency, bool) or not isinstance(latency, int | float) or latency < 0:
-                self._send(400, _error_body(400, "expected {\"latency_ms\": <non-negative number>}", _request_id()))
+            per_token = body.get("ms_per_output_token", 0.0) if isinstance(body, dict) else None
+            if any(isinstance(v, bool) or not isinstance(v, int | float) or v < 0 for v in (latency, per_token)):
+                self._send(400, _error_body(400, "expected {\"latency_ms\": <non-negative number>, "
+                                                 "\"ms_per_output_token\": <non-negative number>}", _request_id()))
                 return
-            self.server.state.latency_ms = float(latency)
-            self._send(200, {"latency_ms": self.server.state.latency_ms})
+            self.server.state.latency_ms = float(latency)  # type: ignore[arg-type]  # checked above
+            self.server.state.ms_per_output_token = float(per_token)  # type: ignore[arg-type]
+            self._send(200, {"latency_ms": self.server.state.latency_ms,
+                             "ms_per_output_token": self.server.state.ms_per_output_token})
         elif url.path.startswith("/v1/messages/batches"):
             if not ok:
                 self._send(400, _error_body(400, "request body is not valid JSON", _request_id()))

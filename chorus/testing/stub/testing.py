@@ -57,9 +57,10 @@ class StubHandle:
     def health(self) -> dict[str, Any]:
         return self._admin("GET", "/_stub/health")
 
-    def set_latency(self, latency_ms: float) -> None:
-        """Change the delay before each answer (`reset` leaves it alone)."""
-        self._admin("POST", "/_stub/latency", {"latency_ms": latency_ms})
+    def set_latency(self, latency_ms: float, ms_per_output_token: float = 0.0) -> None:
+        """Change the delay before each answer begins (the time to the first token) and the generation
+        time per output token after it (`reset` leaves both alone)."""
+        self._admin("POST", "/_stub/latency", {"latency_ms": latency_ms, "ms_per_output_token": ms_per_output_token})
 
     def batch_config(self, **knobs: Any) -> dict[str, Any]:
         """Set Message Batches knobs and return them all: `delay_ms` (before a batch is processed),
