@@ -78,6 +78,21 @@ class Settings(BaseSettings):
     max_voters: int = Field(
         default=64, ge=1, le=1000, description="The most voters one vote may have (CLI, API, batches, task files)"
     )
+    lane_collect_s: float = Field(
+        default=10.0, gt=0, description="How often beat gathers the batch lane's waiting calls into provider batches"
+    )
+    lane_poll_s: float = Field(default=30.0, gt=0, description="How often beat polls the batch lane's open batches")
+    lane_max_requests: int = Field(
+        default=100_000, ge=1, le=100_000, description="Requests per provider batch at most (Anthropic: 100,000)"
+    )
+    lane_max_bytes: int = Field(
+        default=256_000_000, ge=1_000, le=256_000_000,
+        description="Bytes of one provider batch's request body at most (Anthropic: 256 MB)",
+    )
+    lane_expire_s: float = Field(
+        default=26 * 3600.0, gt=0,
+        description="A batch-lane run unfinished this long is finished by the reaper (provider batches end in 24 h)",
+    )
     schedule_file: Path | None = Field(default=None, description="JSON or TOML file of scheduled jobs (beat)")
     max_cost_usd: float | None = Field(
         default=None, gt=0, description="Budget in US dollars: a submit estimated above it is refused, and a "

@@ -23,7 +23,7 @@ from settings import Settings, get_settings
 from workflows.queues import CALLBACK_QUEUE, all_queues
 
 log = logging.getLogger("chorus.worker")
-TASK_MODULES = ["tasks.vote", "tasks.section", "tasks.batch", "tasks.maintenance", "chorus.schedule"]
+TASK_MODULES = ["tasks.vote", "tasks.section", "tasks.batch", "tasks.maintenance", "tasks.lane", "chorus.schedule"]
 
 
 def _transport_options(settings: Settings) -> dict[str, Any]:
@@ -77,8 +77,17 @@ def make_app(settings: Settings | None = None, *, set_as_current: bool = True) -
         timezone="UTC",
     )
     celery_app.conf.task_routes["chorus.maintenance.*"] = {"queue": CALLBACK_QUEUE}
+    celery_app.conf.task_routes["chorus.lane.*"] = {"queue": CALLBACK_QUEUE}
+    # The batch lane's collector and poller (tasks/lane.py). A tick that waited longer than its interval
+    # in the queue is dropped (`expires`): the next one does the same work, so none pile up.
     celery_app.conf.beat_schedule = {**celery_app.conf.beat_schedule, "chorus-reaper": {
         "task": "chorus.maintenance.reap", "schedule": settings.reap_interval_s,
+    }, "chorus-lane-collect": {
+        "task": "chorus.lane.collect", "schedule": settings.lane_collect_s,
+        "options": {"queue": CALLBACK_QUEUE, "expires": max(1.0, settings.lane_collect_s)},
+    }, "chorus-lane-poll": {
+        "task": "chorus.lane.poll", "schedule": settings.lane_poll_s,
+        "options": {"queue": CALLBACK_QUEUE, "expires": max(1.0, settings.lane_poll_s)},
     }}
     return celery_app
 

@@ -12,7 +12,9 @@ Memory stays flat: records are read one at a time, written in chunks, and at mos
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
+import logging
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -23,6 +25,7 @@ from typing import Any
 from sqlalchemy.orm import Session as OrmSession
 
 from chorus.budget import check_budget, estimate_plan
+from chorus.costing import request_cost
 from chorus.inputs import input_kind, read_records
 from chorus.runs import cancel_runs, celery_app, ensure_workers, get_run, prepare
 from chorus.section import plan_section
@@ -30,9 +33,10 @@ from chorus.vote import plan_vote
 from models import Batch, Pattern, RunStatus, Session, in_session, repo
 from models.repo import content_hash
 from models.tables import OutcomeRole, OutcomeStatus, new_id, utcnow
+from providers.offline import LANE_NEEDS_ANTHROPIC
 from settings import Settings, get_settings
-from tasks import dispatch
-from workflows.cost import Cost, TokenUsage, cost_of, total
+from tasks import dispatch, lane
+from workflows.cost import Cost, total
 from workflows.errors import ConfigError, NotFoundError, RunTimeout
 from workflows.intake import Record
 from workflows.taskfile import SectionTask, VoteTask, task_from_json, task_hash
@@ -40,6 +44,8 @@ from workflows.taskfile import SectionTask, VoteTask, task_from_json, task_hash
 CHUNK = 200
 POLL_S = 0.02
 DISPATCH_GROUP = 100
+LANES = ("sync", "batch")
+log = logging.getLogger("chorus.batch")
 
 
 # ----- the batch row --------------------------------------------------------------------------
@@ -117,9 +123,10 @@ def check_batch(name: str, spec: BatchSpec, *, new_version: bool = False) -> str
     raise ConfigError(f"batch {name!r} has 999 versions; give another --name")
 
 
-def open_batch(source: Path, spec: BatchSpec, name: str) -> tuple[str, bool]:
+def open_batch(source: Path, spec: BatchSpec, name: str, lane_name: str = "sync") -> tuple[str, bool]:
     """(batch id, created): find the batch by name (as `check_batch` chose it) or create it. Running a
-    cancelled batch again resumes it: the cancel mark is cleared."""
+    cancelled batch again resumes it: the cancel mark is cleared. The batch remembers the lane it was
+    last sent on (`config["lane"]`, what its status shows); each run keeps its own."""
     if check_batch(name, spec) != name:
         raise ConfigError(f"batch {name!r} now runs other options; prepare the batch again")
     with Session.begin() as s:
@@ -127,10 +134,27 @@ def open_batch(source: Path, spec: BatchSpec, name: str) -> tuple[str, bool]:
         if batch is not None:
             batch.source = str(source.expanduser().resolve())
             repo.set_batch_cancelled(s, batch.id, None)
+            batch.config = {**(batch.config or {}), "lane": lane_name}
             return batch.id, False
-        batch = repo.create_batch(s, name=name, pattern=spec.pattern, config={"options": spec.options},
+        batch = repo.create_batch(s, name=name, pattern=spec.pattern,
+                                  config={"options": spec.options, "lane": lane_name},
                                   source=str(source.expanduser().resolve()))
         return batch.id, True
+
+
+def check_lane(lane_name: str, settings: Settings) -> str:
+    """The lane, checked before anything is stored: `sync` (one request per call) or `batch` (Anthropic's
+    Message Batches API: half price, results within hours), which needs Claude and a beat."""
+    if lane_name not in LANES:
+        raise ConfigError(f"unknown lane {lane_name!r}; use --lane sync or --lane batch")
+    if lane_name == "batch":
+        if settings.provider_name != "anthropic":
+            raise ConfigError(LANE_NEEDS_ANTHROPIC)
+        if settings.embedded:
+            raise ConfigError("the batch lane needs a shared broker and Celery beat, which collects and polls the "
+                              "provider batches: set CHORUS_BROKER_URL and run `celery -A worker beat` (embedded "
+                              "mode has no beat), or run with --lane sync")
+    return lane_name
 
 
 @dataclass(frozen=True)
@@ -141,17 +165,23 @@ class Prepared:
     spec: BatchSpec
     name: str
     max_in_flight: int | None
+    lane: str = "sync"  # "batch": the calls go through the Message Batches API (tasks/lane.py)
 
 
 def prepare_batch(source: Path, *, pattern: str, options: dict[str, Any], name: str | None = None,
                   max_in_flight: int | None = 64, settings: Settings | None = None,
-                  new_version: bool = False) -> Prepared:
-    """Check everything about the input as a whole (path, format, pattern, options, name).
+                  new_version: bool = False, lane: str = "sync") -> Prepared:
+    """Check everything about the input as a whole (path, format, pattern, options, name, lane).
 
     `options` are those of `plan_vote` / `plan_section`; `task` may be a task object (stored with the
     batch, resolved). A batch name that already ran another task is refused, unless `new_version`
-    picks the next `name.vN`."""
+    picks the next `name.vN`. `lane="batch"` sends the calls through the Message Batches API (needs
+    the anthropic provider and beat); it keeps no `max_in_flight` bound, as results take hours."""
     settings = settings or get_settings()
+    check_lane(lane, settings)
+    if lane == "batch" and options.get("cache_warm") == "prewarm":
+        raise ConfigError("the batch lane cannot pre-warm the cache: a max_tokens: 0 request is not accepted inside a "
+                          "provider batch; use cache_warm=\"leader\" (the lane's followers wait for their leader)")
     source = Path(source)
     input_kind(source)
     spec = make_spec(pattern, options, settings)
@@ -159,7 +189,7 @@ def prepare_batch(source: Path, *, pattern: str, options: dict[str, Any], name: 
         raise ConfigError("--max-in-flight must be at least 1")
     prepare(settings)
     batch_name = check_batch(name or default_name(source), spec, new_version=new_version)
-    return Prepared(source, spec, batch_name, max_in_flight)
+    return Prepared(source, spec, batch_name, None if lane == "batch" else max_in_flight, lane)
 
 
 def find_batch(ref: str, *, settings: Settings | None = None) -> Batch:
@@ -238,8 +268,9 @@ class Submitter:
 
     def __init__(self, batch_id: str, spec: BatchSpec, settings: Settings, *, max_in_flight: int | None,
                  on_tick: Callable[[], None] | None = None, send_here: bool = False,
-                 max_cost: float | None = None) -> None:
+                 max_cost: float | None = None, lane: str = "sync") -> None:
         self.batch_id, self.spec, self.settings = batch_id, spec, settings
+        self.lane = lane
         self.max_in_flight = max_in_flight
         self.send_here = send_here  # send every chord from this process (the benchmark's baseline)
         self.on_tick = on_tick or (lambda: None)
@@ -350,9 +381,12 @@ class Submitter:
                 if plan is None:
                     continue
                 run_id, callback_id = new_id(), uuid.uuid4().hex
+                config = plan.config()
+                if self.lane == "batch":
+                    config["lane"] = "batch"
                 runs.append({"id": run_id, "document_id": doc_id, "pattern": self.spec.pattern,
                              "status": RunStatus.PENDING, "provider": self.settings.provider_name,
-                             "config": plan.config(), "chord_id": callback_id, "created_at": now})
+                             "config": config, "chord_id": callback_id, "created_at": now})
                 outcomes.extend(_outcome_rows(run_id, plan, now))
                 pending.append(run_id)
             repo.insert_batch_chunk(s, self.batch_id, documents=new_docs, runs=runs, outcomes=outcomes, now=now)
@@ -385,7 +419,9 @@ class Submitter:
             group = pending[i:i + min(room, DISPATCH_GROUP)]
             i += len(group)
             try:
-                if self.send_here:
+                if self.lane == "batch":
+                    lane.start_runs(app, group)  # the collector sends them in provider batches
+                elif self.send_here:
                     dispatch.send_stored(app, group)
                 else:
                     dispatch.send_batch_groups(app, [group])
@@ -425,9 +461,9 @@ class Submitter:
 
 
 def _priced(u: repo.ModelUsage) -> Cost:
+    """A request's cost, or nothing for a model with no price."""
     try:
-        return cost_of(u.model, TokenUsage(u.input_tokens, u.output_tokens, u.cache_write_tokens, u.cache_read_tokens,
-                                           estimated=u.estimated))
+        return request_cost(u)
     except ValueError:  # a model with no price: nothing to count it against the budget with
         return Cost()
 
@@ -442,8 +478,10 @@ def _outcome_rows(run_id: str, plan: Any, now: Any) -> list[dict[str, Any]]:
             "input_tokens": 0, "output_tokens": 0, "cache_write_tokens": 0, "cache_read_tokens": 0,
             "usage_estimated": False}
     if hasattr(plan, "panel"):
-        return [{**base, "slot": v.slot, "role": OutcomeRole.VOTER, "model": v.model, "prompt_variant": v.label,
-                 "temperature": v.temperature} for v in plan.panel]
+        return [{**base, "slot": spec.slot, "role": spec.role, "model": spec.model,
+                 "prompt_variant": spec.prompt_variant, "temperature": spec.temperature,
+                 "queued_at": None if spec.held else now}  # an adaptive vote's later waves wait
+                for spec in plan.slot_specs()]
     return [{**base, "slot": sec.index, "role": OutcomeRole.SECTION, "model": plan.model, "title": sec.title[:200]}
             for sec in plan.sections]
 
@@ -475,29 +513,37 @@ def run_batch(source: Path | str | Prepared, *, pattern: str = "", options: dict
               name: str | None = None, max_in_flight: int | None = 64, settings: Settings | None = None,
               on_tick: Callable[[str], None] | None = None, send_here: bool = False,
               task: VoteTask | SectionTask | None = None, new_version: bool = False,
-              max_cost: float | None = None) -> Submission:
+              max_cost: float | None = None, lane: str | None = None) -> Submission:
     """Find or create the batch and submit what needs a run (after `prepare_batch`'s checks).
     Returns once everything is sent, not finished: see `wait_for_batch`. `send_here` sends each
     chord from this process instead of through `chorus.batch.dispatch` tasks.
 
     `max_cost` (US dollars; default CHORUS_MAX_COST_USD): refused before anything is written when the
     estimate of what would be sent is above it (ConfigError), and sending stops once the recorded
-    spend of the runs this call sent passes it (the rest end `cancelled`, reason "budget: ...")."""
+    spend of the runs this call sent passes it (the rest end `cancelled`, reason "budget: ...").
+
+    `lane="batch"` sends the voter and section calls through Anthropic's Message Batches API at half
+    price (results within about an hour, at most 24 h): it needs the anthropic provider and Celery beat
+    (`chorus.lane.collect` / `chorus.lane.poll`). Default `sync` (a prepared batch keeps its own)."""
     settings = settings or get_settings()
     if task is not None:
         options = {**(options or {}), "task": task}
         pattern = pattern or task.pattern
-    prepared = source if isinstance(source, Prepared) else prepare_batch(
-        Path(source), pattern=pattern, options=options or {}, name=name, max_in_flight=max_in_flight,
-        settings=settings, new_version=new_version)
+    if isinstance(source, Prepared):
+        prepared = source if lane is None else dataclasses.replace(
+            source, lane=check_lane(lane, settings), max_in_flight=None if lane == "batch" else source.max_in_flight)
+    else:
+        prepared = prepare_batch(Path(source), pattern=pattern, options=options or {}, name=name,
+                                 max_in_flight=max_in_flight, settings=settings, new_version=new_version,
+                                 lane=lane or "sync")
     budget = max_cost if max_cost is not None else settings.max_cost_usd
     if budget is not None:
         check_budget(estimate_batch(prepared, settings)[0], budget, f"batch {prepared.name!r}")
     ensure_workers(settings)  # embedded: back-pressure waits for runs to finish, so a worker must run them
-    batch_id, created = open_batch(prepared.source, prepared.spec, prepared.name)
+    batch_id, created = open_batch(prepared.source, prepared.spec, prepared.name, prepared.lane)
     tick = (lambda: on_tick(batch_id)) if on_tick else None
     submitter = Submitter(batch_id, prepared.spec, settings, max_in_flight=prepared.max_in_flight, on_tick=tick,
-                          send_here=send_here, max_cost=budget)
+                          send_here=send_here, max_cost=budget, lane=prepared.lane)
     return submitter.run(enumerate(read_records(prepared.source, settings.max_document_bytes)),
                          Submission(batch_id, prepared.name, created))
 
@@ -528,7 +574,7 @@ def estimate_batch(prepared: Prepared, settings: Settings) -> tuple[Cost, int]:
                 plan = prepared.spec.plan(record.text, record.key, record.label, batch_id or "estimate", settings)
             except ConfigError:
                 continue  # a bad document fails with its reason and costs nothing
-            costs.append(estimate_plan(plan, settings, count=False))
+            costs.append(estimate_plan(plan, settings, count=False, lane=prepared.lane))
 
     for _, record in enumerate(read_records(prepared.source, settings.max_document_bytes)):
         chunk.append(record)
@@ -583,6 +629,7 @@ def cancel(ref: str, *, reason: str = "cancelled by the user", settings: Setting
         run = None
     if run is not None:
         done = cancel_runs([run.id], reason, settings)
+        _cancel_provider_batches(done.cancelled, settings)
         return Cancellation("run", run.id, None, reason, done.cancelled, done.settled,
                             0 if done.cancelled or done.settled else 1)
     try:
@@ -593,9 +640,39 @@ def cancel(ref: str, *, reason: str = "cancelled by the user", settings: Setting
     in_session(lambda s: repo.set_batch_cancelled(s, batch.id, reason))
     open_runs = in_session(lambda s: repo.open_runs_of_batch(s, batch.id), write=False)
     done = cancel_runs(open_runs, reason, settings)
+    _cancel_provider_batches(done.cancelled, settings)
     counts = batch_counts(batch.id, settings=settings)
     return Cancellation("batch", batch.id, batch.name, reason, done.cancelled, done.settled,
                         counts.succeeded + counts.partial + counts.failed)
+
+
+def _cancel_provider_batches(cancelled: list[str], settings: Settings) -> None:
+    """Cancel at the provider the batch-lane batches whose calls now all belong to cancelled runs (the
+    poller would too, at its next tick); best effort: the runs are cancelled whatever the provider says."""
+    if not cancelled or settings.embedded or settings.provider_name != "anthropic":
+        return
+    if not in_session(lambda s: repo.lane_runs_among(s, cancelled), write=False):
+        return
+    try:
+        lane.cancel_provider_batches(settings)
+    except Exception as exc:  # noqa: BLE001 - the poller cancels them at its next tick
+        log.warning("could not cancel the provider batches now (%s); the lane's poller will", exc)
+
+
+def lane_status(batch_id: str, *, settings: Settings | None = None) -> dict[str, Any]:
+    """The lane a batch was last sent on and, for the batch lane, how many provider batches still carry
+    calls of its runs (open: not yet collected)."""
+    prepare(settings or get_settings())
+
+    def read(s: OrmSession) -> dict[str, Any]:
+        batch = s.get(Batch, batch_id)
+        lane_name = str(((batch.config if batch else None) or {}).get("lane") or "sync")
+        info: dict[str, Any] = {"lane": lane_name}
+        if lane_name == "batch":
+            info["open_provider_batches"] = repo.open_provider_batches_of_batch(s, batch_id)
+        return info
+
+    return in_session(read, write=False)
 
 
 def retry_failed(batch_ref: str, *, settings: Settings | None = None, max_in_flight: int | None = None) -> Submission:
@@ -610,5 +687,7 @@ def retry_failed(batch_ref: str, *, settings: Settings | None = None, max_in_fli
         for row in rows:
             yield row.position or 0, Record(row.external_id, row.text, row.gold_label, None, row.size_bytes)
 
-    submitter = Submitter(batch.id, spec, settings, max_in_flight=max_in_flight)
+    lane_name = check_lane(str((batch.config or {}).get("lane") or "sync"), settings)
+    submitter = Submitter(batch.id, spec, settings, max_in_flight=None if lane_name == "batch" else max_in_flight,
+                          lane=lane_name)
     return submitter.run(records(), Submission(batch.id, batch.name, False))

@@ -15,17 +15,21 @@ from workflows.tokens import estimate_tokens
 from workflows.voting import vote_request
 
 
-def estimate_plan(plan: Any, settings: Settings, *, count: bool = True) -> Cost:
+def estimate_plan(plan: Any, settings: Settings, *, count: bool = True, lane: str = "sync") -> Cost:
     """An upper bound of what one planned run costs, marked as an estimate: each call's prompt counted
     (count_tokens with Claude when `count`, else the local estimate), its output at max_tokens, no
     cache discount. A section run: every section's map call (always the local estimate: a long document
-    has thousands) and one final synthesis reading every section's output at its max_tokens."""
+    has thousands) and one final synthesis reading every section's output at its max_tokens. With
+    `lane="batch"` the voter and section calls are priced at the Batches API price (the synthesis goes
+    the normal way)."""
+    in_lane = lane == "batch"
     if hasattr(plan, "panel"):  # a VotePlan (chorus.vote); else a SectionPlan (chorus.section)
         costs = []
         for voter in plan.panel:
             request = vote_request(voter, plan.task, plan.text, structured=supports_structured_outputs(voter.model))
             prompt = count_tokens(request, settings)[0] if count else _local_tokens(request)
-            costs.append(cost_of(voter.model, TokenUsage(prompt, request.max_tokens, estimated=True)))
+            costs.append(cost_of(voter.model, TokenUsage(prompt, request.max_tokens, estimated=True),
+                                 batch_api=in_lane))
         return total(costs)
     config = plan.config()
     step = plan.task.map
@@ -35,7 +39,8 @@ def estimate_plan(plan: Any, settings: Settings, *, count: bool = True) -> Cost:
         request = section_request(plan.model, step.instructions, section, plan.text, len(plan.sections),
                                   max_tokens=config["section_output_tokens"], output_schema=step.output_schema,
                                   structured=structured, effort=step.effort)
-        costs.append(cost_of(plan.model, TokenUsage(_local_tokens(request), request.max_tokens, estimated=True)))
+        costs.append(cost_of(plan.model, TokenUsage(_local_tokens(request), request.max_tokens, estimated=True),
+                             batch_api=in_lane))
     reduce = plan.task.reduce
     if reduce is not None and plan.reduce_model is not None and not plan.task.merge \
             and (len(plan.sections) > 1 or config["synthesize_single"]):

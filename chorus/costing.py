@@ -43,20 +43,47 @@ def outcome_usage(o: Any) -> TokenUsage:
                       estimated=o.usage_estimated)
 
 
-def outcome_cost(o: Any) -> Cost:
-    return cost_of(o.model, outcome_usage(o))
+
+def in_lane(o: Any, run: Any = None) -> bool:
+    """Whether the batch lane carried the outcome's call: it names the provider batch that did."""
+    return getattr(o, "provider_batch", None) is not None
+
+
+def outcome_cost(o: Any, run: Any = None) -> Cost:
+    """An outcome's cost; a call the batch lane carried at the Batches API price (half) with the 1-hour
+    cache-write price the lane's requests use."""
+    lane = in_lane(o, run)
+    return cost_of(o.model, outcome_usage(o), cache_ttl="1h" if lane else "5m", batch_api=lane)
+
+
+def request_cost(u: Any) -> Cost:
+    """The cost of one request's stored usage (`repo.ModelUsage`), at the lane's price when it went there."""
+    return cost_of(u.model, TokenUsage(u.input_tokens, u.output_tokens, u.cache_write_tokens, u.cache_read_tokens,
+                                       estimated=u.estimated),
+                   cache_ttl="1h" if u.lane else "5m", batch_api=u.lane)
 
 
 def run_cost(run: Any) -> Cost:
-    return total(outcome_cost(o) for o in run.outcomes)
+    return total(outcome_cost(o, run) for o in run.outcomes)
 
 
 def run_cost_without_cache(run: Any) -> Cost:
-    return total(cost_without_cache(o.model, outcome_usage(o)) for o in run.outcomes)
+    return total(_without_cache(o, in_lane(o, run)) for o in run.outcomes)
+
+
+def _without_cache(o: Any, lane: bool) -> Cost:
+    if not lane:
+        return cost_without_cache(o.model, outcome_usage(o))
+    usage = outcome_usage(o)
+    return cost_of(o.model, TokenUsage(usage.prompt_tokens, usage.output_tokens, estimated=usage.estimated),
+                   batch_api=True)
 
 
 def _succeeded(run: Any) -> list[Any]:
-    return [o for o in run.outcomes if o.status == "succeeded"]
+    """The calls the minimum is for: every succeeded voter, section and synthesis call. A pre-warm is
+    not one of them: the minimum's schedule writes the prefix with a voter, so a pre-warm shows as
+    cost above the minimum."""
+    return [o for o in run.outcomes if o.status == "succeeded" and getattr(o, "role", "voter") != "prewarm"]
 
 
 def shared_prefixes(run: Any, config: Mapping[str, Any], text: str, count: TokenCounter) -> dict[str, tuple[int, bool]]:
@@ -84,17 +111,17 @@ def run_minimum_cost(run: Any, prefixes: Mapping[str, tuple[int, bool]]) -> Cost
     """The cheapest the run's succeeded calls could have been under Anthropic's cache rules, given
     the independently counted shared prefix of each model (`shared_prefixes`). Failed calls are
     billed nothing and left out."""
-    by_model: dict[str, list[Any]] = defaultdict(list)
+    by_model: dict[tuple[str, bool], list[Any]] = defaultdict(list)
     for o in _succeeded(run):
-        by_model[o.model].append(o)
+        by_model[(o.model, in_lane(o))].append(o)
     costs = []
-    for model, outcomes in by_model.items():
+    for (model, lane), outcomes in by_model.items():
         prompts = [outcome_usage(o).prompt_tokens for o in outcomes]
         estimated = any(o.usage_estimated for o in outcomes)
         prefix, prefix_estimated = prefixes.get(model, (0, False))
         prefix = min([prefix, *prompts])  # a prefix is never longer than the prompts that hold it
         cost = minimum_vote_cost(model, prefix, [p - prefix for p in prompts], [o.output_tokens for o in outcomes],
-                                 min_cacheable=min_cacheable_tokens(model))
+                                 min_cacheable=min_cacheable_tokens(model), lane=lane)
         costs.append(dataclasses.replace(cost, estimated=cost.estimated or estimated or prefix_estimated))
     return total(costs)
 
@@ -134,7 +161,7 @@ def breakdown(runs: Iterable[Any]) -> dict[str, Any]:
     tokens: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
     for run in runs:
         for o in run.outcomes:
-            per_model[o.model] = per_model[o.model] + outcome_cost(o)
+            per_model[o.model] = per_model[o.model] + outcome_cost(o, run)
             for kind in ("input_tokens", "output_tokens", "cache_write_tokens", "cache_read_tokens"):
                 tokens[o.model][kind] += getattr(o, kind)
     overall = total(per_model.values())

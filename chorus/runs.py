@@ -137,6 +137,7 @@ class OutcomeView:
     inputs: list[int] | None = None
     level: int | None = None
     cache_miss: bool | None = None  # a follower that should have read the shared prefix: did it miss?
+    provider_batch: str | None = None  # the batch lane: the provider batch that carried the call
 
     @classmethod
     def of(cls, o: WorkerOutcome) -> OutcomeView:
@@ -148,7 +149,7 @@ class OutcomeView:
             queued_at=repo.as_utc(o.queued_at), started_at=repo.as_utc(o.started_at),
             finished_at=repo.as_utc(o.finished_at), latency_s=o.latency_s, hostname=o.hostname,
             task_id=o.task_id, raw_output=o.raw_output, title=o.title, inputs=o.inputs, level=o.level,
-            cache_miss=o.cache_miss,
+            cache_miss=o.cache_miss, provider_batch=o.provider_batch,
         )
 
 
@@ -223,7 +224,7 @@ def _cost_json(run: RunView, outcomes: list[dict[str, Any]]) -> dict[str, Any] |
     model has no price in workflows/prices.py."""
     try:
         for view, data in zip(run.outcomes, outcomes, strict=True):
-            data["cost"] = outcome_cost(view).to_json()
+            data["cost"] = outcome_cost(view, run).to_json()
         return run_cost(run).to_json()
     except ValueError:
         return None

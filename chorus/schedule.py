@@ -9,6 +9,7 @@
     batch = "inbox"
     pattern = "vote"
     options = { labels = "positive,negative,neutral", voters = 3 }
+    lane = "batch"              # optional: the Message Batches API, half price, results within hours
     # or your own task file (relative to this file); options then override its fields:
     # task = "tasks/ticket-urgency.toml"
 
@@ -60,6 +61,9 @@ class Job(BaseModel):
     options: dict[str, Any] = Field(default_factory=dict)
     task: Path | None = None  # a task file; read when the schedule is loaded, sent resolved (`task_spec`)
     task_spec: dict[str, Any] | None = None
+    # "batch": the job's calls go through Anthropic's Message Batches API at half price (results within
+    # hours); needs the anthropic provider (beat is running anyway).
+    lane: Literal["sync", "batch"] = "sync"
 
     @field_validator("at")
     @classmethod
@@ -76,8 +80,10 @@ class Job(BaseModel):
         if self.kind == "inbox":
             if self.folder is None or (self.pattern is None and self.task is None and self.task_spec is None):
                 raise ValueError("an inbox job needs folder and pattern (or a task file)")
-        elif self.folder is not None or self.pattern is not None or self.options or self.task is not None:
-            raise ValueError("a retry_failed job takes only batch and its timing (the batch keeps its pattern)")
+        elif self.folder is not None or self.pattern is not None or self.options or self.task is not None \
+                or self.lane != "sync":
+            raise ValueError("a retry_failed job takes only batch and its timing (the batch keeps its pattern "
+                             "and lane)")
         return self
 
     def schedule(self) -> Any:
@@ -92,7 +98,8 @@ class Job(BaseModel):
             f"every {self.every_seconds:g} s" if self.every_seconds else f"every {self.every_minutes:g} min")
         if self.kind == "inbox":
             what = f"task {self.task_spec['name']!r}" if self.task_spec else self.pattern
-            return f"{when}: new files of {self.folder} into batch {self.batch!r} ({what})"
+            lane = ", batch lane" if self.lane == "batch" else ""
+            return f"{when}: new files of {self.folder} into batch {self.batch!r} ({what}{lane})"
         return f"{when}: re-run the failed documents of batch {self.batch!r}"
 
 
@@ -160,7 +167,7 @@ def run_job(job: Job) -> dict[str, Any]:
         assert job.folder is not None and job.pattern is not None
         task = task_from_json(job.task_spec) if job.task_spec else None
         sub = run_batch(job.folder, pattern=job.pattern, options=job.options, name=job.batch, max_in_flight=None,
-                        task=task)
+                        task=task, lane=job.lane)
     else:
         sub = retry_failed(job.batch)
     return {"job": job.name, **sub.to_json()}

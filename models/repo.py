@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import case, func, insert, select, update
+from sqlalchemy import and_, case, func, insert, select, update
 from sqlalchemy.orm import Session as OrmSession
 from sqlalchemy.orm import selectinload
 
@@ -46,6 +46,7 @@ class SlotSpec:
     model: str
     prompt_variant: str | None = None
     temperature: float | None = None
+    held: bool = False  # an adaptive vote's voter, not in the first wave: not queued (queued_at NULL)
 
 
 def create_run(
@@ -74,7 +75,7 @@ def create_run(
             prompt_variant=spec.prompt_variant,
             temperature=spec.temperature,
             status=OutcomeStatus.PENDING,
-            queued_at=now,
+            queued_at=None if spec.held else now,
         )
         for spec in slots
     ]
@@ -172,10 +173,43 @@ def release_slot(s: OrmSession, run_id: str, slot: int, *, note: str) -> None:
     )
 
 
-def count_open_slots(s: OrmSession, run_id: str) -> int:
-    """Slots of the run that are not terminal yet (pending, running or retrying)."""
-    return s.scalar(select(func.count()).select_from(WorkerOutcome).where(
-        WorkerOutcome.run_id == run_id, WorkerOutcome.status.in_(OPEN_OUTCOME))) or 0
+def count_open_slots(s: OrmSession, run_id: str, *, sent_only: bool = False) -> int:
+    """Slots of the run that are not terminal yet (pending, running or retrying). `sent_only`: leave out
+    the slots an adaptive vote holds back (pending, never queued)."""
+    query = select(func.count()).select_from(WorkerOutcome).where(
+        WorkerOutcome.run_id == run_id, WorkerOutcome.status.in_(OPEN_OUTCOME))
+    if sent_only:
+        query = query.where(~_held())
+    return s.scalar(query) or 0
+
+
+# ----- adaptive voting ------------------------------------------------------------------------------
+def _held() -> Any:
+    """A slot an adaptive vote has not asked yet: pending and never queued."""
+    return and_(WorkerOutcome.status == OutcomeStatus.PENDING, WorkerOutcome.queued_at.is_(None))
+
+
+def load_run_locked(s: OrmSession, run_id: str) -> Run | None:
+    """The run with its outcomes, its row locked until the transaction ends (PostgreSQL; SQLite
+    serialises writers anyway): two callbacks of one adaptive vote decide its next wave one at a time."""
+    s.execute(select(Run.id).where(Run.id == run_id).with_for_update())
+    return load_run(s, run_id)
+
+
+def release_slots(s: OrmSession, run_id: str, slots: Sequence[int]) -> list[int]:
+    """Queue held slots (an adaptive vote's next wave): the slots released, in order."""
+    rows = s.execute(update(WorkerOutcome)
+                     .where(WorkerOutcome.run_id == run_id, WorkerOutcome.slot.in_(list(slots)), _held())
+                     .values(queued_at=utcnow())
+                     .returning(WorkerOutcome.slot)).scalars()
+    return sorted(rows)
+
+
+def skip_slots(s: OrmSession, run_id: str, reason: str) -> int:
+    """Mark every held slot of the run skipped (the vote was decided before their turn); how many."""
+    result = s.execute(update(WorkerOutcome).where(WorkerOutcome.run_id == run_id, _held())
+                       .values(status=OutcomeStatus.SKIPPED, error=reason, finished_at=utcnow()))
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]  # a CursorResult for an UPDATE
 
 
 def slot_progress(s: OrmSession, run_id: str) -> tuple[int, int]:
@@ -456,6 +490,7 @@ class ModelUsage:
     cache_write_tokens: int
     cache_read_tokens: int
     estimated: bool
+    lane: bool = False  # the batch lane carried it: priced at the batch price with 1-hour cache writes
 
 
 def usage_by_request(s: OrmSession, run_ids: list[str]) -> list[ModelUsage]:
@@ -464,10 +499,11 @@ def usage_by_request(s: OrmSession, run_ids: list[str]) -> list[ModelUsage]:
     if not run_ids:
         return []
     q = (select(WorkerOutcome.run_id, WorkerOutcome.model, WorkerOutcome.input_tokens, WorkerOutcome.output_tokens,
-                WorkerOutcome.cache_write_tokens, WorkerOutcome.cache_read_tokens, WorkerOutcome.usage_estimated)
+                WorkerOutcome.cache_write_tokens, WorkerOutcome.cache_read_tokens, WorkerOutcome.usage_estimated,
+                WorkerOutcome.provider_batch)
          .where(WorkerOutcome.run_id.in_(run_ids)))
-    return [ModelUsage(run_id, model, int(i or 0), int(o or 0), int(cw or 0), int(cr or 0), bool(est))
-            for run_id, model, i, o, cw, cr, est in s.execute(q)]
+    return [ModelUsage(run_id, model, int(i or 0), int(o or 0), int(cw or 0), int(cr or 0), bool(est), pb is not None)
+            for run_id, model, i, o, cw, cr, est, pb in s.execute(q)]
 
 
 def runs_of_batch(s: OrmSession, batch_id: str) -> list[Run]:
@@ -546,3 +582,192 @@ def list_batches(s: OrmSession, *, limit: int = 50) -> list[BatchRow]:
                      ((b.config.get("options") or {}).get("task") or {}).get("name")
                      if isinstance((b.config.get("options") or {}).get("task"), dict) else None,
                      counts[b.id]) for b in batches]
+
+
+# ----- the batch lane -----
+from sqlalchemy import or_  # noqa: E402 - this section's own imports, so the shared top is left alone
+
+from models.tables import ProviderBatch  # noqa: E402
+
+# A lane slot is claimed by a collector with a marker in `task_id` ("lane:<id>") and an attempt counted,
+# while it stays `pending`; the marker's `lease_until` says when an unrecorded claim counts as abandoned
+# (the collector died between creating the provider batch and recording it). Recording the batch sets
+# `provider_batch` and makes the slot `running`.
+LANE_MARK = "lane:"
+LANE_ROLES = (OutcomeRole.VOTER, OutcomeRole.SECTION)
+
+
+def _is_lane_run() -> Any:
+    return Run.config["lane"].as_string() == "batch"
+
+
+def release_stale_lane_claims(s: OrmSession, *, now: dt.datetime) -> int:
+    """Give back claims whose collector never recorded a provider batch before their deadline: the slot
+    is pending and unclaimed again, its attempt not counted. How many."""
+    done = s.execute(update(WorkerOutcome).where(
+        WorkerOutcome.status == OutcomeStatus.PENDING, WorkerOutcome.provider_batch.is_(None),
+        WorkerOutcome.task_id.startswith(LANE_MARK), WorkerOutcome.lease_until < now,
+    ).values(task_id=None, lease_until=None, attempts=WorkerOutcome.attempts - 1,
+             error="a collector claimed this slot and stopped before recording its provider batch; collected again"))
+    return int(getattr(done, "rowcount", 0) or 0)
+
+
+def lane_candidates(s: OrmSession, *, limit: int) -> list[tuple[str, int, dict[str, Any]]]:
+    """(run id, slot, run config) of lane slots waiting for a collector: voter and section slots of
+    running lane runs, pending, released (`queued_at` set), in no provider batch, unclaimed."""
+    rows = s.execute(
+        select(WorkerOutcome.run_id, WorkerOutcome.slot, Run.config)
+        .join(Run, Run.id == WorkerOutcome.run_id)
+        .where(Run.status == RunStatus.RUNNING, _is_lane_run(),
+               WorkerOutcome.status == OutcomeStatus.PENDING, WorkerOutcome.queued_at.is_not(None),
+               WorkerOutcome.provider_batch.is_(None), WorkerOutcome.task_id.is_(None),
+               WorkerOutcome.role.in_(LANE_ROLES))
+        .order_by(WorkerOutcome.queued_at, WorkerOutcome.run_id, WorkerOutcome.slot).limit(limit)).all()
+    return [(r.run_id, r.slot, r.config) for r in rows]
+
+
+def slot_statuses(s: OrmSession, run_ids: Sequence[str]) -> dict[str, dict[int, OutcomeStatus]]:
+    """run id -> slot -> status, for the runs given."""
+    found: dict[str, dict[int, OutcomeStatus]] = {}
+    for run_id, slot, status in s.execute(select(WorkerOutcome.run_id, WorkerOutcome.slot, WorkerOutcome.status)
+                                          .where(WorkerOutcome.run_id.in_(list(run_ids)))):
+        found.setdefault(run_id, {})[slot] = status
+    return found
+
+
+def claim_lane_slots(s: OrmSession, slots: Sequence[tuple[str, int]], *, marker: str, now: dt.datetime,
+                     hold_s: float) -> list[Claim]:
+    """Claim the given lane slots still waiting, in one UPDATE … RETURNING: the marker, one more
+    attempt, held for `hold_s` (after that an unrecorded claim is released). A slot another collector
+    took meanwhile, or that was cancelled, is not returned."""
+    if not slots:
+        return []
+    by_run: dict[str, list[int]] = {}
+    for run_id, slot in slots:
+        by_run.setdefault(run_id, []).append(slot)
+    wanted = or_(*((WorkerOutcome.run_id == run_id) & WorkerOutcome.slot.in_(run_slots)
+                   for run_id, run_slots in by_run.items()))
+    run_open = select(Run.id).where(Run.id == WorkerOutcome.run_id, Run.status == RunStatus.RUNNING).exists()
+    rows = s.execute(
+        update(WorkerOutcome)
+        .where(wanted, WorkerOutcome.status == OutcomeStatus.PENDING, WorkerOutcome.provider_batch.is_(None),
+               WorkerOutcome.task_id.is_(None), run_open)
+        .values(task_id=marker, attempts=WorkerOutcome.attempts + 1,
+                lease_until=now + dt.timedelta(seconds=hold_s))
+        .returning(WorkerOutcome.run_id, WorkerOutcome.slot, WorkerOutcome.role, WorkerOutcome.model,
+                   WorkerOutcome.prompt_variant, WorkerOutcome.temperature, WorkerOutcome.attempts,
+                   WorkerOutcome.started_at)
+    ).all()
+    return [Claim(r.run_id, r.slot, r.role, r.model, r.prompt_variant, r.temperature, r.attempts,
+                  as_utc(r.started_at) or now) for r in rows]
+
+
+def release_lane_claims(s: OrmSession, slots: Sequence[tuple[str, int]], *, marker: str, note: str) -> None:
+    """Undo a claim whose provider batch could not be created: pending and unclaimed again, the attempt
+    not counted, the reason kept."""
+    for run_id, slot in slots:
+        s.execute(update(WorkerOutcome).where(
+            WorkerOutcome.run_id == run_id, WorkerOutcome.slot == slot, WorkerOutcome.task_id == marker,
+            WorkerOutcome.provider_batch.is_(None),
+        ).values(task_id=None, lease_until=None, attempts=WorkerOutcome.attempts - 1, error=note))
+
+
+def record_provider_batch(s: OrmSession, *, batch_id: str, model: str, status: str,
+                          slots: Sequence[tuple[str, int]], marker: str, now: dt.datetime) -> int:
+    """Store the provider batch and name it on each claimed slot (running from now). How many slots
+    took it (a slot cancelled since its claim stays cancelled; its request is simply not read)."""
+    s.add(ProviderBatch(id=batch_id, model=model, status=status, requests=len(slots), created_at=now))
+    s.flush()
+    taken = 0
+    for run_id, slot in slots:
+        done = s.execute(update(WorkerOutcome).where(
+            WorkerOutcome.run_id == run_id, WorkerOutcome.slot == slot, WorkerOutcome.task_id == marker,
+            WorkerOutcome.status == OutcomeStatus.PENDING, WorkerOutcome.provider_batch.is_(None),
+        ).values(provider_batch=batch_id, status=OutcomeStatus.RUNNING, task_id=None, lease_until=None,
+                 started_at=func.coalesce(WorkerOutcome.started_at, now), hostname=None, error=None))
+        taken += int(getattr(done, "rowcount", 0) or 0)
+    return taken
+
+
+@dataclass(frozen=True)
+class OpenProviderBatch:
+    id: str
+    model: str
+    status: str
+
+
+def open_provider_batches(s: OrmSession, limit: int = 1000) -> list[OpenProviderBatch]:
+    """Provider batches whose results have not all been written yet, oldest first."""
+    rows = s.execute(select(ProviderBatch.id, ProviderBatch.model, ProviderBatch.status)
+                     .where(ProviderBatch.collected_at.is_(None)).order_by(ProviderBatch.created_at).limit(limit))
+    return [OpenProviderBatch(r.id, r.model, r.status) for r in rows]
+
+
+def note_provider_batch(s: OrmSession, batch_id: str, **values: Any) -> None:
+    """Update a provider batch's row (status, polled_at, ended_at, collected_at, error)."""
+    s.execute(update(ProviderBatch).where(ProviderBatch.id == batch_id).values(**values))
+
+
+@dataclass(frozen=True)
+class LaneSlot:
+    """A slot whose call a provider batch carries, as the poller needs it."""
+
+    claim: Claim
+    status: OutcomeStatus
+    run_status: RunStatus
+    run_error: str | None
+
+
+def lane_slots_of(s: OrmSession, batch_id: str) -> dict[tuple[str, int], LaneSlot]:
+    """(run id, slot) -> the slot, for every outcome that still names this provider batch."""
+    rows = s.execute(
+        select(WorkerOutcome.run_id, WorkerOutcome.slot, WorkerOutcome.role, WorkerOutcome.model,
+               WorkerOutcome.prompt_variant, WorkerOutcome.temperature, WorkerOutcome.attempts,
+               WorkerOutcome.started_at, WorkerOutcome.status, Run.status.label("run_status"),
+               Run.error.label("run_error"))
+        .join(Run, Run.id == WorkerOutcome.run_id).where(WorkerOutcome.provider_batch == batch_id)).all()
+    now = utcnow()
+    return {(r.run_id, r.slot): LaneSlot(Claim(r.run_id, r.slot, r.role, r.model, r.prompt_variant, r.temperature,
+                                               r.attempts, as_utc(r.started_at) or now),
+                                         r.status, r.run_status, r.run_error) for r in rows}
+
+
+def write_lane_result(s: OrmSession, run_id: str, slot: int, batch_id: str, **values: Any) -> bool:
+    """Write a provider batch's result into its slot, only while the slot is open and still names that
+    batch (a result read twice, or a slot already sent again elsewhere, changes nothing)."""
+    done = s.execute(update(WorkerOutcome).where(
+        WorkerOutcome.run_id == run_id, WorkerOutcome.slot == slot, WorkerOutcome.provider_batch == batch_id,
+        WorkerOutcome.status.in_(OPEN_OUTCOME),
+    ).values(**values))
+    return bool(getattr(done, "rowcount", 0))
+
+
+def runs_of_provider_batch(s: OrmSession, batch_id: str) -> list[tuple[str, Pattern, RunStatus]]:
+    """(run id, pattern, status) of every run with a slot naming this provider batch."""
+    rows = s.execute(select(Run.id, Run.pattern, Run.status).where(
+        Run.id.in_(select(WorkerOutcome.run_id).where(WorkerOutcome.provider_batch == batch_id)))).all()
+    return [(r.id, r.pattern, r.status) for r in rows]
+
+
+def cancellable_provider_batches(s: OrmSession) -> list[str]:
+    """Open provider batches still processing whose slots all belong to cancelled runs."""
+    live_slot = (select(WorkerOutcome.id).join(Run, Run.id == WorkerOutcome.run_id)
+                 .where(WorkerOutcome.provider_batch == ProviderBatch.id, Run.status != RunStatus.CANCELLED).exists())
+    return list(s.scalars(select(ProviderBatch.id).where(
+        ProviderBatch.collected_at.is_(None), ProviderBatch.status == "in_progress", ~live_slot)))
+
+
+def lane_runs_among(s: OrmSession, run_ids: Sequence[str]) -> set[str]:
+    """Those of `run_ids` that run in the batch lane."""
+    if not run_ids:
+        return set()
+    return set(s.scalars(select(Run.id).where(Run.id.in_(list(run_ids)), _is_lane_run())))
+
+
+def open_provider_batches_of_batch(s: OrmSession, batch_id: str) -> int:
+    """How many provider batches not yet collected carry a call of this (chorus) batch's runs."""
+    q = (select(func.count(func.distinct(WorkerOutcome.provider_batch)))
+         .join(Run, Run.id == WorkerOutcome.run_id).join(Document, Run.document_id == Document.id)
+         .where(Document.batch_id == batch_id, WorkerOutcome.provider_batch.is_not(None),
+                WorkerOutcome.status.in_(OPEN_OUTCOME)))
+    return int(s.scalar(q) or 0)

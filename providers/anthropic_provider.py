@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import email.utils
 import functools
+import json
 import os
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import anthropic
@@ -44,8 +47,9 @@ FIX_HINTS: dict[int, str] = {
 _HEADER_KEY = re.compile(r"[^a-z0-9-]+")
 
 
-def build_params(request: CallRequest) -> dict[str, Any]:
-    """The keyword arguments of `client.messages.create` for one request (pure, for tests too).
+def message_body(request: CallRequest) -> dict[str, Any]:
+    """The Messages API body of one request (pure): what `messages.create` sends, and what a Message
+    Batches request carries as its `params`.
 
     `request.temperature` is not sent: SDK 2.x speaks API version 2026-10-21, which rejects
     temperature/top_p/top_k with a 400 on every model, so voters differ by prompt and model instead.
@@ -59,23 +63,31 @@ def build_params(request: CallRequest) -> dict[str, Any]:
             estimate_tokens(request.system) + sum(estimate_tokens(text) for text in request.user_blocks[:prefix]))
         # Below the model's minimum Anthropic silently does not cache, so marking would only mislead.
         if prefix_tokens >= min_cacheable_tokens(request.model):
-            blocks[prefix - 1]["cache_control"] = {"type": "ephemeral"}
-    params: dict[str, Any] = {
+            control: dict[str, Any] = {"type": "ephemeral"}
+            if request.cache_ttl == "1h":
+                control["ttl"] = "1h"
+            blocks[prefix - 1]["cache_control"] = control
+    body: dict[str, Any] = {
         "model": request.model,
         "max_tokens": request.max_tokens,
         "messages": [{"role": "user", "content": blocks}],
-        "extra_headers": tag_headers(request.tags),
     }
     if request.system:
-        params["system"] = request.system
+        body["system"] = request.system
     output_config: dict[str, Any] = {}
     if request.output_schema is not None:
         output_config["format"] = {"type": "json_schema", "schema": request.output_schema}
     if request.effort is not None:
         output_config["effort"] = request.effort
     if output_config:
-        params["output_config"] = output_config
-    return params
+        body["output_config"] = output_config
+    return body
+
+
+def build_params(request: CallRequest) -> dict[str, Any]:
+    """The keyword arguments of `client.messages.create` for one request (pure, for tests too): the
+    body plus the request's tags as headers."""
+    return {**message_body(request), "extra_headers": tag_headers(request.tags)}
 
 
 def tag_headers(tags: tuple[tuple[str, str], ...]) -> dict[str, str]:
@@ -163,17 +175,136 @@ class AnthropicProvider:
             response = raw.parse()
         except anthropic.AnthropicError as exc:
             raise translate(exc) from exc
-        usage = response.usage
-        return CallResult(
-            text="".join(block.text for block in response.content if block.type == "text"),
-            model=response.model or request.model,
-            usage=Usage(
-                input_tokens=usage.input_tokens or 0,
-                output_tokens=usage.output_tokens or 0,
-                cache_creation_input_tokens=usage.cache_creation_input_tokens or 0,
-                cache_read_input_tokens=usage.cache_read_input_tokens or 0,
-            ),
-            stop_reason=response.stop_reason,
-            request_id=response._request_id,
-            rate_limit=remaining_from_headers(raw.headers),
-        )
+        return message_result(response, request.model, remaining_from_headers(raw.headers), response._request_id)
+
+    # ----- the Message Batches API (the batch lane) ---------------------------------------------
+    def create_batch(self, items: Sequence[tuple[str, CallRequest]]) -> BatchInfo:
+        """One provider batch of `(custom_id, request)` pairs; each request's body is the one `call`
+        sends (`message_body`). A refused create raises RetryableError or PermanentError."""
+        client = _client(self.api_key, self.base_url, self.timeout_s, os.getpid())
+        try:
+            requests: Any = [batch_entry(cid, req) for cid, req in items]  # the SDK's TypedDicts, as plain dicts
+            batch = client.messages.batches.create(requests=requests)
+        except anthropic.AnthropicError as exc:
+            raise translate(exc) from exc
+        return batch_info(batch)
+
+    def retrieve_batch(self, batch_id: str) -> BatchInfo:
+        client = _client(self.api_key, self.base_url, self.timeout_s, os.getpid())
+        try:
+            return batch_info(client.messages.batches.retrieve(batch_id))
+        except anthropic.AnthropicError as exc:
+            raise translate(exc) from exc
+
+    def cancel_batch(self, batch_id: str) -> BatchInfo:
+        client = _client(self.api_key, self.base_url, self.timeout_s, os.getpid())
+        try:
+            return batch_info(client.messages.batches.cancel(batch_id))
+        except anthropic.AnthropicError as exc:
+            raise translate(exc) from exc
+
+    def batch_results(self, batch_id: str) -> Iterator[BatchLine]:
+        """The result lines of an ended batch, streamed (the file may be large), each mapped to a
+        BatchLine: succeeded -> its CallResult; errored -> RetryableError or PermanentError by the
+        error's type; canceled and expired -> the kind alone."""
+        client = _client(self.api_key, self.base_url, self.timeout_s, os.getpid())
+        try:
+            for line in client.messages.batches.results(batch_id):
+                yield result_line(line)
+        except anthropic.AnthropicError as exc:
+            raise translate(exc) from exc
+
+
+@dataclass(frozen=True)
+class BatchInfo:
+    """What chorus keeps of a provider batch: its id, processing_status (in_progress, canceling, ended),
+    its request counts, and when it ended."""
+
+    id: str
+    status: str
+    counts: dict[str, int] = field(default_factory=dict)
+    ended_at: dt.datetime | None = None
+
+
+@dataclass(frozen=True)
+class BatchLine:
+    """One line of a batch's results: `kind` is succeeded, errored, canceled or expired; `result` is set
+    for succeeded, `error` for errored."""
+
+    custom_id: str
+    kind: str
+    result: CallResult | None = None
+    error: ProviderError | None = None
+
+
+def batch_entry(custom_id: str, request: CallRequest) -> dict[str, Any]:
+    """One request of a Message Batches create: the custom_id and the same body a single call sends
+    (tags travel in the custom_id; a batch request has no headers of its own)."""
+    return {"custom_id": custom_id, "params": message_body(request)}
+
+
+def entry_size(custom_id: str, request: CallRequest) -> int:
+    """Bytes the request adds to a batch's JSON body (the 256 MB limit counts the body), plus a comma."""
+    return len(json.dumps(batch_entry(custom_id, request), separators=(",", ":")).encode()) + 1
+
+
+def batch_info(batch: Any) -> BatchInfo:
+    counts = batch.request_counts
+    return BatchInfo(
+        id=batch.id,
+        status=batch.processing_status,
+        counts={k: int(getattr(counts, k, 0) or 0) for k in ("processing", "succeeded", "errored", "canceled",
+                                                              "expired")} if counts is not None else {},
+        ended_at=batch.ended_at,
+    )
+
+
+# Error types of an errored batch request that another attempt may get past (Anthropic's error types:
+# api_error 500, overloaded_error 529, rate_limit_error 429, timeout_error/gateway_timeout 504); every
+# other type (invalid_request_error, authentication_error, permission_error, not_found_error,
+# billing_error, request_too_large) is permanent.
+RETRYABLE_ERROR_TYPES = frozenset({"api_error", "overloaded_error", "rate_limit_error", "timeout_error",
+                                   "gateway_timeout_error"})
+
+
+def result_line(line: Any) -> BatchLine:
+    """A results-file line (the SDK's MessageBatchIndividualResponse) as a BatchLine."""
+    result = line.result
+    kind = str(result.type)
+    if kind == "succeeded":
+        return BatchLine(line.custom_id, kind, result=message_result(result.message, None, {}, result.message.id))
+    if kind == "errored":
+        return BatchLine(line.custom_id, kind, error=errored_error(result.error))
+    return BatchLine(line.custom_id, kind)
+
+
+def errored_error(response: Any) -> ProviderError:
+    """The ErrorResponse of an errored batch request as a chorus error (the one boundary, as `translate`)."""
+    inner = getattr(response, "error", None)
+    kind = str(getattr(inner, "type", None) or "error")
+    message = str(getattr(inner, "message", None) or "no message")
+    request_id = getattr(response, "request_id", None)
+    text = f"batch request errored: {kind}: {message}"
+    if kind in RETRYABLE_ERROR_TYPES:
+        return RetryableError(text, request_id=request_id)
+    return PermanentError(f"{text} (the request was refused; retrying will not help)", request_id=request_id)
+
+
+def message_result(response: Any, model: str | None, rate_limit: dict[str, float], request_id: str | None
+                   ) -> CallResult:
+    """A Message (a call's response, or a succeeded batch request's message, whose id stands for the
+    request id a batch request does not have) as a CallResult."""
+    usage = response.usage
+    return CallResult(
+        text="".join(block.text for block in response.content if block.type == "text"),
+        model=response.model or model or "",
+        usage=Usage(
+            input_tokens=usage.input_tokens or 0,
+            output_tokens=usage.output_tokens or 0,
+            cache_creation_input_tokens=usage.cache_creation_input_tokens or 0,
+            cache_read_input_tokens=usage.cache_read_input_tokens or 0,
+        ),
+        stop_reason=response.stop_reason,
+        request_id=request_id,
+        rate_limit=rate_limit,
+    )

@@ -79,6 +79,7 @@ from typing import Any
 
 from providers.schema_fill import fill_schema, merge_texts
 from workflows.calls import CallRequest, CallResult, Usage
+from workflows.errors import ConfigError
 from workflows.tokens import estimate_tokens
 
 LEXICON: dict[str, tuple[str, ...]] = {
@@ -602,3 +603,21 @@ class OfflineProvider:
             stop_reason=reply.stop_reason,
             request_id=f"offline-{digest}",
         )
+
+    # The batch lane needs the Message Batches API, which only Anthropic has: refuse clearly.
+    def create_batch(self, items: Sequence[Any]) -> Any:
+        raise ConfigError(LANE_NEEDS_ANTHROPIC)
+
+    def retrieve_batch(self, batch_id: str) -> Any:
+        raise ConfigError(LANE_NEEDS_ANTHROPIC)
+
+    def cancel_batch(self, batch_id: str) -> Any:
+        raise ConfigError(LANE_NEEDS_ANTHROPIC)
+
+    def batch_results(self, batch_id: str) -> Any:
+        raise ConfigError(LANE_NEEDS_ANTHROPIC)
+
+
+LANE_NEEDS_ANTHROPIC = ("the batch lane needs the anthropic provider (CHORUS_PROVIDER=anthropic with "
+                        "ANTHROPIC_API_KEY set): the offline provider has no Message Batches API; run with "
+                        "--lane sync, or configure Claude")

@@ -129,7 +129,7 @@ def run_slot(task: Task, run_id: str, slot: int) -> dict[str, Any]:
             with holding(run_id, slot, task.request.id, lease_s):
                 result = get_provider(settings).call(request)
             settle_call(settings, claim.model, request, result)
-            fields = interpret(claim, config, result) | _usage_fields(result)
+            fields = interpret(claim, config, result) | usage_fields(result)
     except RetryableError as exc:
         failure = exc
         if exc.status == 429:
@@ -191,7 +191,7 @@ def _closed_reason(run_id: str) -> str:
     return in_session(lambda s: repo.run_error(s, run_id), write=False) or "its run ended"
 
 
-def _usage_fields(result: CallResult) -> dict[str, Any]:
+def usage_fields(result: CallResult) -> dict[str, Any]:
     u = result.usage
     return {
         "input_tokens": u.input_tokens,

@@ -17,6 +17,10 @@ stalls. Three cases:
   lost; the run is finished from its stored outcomes by the same function the callback calls;
 - the run is older than CHORUS_REAP_AFTER_S: its open slots are failed with a reason, then the run
   is finished the same way (partial or failed, with the reason in words).
+
+A run of the batch lane (`tasks/lane.py`) has no messages to lose: its slots wait for the collector or
+for a provider batch, which may take hours. Its slots are never re-sent here, and it expires after
+CHORUS_LANE_EXPIRE_S (a provider batch ends within 24 h) instead of CHORUS_REAP_AFTER_S.
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ from models.tables import utcnow
 from settings import Settings, get_settings
 from tasks import broker, db, dispatch
 from tasks.section import reap_section
-from tasks.vote import finish_vote
+from tasks.vote import advance_vote
 
 log = logging.getLogger("chorus.reaper")
 RESENT = "resent-by-reaper"
@@ -44,7 +48,7 @@ def _finisher(app: Celery, pattern: Pattern) -> Callable[[str], dict[str, Any]]:
     if pattern is Pattern.SECTION:
         # All slots done but no synthesis yet may be a callback still queued or lost: go on with it.
         return lambda run_id: reap_section(app, run_id)
-    return finish_vote
+    return lambda run_id: advance_vote(app, run_id)  # an adaptive vote may still have a wave to send
 
 
 def reap_stalled(app: Celery, settings: Settings | None = None, *, now: dt.datetime | None = None,
@@ -66,7 +70,7 @@ def reap_stalled(app: Celery, settings: Settings | None = None, *, now: dt.datet
             done["resent"].append(run_id)
             continue
         with Session() as s:
-            open_slots = repo.count_open_slots(s, run_id)
+            open_slots = repo.count_open_slots(s, run_id, sent_only=True)
         if open_slots:
             if (began or now) >= expire_edge:
                 continue  # still within its time; slots may be waiting for a retry or a token

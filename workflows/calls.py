@@ -30,6 +30,10 @@ class CallRequest:
     # The cacheable prefix's size as the API counted it (count_tokens), when chorus's estimate was too
     # close to the model's cache minimum to decide whether marking it would cache anything.
     prefix_tokens: int | None = None
+    # How long the marked prefix stays cached: "5m" (the API's default) or "1h" (the batch lane, whose
+    # requests may run far apart; Anthropic advises the 1-hour TTL for batches). Sent as
+    # `cache_control.ttl` only when "1h".
+    cache_ttl: str = "5m"
 
     @property
     def user_text(self) -> str:

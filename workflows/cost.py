@@ -116,11 +116,13 @@ def cost_without_cache(model: str, usage: TokenUsage) -> Cost:
 
 
 def minimum_vote_cost(
-    model: str, prefix_tokens: int, tail_tokens: Sequence[int], output_tokens: Sequence[int], *, min_cacheable: int
+    model: str, prefix_tokens: int, tail_tokens: Sequence[int], output_tokens: Sequence[int], *, min_cacheable: int,
+    lane: bool = False,
 ) -> Cost:
     """The cheapest a vote on one model can be under Anthropic's cache rules: the shared prefix is
     written once and read by every other voter (when it reaches the model's minimum; otherwise
-    every voter pays it as plain input). `tail_tokens`/`output_tokens` are per voter."""
+    every voter pays it as plain input). `tail_tokens`/`output_tokens` are per voter. `lane`: the calls
+    went through the Message Batches API, at its price with the 1-hour cache write the lane uses."""
     n = len(tail_tokens)
     if n != len(output_tokens):
         raise ValueError("tail_tokens and output_tokens need one entry per voter")
@@ -134,4 +136,4 @@ def minimum_vote_cost(
                    cache_read_tokens=prefix_tokens if cached and i > 0 else 0)
         for i, (tail, out) in enumerate(zip(tail_tokens, output_tokens, strict=True))
     ]
-    return cost_of_requests(model, usages)
+    return cost_of_requests(model, usages, cache_ttl="1h" if lane else "5m", batch_api=lane)

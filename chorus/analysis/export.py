@@ -8,11 +8,12 @@ import json
 from collections.abc import Iterator
 from typing import IO, Any
 
-from chorus.batch import batch_counts, find_batch
+from chorus.batch import batch_counts, find_batch, lane_status
+from chorus.costing import request_cost
 from models import Document, Run, Session, repo
 from models.repo import as_utc
 from settings import Settings, get_settings
-from workflows.cost import Cost, TokenUsage, cost_of
+from workflows.cost import Cost
 
 FORMATS = ("jsonl", "csv")
 COLUMNS = ("id", "status", "error", "pattern", "run_id", "answer", "confidence", "low_agreement", "gold_label",
@@ -37,21 +38,19 @@ def rows(batch_id: str) -> Iterator[dict[str, Any]]:
             last_position, last_id = (docs[-1].position if docs[-1].position is not None else -1), docs[-1].id
 
 
-def _usage(s: Any, run_ids: list[str]) -> dict[str, list[tuple[str, TokenUsage]]]:
-    found: dict[str, list[tuple[str, TokenUsage]]] = {}
+def _usage(s: Any, run_ids: list[str]) -> dict[str, list[repo.ModelUsage]]:
+    found: dict[str, list[repo.ModelUsage]] = {}
     for u in repo.usage_by_request(s, run_ids):
-        found.setdefault(u.run_id, []).append((u.model, TokenUsage(u.input_tokens, u.output_tokens,
-                                                                   u.cache_write_tokens, u.cache_read_tokens,
-                                                                   u.estimated)))
+        found.setdefault(u.run_id, []).append(u)
     return found
 
 
-def _row(d: Document, run: Run | None, usage: dict[str, list[tuple[str, TokenUsage]]]) -> dict[str, Any]:
+def _row(d: Document, run: Run | None, usage: dict[str, list[repo.ModelUsage]]) -> dict[str, Any]:
     parts = usage.get(run.id, []) if run else []
     cost: Cost | None = Cost()
-    for model, u in parts:
+    for u in parts:
         try:
-            cost = cost + cost_of(model, u) if cost is not None else None
+            cost = cost + request_cost(u) if cost is not None else None
         except ValueError:  # a model without a price: say so rather than guess
             cost = None
     result = (run.result or {}) if run else {}
@@ -67,12 +66,12 @@ def _row(d: Document, run: Run | None, usage: dict[str, list[tuple[str, TokenUsa
         "gold_label": d.gold_label,
         "synthesis": result.get("synthesis"),
         "missing_sections": result.get("missing"),
-        "input_tokens": sum(u.input_tokens for _, u in parts),
-        "output_tokens": sum(u.output_tokens for _, u in parts),
-        "cache_write_tokens": sum(u.cache_write_tokens for _, u in parts),
-        "cache_read_tokens": sum(u.cache_read_tokens for _, u in parts),
+        "input_tokens": sum(u.input_tokens for u in parts),
+        "output_tokens": sum(u.output_tokens for u in parts),
+        "cache_write_tokens": sum(u.cache_write_tokens for u in parts),
+        "cache_read_tokens": sum(u.cache_read_tokens for u in parts),
         "cost_usd": round(cost.total_usd, 8) if cost is not None and parts else None,
-        "cost_estimated": any(u.estimated for _, u in parts),
+        "cost_estimated": any(u.estimated for u in parts),
         "finished_at": (as_utc(run.finished_at).isoformat() if run and run.finished_at else None),  # type: ignore[union-attr]
     }
 
@@ -111,5 +110,5 @@ def batch_summary(ref: str, *, settings: Settings | None = None, list_limit: int
         "options": batch.config.get("options"), "created_at": as_utc(batch.created_at).isoformat()  # type: ignore[union-attr]
         if batch.created_at else None,
         "counts": counts.to_json(), "cost_usd": round(total_cost, 8), "cost_estimated": estimated,
-        "cost_complete": priced, "not_succeeded": not_succeeded,
+        "cost_complete": priced, "not_succeeded": not_succeeded, **lane_status(batch.id, settings=settings),
     }

@@ -12,7 +12,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from chorus.analysis.export import FORMATS, write_export
-from chorus.batch import batch_counts, estimate_batch, prepare_batch, run_batch, wait_for_batch
+from chorus.batch import batch_counts, estimate_batch, lane_status, prepare_batch, run_batch, wait_for_batch
 from chorus.cli.base import (
     EXIT_OK,
     EXIT_USAGE,
@@ -39,6 +39,9 @@ def batch(
     name: Annotated[str | None, typer.Option(help="The batch's name; the same name resumes it.")] = None,
     labels: Annotated[str | None, typer.Option("--labels", "-l", help="vote: allowed labels.")] = None,
     voters: Annotated[int | None, typer.Option("--voters", "-n", help="vote: voters per document.")] = None,
+    adaptive: Annotated[bool | None, typer.Option(
+        "--adaptive/--all-voters", help="vote: ask voters in waves and stop once the rest cannot change the result "
+                                        "(default: the task's [vote] stop).")] = None,
     model: Annotated[list[str] | None, typer.Option("--model", "-m", help="Model(s).")] = None,
     task: Annotated[str | None, typer.Option(
         "--task", "-t", help='A task file (.toml); for section also plain instructions ("summarize", '
@@ -56,6 +59,9 @@ def batch(
                                     "the recorded spend passes it (default CHORUS_MAX_COST_USD).")] = None,
     dry_run: Annotated[bool, typer.Option(
         "--dry-run", help="Only check the input and print what would be sent and its estimated cost.")] = False,
+    lane: Annotated[str, typer.Option(
+        "--lane", help="sync: one request per call, answers in seconds; batch: Anthropic's Message Batches API at "
+                       "half price, results within about an hour (at most 24 h; needs Claude and beat).")] = "sync",
     as_json: JsonOpt = False,
 ) -> None:
     """Run a pattern over every document of SOURCE; re-running the same batch resumes it."""
@@ -69,26 +75,28 @@ def batch(
     if pattern == "vote":
         if task and task_obj is None:
             raise fail(f"--task {task!r} is not a task file; --pattern vote takes a .toml task file", EXIT_USAGE)
-        options = {"labels": labels, "voters": voters, "models": model, "task": task_obj}
+        options = {"labels": labels, "voters": voters, "models": model, "task": task_obj, "adaptive": adaptive}
     elif pattern == "section":
-        if labels or voters:
-            raise fail("--labels and --voters apply to --pattern vote", EXIT_USAGE)
+        if labels or voters or adaptive is not None:
+            raise fail("--labels, --voters and --adaptive apply to --pattern vote", EXIT_USAGE)
         options = {"task": task_obj or task, "how": how, "model": model[0] if model else None}
     else:
         raise fail(f"unknown pattern {pattern!r}; use --pattern vote or --pattern section", EXIT_USAGE)
     with errors():
         prepared = prepare_batch(source, pattern=pattern, options=options, name=name, max_in_flight=max_in_flight,
-                                 settings=settings, new_version=new_version)
+                                 settings=settings, new_version=new_version, lane=lane)
         total = count_records(source)
         estimate, to_send = estimate_batch(prepared, settings)
-    how_counted = "local token counts, output counted at max_tokens, no cache discount"
+    how_counted = "local token counts, output counted at max_tokens, no cache discount" + (
+        ", at the Batches API price" if prepared.lane == "batch" else "")
     preview = {"batch": prepared.name, "documents": total, "to_send": to_send, "estimated_cost": estimate.to_json(),
-               "note": f"an upper bound: {how_counted}"}
+               "lane": prepared.lane, "note": f"an upper bound: {how_counted}"}
     if dry_run:
         if as_json:
             out.print_json(json.dumps({"dry_run": True, **preview}))
         else:
-            out.print(f"batch [bold]{prepared.name}[/bold]: {total} document(s), {to_send} to send; estimated cost "
+            out.print(f"batch [bold]{prepared.name}[/bold] ({prepared.lane} lane): {total} document(s), {to_send} to "
+                      f"send; estimated cost "
                       f"at most ${estimate.total_usd:.4f} ({preview['note']}); nothing was sent", highlight=False)
         raise typer.Exit(EXIT_OK)
     err.print(f"{to_send} of {total} document(s) to send; estimated cost at most ${estimate.total_usd:.4f} "
@@ -100,8 +108,13 @@ def batch(
 
     def tick(batch_id: str) -> None:
         c = batch_counts(batch_id, settings=settings)
+        lane_note = ""
+        if prepared.lane == "batch":
+            opened = lane_status(batch_id, settings=settings).get("open_provider_batches", 0)
+            lane_note = f"  provider batches open {opened}"
         progress.update(bar, completed=c.finished, total=max(total, c.total),
-                        detail=f"done {c.succeeded}  partial {c.partial}  failed {c.failed}  in flight {c.running}")
+                        detail=f"done {c.succeeded}  partial {c.partial}  failed {c.failed}  in flight {c.running}"
+                               + lane_note)
 
     with errors(), workers_for(settings, leftover=lambda: left_in_batch(prepared.name, settings)) as workers, \
             progress:
@@ -109,13 +122,18 @@ def batch(
         counts = wait_for_batch(sub.batch_id, timeout=timeout or settings.run_timeout_s, settings=settings,
                                 on_tick=lambda: tick(sub.batch_id), check=workers.check if workers else None)
         tick(sub.batch_id)
-    summary = {**sub.to_json(), "counts": counts.to_json(),
+    with errors():
+        lane_info = lane_status(sub.batch_id, settings=settings)
+    summary = {**sub.to_json(), "counts": counts.to_json(), **lane_info,
                "bad_documents": [{"id": k, "reason": r} for k, r in sub.reasons]}
     if as_json:
         out.print_json(json.dumps(summary))
     else:
-        out.print(f"batch [bold]{sub.name}[/bold] ({sub.batch_id}): read {sub.read}, sent {sub.sent}, "
-                  f"skipped {sub.skipped} already succeeded, {sub.rejected} bad input", highlight=False)
+        open_note = (f", {lane_info['open_provider_batches']} provider batch(es) open"
+                     if lane_info["lane"] == "batch" else "")
+        out.print(f"batch [bold]{sub.name}[/bold] ({sub.batch_id}), {lane_info['lane']} lane{open_note}: read "
+                  f"{sub.read}, sent {sub.sent}, skipped {sub.skipped} already succeeded, {sub.rejected} bad input",
+                  highlight=False)
         out.print(f"succeeded {counts.succeeded}  partial {counts.partial}  failed {counts.failed}  "
                   f"cancelled {counts.cancelled}  of {counts.total}; `chorus export {sub.batch_id[:12]} --format "
                   f"jsonl` writes the results", highlight=False)

@@ -133,6 +133,9 @@ def print_batch_status(ref: str, as_json: bool) -> bool:
     out.print(f"{c['total']} documents: succeeded {c['succeeded']}  partial {c['partial']}  failed {c['failed']}  "
               f"in flight {c['running']}  pending {c['pending']}; cost {summary['cost_usd']:.6f} USD"
               + (" (estimated)" if summary["cost_estimated"] else ""), highlight=False)
+    if summary.get("lane") == "batch":
+        out.print(f"batch lane (Message Batches API): {summary.get('open_provider_batches', 0)} provider batch(es) "
+                  "still open", highlight=False)
     for doc in summary["not_succeeded"]:
         out.print(f"  [red]{doc['id']}[/red] {doc['status']}: {doc['error']}", highlight=False)
     return True

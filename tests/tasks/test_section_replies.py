@@ -11,7 +11,7 @@ import pytest
 from chorus.section import plan_section
 from models import OutcomeStatus, repo
 from models.tables import OutcomeRole
-from tasks.calls import _usage_fields
+from tasks.calls import usage_fields
 from tasks.requests import build_request, interpret
 from workflows.calls import CallResult, Usage
 from workflows.taskfile import SectionTask, Step, closed_schema
@@ -68,7 +68,7 @@ def test_a_free_text_section_reply_is_kept_as_text():
 def test_a_failed_reply_keeps_the_usage_of_the_paid_call():
     config = plan_section(DOC, task=TASK).config()
     result = reply("not json")
-    fields = interpret(claim("claude-haiku-4-5"), config, result) | _usage_fields(result)
+    fields = interpret(claim("claude-haiku-4-5"), config, result) | usage_fields(result)
     assert fields["status"] is OutcomeStatus.FAILED
     assert (fields["input_tokens"], fields["output_tokens"]) == (120, 30)
 
