@@ -209,3 +209,24 @@ def test_the_batch_lane_in_embedded_mode_is_refused_before_anything_is_stored(tm
     assert "the batch lane needs the anthropic provider (CHORUS_PROVIDER=anthropic" in proc.stderr
     assert "Traceback" not in proc.stderr
     assert not (tmp_path / ".chorus" / "chorus.db").exists()
+
+
+def test_an_adaptive_lane_vote_sends_its_waves_as_successive_provider_batches(lane, stub, tmp_path):
+    """5 voters, stop = decided, on the lane. Every run's slot 0 ends errored for good, so the first wave
+    (slots 0-2) leaves 2 agreeing answers that the 2 voters left could still tie: a second wave of one
+    voter goes in a later provider batch, decides the vote, and the last voter is never sent."""
+    stub.batch_config(delay_ms=200, rules=[{"slot": "0", "result": "errored", "error": "invalid_request_error"}])
+    sub = run_batch(documents(tmp_path / "adaptive.jsonl", 2), pattern="vote", name="lane-adaptive", lane="batch",
+                    options={"labels": "positive,negative", "voters": 5, "models": [MODEL], "adaptive": True})
+    counts = wait_for_batch(sub.batch_id, timeout=60)
+    assert (counts.total, counts.succeeded) == (2, 2)
+    runs = runs_of(sub.batch_id)
+    log = lane_log(stub, {r.id for r in runs})
+    for run in runs:
+        statuses = {o.slot: o.status for o in run.outcomes}
+        assert statuses == {0: OutcomeStatus.FAILED, 1: OutcomeStatus.SUCCEEDED, 2: OutcomeStatus.SUCCEEDED,
+                            3: OutcomeStatus.SUCCEEDED, 4: OutcomeStatus.SKIPPED}, statuses
+        assert sorted(int(e["slot"]) for e in log if e["run"] == run.id) == [0, 1, 2, 3]
+        by_slot = {o.slot: o for o in run.outcomes}
+        assert by_slot[3].provider_batch not in {by_slot[s].provider_batch for s in (0, 1, 2)}
+        assert run.result["skipped"] == 1 and run.status is RunStatus.SUCCEEDED
