@@ -225,7 +225,15 @@ def _cost_json(run: RunView, outcomes: list[dict[str, Any]]) -> dict[str, Any] |
     try:
         for view, data in zip(run.outcomes, outcomes, strict=True):
             data["cost"] = outcome_cost(view, run).to_json()
-        return run_cost(run).to_json()
+        cost = run_cost(run).to_json()
+        skipped = [o for o in run.outcomes if o.status == "skipped"]
+        asked = [data["cost"]["total_usd"] for view, data in zip(run.outcomes, outcomes, strict=True)
+                 if view.role == "voter" and view.status in ("succeeded", "failed") and view.attempts]
+        if skipped:
+            # Adaptive voting: the calls not made, and what they would have cost at the mean of those made.
+            cost["calls_saved"] = len(skipped)
+            cost["saved_usd_estimate"] = round(len(skipped) * sum(asked) / len(asked), 8) if asked else 0.0
+        return cost
     except ValueError:
         return None
 

@@ -45,9 +45,10 @@ def print_cost_line(run: Any) -> None:
         out.print("cost: - (a model of this run has no price in the registry, `chorus models`)", highlight=False)
         return
     note = " (estimated: offline token counts, priced as if on each model)" if cost["estimated"] else ""
-    saved = (run.result or {}).get("skipped") if run.pattern == "vote" else None
+    saved = cost.get("calls_saved")
     if saved:
-        note += f"; {saved} of {run.result.get('voters')} voter calls saved (adaptive: decided before their turn)"
+        note += (f"; {saved} of {run.result.get('voters')} voter calls saved, about "
+                 f"${cost.get('saved_usd_estimate', 0.0):.6f} (adaptive: decided before their turn)")
     out.print(f"cost {'~' if cost['estimated'] else ''}${cost['total_usd']:.6f}{note}", highlight=False)
 
 

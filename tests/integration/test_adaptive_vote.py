@@ -28,7 +28,11 @@ def test_a_unanimous_first_wave_sends_no_more_voters_and_the_answer_is_the_full_
     assert [o.slot for o in skipped] == [3, 4] and all(o.attempts == 0 and o.input_tokens == 0 for o in skipped)
     assert all(o.error and o.error.startswith("not asked:") for o in skipped)
     assert early.result["skipped"] == 2 and early.result["voters"] == 5 and early.result["quorum_met"]
-    assert early.to_json()["cost"]["total_usd"] < full.to_json()["cost"]["total_usd"]
+    early_cost, full_cost = early.to_json()["cost"], full.to_json()["cost"]
+    assert early_cost["total_usd"] < full_cost["total_usd"] and "calls_saved" not in full_cost
+    assert early_cost["calls_saved"] == 2
+    # Five identical short requests cost about the same: the two skipped are about 2/5 of the full vote.
+    assert early_cost["saved_usd_estimate"] == pytest.approx(full_cost["total_usd"] * 2 / 5, rel=0.05)
 
 
 def test_a_wave_that_leaves_the_vote_open_sends_the_next_voter_and_tallies_like_the_full_panel(workers, stub):
@@ -71,7 +75,8 @@ def test_an_adaptive_batch_skips_decided_voters_in_every_document_and_matches_th
     from chorus.runs import get_run
     from models import Run, Session
 
-    docs = [CLEAR, "I love it. Excellent and wonderful, the best kettle.", "It is okay, an average and ordinary kettle."]
+    docs = [CLEAR, "I love it. Excellent and wonderful, the best kettle.",
+            "It is okay, an average and ordinary kettle."]
     path = tmp_path / "docs.jsonl"
     path.write_text("".join(json.dumps({"id": f"d{i}", "text": t}) + "\n" for i, t in enumerate(docs)))
     stub.reset()

@@ -230,3 +230,33 @@ def test_an_adaptive_lane_vote_sends_its_waves_as_successive_provider_batches(la
         by_slot = {o.slot: o for o in run.outcomes}
         assert by_slot[3].provider_batch not in {by_slot[s].provider_batch for s in (0, 1, 2)}
         assert run.result["skipped"] == 1 and run.status is RunStatus.SUCCEEDED
+
+
+def test_cache_aware_dispatch_in_the_lane_sends_followers_after_their_leader_and_they_read_its_1h_cache(
+        lane, stub, tmp_path):
+    """A long shared prefix (above Haiku 4.5's 4,096-token minimum): the leader goes in a first provider
+    batch and writes the prefix with the 1-hour TTL; its followers go in a later one and read it."""
+    stub.batch_config(delay_ms=200)
+    long_text = ("I love this kettle. It is excellent, fast and quiet. The lid is a little stiff. " * 300).strip()
+    path = tmp_path / "long.jsonl"
+    path.write_text(json.dumps({"id": "long", "text": long_text}) + "\n")
+    sub = run_batch(path, pattern="vote", name="lane-cache", lane="batch",
+                    options={"labels": "positive,negative", "voters": 3, "models": [MODEL]})
+    assert wait_for_batch(sub.batch_id, timeout=60).succeeded == 1
+    (run,) = runs_of(sub.batch_id)
+    assert run.config["dispatch"]["leaders"] == [0]
+    by_slot = {o.slot: o for o in run.outcomes}
+    assert by_slot[0].cache_write_tokens > 4096
+    assert by_slot[1].provider_batch == by_slot[2].provider_batch != by_slot[0].provider_batch
+    for slot in (1, 2):
+        assert by_slot[slot].cache_read_tokens == by_slot[0].cache_write_tokens and by_slot[slot].cache_miss is False
+    sent = [e for e in stub.requests() if e.get("batch") and e.get("run") == run.id and e["slot"] == "0"]
+    marks = [b.get("cache_control") for b in sent[0]["body"]["messages"][0]["content"] if b.get("cache_control")]
+    marks += [b.get("cache_control") for b in sent[0]["body"].get("system") or [] if isinstance(b, dict)
+              and b.get("cache_control")]
+    assert marks and all(m == {"type": "ephemeral", "ttl": "1h"} for m in marks)
+    # Priced at the Batches API price with the 1-hour write (2x input) for the leader's write.
+    expected = sum(cost_of(MODEL, TokenUsage(o.input_tokens, o.output_tokens, o.cache_write_tokens,
+                                             o.cache_read_tokens), cache_ttl="1h", batch_api=True).total_usd
+                   for o in run.outcomes)
+    assert get_run(run.id).to_json()["cost"]["total_usd"] == pytest.approx(expected, rel=1e-9)
