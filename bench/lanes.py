@@ -6,11 +6,11 @@ synchronous, adaptive, the batch lane, and the batch lane + adaptive, in one run
 The documents are `bench.manpages` (manual pages of this machine labelled by section). Each way is a
 `chorus batch` of the same documents through real workers on Redis + PostgreSQL and the real anthropic
 SDK against the stub (its Messages API for the synchronous lane, its Message Batches API for the batch
-lane, with a processing delay), the stub's prompt cache emptied before each way. Beat runs inside the callbacks worker (`-B`), with the lane's collector
-and poller every second. "calls" counts the requests the stub answered (its log), so a call that
-adaptive voting skipped, or that a batch carried, is counted where the provider saw it. Costs are
-priced from the usage the stub reported, with the registry's batch discount for lane calls. Accuracy
-is against the man page's section.
+lane, with a processing delay), the stub's prompt cache emptied before each way. Beat runs inside the
+callbacks worker (`-B`), with the lane's collector and poller every second. "calls" counts the requests
+the stub answered (its log), so a call that adaptive voting skipped, or that a batch carried, is counted
+where the provider saw it. Costs are priced from the usage the stub reported, with the registry's batch
+discount for lane calls. Accuracy is against the man page's section.
 """
 
 from __future__ import annotations
