@@ -111,7 +111,9 @@ def describe_task(task: Task, *, settings: Settings | None = None, sample: str |
     described["cost_note"] = (f"estimate for a document of ~{estimate_tokens(document)} tokens: local token "
                               f"estimate, output counted at max_tokens (an upper bound), no cache discount"
                               + ("; a section task: the first section's map call and the synthesis" if
-                                 isinstance(task, SectionTask) else ""))
+                                 isinstance(task, SectionTask) else "")
+                              + ("; every voter counted, while stop = \"decided\" asks only as many as the vote "
+                                 "needs" if isinstance(task, VoteTask) and task.vote.adaptive else ""))
     return described
 
 

@@ -27,6 +27,7 @@ def test_a_unanimous_first_wave_sends_no_more_voters_and_the_answer_is_the_full_
     skipped = [o for o in early.outcomes if o.status == "skipped"]
     assert [o.slot for o in skipped] == [3, 4] and all(o.attempts == 0 and o.input_tokens == 0 for o in skipped)
     assert all(o.error and o.error.startswith("not asked:") for o in skipped)
+    assert early.result is not None
     assert early.result["skipped"] == 2 and early.result["voters"] == 5 and early.result["quorum_met"]
     early_cost, full_cost = early.to_json()["cost"], full.to_json()["cost"]
     assert early_cost["total_usd"] < full_cost["total_usd"] and "calls_saved" not in full_cost
@@ -50,7 +51,7 @@ def test_a_wave_that_leaves_the_vote_open_sends_the_next_voter_and_tallies_like_
     assert asked == [0, 1, 2], "the third voter could change the result and must be asked"
     assert [o.status for o in run.outcomes] == ["failed", "succeeded", "succeeded"]
     assert (run.status, run.answer) == (full.status, full.answer)
-    assert run.result["skipped"] == 0
+    assert run.result is not None and run.result["skipped"] == 0
 
 
 def test_a_split_first_wave_sends_more_voters(workers, stub):

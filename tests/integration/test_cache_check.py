@@ -78,9 +78,10 @@ def test_a_prewarm_writes_the_prefix_with_max_tokens_0_and_every_voter_reads_it(
     assert len(sent) == 1 and sent[0]["max_tokens"] == 0
     for o in voters:
         assert o.cache_read_tokens == warm.cache_write_tokens and o.cache_write_tokens == 0
-        assert o.started_at >= warm.finished_at and o.cache_miss is False
+        assert o.started_at is not None and warm.finished_at is not None and o.started_at >= warm.finished_at
+        assert o.cache_miss is False
     # The tally counts the three voters only; the pre-warm's usage is in the cost.
-    assert run.result["voters"] == 3 and run.result["answered"] == 3
+    assert run.result is not None and run.result["voters"] == 3 and run.result["answered"] == 3
     cost = run.to_json()["cost"]["total_usd"]
     assert cost == pytest.approx(sum(o["cost"]["total_usd"] for o in run.to_json()["outcomes"]))
     assert cost > sum(o["cost"]["total_usd"] for o in run.to_json()["outcomes"] if o["role"] == "voter")
