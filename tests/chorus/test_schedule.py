@@ -130,3 +130,32 @@ def test_a_job_with_a_bad_task_file_is_refused_naming_the_job_and_the_task_field
         load_jobs(write(tmp_path, {"jobs": [job]}))
     assert "job 1 (inbox): task" in str(info.value)
     assert message in str(info.value)
+
+
+def test_a_job_on_the_batch_lane_says_so_and_passes_the_lane_to_its_batch(tmp_path, monkeypatch):
+    import chorus.schedule as schedule
+
+    (job,) = load_jobs(write(tmp_path, {"jobs": [{**INBOX, "lane": "batch"}]}))
+    assert job.lane == "batch" and ", batch lane)" in job.describe()
+    assert beat_entries([job], "callbacks")["chorus-job-inbox"]["args"][0]["lane"] == "batch"
+    seen = {}
+
+    class Sub:
+        def to_json(self):
+            return {"sent": 0}
+
+    def fake_run_batch(folder, **kwargs):
+        seen.update(kwargs)
+        return Sub()
+
+    monkeypatch.setattr(schedule, "run_batch", fake_run_batch)
+    schedule.run_job(job)
+    assert seen["lane"] == "batch"
+    (default,) = load_jobs(write(tmp_path, {"jobs": [INBOX]}))
+    assert default.lane == "sync" and "batch lane" not in default.describe()
+
+
+def test_an_unknown_lane_is_refused_naming_the_job(tmp_path):
+    with pytest.raises(ConfigError) as info:
+        load_jobs(write(tmp_path, {"jobs": [{**INBOX, "lane": "overnight"}]}))
+    assert "job 1 (inbox): lane" in str(info.value) and "'sync' or 'batch'" in str(info.value)
