@@ -284,6 +284,11 @@ def embedded_worker(settings: Settings | None = None) -> WorkerProcess:
     data = settings.data_path
     env = dict(os.environ)
     env["CHORUS_DATA_DIR"] = str(data)
+    # The worker reads its settings from its environment: it must be embedded, on the caller's database,
+    # even when the caller's `settings` differ from this process's environment (a broker set there would
+    # make it a Redis worker taking other work).
+    env["CHORUS_BROKER_URL"] = env["CHORUS_RESULT_BACKEND"] = ""
+    env["CHORUS_DATABASE_URL"] = settings.effective_database_url
     # No broker events or remote control on the filesystem transport: nothing listens to them.
     return WorkerProcess(all_queues(settings.model_list), log_dir=data, name="worker", pool="threads",
                          concurrency=settings.embedded_concurrency, env=env,

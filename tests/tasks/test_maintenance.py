@@ -141,3 +141,17 @@ def test_a_slot_whose_task_was_lost_is_sent_again_once_and_its_run_then_ends(db,
     assert run.status is RunStatus.SUCCEEDED
     assert run.outcomes[2].attempts == 1
     assert [r["slot"] for r in stub.requests() if r["run"] == run_id] == ["2"]
+
+
+def test_an_embedded_worker_started_for_other_settings_takes_no_work_from_the_environments_broker(db, monkeypatch):
+    """The Python API with an embedded `settings=` while the environment names a Redis broker: the worker
+    it starts reads embedded settings on the caller's database, so it cannot take tasks from that Redis."""
+    from chorus.embedded import embedded_worker
+
+    monkeypatch.setenv("CHORUS_BROKER_URL", "redis://127.0.0.1:6379/15")
+    monkeypatch.setenv("CHORUS_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/elsewhere")
+    embedded = load_settings(broker_url=None, result_backend=None, database_url=PG_URL)
+    env = embedded_worker(embedded).env
+    for name in ("CHORUS_BROKER_URL", "CHORUS_RESULT_BACKEND", "CHORUS_DATABASE_URL"):
+        monkeypatch.setenv(name, env[name])  # what the worker process will read
+    assert load_settings().embedded and load_settings().effective_database_url == PG_URL
