@@ -60,7 +60,9 @@ def make_app(settings: Settings | None = None, *, set_as_current: bool = True) -
         event_serializer="json",
         task_acks_late=True,
         task_reject_on_worker_lost=True,
-        task_track_started=True,
+        # No STARTED state in the result backend: nothing reads it (the slot row says what runs, and
+        # Flower hears of a started task from its task-started event), and it cost a write per task.
+        task_track_started=False,
         task_queues=[Queue(q) for q in all_queues(settings.model_list)],
         task_default_queue=CALLBACK_QUEUE,
         task_routes={"chorus.vote.tally": {"queue": CALLBACK_QUEUE}},

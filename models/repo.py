@@ -190,10 +190,23 @@ def _held() -> Any:
 
 
 def load_run_locked(s: OrmSession, run_id: str) -> Run | None:
-    """The run with its outcomes, its row locked until the transaction ends (PostgreSQL; SQLite
-    serialises writers anyway): two callbacks of one adaptive vote decide its next wave one at a time."""
+    """The run with its outcomes as they are now, its row locked until the transaction ends (PostgreSQL;
+    SQLite serialises writers anyway): two callbacks of one adaptive vote decide its next wave one at a
+    time."""
     s.execute(select(Run.id).where(Run.id == run_id).with_for_update())
-    return load_run(s, run_id)
+    return s.execute(
+        select(Run).options(selectinload(Run.outcomes), selectinload(Run.document)).where(Run.id == run_id)
+        .execution_options(populate_existing=True)
+    ).scalar_one_or_none()
+
+
+def run_progress(s: OrmSession, run_id: str) -> tuple[RunStatus | None, int]:
+    """(the run's status, its open slots not held back) in one round trip: what a tally checks first."""
+    open_slots = (select(func.count()).select_from(WorkerOutcome)
+                  .where(WorkerOutcome.run_id == run_id, WorkerOutcome.status.in_(OPEN_OUTCOME), ~_held())
+                  .scalar_subquery())
+    row = s.execute(select(Run.status, open_slots).where(Run.id == run_id)).one_or_none()
+    return (None, 0) if row is None else (row[0], int(row[1] or 0))
 
 
 def release_slots(s: OrmSession, run_id: str, slots: Sequence[int]) -> list[int]:

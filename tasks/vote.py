@@ -7,7 +7,7 @@ from typing import Any
 from celery import Celery, Task, shared_task
 from sqlalchemy.orm import Session as OrmSession
 
-from models import OutcomeRole, OutcomeStatus, RunStatus, in_session, repo
+from models import OutcomeRole, OutcomeStatus, Run, RunStatus, in_session, repo
 from tasks import db, dispatch
 from tasks.calls import run_slot
 from workflows.adaptive import decide
@@ -30,10 +30,9 @@ def tally_votes(self: Task, results: list[dict[str, Any]], run_id: str) -> dict[
     # by the chord's join, so the callback can fire while a sibling is still running: wait for it.
     # Bounded: after CHORUS_REAP_AFTER_S the reaper fails the open slots and this tally goes ahead.
     db.bind()
-    status = in_session(lambda s: repo.run_status(s, run_id), write=False)
+    status, still_open = in_session(lambda s: repo.run_progress(s, run_id), write=False)
     if status is not None and status.terminal:
         return finish_vote(run_id)  # cancelled (or reaped) meanwhile: it keeps what it has
-    still_open = in_session(lambda s: repo.count_open_slots(s, run_id, sent_only=True), write=False)
     if still_open and self.request.retries < MAX_TALLY_WAITS:
         raise self.retry(countdown=TALLY_WAIT_S)
     return advance_vote(self.app, run_id, bind=False)
@@ -45,15 +44,27 @@ def advance_vote(app: Celery, run_id: str, *, bind: bool = True) -> dict[str, An
     batch lane the wave is only released: the lane's collector sends it."""
     if bind:
         db.bind()
-    wave = in_session(lambda s: _next_wave(s, run_id))
-    if wave is None:
-        return finish_vote(run_id, bind=False)
-    slots, config = wave
+    step = in_session(lambda s: _advance(s, run_id))
+    if isinstance(step, dict):
+        return step  # tallied, in the same transaction that read the run
+    slots, config = step
     if config.get("lane") == "batch":
         return {"run_id": run_id, "status": "running", "released": [slot for slot, _ in slots]}
     header, callback = dispatch.wave_messages(app, run_id, slots, config.get("task_name", ""))
     dispatch.send_chord(app, run_id, header, callback)
     return {"run_id": run_id, "status": "running", "sent": [slot for slot, _ in slots]}
+
+
+def _advance(s: OrmSession, run_id: str) -> dict[str, Any] | tuple[list[tuple[int, str]], dict[str, Any]]:
+    """The vote's tally (a dict), or the next wave of an adaptive vote to send: one read of the run
+    for a vote that is not adaptive."""
+    run = repo.load_run(s, run_id)
+    if run is not None and not run.status.terminal and run.config.get("adaptive"):
+        wave = _next_wave(s, run_id)
+        if wave is not None:
+            return wave
+        run = repo.load_run_locked(s, run_id)  # as the decision left it (voters skipped)
+    return _tally_run(s, run_id, run)
 
 
 def _next_wave(s: OrmSession, run_id: str) -> tuple[list[tuple[int, str]], dict[str, Any]] | None:
@@ -90,7 +101,10 @@ def finish_vote(run_id: str, *, bind: bool = True) -> dict[str, Any]:
 
 
 def _finish_vote(s: OrmSession, run_id: str) -> dict[str, Any]:
-    run = repo.load_run(s, run_id)
+    return _tally_run(s, run_id, repo.load_run(s, run_id))
+
+
+def _tally_run(s: OrmSession, run_id: str, run: Run | None) -> dict[str, Any]:
     if run is None:
         return {"run_id": run_id, "status": "failed", "error": "unknown run"}
     if run.status.terminal:
