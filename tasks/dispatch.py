@@ -71,7 +71,16 @@ def call_signature(app: Celery, role: OutcomeRole, run_id: str, slot: int, model
     """One slot's call on its model's queue; the slot row holds everything else. `model` and `task` (the
     task's name) are labels only, so Flower shows whose call this is."""
     return app.signature(CALL_TASK[role], args=(run_id, slot, model), kwargs={"task": task} if task else {},
-                         queue=queue_for_model(model), immutable=True)
+                         queue=queue_for_model(model), immutable=True, ignore_result=joins_without_results(app))
+
+
+def joins_without_results(app: Celery) -> bool:
+    """Whether a call task's own result can go unstored. The Redis result backend joins a chord from a
+    list it keeps for the chord (each header task pushes its return value there as it ends), never from
+    the header tasks' stored results; and nothing else reads a call task's result: the slot row is the
+    record. So on Redis the per-call SET and PUBLISH of the result buy nothing. Other backends (embedded
+    mode's key-value store) join by reading the stored results, and keep them."""
+    return str(app.conf.result_backend or "").startswith(("redis://", "rediss://"))
 
 
 def vote_messages(app: Celery, run_id: str, config: dict[str, Any], callback_id: str

@@ -107,3 +107,24 @@ def test_a_redelivered_call_for_a_finished_slot_does_not_call_the_provider_again
     assert calls_per_slot(stub, run_id) == before
     with Session() as s:
         assert s.scalar(select(func.count()).select_from(WorkerOutcome).where(WorkerOutcome.run_id == run_id)) == 3
+
+
+def test_on_redis_only_the_tally_keeps_a_result_the_calls_store_none(workers, stub, redis_db):
+    """The Redis backend joins a chord from its own list, so the call tasks store no result of their own
+    (the slot rows are the record); the chord must still reach its tally, whose result the client reads."""
+    import redis
+
+    from tasks.dispatch import joins_without_results
+    from worker import make_app
+
+    assert joins_without_results(make_app(get_settings(), set_as_current=False))
+    client = redis.Redis.from_url(redis_db)
+    before = set(client.keys("celery-task-meta-*"))
+    run_ids = [submit_vote(POSITIVE, LABELS, voters=5) for _ in range(2)]
+    runs = [wait_for_run(r, timeout=60) for r in run_ids]
+    assert [r.status for r in runs] == ["succeeded", "succeeded"]
+    stored = {k.decode().removeprefix("celery-task-meta-") for k in set(client.keys("celery-task-meta-*")) - before}
+    call_ids = {o.task_id for r in runs for o in r.outcomes}
+    assert len(call_ids) == 10
+    assert not stored & call_ids  # no call task's result was stored
+    assert len(stored) >= 2  # the two tallies' results were (the client waited on them)
