@@ -119,11 +119,15 @@ def test_on_redis_only_the_tally_keeps_a_result_the_calls_store_none(workers, st
 
     assert joins_without_results(make_app(get_settings(), set_as_current=False))
     client = redis.Redis.from_url(redis_db)
-    before = set(client.keys("celery-task-meta-*"))
+
+    def result_keys() -> set[str]:
+        return {k.decode() if isinstance(k, bytes) else str(k) for k in client.keys("celery-task-meta-*")}
+
+    before = result_keys()
     run_ids = [submit_vote(POSITIVE, LABELS, voters=5) for _ in range(2)]
     runs = [wait_for_run(r, timeout=60) for r in run_ids]
     assert [r.status for r in runs] == ["succeeded", "succeeded"]
-    stored = {k.decode().removeprefix("celery-task-meta-") for k in set(client.keys("celery-task-meta-*")) - before}
+    stored = {k.removeprefix("celery-task-meta-") for k in result_keys() - before}
     call_ids = {o.task_id for r in runs for o in r.outcomes}
     assert len(call_ids) == 10
     assert not stored & call_ids  # no call task's result was stored
