@@ -16,7 +16,8 @@ One request to `POST /v1/messages` goes through these steps, in order:
 4. the token-bucket rate limit of the model's family with `anthropic-ratelimit-*` headers: one
    request, the input that counts towards ITPM (uncached input + cache writes, not cache reads),
    and `max_tokens` output tokens, settled to the real output at the end;
-5. sleep `latency_ms`; the response begins, so a written prefix becomes readable (then, with
+5. sleep `latency_ms`, plus a seeded uniform draw in [-`latency_jitter_ms`, +`latency_jitter_ms`] (clamped at
+   0; logged as `delay_ms`); the response begins, so a written prefix becomes readable (then, with
    `ms_per_output_token` set through `/_stub/latency`, the answer takes that long per output token);
 6. answer with the offline provider's reply (`providers.offline.answer`: JSON that conforms to
    `output_config.format.schema` when one is given, or a refusal with stop reason `refusal`), cut to
@@ -43,6 +44,7 @@ import contextlib
 import ipaddress
 import json
 import os
+import random
 import signal
 import socket
 import sys
@@ -167,8 +169,13 @@ class StubState:
     threads (and the batch processing threads)."""
 
     def __init__(self, latency_ms: float = 0, rules: Iterable[FaultRule] = (), faults: FaultMix | None = None,
-                 limiter: StubLimiter | None = None, batch: BatchConfig | None = None) -> None:
+                 limiter: StubLimiter | None = None, batch: BatchConfig | None = None,
+                 latency_jitter_ms: float = 0.0, latency_seed: int = 0) -> None:
         self.latency_ms = latency_ms
+        # Real response times vary: each call's delay is latency_ms plus a uniform draw in [-J, +J],
+        # from a seeded generator so that a run can be repeated (the draws' order follows arrivals).
+        self.latency_jitter_ms = latency_jitter_ms
+        self._latency_random = random.Random(latency_seed)
         # Generation time per output token, after the response began (`latency_ms` is the time to the
         # first token): a `max_tokens: 0` call ends at the first, an answer of 20 tokens 20 steps later.
         self.ms_per_output_token = 0.0
@@ -210,6 +217,24 @@ class StubState:
                 payload["usage"]["service_tier"] = "batch"
         entry.update(status=status, latency_ms=round((time.monotonic() - started) * 1000, 3))
         return status, payload, entry
+
+    def set_latency(self, latency_ms: float, ms_per_output_token: float = 0.0, jitter_ms: float = 0.0,
+                    seed: int | None = None) -> None:
+        """The latency model; a `seed` restarts the jitter's draws."""
+        with self._lock:
+            self.latency_ms = latency_ms
+            self.ms_per_output_token = ms_per_output_token
+            self.latency_jitter_ms = jitter_ms
+            if seed is not None:
+                self._latency_random.seed(seed)
+
+    def draw_delay_ms(self) -> float:
+        """The time to the first token of one call: latency_ms, jittered, never negative."""
+        with self._lock:
+            if self.latency_jitter_ms <= 0:
+                return max(0.0, self.latency_ms)
+            jitter = self._latency_random.uniform(-self.latency_jitter_ms, self.latency_jitter_ms)
+        return max(0.0, self.latency_ms + jitter)
 
     def take_rule(self, run: str | None, slot: str | None) -> FaultRule | None:
         with self._lock:
@@ -371,8 +396,11 @@ def answer_message(state: StubState, body: Any, entry: dict[str, Any], *, api_ve
         if not verdict.allowed:
             entry["limited"] = verdict.limited
             return 429, _error_body(429, verdict.message, request_id), limit_headers
-    if not batched and state.latency_ms > 0:
-        time.sleep(state.latency_ms / 1000)
+    if not batched:
+        delay_ms = state.draw_delay_ms()
+        entry["delay_ms"] = round(delay_ms, 3)
+        if delay_ms > 0:
+            time.sleep(delay_ms / 1000)
     state.cache.response_started(cached)  # Anthropic: readable once the response begins
     user_text = "\n".join(_text(m["content"]) for m in body["messages"] if m["role"] == "user")
     reply = answer(body["model"], _text(body.get("system", "")), user_text, body["max_tokens"], output_schema(body))
@@ -531,16 +559,7 @@ class Handler(BaseHTTPRequestHandler):
                 return
             self._send(200, config)
         elif self.path == "/_stub/latency":
-            latency = body.get("latency_ms") if isinstance(body, dict) else None
-            per_token = body.get("ms_per_output_token", 0.0) if isinstance(body, dict) else None
-            if any(isinstance(v, bool) or not isinstance(v, int | float) or v < 0 for v in (latency, per_token)):
-                self._send(400, _error_body(400, "expected {\"latency_ms\": <non-negative number>, "
-                                                 "\"ms_per_output_token\": <non-negative number>}", _request_id()))
-                return
-            self.server.state.latency_ms = float(latency)  # type: ignore[arg-type]  # checked above
-            self.server.state.ms_per_output_token = float(per_token)  # type: ignore[arg-type]
-            self._send(200, {"latency_ms": self.server.state.latency_ms,
-                             "ms_per_output_token": self.server.state.ms_per_output_token})
+            self._set_latency(body if ok else None)
         elif url.path.startswith("/v1/messages/batches"):
             if not ok:
                 self._send(400, _error_body(400, "request body is not valid JSON", _request_id()))
@@ -548,6 +567,25 @@ class Handler(BaseHTTPRequestHandler):
                 self._send(404, _error_body(404, f"no route POST {self.path}", _request_id()))
         else:
             self._send(404, _error_body(404, f"no route POST {self.path}", _request_id()))
+
+    def _set_latency(self, body: Any) -> None:
+        """`POST /_stub/latency {latency_ms, ms_per_output_token?, latency_jitter_ms?, latency_seed?}`: the
+        whole latency model (a key left out is 0; a seed, if given, restarts the jitter's draws)."""
+        body = body if isinstance(body, dict) else {}
+        values = [body.get("latency_ms"), body.get("ms_per_output_token", 0.0), body.get("latency_jitter_ms", 0.0)]
+        seed = body.get("latency_seed")
+        if any(isinstance(v, bool) or not isinstance(v, int | float) or v < 0 for v in values) \
+                or (seed is not None and (isinstance(seed, bool) or not isinstance(seed, int))):
+            self._send(400, _error_body(400, "expected {\"latency_ms\": <non-negative number>, "
+                                             "\"ms_per_output_token\": <non-negative number>, "
+                                             "\"latency_jitter_ms\": <non-negative number>, "
+                                             "\"latency_seed\": <integer>}", _request_id()))
+            return
+        state = self.server.state
+        latency, per_token, jitter = (float(v) for v in values)  # checked above
+        state.set_latency(latency, per_token, jitter, seed=seed)
+        self._send(200, {"latency_ms": state.latency_ms, "ms_per_output_token": state.ms_per_output_token,
+                         "latency_jitter_ms": state.latency_jitter_ms})
 
     def _messages(self, body: Any) -> None:
         started = time.monotonic()
@@ -604,13 +642,17 @@ def _seconds(value: float) -> str:
 def make_server(
     host: str = "127.0.0.1", port: int = 0, latency_ms: float = 0, rules: Iterable[FaultRule | str] = (),
     faults: FaultMix | None = None, limiter: StubLimiter | None = None, batch: BatchConfig | None = None,
+    latency_jitter_ms: float = 0.0, latency_seed: int = 0,
 ) -> StubServer:
     """A bound (not yet serving) stub on a loopback address; port 0 picks a free port."""
     if host != "localhost" and not ipaddress.ip_address(host).is_loopback:
         raise ValueError(f"the stub only listens on loopback addresses, not {host!r}")
     parsed = [r if isinstance(r, FaultRule) else FaultRule.parse(r) for r in rules]
     server_cls = _IPv6StubServer if ":" in host else StubServer
-    return server_cls((host, port), StubState(latency_ms, parsed, faults, limiter, batch))
+    if latency_jitter_ms < 0:
+        raise ValueError(f"--latency-jitter-ms must not be negative, got {latency_jitter_ms:g}")
+    return server_cls((host, port), StubState(latency_ms, parsed, faults, limiter, batch, latency_jitter_ms,
+                                              latency_seed))
 
 
 def serve_forever(server: StubServer, stop: threading.Event | None = None) -> None:
@@ -631,6 +673,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--host", default="127.0.0.1", help="loopback address to listen on")
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port (printed on start)")
     parser.add_argument("--latency-ms", type=float, default=0.0, help="delay before each answer")
+    parser.add_argument("--latency-jitter-ms", type=float, default=0.0,
+                        help="each answer's delay is --latency-ms plus a uniform draw in [-J, +J] ms (at least 0)")
+    parser.add_argument("--latency-seed", type=int, default=0, help="seed of the latency jitter")
     parser.add_argument(
         "--fail", action="append", default=[], metavar="RULE",
         help="fault rule [run=R,][slot=S]:STATUS[:times=K][:retry_after=S], e.g. slot=2:500; repeatable",
@@ -661,7 +706,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         server = make_server(args.host, args.port, args.latency_ms, [FaultRule.parse(f) for f in args.fail],
-                             *reliability_from_args(args), batch=batch_config_from_args(args))
+                             *reliability_from_args(args), batch=batch_config_from_args(args),
+                             latency_jitter_ms=args.latency_jitter_ms, latency_seed=args.latency_seed)
     except (ValueError, OSError) as exc:
         print(f"chorus stub: {exc}", file=sys.stderr)
         return 2

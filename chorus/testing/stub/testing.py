@@ -57,10 +57,16 @@ class StubHandle:
     def health(self) -> dict[str, Any]:
         return self._admin("GET", "/_stub/health")
 
-    def set_latency(self, latency_ms: float, ms_per_output_token: float = 0.0) -> None:
-        """Change the delay before each answer begins (the time to the first token) and the generation
-        time per output token after it (`reset` leaves both alone)."""
-        self._admin("POST", "/_stub/latency", {"latency_ms": latency_ms, "ms_per_output_token": ms_per_output_token})
+    def set_latency(self, latency_ms: float, ms_per_output_token: float = 0.0, jitter_ms: float = 0.0,
+                    seed: int | None = None) -> None:
+        """Change the delay before each answer begins (the time to the first token: `latency_ms` plus a
+        uniform draw in [-jitter_ms, +jitter_ms], at least 0; a `seed` restarts the draws) and the
+        generation time per output token after it (`reset` leaves them alone)."""
+        body: dict[str, Any] = {"latency_ms": latency_ms, "ms_per_output_token": ms_per_output_token,
+                                "latency_jitter_ms": jitter_ms}
+        if seed is not None:
+            body["latency_seed"] = seed
+        self._admin("POST", "/_stub/latency", body)
 
     def batch_config(self, **knobs: Any) -> dict[str, Any]:
         """Set Message Batches knobs and return them all: `delay_ms` (before a batch is processed),

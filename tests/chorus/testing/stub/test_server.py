@@ -180,6 +180,40 @@ def test_latency_is_applied_to_each_answer():
     assert elapsed >= 0.3 and logged >= 300
 
 
+def test_latency_jitter_varies_each_answer_within_its_bounds():
+    with running_stub(latency_ms=200, extra_args=("--latency-jitter-ms", "100", "--latency-seed", "3")) as stub:
+        elapsed = []
+        for _ in range(8):
+            started = time.monotonic()
+            assert post(stub, message_body())[0] == 200
+            elapsed.append(time.monotonic() - started)
+        logged = stub.requests(bodies=False)
+    delays = [e["delay_ms"] for e in logged]
+    assert len(set(delays)) == len(delays)  # each call drew its own delay
+    assert all(100 <= d <= 300 for d in delays)
+    assert max(delays) - min(delays) > 20  # spread, not 200 ms give or take rounding
+    assert all(e["latency_ms"] >= e["delay_ms"] for e in logged)
+    assert all(s * 1000 >= d for s, d in zip(elapsed, delays, strict=True))
+
+
+def test_latency_jitter_set_through_the_admin_api_repeats_with_its_seed(stub_server):
+    def delays() -> list[float]:
+        stub_server.set_latency(30, jitter_ms=30, seed=11)
+        stub_server.reset()
+        for _ in range(5):
+            post(stub_server, message_body())
+        return [e["delay_ms"] for e in stub_server.requests(bodies=False)]
+
+    try:
+        first, again = delays(), delays()
+    finally:
+        stub_server.set_latency(0)
+    assert first == again and len(set(first)) == 5
+    assert all(0 <= d <= 60 for d in first)
+    status, _, error = post(stub_server, {"latency_ms": 10, "latency_jitter_ms": -1}, path="/_stub/latency")
+    assert status == 400 and "latency_jitter_ms" in error["error"]["message"]
+
+
 def test_one_keep_alive_connection_serves_many_requests(stub_server):
     conn = http.client.HTTPConnection(stub_server.host, stub_server.port, timeout=10)
     try:
