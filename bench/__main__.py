@@ -37,6 +37,9 @@ REGISTRY: list[tuple[str, str, str]] = [
      "Shared rate limit vs Celery's per-worker rate_limit, naive and careful, at 600 RPM (issues 4, 14)"),
     ("cache_warm", "bench.cache_warm", "Cache warm-up: leader first vs a max_tokens: 0 pre-warm (issue 13)"),
     ("lanes", "bench.lanes", "Adaptive voting and the batch lane on the man-page set (issue 13)"),
+    ("batch_limit", "bench.batch_limit",
+     "A batch at the rate limit: chorus batch vs an asyncio script, 3,000 RPM, 1 s ± 0.3 s (issue 12)"),
+    ("capacity", "bench.capacity", "Capacity: calls in flight through chorus batch at 2 s latency (issue 12)"),
 ]
 
 QUICK_ARGS: dict[str, dict[str, Any]] = {
