@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import statistics
 import time
 from collections.abc import Callable
 from typing import Any
@@ -67,8 +68,14 @@ def run(quick: bool = True, votes: int | None = None) -> dict[str, Any]:
         from chorus.runs import wait_for_run
         from chorus.vote import submit_vote
 
+        chorus_runs: list[tuple[float, float, float, Any]] = []  # client clock: start, submitted, done; the run
+
         def chorus_vote() -> None:
-            run = wait_for_run(submit_vote(TEXT, "positive,negative,neutral", voters=VOTERS), timeout=60)
+            t0 = time.time()
+            run_id = submit_vote(TEXT, "positive,negative,neutral", voters=VOTERS)
+            t1 = time.time()
+            run = wait_for_run(run_id, timeout=60)
+            chorus_runs.append((t0, t1, time.time(), run))
             if run.status != "succeeded":
                 raise SystemExit(f"chorus vote {run.id} ended {run.status}: {run.error}")
 
@@ -125,6 +132,7 @@ def run(quick: bool = True, votes: int | None = None) -> dict[str, Any]:
                 for fn in peers.values():  # warm-up: connections, imports, first-call costs
                     for _ in range(3):
                         fn()
+                chorus_runs.clear()
                 rounds, per_round = max(1, votes // 10), min(10, votes)
                 for _ in range(rounds):
                     for name, fn in peers.items():
@@ -149,6 +157,7 @@ def run(quick: bool = True, votes: int | None = None) -> dict[str, Any]:
         "command": "python -m bench.overhead" + (" --quick" if quick else ""),
         "params": {"votes_per_peer": votes, "voters": VOTERS, "stub_latency_ms": LATENCY_MS},
         "overhead_ms": table,
+        "chorus_phases_p50_ms": vote_phases(chorus_runs),
         "skipped": skipped,
         "ratios": {
             "p50 / same-settings bare p50": round(ours["p50_ms"] / same["p50_ms"], 2),
@@ -166,6 +175,30 @@ def run(quick: bool = True, votes: int | None = None) -> dict[str, Any]:
                 ours["p99_ms"] <= GOAL_P99_SAME * same["p99_ms"],
         },
     }
+
+
+def vote_phases(records: list[tuple[float, float, float, Any]]) -> dict[str, float]:
+    """p50 of each phase of the chorus votes, in ms."""
+    phases: dict[str, list[float]] = {}
+
+    def add(name: str, seconds: float) -> None:
+        phases.setdefault(name, []).append(seconds * 1000)
+
+    for t0, t1, t2, run in records:
+        starts = [o.started_at.timestamp() for o in run.outcomes if o.started_at]
+        ends = [o.finished_at.timestamp() for o in run.outcomes if o.finished_at]
+        calls = [(o.finished_at - o.started_at).total_seconds() for o in run.outcomes
+                 if o.started_at and o.finished_at]
+        if not (starts and ends and calls and run.finished_at):
+            continue
+        add("submit_vote called → first slot claimed", min(starts) - t0)
+        add("first → last slot claimed", max(starts) - min(starts))
+        add(f"a slot's claim → its outcome stored, beyond the stub's {LATENCY_MS} ms", statistics.mean(calls)
+            - LATENCY_MS / 1000)
+        add("last outcome stored → run tallied", run.finished_at.timestamp() - max(ends))
+        add("tallied → the client has it", t2 - run.finished_at.timestamp())
+        add("(submit_vote's own time, overlapping the first phases: store the run, send the chord)", t1 - t0)
+    return {name: round(statistics.median(values), 1) for name, values in phases.items()}
 
 
 def render(result: dict[str, Any]) -> str:
@@ -187,7 +220,13 @@ def render(result: dict[str, Any]) -> str:
         lines.append(f"| {name} | {row['p50_ms']} | {row['p90_ms']} | {row['p99_ms']} | {row['mean_ms']} | "
                      f"{vs_same} | {vs_defaults} | {cpu} |")
     lines += [f"\nNot measured: {reason}." for reason in result.get("skipped", [])]
-    lines += ["", "Ratios (same run): " + "; ".join(f"{k} = **{v}×**" for k, v in result["ratios"].items()), ""]
+    lines += ["", "Ratios (same run): " + "; ".join(f"{k} = **{v}×**" for k, v in result["ratios"].items())]
+    phases = result.get("chorus_phases_p50_ms") or {}
+    if phases:
+        lines += ["", "Where a chorus vote's time goes (p50 of each phase over the timed votes, from the client's "
+                  "clock and the stored timestamps; a slot's `started_at` is its claim): "
+                  + "; ".join(f"{k} {v:g} ms" for k, v in phases.items()) + "."]
+    lines += [""]
     lines += goal_lines(result["goals"])
     return "\n".join(lines)
 

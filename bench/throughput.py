@@ -35,14 +35,18 @@ from bench.harness import (
     workers,
 )
 from bench.peers import MODEL as PEER_MODEL
+from bench.profile import PySpy, render_profiles
 
 VOTERS = 5
 ROUND = 50  # votes per system per round
+PROFILED_VOTES = 100  # after the timed rounds, per system, under py-spy
 GOAL_RATIO = 0.9  # issue 12: ≥ 0.9× the bare chord with chorus's settings
 CHORUS, SAME, DEFAULTS = "chorus", "bare_same_settings", "bare_defaults"
 LABELS = {CHORUS: "chorus (each outcome persisted in PostgreSQL)",
           SAME: "bare Celery chord, chorus's settings (results in Redis only)",
           DEFAULTS: "bare Celery chord, Celery's defaults (results in Redis only)"}
+
+PROFILE_NAMES = {CHORUS: "chorus", SAME: "bare chord, chorus's settings"}
 
 
 def _drive(submit: Callable[[], Any], wait: Callable[[Any], None], votes: int, in_flight: int) -> float:
@@ -116,10 +120,17 @@ def run(quick: bool = True, votes: int | None = None, in_flight: int = 20, concu
                     for name, (submit, wait) in systems.items():
                         with meters[name]:
                             elapsed[name] += _drive(submit, wait, votes // rounds, in_flight)
+                # One more round each, untimed, under py-spy: where the worker CPU goes.
+                spies = {CHORUS: PySpy(pids_of(procs), CHORUS), SAME: PySpy(pids_of([bares[SAME]]), SAME)}
+                for name, spy in spies.items():
+                    submit, wait = systems[name]
+                    with spy:
+                        _drive(submit, wait, PROFILED_VOTES, in_flight)
         finally:
             for b in bares.values():
                 b.stop()
     outcomes = votes * VOTERS
+    cpu = {k: per_thousand(m.seconds, outcomes) for k, m in meters.items()}
     rates = {name: outcomes / seconds for name, seconds in elapsed.items()}
     ratio, ratio_defaults = rates[CHORUS] / rates[SAME], rates[CHORUS] / rates[DEFAULTS]
     return {
@@ -130,7 +141,8 @@ def run(quick: bool = True, votes: int | None = None, in_flight: int = 20, concu
         "params": {"votes": votes, "voters": VOTERS, "in_flight": in_flight, "pool": f"threads x{concurrency}",
                    "rounds": rounds},
         "outcomes_per_s": {k: round(v, 1) for k, v in rates.items()},
-        "worker_cpu_s_per_1000_outcomes": {k: per_thousand(m.seconds, outcomes) for k, m in meters.items()},
+        "worker_cpu_s_per_1000_outcomes": cpu,
+        "profiles": {PROFILE_NAMES[name]: spy.summary(cpu[name]) for name, spy in spies.items()},
         "ratio": round(ratio, 2),
         "ratio_vs_defaults": round(ratio_defaults, 2),
         "goals": {f"chorus ≥ {GOAL_RATIO}× the bare chord with chorus's settings (issue 12)": ratio >= GOAL_RATIO},
@@ -151,7 +163,10 @@ def render(result: dict[str, Any]) -> str:
     for name, label in LABELS.items():
         lines.append(f"| {label} | {rates[name]} | {rates[name] / rates[SAME]:.2f}× | {cpu[name]} |")
     lines += ["", f"chorus / same-settings bare = **{result['ratio']}×**; chorus / default bare = "
-              f"**{result['ratio_vs_defaults']}×** (outcomes/s, same run).", ""]
+              f"**{result['ratio_vs_defaults']}×** (outcomes/s, same run)."]
+    lines += render_profiles(result.get("profiles", {}), f"one more round of {PROFILED_VOTES} votes per "
+                             "system after the timed ones, all of each system's worker processes")
+    lines += [""]
     lines += goal_lines(result["goals"])
     return "\n".join(lines)
 
