@@ -38,3 +38,17 @@ def test_the_readmes_worker_commands_each_have_a_node_name_of_their_own():
     names = [re.search(r"-n (\S+)", line) for line in commands]
     assert commands and all(names), "a worker without -n is celery@hostname: Flower warns of duplicate nodes"
     assert len({m.group(1) for m in names if m}) == len(commands)
+
+
+def test_the_benchmarks_the_readme_and_benchmarks_md_name_are_the_ones_bench_runs():
+    import re
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parent.parent
+    listed = subprocess.run([sys.executable, "-m", "bench", "list"], cwd=root, capture_output=True, text=True,
+                            check=True).stdout
+    modules = {line.split()[1] for line in listed.splitlines() if line.strip()}
+    named = set(re.findall(r"python -m (bench\.[a-z_]+)", README + (root / "BENCHMARKS.md").read_text()))
+    named -= {"bench.manpages", "bench.peers"}  # a data set and the peers' package, not benchmarks
+    assert named and named <= modules, named - modules
