@@ -124,10 +124,12 @@ for i = 0, n - 1 do
   local value = tonumber(ARGV[7 + i * 4])
   local level = refill(name, rate, cap)
   local write = true
+  -- workflows.ratelimit.observe: what we may use of the provider's `remaining` keeps its reserve
+  local usable = value - (tonumber(ARGV[5 + i * 4]) - cap)
   if mode == 'settle' then
     level = math.min(cap, level + value)
-  elseif value < low_share * cap then
-    level = math.min(level, value)
+  elseif usable < low_share * cap then
+    level = math.min(level, usable)
   else
     write = false
   end

@@ -94,12 +94,16 @@ def settle(limit: Limit, level: Level | None, delta: float, now: float) -> Level
 
 
 def observe(limit: Limit, level: Level | None, remaining: float, now: float, *, low_share: float = 0.2) -> Level:
-    """Learn from the provider's `remaining`: when it is low (below `low_share` of the limit), the
-    provider knows better than we do (another client shares the key, or our clock drifted), so the
-    bucket drops to what it says. Above that, the headers are older than our own count; ignore them."""
+    """Learn from the provider's `remaining`: when it is low (what we may use of it is below `low_share`
+    of our capacity), the provider knows better than we do (another client shares the key, our clock
+    drifted, or both buckets ran dry together), so the bucket drops to what it says, less the reserve
+    a `burst` below the limit keeps at the provider. Without that, a bucket that ran dry in step with
+    the provider's would send each call the moment its token exists there, and calls that arrive a
+    little unevenly would meet 429s. Above that level, the headers are older than our own count."""
     current = refill(limit, level, now)
-    if remaining < low_share * limit.capacity:
-        current = min(current, remaining)
+    usable = remaining - (limit.per_minute - limit.capacity)
+    if usable < low_share * limit.capacity:
+        current = min(current, usable)
     return Level(current, now)
 
 

@@ -90,8 +90,9 @@ def test_a_429_from_the_provider_empties_the_bucket_so_the_next_slot_waits(db, s
             calls.run_slot(waiting, run_id, 1)
     finally:
         stub.reset()
-    # Slot 1 was never sent: it holds a reservation one refill (1 s at rpm=60) away.
-    assert waiting.countdowns == [pytest.approx(1.0, abs=0.3)]
+    # Slot 1 was never sent: it holds a reservation one refill (1 s at rpm=60) after the bucket is back to
+    # the reserve it keeps at the provider (6 of 60: 6 s).
+    assert waiting.countdowns == [pytest.approx(7.0, abs=0.3)]
     assert outcome(run_id, 1).attempts == 0 and outcome(run_id, 0).attempts == 1
 
 
@@ -120,8 +121,8 @@ def test_low_remaining_headers_from_the_api_draw_the_shared_bucket_down(db, empt
         assert len(strict.requests(bodies=False)) == 1  # slot 1 waited instead of meeting a 429
 
     assert [e["status"] for e in log] == [200]
-    # 53 would be left by chorus's own count; the header said 0.
-    assert waiting.countdowns == [pytest.approx(1.0, abs=0.3)]
+    # 53 would be left by chorus's own count; the header said 0, and 6 of 60 stay at the provider in reserve.
+    assert waiting.countdowns == [pytest.approx(7.0, abs=0.3)]
     assert outcome(run_id, 1).status is OutcomeStatus.PENDING and outcome(run_id, 1).attempts == 0
 
 
