@@ -34,7 +34,7 @@ import redis
 
 from workflows.calls import CallRequest, CallResult
 from workflows.queues import queue_for_model
-from workflows.ratelimit import DIMENSIONS, Level, Limit, QueueLimits, observe, refill, settle, take
+from workflows.ratelimit import DIMENSIONS, Level, Limit, QueueLimits, empty, observe, refill, settle, take
 from workflows.registry import family, pooled
 from workflows.tokens import estimate_tokens_for
 
@@ -128,6 +128,8 @@ for i = 0, n - 1 do
   local usable = value - (tonumber(ARGV[5 + i * 4]) - cap)
   if mode == 'settle' then
     level = math.min(cap, level + value)
+  elseif mode == 'empty' then
+    level = math.min(level, 0)
   elseif usable < low_share * cap then
     level = math.min(level, usable)
   else
@@ -269,7 +271,9 @@ class SQLiteLimiter:
             for name, limit in buckets.items():
                 if mode == "settle":
                     new[name] = settle(limit, current[name], values[name], now)
-                elif values[name] < LOW_SHARE * limit.capacity:
+                elif mode == "empty":
+                    new[name] = empty(limit, current[name], now)
+                else:
                     new[name] = observe(limit, current[name], values[name], now, low_share=LOW_SHARE)
             self._write(db, queue, new)
 
@@ -359,7 +363,7 @@ def note_rate_limited(settings: Any, model: str) -> None:
     if not limits.buckets():
         return
     try:
-        get_limiter(settings).adjust(pool_key(model), limits, "observe", dict.fromkeys(limits.buckets(), 0.0))
+        get_limiter(settings).adjust(pool_key(model), limits, "empty", dict.fromkeys(limits.buckets(), 0.0))
     except (redis.RedisError, sqlite3.Error, OSError) as exc:  # the limiter is down: fail open, as take_token does
         log.warning("rate limiter unavailable (%s); the 429 did not empty the %s buckets", exc, pool_key(model))
     except Exception:  # noqa: BLE001 - a bug here must not stop the slot's retry from being sent

@@ -93,6 +93,13 @@ def settle(limit: Limit, level: Level | None, delta: float, now: float) -> Level
     return Level(min(limit.capacity, refill(limit, level, now) + delta), now)
 
 
+def empty(limit: Limit, level: Level | None, now: float) -> Level:
+    """The provider answered 429: nothing is left as far as we are concerned. Not less the reserve, as
+    `observe` does: a 429 need not be about this bucket (another client's burst, an overload), the slot's
+    retry honours its `retry-after`, and the next answers' headers restore the reserve if it is gone."""
+    return Level(min(refill(limit, level, now), 0.0), now)
+
+
 def observe(limit: Limit, level: Level | None, remaining: float, now: float, *, low_share: float = 0.2) -> Level:
     """Learn from the provider's `remaining`: when it is low (what we may use of it is below `low_share`
     of our capacity), the provider knows better than we do (another client shares the key, our clock

@@ -4,6 +4,7 @@ from workflows.ratelimit import (
     Level,
     Limit,
     QueueLimits,
+    empty,
     limits_for,
     observe,
     parse_limits,
@@ -107,13 +108,18 @@ def test_low_remaining_headers_slow_the_bucket_down(tokens, remaining, expected)
     [
         (54.0, 30.0, 54.0),  # 30 - 6 usable is plenty: ignored
         (0.0, 2.0, -4.0),  # both buckets ran dry together: step back until the provider holds the reserve
-        (0.0, 0.0, -6.0),  # a 429 (nothing left): the same
+        (0.0, 0.0, -6.0),  # a header saying nothing is left: the same
         (-9.0, 2.0, -9.0),  # already further back
     ],
 )
 def test_a_bucket_below_the_limit_keeps_its_reserve_at_the_provider(tokens, remaining, expected):
     # capacity 54 of the provider's 60: 6 tokens stay at the provider, also when the headers drive the level
     assert observe(Limit(60, 54), Level(tokens, 0.0), remaining, 0.0).tokens == pytest.approx(expected)
+
+
+@pytest.mark.parametrize(("tokens", "expected"), [(54.0, 0.0), (-3.0, -3.0)])
+def test_a_429_empties_the_bucket_without_the_reserve(tokens, expected):
+    assert empty(Limit(60, 54), Level(tokens, 0.0), 0.0).tokens == pytest.approx(expected)
 
 
 @pytest.mark.parametrize(("tokens", "seconds"), [(60.0, 0.0), (0.0, 60.0), (-6.0, 66.0), (59.5, 0.5)])
