@@ -99,7 +99,7 @@ def write_markdown(sections: list[str], quick: bool) -> None:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("what", choices=["all", "list"])
-    ap.add_argument("--quick", action="store_true", help="fewer iterations (about 21 minutes on 2 cores)")
+    ap.add_argument("--quick", action="store_true", help="fewer iterations (about 22 minutes on 2 cores)")
     ap.add_argument("--only", help="comma-separated keys")
     args = ap.parse_args(argv)
     if args.what == "list":
