@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import bisect
 import contextlib
-import http.client
 import json
 import math
 import os
@@ -49,6 +48,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from bench.batch_enqueue import write_jsonl
 from bench.harness import (
     CpuMeter,
     bench_main,
@@ -60,6 +60,7 @@ from bench.harness import (
     per_thousand,
     pids_of,
 )
+from bench.stub_bucket import admitted_at, drain_stub, replay_levels
 
 RPM = 3000
 MODEL = "claude-haiku-4-5"  # bench.peers.MODEL: the peer's request bodies are for it
@@ -76,57 +77,13 @@ REDIS_DB = 10
 PG_DB = "chorus_bench_batchlimit"
 BATCH_NAME = "batch-limit"
 SIDE_TIMEOUT_S = 900.0
-TEXTS = ["The kettle boils fast and the handle stays cool. I love it.",
-         "It broke after a week and support never answered. Terrible.",
-         "It works. Nothing special, an average kettle for the price."]
 GOALS = {
     "share": "chorus batch: steady-state request rate ≥ 95 % of 3,000 RPM (issue 12)",
     "429": "chorus batch: 0 × 429 (issue 12)",
 }
 
 
-def write_docs(path: Path, n: int) -> None:
-    labels = ("positive", "negative", "neutral")
-    with path.open("w") as f:
-        for i in range(n):
-            f.write(json.dumps({"id": f"doc-{i:05d}", "text": f"{TEXTS[i % 3]} Order {i}.", "label": labels[i % 3]})
-                    + "\n")
-
-
 # ----- the provider's side: the stub's log ------------------------------------------------------
-def admitted_at(entry: dict[str, Any]) -> float:
-    """When the stub's bucket decided on a logged call: `time` is its arrival; a 429 is answered right
-    after the decision, a 200 after the decision and the delay the stub drew for it (`delay_ms`)."""
-    spent_ms = entry["latency_ms"] - (entry.get("delay_ms", 0.0) if entry["status"] == 200 else 0.0)
-    return float(entry["time"]) + max(0.0, spent_ms) / 1000
-
-
-def replay_levels(start: tuple[float, float], log: list[dict[str, Any]], at: list[float]) -> dict[str, Any]:
-    """The provider's request bucket replayed from a measured (time, level) over the stub's log: its
-    level at each time of `at`, and how many of the stub's decisions the replay disagrees with by more
-    than half a token (an acceptance without a token, a 429 with one to spare)."""
-    rate = RPM / 60
-    t_last, level = start
-    marks = sorted(at)
-    levels: dict[float, float] = {}
-    disagreements = 0
-    for when, status in sorted((admitted_at(e), e["status"]) for e in log if e["status"] in (200, 429)):
-        while marks and marks[0] <= when:
-            levels[marks[0]] = min(RPM, level + rate * max(0.0, marks[0] - t_last))
-            marks.pop(0)
-        level = min(RPM, level + rate * max(0.0, when - t_last))
-        t_last = max(t_last, when)
-        # Half a token of slack: a decision's time is estimated from the log to a few milliseconds.
-        if status == 200:
-            disagreements += level < 0.5
-            level -= 1
-        else:
-            disagreements += level >= 1.5
-    for mark in marks:
-        levels[mark] = min(RPM, level + rate * max(0.0, mark - t_last))
-    return {"levels": [levels[t] for t in at], "disagreements": int(disagreements)}
-
-
 def in_flight_mean(log: list[dict[str, Any]], start: float, end: float) -> float:
     """Calls in flight at the provider, on average over [start, end) (accepted calls, arrival to answer)."""
     busy = sum(max(0.0, min(end, e["time"] + e["latency_ms"] / 1000) - max(start, e["time"]))
@@ -146,7 +103,7 @@ def measure(log: list[dict[str, Any]], drained: tuple[float, float]) -> dict[str
     end = accepted[int(WINDOW_Q[1] * (len(accepted) - 1))]
     window = end - start
     in_window = bisect.bisect_left(accepted, end) - bisect.bisect_left(accepted, start)
-    replay = replay_levels(drained, log, [start, end])
+    replay = replay_levels(drained, log, [start, end], RPM)
     level_start, level_end = replay["levels"]
     drawn_down = max(0.0, level_start - level_end)  # tokens saved up before the window are not refill
     refill = RPM / 60 * window
@@ -173,32 +130,12 @@ def measure(log: list[dict[str, Any]], drained: tuple[float, float]) -> dict[str
     }
 
 
-def drain_stub(stub: Any) -> tuple[float, float]:
-    """Spend the stub's request bucket with direct calls, latency off meanwhile; (time, level) at the
-    end, the level read from the refusing 429's `anthropic-ratelimit-requests-remaining` header. The
-    log is then cleared (the buckets stay) and the latency set back, its jitter's draws restarted."""
-    body = json.dumps({"model": MODEL, "max_tokens": 1, "messages": [{"role": "user", "content": "drain"}]})
+def drain(stub: Any) -> tuple[float, float]:
+    """`drain_stub` with the latency off meanwhile, then set back, its jitter's draws restarted."""
     stub.set_latency(0)
-    conn = http.client.HTTPConnection(stub.host, stub.port, timeout=10)
     try:
-        for _ in range(20 * RPM):
-            sent = time.time()
-            conn.request("POST", "/v1/messages", body=body,
-                         headers={"content-type": "application/json", "anthropic-version": "2023-06-01",
-                                  "x-api-key": "bench-key"})
-            response = conn.getresponse()
-            response.read()
-            if response.status == 429:
-                remaining = response.getheader("anthropic-ratelimit-requests-remaining")
-                if remaining is None:
-                    raise SystemExit("the stub's 429 carries no anthropic-ratelimit-requests-remaining header")
-                return sent, float(remaining)
-            if response.status != 200:
-                raise SystemExit(f"draining the stub: HTTP {response.status}")
-        raise SystemExit(f"the stub took {20 * RPM} calls without a 429: is it limited to {RPM} RPM?")
+        return drain_stub(stub, RPM, MODEL)
     finally:
-        conn.close()
-        stub.reset()
         stub.set_latency(LATENCY_MS, jitter_ms=JITTER_MS, seed=SEED)
 
 
@@ -311,7 +248,7 @@ def run_chorus(stub: Any, source: Path, data: Path, database_url: str) -> dict[s
         for p in procs:
             p.wait_ready(timeout=180)
         meter.pids, callback_meter.pids = pids_of(procs[:WORKERS]), pids_of(procs[WORKERS:])
-        drained = drain_stub(stub)
+        drained = drain(stub)
         # chorus's bucket as empty as the provider's: a fresh one is full (a minute's burst).
         limiter.acquire(pool_key(MODEL), "bench-drain", limits, {"requests": RPM}, max_wait_s=0)
         chorus_after_drain = limiter.levels(pool_key(MODEL), limits)["requests"]
@@ -362,7 +299,7 @@ def run_chorus(stub: Any, source: Path, data: Path, database_url: str) -> dict[s
 
 
 def run_peer(stub: Any, source: Path, data: Path) -> dict[str, Any]:
-    drained = drain_stub(stub)
+    drained = drain(stub)
     cmd = [sys.executable, "-m", "bench.peers.asyncio_batch", str(source), "--base-url", stub.base_url,
            "--rpm", str(RPM), "--concurrency", str(PEER_CONCURRENCY), "--voters", str(VOTERS), "--tokens", "0"]
     cpu0, t0 = child_cpu_s(), time.perf_counter()
@@ -396,7 +333,7 @@ def run(quick: bool = True) -> dict[str, Any]:
 
     folder = Path(tempfile.mkdtemp(prefix="chorus-bench-batchlimit-"))
     source = folder / "docs.jsonl"
-    write_docs(source, DOCS)
+    write_jsonl(source, DOCS)
     stub_args = ("--rpm", str(RPM), "--latency-jitter-ms", str(JITTER_MS), "--latency-seed", str(SEED))
     with fresh_postgres(PG_DB), flushed_redis(REDIS_DB), \
             running_stub(latency_ms=LATENCY_MS, extra_args=stub_args) as stub:

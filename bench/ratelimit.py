@@ -45,6 +45,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.harness import fresh_postgres, goal_lines, machine
+from bench.stub_bucket import admitted_at, drain_stub, replay_levels
 
 RPM = 600
 MODEL = "claude-haiku-4-5"
@@ -63,45 +64,11 @@ VARIANTS = {
 RATE_LIMITS = {"celery-naive": f"{RPM}/m", "celery-careful": f"{RPM // WORKERS}/m"}
 
 
-def admitted_at(entry: dict[str, Any]) -> float:
-    """When the stub's bucket decided on a logged request: the log's `time` is its arrival; a 429 is
-    answered right after the decision, a 200 after the decision and the stub's latency."""
-    spent_ms = entry["latency_ms"] - (STUB_LATENCY_MS if entry["status"] == 200 else 0)
-    return float(entry["time"]) + max(0.0, spent_ms) / 1000
-
-
-def replay_levels(start: tuple[float, float], log: list[dict[str, Any]], at: list[float]) -> dict[str, Any]:
-    """The provider's request bucket replayed from a measured (time, level) over the stub's log:
-    its level at each time of `at`, and how many of the stub's decisions the replay disagrees with
-    by more than half a token (an acceptance without a token, a 429 with one to spare)."""
-    rate = RPM / 60
-    t_last, level = start
-    marks = sorted(at)
-    levels: dict[float, float] = {}
-    disagreements = 0
-    decided = sorted((admitted_at(e), e["status"]) for e in log if e["status"] in (200, 429))
-    for when, status in decided:
-        while marks and marks[0] <= when:
-            levels[marks[0]] = min(RPM, level + rate * (marks[0] - t_last))
-            marks.pop(0)
-        level = min(RPM, level + rate * max(0.0, when - t_last))
-        t_last = max(t_last, when)
-        # Half a token of slack: the decision time is estimated from the log to a few milliseconds.
-        if status == 200:
-            disagreements += level < 0.5
-            level -= 1
-        else:
-            disagreements += level >= 1.5
-    for mark in marks:
-        levels[mark] = min(RPM, level + rate * (mark - t_last))
-    return {"levels": [levels[t] for t in at], "disagreements": int(disagreements)}
-
-
 def measure(log: list[dict[str, Any]], drained: tuple[float, float], start: float, end: float) -> dict[str, Any]:
     window = end - start
     accepted = [admitted_at(e) for e in log if e["status"] == 200]
     in_window = [t for t in accepted if start <= t < end]
-    replay = replay_levels(drained, log, [start, end])
+    replay = replay_levels(drained, log, [start, end], RPM)
     level_start, level_end = replay["levels"]
     # Tokens the window took from what the bucket held at its start are not refill; a bucket that
     # filled up meanwhile is refill left unused.
@@ -120,34 +87,6 @@ def measure(log: list[dict[str, Any]], drained: tuple[float, float], start: floa
         "window_s": round(window, 2),
         "share_of_limit_used": round(refill_used / (RPM / 60 * window), 4),
     }
-
-
-def drain_stub(stub: Any) -> tuple[float, float]:
-    """Spend the stub's request bucket (as a long busy period would have); (time, level) at the end,
-    the level read from the refusing 429's `anthropic-ratelimit-requests-remaining` header."""
-    import http.client
-
-    body = json.dumps({"model": MODEL, "max_tokens": 1, "messages": [{"role": "user", "content": "drain"}]})
-    conn = http.client.HTTPConnection(stub.host, stub.port, timeout=10)
-    try:
-        for _ in range(10 * RPM):
-            sent = time.time()
-            conn.request("POST", "/v1/messages", body=body,
-                         headers={"content-type": "application/json", "anthropic-version": "2023-06-01",
-                                  "x-api-key": "bench-key"})
-            response = conn.getresponse()
-            response.read()
-            if response.status == 429:
-                remaining = response.getheader("anthropic-ratelimit-requests-remaining")
-                if remaining is None:
-                    raise SystemExit("the stub's 429 carries no anthropic-ratelimit-requests-remaining header")
-                return sent, float(remaining)
-            if response.status != 200:
-                raise SystemExit(f"draining the stub: HTTP {response.status}")
-    finally:
-        conn.close()
-        stub.reset()  # the drain is not part of the measurement (reset keeps the rate-limit buckets)
-    raise SystemExit(f"the stub took {10 * RPM} calls without a 429: is it limited to {RPM} RPM?")
 
 
 def completion_of(run_ids: list[str], statuses: dict[str, str], rows: list[dict[str, Any]],
@@ -245,7 +184,7 @@ def run_variant(name: str, database_url: str, folder: Path, runs: int, warmup: f
                 p.start()
             for p in procs:
                 p.wait_ready(timeout=180)
-            drained = drain_stub(stub)  # every limiter starts against an exhausted provider bucket
+            drained = drain_stub(stub, RPM, MODEL)  # every limiter starts against an exhausted provider bucket
             if name == "chorus":
                 limiter.acquire(pool_key(MODEL), "bench-drain", limits, {"requests": RPM}, max_wait_s=0)
             texts = [f"The kettle boils fast and the handle stays cool ({i})." for i in range(runs)]
