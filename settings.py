@@ -75,6 +75,14 @@ class Settings(BaseSettings):
     max_document_bytes: int = Field(
         default=2_000_000, ge=1, description="A batch document above this size fails with a reason"
     )
+    max_file_bytes: int = Field(
+        default=100_000_000, ge=1, le=524_288_000,
+        description="A file (PDF, image, Word, HTML) above this size is refused with a reason (Files API: 500 MB)",
+    )
+    files_api: Literal["auto", "always", "never"] = Field(
+        default="auto", description="Upload a PDF or image once per run through the Files API: auto = when it "
+                                    "would not fit one request (32 MB), always, or never (too big is refused)",
+    )
     max_voters: int = Field(
         default=64, ge=1, le=1000, description="The most voters one vote may have (CLI, API, batches, task files)"
     )

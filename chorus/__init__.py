@@ -17,19 +17,24 @@ from chorus.batch import (
     run_batch,
     wait_for_batch,
 )
+from chorus.documents import DocumentError
+from chorus.native import load_document
 from chorus.runs import OutcomeView, RunView, celery_app, get_run, wait_for_run
 from chorus.section import SectionPlan, plan_section, submit_section, submit_section_plan
 from chorus.taskfile import load_task
 from chorus.vote import VotePlan, plan_vote, submit_plan, submit_vote
 from settings import Settings, load_settings
+from workflows.calls import Attachment
 from workflows.errors import ChorusError, ConfigError, NotFoundError, ProviderError, RunTimeout
 from workflows.taskfile import Example, Label, SectionTask, Step, TaskFileError, VoterSpec, VoteRules, VoteTask
 
 __all__ = [
+    "Attachment",
     "Cancellation",
     "ChorusError",
     "ConfigError",
     "Counts",
+    "DocumentError",
     "Example",
     "Label",
     "NotFoundError",
@@ -52,6 +57,7 @@ __all__ = [
     "celery_app",
     "find_batch",
     "get_run",
+    "load_document",
     "load_settings",
     "load_task",
     "plan_section",

@@ -27,6 +27,7 @@ from sqlalchemy.orm import Session as OrmSession
 from chorus.budget import check_budget, estimate_plan
 from chorus.costing import request_cost
 from chorus.inputs import input_kind, read_records
+from chorus.native import start_run
 from chorus.runs import cancel_runs, celery_app, ensure_workers, get_run, prepare
 from chorus.section import plan_section
 from chorus.vote import plan_vote
@@ -36,6 +37,7 @@ from models.tables import OutcomeRole, OutcomeStatus, new_id, utcnow
 from providers.offline import LANE_NEEDS_ANTHROPIC
 from settings import Settings, get_settings
 from tasks import dispatch, lane
+from workflows.calls import Attachment
 from workflows.cost import Cost, total
 from workflows.errors import ConfigError, NotFoundError, RunTimeout
 from workflows.intake import Record
@@ -61,7 +63,8 @@ class BatchSpec:
     pattern: Pattern
     options: dict[str, Any]
 
-    def plan(self, text: str, external_id: str, label: str | None, batch_id: str, settings: Settings) -> Any:
+    def plan(self, text: str | Attachment, external_id: str, label: str | None, batch_id: str,
+             settings: Settings) -> Any:
         options = dict(self.options)
         if isinstance(options.get("task"), dict):  # a task stored resolved (task.to_json())
             options["task"] = task_from_json(options["task"])
@@ -166,11 +169,16 @@ class Prepared:
     name: str
     max_in_flight: int | None
     lane: str = "sync"  # "batch": the calls go through the Message Batches API (tasks/lane.py)
+    recursive: bool = False  # a folder's subfolders too
+
+    def records(self, settings: Settings) -> Iterator[Record]:
+        return read_records(self.source, settings.max_document_bytes, max_file_bytes=settings.max_file_bytes,
+                            recursive=self.recursive)
 
 
 def prepare_batch(source: Path, *, pattern: str, options: dict[str, Any], name: str | None = None,
                   max_in_flight: int | None = 64, settings: Settings | None = None,
-                  new_version: bool = False, lane: str = "sync") -> Prepared:
+                  new_version: bool = False, lane: str = "sync", recursive: bool = False) -> Prepared:
     """Check everything about the input as a whole (path, format, pattern, options, name, lane).
 
     `options` are those of `plan_vote` / `plan_section`; `task` may be a task object (stored with the
@@ -189,7 +197,7 @@ def prepare_batch(source: Path, *, pattern: str, options: dict[str, Any], name: 
         raise ConfigError("--max-in-flight must be at least 1")
     prepare(settings)
     batch_name = check_batch(name or default_name(source), spec, new_version=new_version)
-    return Prepared(source, spec, batch_name, None if lane == "batch" else max_in_flight, lane)
+    return Prepared(source, spec, batch_name, None if lane == "batch" else max_in_flight, lane, recursive)
 
 
 def find_batch(ref: str, *, settings: Settings | None = None) -> Batch:
@@ -248,11 +256,13 @@ class Submission:
     reasons: list[tuple[str, str]] = field(default_factory=list)  # the first few bad documents
     stopped: str | None = None  # why sending stopped early (a cancel, the budget); the rest are cancelled
     not_sent: int = 0  # documents stored cancelled, unsent, once sending stopped
+    kinds: dict[str, int] = field(default_factory=dict)  # documents read, per kind (pdf, image, docx, ...)
 
     def to_json(self) -> dict[str, Any]:
         return {"batch_id": self.batch_id, "name": self.name, "created": self.created, "read": self.read,
                 "sent": self.sent, "skipped": self.skipped, "rejected": self.rejected,
-                "already_running": self.already_running, "stopped": self.stopped, "not_sent": self.not_sent}
+                "already_running": self.already_running, "stopped": self.stopped, "not_sent": self.not_sent,
+                "kinds": dict(self.kinds)}
 
 
 class _Stop(Exception):
@@ -280,6 +290,7 @@ class Submitter:
         self.max_cost = max_cost  # US dollars this submission may spend (recorded usage of its finished runs)
         self.spent = Cost()
         self.stopped: str | None = None
+        self.uploads: dict[str, list[repo.BlobSpec]] = {}  # run id -> bytes to upload before it is sent
 
     def run(self, records: Iterator[tuple[int, Record]], result: Submission) -> Submission:
         """`records` are (position in the input, record) pairs. Once the batch is cancelled or its
@@ -288,6 +299,7 @@ class Submitter:
         chunk: list[tuple[int, Record]] = []
         for position, record in records:
             result.read += 1
+            result.kinds[record.kind] = result.kinds.get(record.kind, 0) + 1
             chunk.append((position, record))
             if len(chunk) >= CHUNK:
                 self._flush(chunk, result)
@@ -336,19 +348,21 @@ class Submitter:
 
         # Tried again as a whole after a transient database error, so it counts into a fresh tally
         # each time and the submission takes the tally of the try that committed.
-        def write(s: OrmSession) -> tuple[list[str], Submission]:
+        def write(s: OrmSession) -> tuple[list[str], Submission, dict[str, list[repo.BlobSpec]]]:
             pending: list[str] = []
             seen = Submission(result.batch_id, result.name, result.created)
             existing = repo.documents_by_key(s, self.batch_id, keys)
             new_docs: list[dict[str, Any]] = []
             runs: list[dict[str, Any]] = []
             outcomes: list[dict[str, Any]] = []
+            blobs: list[repo.BlobSpec] = []
+            uploads: dict[str, list[repo.BlobSpec]] = {}
             for position, record in chunk:
                 doc = existing.get(record.key)
                 text = record.text
                 plan, error = None, record.error
                 if text is not None:
-                    digest = content_hash(text)
+                    digest = record.content_key or content_hash(text)
                     if doc is not None and doc.status is RunStatus.SUCCEEDED and doc.content_hash == digest:
                         seen.skipped += 1
                         continue
@@ -357,18 +371,25 @@ class Submitter:
                         continue
                     if stopped is None:
                         try:
-                            plan = self.spec.plan(text, record.key, record.label, self.batch_id, self.settings)
+                            plan = self.spec.plan(record.document or text, record.key, record.label,
+                                                  self.batch_id, self.settings)
                         except ConfigError as exc:
                             error = str(exc)
                 if error is not None:
                     seen.rejected += 1
                     seen.reasons.append((record.key, error))
                 status = RunStatus.FAILED if error else RunStatus.PENDING if stopped is None else RunStatus.CANCELLED
+                stored = plan.document_spec() if plan is not None else None
+                if stored is not None:
+                    blobs.extend(b for b in (stored.blob, *stored.blobs) if b is not None)
                 values: dict[str, Any] = {
-                    "text": text or "", "content_hash": content_hash(text or ""), "gold_label": _label(plan, record),
+                    "text": text or "", "content_hash": record.content_key or content_hash(text or ""),
+                    "gold_label": _label(plan, record),
                     "status": status, "error": error or (stopped if status is RunStatus.CANCELLED else None),
                     "position": position, "size_bytes": record.size if record.size is not None
                     else len((text or "").encode()),
+                    "kind": record.kind, "pages": record.native.pages or None if record.native else None,
+                    "blob_sha256": stored.blob.sha256 if stored is not None and stored.blob is not None else None,
                 }
                 if doc is None:
                     doc_id = new_id()
@@ -389,10 +410,14 @@ class Submitter:
                              "config": config, "chord_id": callback_id, "created_at": now})
                 outcomes.extend(_outcome_rows(run_id, plan, now))
                 pending.append(run_id)
+                if plan.uploads(self.settings):
+                    uploads[run_id] = plan.uploads(self.settings)
+            repo.keep_blobs(s, blobs)
             repo.insert_batch_chunk(s, self.batch_id, documents=new_docs, runs=runs, outcomes=outcomes, now=now)
-            return pending, seen
+            return pending, seen, uploads
 
-        pending, seen = in_session(write)
+        pending, seen, uploads = in_session(write)
+        self.uploads.update(uploads)
         result.skipped += seen.skipped
         result.already_running += seen.already_running
         result.rejected += seen.rejected
@@ -418,6 +443,13 @@ class Submitter:
                 raise
             group = pending[i:i + min(room, DISPATCH_GROUP)]
             i += len(group)
+            # Bytes too large for one request are uploaded once per run before it is sent; a run whose
+            # upload failed is failed with the reason and not sent.
+            group = [run_id for run_id in group
+                     if run_id not in self.uploads or start_run(run_id, self.uploads.pop(run_id), self.settings,
+                                                                 mark_running=False)]
+            if not group:
+                continue
             try:
                 if self.lane == "batch":
                     lane.start_runs(app, group)  # the collector sends them in provider batches
@@ -513,7 +545,7 @@ def run_batch(source: Path | str | Prepared, *, pattern: str = "", options: dict
               name: str | None = None, max_in_flight: int | None = 64, settings: Settings | None = None,
               on_tick: Callable[[str], None] | None = None, send_here: bool = False,
               task: VoteTask | SectionTask | None = None, new_version: bool = False,
-              max_cost: float | None = None, lane: str | None = None) -> Submission:
+              max_cost: float | None = None, lane: str | None = None, recursive: bool = False) -> Submission:
     """Find or create the batch and submit what needs a run (after `prepare_batch`'s checks).
     Returns once everything is sent, not finished: see `wait_for_batch`. `send_here` sends each
     chord from this process instead of through `chorus.batch.dispatch` tasks.
@@ -535,7 +567,7 @@ def run_batch(source: Path | str | Prepared, *, pattern: str = "", options: dict
     else:
         prepared = prepare_batch(Path(source), pattern=pattern, options=options or {}, name=name,
                                  max_in_flight=max_in_flight, settings=settings, new_version=new_version,
-                                 lane=lane or "sync")
+                                 lane=lane or "sync", recursive=recursive)
     budget = max_cost if max_cost is not None else settings.max_cost_usd
     if budget is not None:
         check_budget(estimate_batch(prepared, settings)[0], budget, f"batch {prepared.name!r}")
@@ -544,7 +576,7 @@ def run_batch(source: Path | str | Prepared, *, pattern: str = "", options: dict
     tick = (lambda: on_tick(batch_id)) if on_tick else None
     submitter = Submitter(batch_id, prepared.spec, settings, max_in_flight=prepared.max_in_flight, on_tick=tick,
                           send_here=send_here, max_cost=budget, lane=prepared.lane)
-    return submitter.run(enumerate(read_records(prepared.source, settings.max_document_bytes)),
+    return submitter.run(enumerate(prepared.records(settings)),
                          Submission(batch_id, prepared.name, created))
 
 
@@ -568,15 +600,16 @@ def estimate_batch(prepared: Prepared, settings: Settings) -> tuple[Cost, int]:
                 continue
             doc = existing.get(record.key)
             if doc is not None and doc.status in (RunStatus.SUCCEEDED, RunStatus.RUNNING) \
-                    and doc.content_hash == content_hash(record.text):
+                    and doc.content_hash == (record.content_key or content_hash(record.text)):
                 continue
             try:
-                plan = prepared.spec.plan(record.text, record.key, record.label, batch_id or "estimate", settings)
+                plan = prepared.spec.plan(record.document or record.text, record.key, record.label,
+                                          batch_id or "estimate", settings)
             except ConfigError:
                 continue  # a bad document fails with its reason and costs nothing
             costs.append(estimate_plan(plan, settings, count=False, lane=prepared.lane))
 
-    for _, record in enumerate(read_records(prepared.source, settings.max_document_bytes)):
+    for _, record in enumerate(prepared.records(settings)):
         chunk.append(record)
         if len(chunk) >= CHUNK:
             price(chunk)

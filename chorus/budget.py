@@ -11,7 +11,7 @@ from workflows.cost import Cost, TokenUsage, cost_of, total
 from workflows.errors import ConfigError
 from workflows.registry import supports_structured_outputs
 from workflows.sectioning import Part, section_request, synthesis_request
-from workflows.tokens import estimate_tokens
+from workflows.tokens import attachment_tokens, estimate_tokens
 from workflows.voting import vote_request
 
 
@@ -26,7 +26,8 @@ def estimate_plan(plan: Any, settings: Settings, *, count: bool = True, lane: st
     if hasattr(plan, "panel"):  # a VotePlan (chorus.vote); else a SectionPlan (chorus.section)
         costs = []
         for voter in plan.panel:
-            request = vote_request(voter, plan.task, plan.text, structured=supports_structured_outputs(voter.model))
+            request = vote_request(voter, plan.task, plan.document,
+                                   structured=supports_structured_outputs(voter.model))
             prompt = count_tokens(request, settings)[0] if count else _local_tokens(request)
             costs.append(cost_of(voter.model, TokenUsage(prompt, request.max_tokens, estimated=True),
                                  batch_api=in_lane))
@@ -36,7 +37,8 @@ def estimate_plan(plan: Any, settings: Settings, *, count: bool = True, lane: st
     structured = supports_structured_outputs(plan.model)
     costs = []
     for section in plan.sections:
-        request = section_request(plan.model, step.instructions, section, plan.text, len(plan.sections),
+        request = section_request(plan.model, step.instructions, section, plan.section_document(section.index),
+                                  len(plan.sections),
                                   max_tokens=config["section_output_tokens"], output_schema=step.output_schema,
                                   structured=structured, effort=step.effort)
         costs.append(cost_of(plan.model, TokenUsage(_local_tokens(request), request.max_tokens, estimated=True),
@@ -56,7 +58,8 @@ def estimate_plan(plan: Any, settings: Settings, *, count: bool = True, lane: st
 
 
 def _local_tokens(request: Any) -> int:
-    return estimate_tokens(request.system) + sum(estimate_tokens(b) for b in request.user_blocks)
+    return (estimate_tokens(request.system) + sum(estimate_tokens(b) for b in request.user_blocks)
+            + sum(attachment_tokens(a, request.model) for a in request.attachments))
 
 
 def check_budget(estimate: Cost, budget: float | None, what: str) -> None:

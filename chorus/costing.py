@@ -102,7 +102,7 @@ def shared_prefixes(run: Any, config: Mapping[str, Any], text: str, count: Token
         voter = next((Voter(**v) for v in config.get("voters", []) if v.get("model") == model),
                      Voter(0, model, "direct"))
         request = vote_request(voter, task, text, structured=supports_structured_outputs(model))
-        prefix_request = dataclasses.replace(request, user_blocks=request.user_blocks[: request.cache_blocks])
+        prefix_request = request.prefix_request()
         prefixes[model] = count(prefix_request)
     return prefixes
 
@@ -129,10 +129,11 @@ def run_minimum_cost(run: Any, prefixes: Mapping[str, tuple[int, bool]]) -> Cost
 def token_counter(settings: Settings) -> TokenCounter:
     """count_tokens with the settings' provider (free with Claude; the local estimate offline),
     remembering each distinct request so a batch of one document's voters is counted once."""
-    seen: dict[tuple[str, str, tuple[str, ...]], tuple[int, bool]] = {}
+    seen: dict[tuple[str, str, tuple[str, ...], tuple[str, ...]], tuple[int, bool]] = {}
 
     def count(request: CallRequest) -> tuple[int, bool]:
-        key = (request.model, request.system, request.user_blocks)
+        key = (request.model, request.system, request.user_blocks,
+               tuple(a.sha256 or a.file_id or '' for a in request.attachments))
         if key not in seen:
             seen[key] = count_tokens(request, settings)
         return seen[key]

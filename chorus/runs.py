@@ -12,6 +12,7 @@ import atexit
 import contextlib
 import datetime as dt
 import gc
+import logging
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
@@ -35,9 +36,12 @@ from chorus.embedded import commands as embedded_commands
 from models import Run, RunStatus, WorkerOutcome, ensure_schema, get_engine, in_session, repo
 from settings import Settings, get_settings
 from tasks import dispatch
+from tasks.files import release_files
 from tasks.maintenance import StallWatch
 from tasks.vote import finish_vote
 from workflows.errors import ConfigError, NotFoundError, RunTimeout
+
+log = logging.getLogger("chorus.runs")
 
 _schema_ready: set[str] = set()
 _apps: dict[str, Celery] = {}
@@ -289,6 +293,11 @@ def cancel_runs(run_ids: Sequence[str], reason: str, settings: Settings) -> repo
         else:
             with contextlib.suppress(Exception):  # best effort: a message left in the queue skips its call
                 dispatch.purge_queued(celery_app(settings), cancelled)
+    if cancelled or settled:
+        try:
+            release_files([*cancelled, *settled], settings)  # their Files API uploads end with them
+        except Exception:  # noqa: BLE001 - the reaper's sweep deletes what is left; the cancel stands
+            log.exception("deleting the uploads of cancelled runs failed")
     return repo.Cancelled(cancelled, settled)
 
 

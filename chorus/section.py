@@ -13,22 +13,29 @@
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 import jsonschema
 
 from chorus.budget import check_budget, estimate_plan
+from chorus.documents import split_pdf
+from chorus.native import blob_of, check_size, document_spec, load_document, needs_upload, start_run
 from chorus.runs import celery_app, ensure_workers, prepare
 from models import Pattern, RunStatus, Session, repo
 from models.tables import OutcomeRole, utcnow
 from settings import Settings, get_settings
 from tasks import dispatch
+from workflows.attachments import document_config, page_texts, pages_text
+from workflows.calls import Attachment
+from workflows.documents import page_ranges, pdf_page_image_tokens_upper
 from workflows.errors import ConfigError
 from workflows.intake import check_text
-from workflows.registry import effort_levels, max_output_tokens
+from workflows.registry import context_window, effort_levels, max_output_tokens, pdf_page_limit
 from workflows.sectioning import (
     SECTION_OUTPUT_TOKENS,
     SYNTHESIS_OUTPUT_TOKENS,
@@ -50,6 +57,7 @@ from workflows.taskfile import (
     summary_task,
     task_hash,
 )
+from workflows.tokens import attachment_tokens
 
 
 @dataclass(frozen=True)
@@ -71,6 +79,27 @@ class SectionPlan:
     external_id: str | None = None
     batch_id: str | None = None
     instructions: str | None = None  # the caller's free-text task, when it was given as text
+    native: Attachment | None = None  # a PDF or an image Claude reads natively (`text` is its text layer)
+    # A PDF split by pages: one Attachment per section, the PDF of exactly its pages.
+    page_parts: tuple[Attachment, ...] = ()
+
+    @property
+    def document(self) -> str | Attachment:
+        return self.native if self.native is not None else self.text
+
+    def section_document(self, index: int) -> str | Attachment:
+        """What the map call of section `index` reads: the text, the PDF of its pages, or the image."""
+        if self.page_parts:
+            return self.page_parts[index]
+        return self.document
+
+    def uploads(self, settings: Settings) -> list[repo.BlobSpec]:
+        """The bytes to upload once through the Files API rather than send inline in every call."""
+        parts = self.page_parts or ((self.native,) if self.native is not None else ())
+        return [blob_of(p) for p in parts if p.data is not None and needs_upload(len(p.data), settings)]
+
+    def document_spec(self) -> repo.DocumentSpec | None:
+        return document_spec(self.document, [blob_of(p) for p in self.page_parts])
 
     def config(self) -> dict[str, Any]:
         task = self.task
@@ -103,6 +132,10 @@ class SectionPlan:
             "synthesize_single": bool(reduce and reduce.output_schema is not None
                                       and reduce.output_schema != map_schema),
             "sections": [s.to_json() for s in self.sections],
+            **({"document": document_config(self.native)} if self.native is not None else {}),
+            **({"page_sections": [{"first": s.start, "last": s.end, "blob": p.sha256, "image_tokens": p.image_tokens}
+                                  for s, p in zip(self.sections, self.page_parts, strict=True)]}
+               if self.page_parts else {}),
         }
 
     def slots(self) -> list[repo.SlotSpec]:
@@ -175,7 +208,7 @@ def check_output_schema(schema: Mapping[str, Any], where: str) -> None:
 
 
 def plan_section(
-    text: str,
+    text: str | Attachment | Path,
     *,
     task: SectionTask | str = "summarize",
     how: str | None = None,
@@ -184,16 +217,26 @@ def plan_section(
     overlap_tokens: int | None = None,
     external_id: str | None = None,
     batch_id: str | None = None,
+    pages_per_section: int | None = None,
     settings: Settings | None = None,
 ) -> SectionPlan:
     """Check the inputs and split the document; bad input raises ConfigError naming the problem."""
     settings = settings or get_settings()
-    if not isinstance(text, str):
-        raise ConfigError(f"the document must be text (str), got {type(text).__name__}; decode bytes first")
+    if isinstance(text, Path):
+        text = load_document(text, settings=settings)
+    if not isinstance(text, str | Attachment):
+        raise ConfigError(f"the document must be text (str), got {type(text).__name__}; decode bytes first, or pass "
+                          f"a file as pathlib.Path or chorus.load_document(path)")
+    native = text if isinstance(text, Attachment) else None
+    body: str = native.text if native is not None else text  # type: ignore[assignment]
     resolved = resolve_section_task(task, how=how, max_tokens=max_tokens, overlap_tokens=overlap_tokens, model=model)
-    _, problem = check_text(text, settings.max_document_bytes)
-    if problem is not None:
-        raise ConfigError(f"the document cannot be sectioned: {problem}")
+    if native is None:
+        _, problem = check_text(body, settings.max_document_bytes)
+        if problem is not None:
+            raise ConfigError(f"the document cannot be sectioned: {problem}")
+    elif Split(resolved.split) not in (Split.AUTO, Split.PAGES):
+        raise ConfigError(f"a {native.kind.upper()} is split by pages: use --split pages (or auto), not "
+                          f"{resolved.split!r}")
     map_model = resolved.map.model or settings.default_model
     reduce_model = (resolved.reduce.model or map_model) if resolved.reduce else None
     check_step_model("map", resolved.map, map_model, settings)
@@ -201,13 +244,48 @@ def plan_section(
         check_step_model("reduce", resolved.reduce, reduce_model, settings)
     budget = resolved.max_tokens or settings.section_tokens
     strategy = Split(resolved.split)
+    if native is not None:
+        sections, parts = split_native(native, map_model, pages_per_section, settings)
+        return SectionPlan(body, resolved, Split.PAGES, sections, map_model, reduce_model, budget, 0,
+                           settings.synthesis_budget_tokens, external_id, batch_id,
+                           task if isinstance(task, str) else None, native, parts)
+    if strategy is Split.PAGES:
+        raise ConfigError("--split pages needs a PDF; this document is text (use auto, headings, paragraphs or tokens)")
     try:
-        sections = split(text, strategy, max_tokens=budget, overlap_tokens=resolved.overlap)
+        sections = tuple(split(body, strategy, max_tokens=budget, overlap_tokens=resolved.overlap))
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
-    return SectionPlan(text, resolved, strategy, tuple(sections), map_model, reduce_model, budget, resolved.overlap,
+    return SectionPlan(body, resolved, strategy, tuple(sections), map_model, reduce_model, budget, resolved.overlap,
                        settings.synthesis_budget_tokens, external_id, batch_id,
                        task if isinstance(task, str) else None)
+
+
+def split_native(native: Attachment, model: str, pages_per_section: int | None, settings: Settings
+                 ) -> tuple[tuple[Section, ...], tuple[Attachment, ...]]:
+    """A PDF cut into page ranges, each a PDF of its pages within the model's page limit (and
+    `pages_per_section` when given) and within its context window; an image is one section."""
+    check_size(native, settings)
+    if native.kind != "pdf" or native.data is None:
+        return (Section(0, native.title or "the image", 0, 0),), ()
+    limit = pdf_page_limit(model)
+    if pages_per_section is not None:
+        if not isinstance(pages_per_section, int) or isinstance(pages_per_section, bool) or pages_per_section < 1:
+            raise ConfigError(f"pages_per_section must be a whole number of at least 1, got {pages_per_section!r}")
+        limit = min(limit, pages_per_section)
+    per_page = [pdf_page_image_tokens_upper() + attachment_tokens(
+        Attachment(kind="pdf", media_type=native.media_type, text=t), model) for t in page_texts(native.text)]
+    window = context_window(model)
+    ranges = page_ranges(native.pages, limit, per_page_tokens=per_page,
+                         max_tokens=int(window * 0.8) if window else None)
+    datas = split_pdf(native.data, ranges, native.title or "document.pdf")
+    parts = tuple(Attachment(kind="pdf", media_type=native.media_type, data=data,
+                             title=f"{native.title or 'document'}, pages {a}-{b}",
+                             text=pages_text(native.text, a, b), pages=b - a + 1,
+                             image_tokens=(b - a + 1) * pdf_page_image_tokens_upper(),
+                             sha256=hashlib.sha256(data).hexdigest())
+                  for (a, b), data in zip(ranges, datas, strict=True))
+    sections = tuple(Section(i, f"pages {a}-{b}", a, b) for i, (a, b) in enumerate(ranges))
+    return sections, parts
 
 
 def check_step_model(where: str, step: Step, model: str, settings: Settings) -> None:
@@ -241,8 +319,8 @@ def _whole(value: Any, name: str, low: int) -> int:
     return value
 
 
-def submit_section(text: str, *, task: SectionTask | str = "summarize", settings: Settings | None = None,
-                   **options: Any) -> str:
+def submit_section(text: str | Attachment | Path, *, task: SectionTask | str = "summarize",
+                   settings: Settings | None = None, **options: Any) -> str:
     """Validate, store and send a sectioning run; returns the run id (`wait_for_run` waits).
 
     `task`: instructions for each section ("summarize", "translate to French", ...) or a SectionTask
@@ -260,17 +338,21 @@ def submit_section_plan(plan: SectionPlan, *, settings: Settings | None = None) 
         check_budget(estimate_plan(plan, settings), settings.max_cost_usd, "this sectioning run")
     prepare(settings)
     ensure_workers(settings)
+    uploads = plan.uploads(settings)
     with Session.begin() as s:
         run = repo.create_run(
             s, text=plan.text, external_id=plan.external_id or f"inline-{uuid.uuid4().hex[:8]}",
             pattern=Pattern.SECTION, provider=settings.provider_name, config=plan.config(), slots=plan.slots(),
-            batch_id=plan.batch_id,
+            batch_id=plan.batch_id, document=plan.document_spec(),
         )
         for outcome in run.outcomes:
             outcome.title = plan.sections[outcome.slot].title[:200]
-        run.status = RunStatus.RUNNING
-        run.submitted_at = utcnow()
+        if not uploads:
+            run.status = RunStatus.RUNNING
+            run.submitted_at = utcnow()
         run_id = run.id
+    if uploads and not start_run(run_id, uploads, settings):
+        return run_id  # failed with the upload's reason
     # Not remembered: the reduce's result comes after the sections, long before the synthesis.
     dispatch.send_section(celery_app(settings), run_id, plan.config())
     return run_id

@@ -14,15 +14,17 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
+from chorus.native import needs_upload
 from chorus.section import plan_section
 from chorus.vote import check_panel_models
 from settings import Settings, get_settings
-from workflows.calls import CallRequest
+from workflows.attachments import page_texts
+from workflows.calls import Attachment, CallRequest
 from workflows.cost import TokenUsage, cost_of, total
 from workflows.registry import supports_structured_outputs
 from workflows.sectioning import Part, section_request, synthesis_request
 from workflows.taskfile import SectionTask, Task, TaskFileError, VoteTask, parse_task, task_hash
-from workflows.tokens import estimate_tokens
+from workflows.tokens import attachment_tokens, estimate_tokens
 from workflows.voting import resolve_panel, vote_request
 
 MAX_TASK_FILE_BYTES = 1_000_000
@@ -80,32 +82,39 @@ def looks_like_task_file(value: str) -> bool:
 SAMPLE_DOCUMENT = "A stand-in for your document, about five hundred tokens long. " * 32
 
 
-def describe_task(task: Task, *, settings: Settings | None = None, sample: str | None = None) -> dict[str, Any]:
+def describe_task(task: Task, *, settings: Settings | None = None, sample: str | Attachment | None = None
+                  ) -> dict[str, Any]:
     """What `chorus task check` prints: the resolved task, its hash, each call's exact prompt and an
     estimated cost per document (local token estimate; output counted at max_tokens, an upper bound;
     no cache discount). Raises ConfigError when a model has no queue or an effort is not offered."""
     settings = settings or get_settings()
-    document = sample if sample is not None else SAMPLE_DOCUMENT
+    sent: str | Attachment = sample if sample is not None else SAMPLE_DOCUMENT
+    document = sent.text if isinstance(sent, Attachment) else sent
     described: dict[str, Any] = {"name": task.name, "pattern": task.pattern, "hash": task_hash(task),
                                  "task": task.to_json(), "sample_document_tokens": estimate_tokens(document)}
+    if isinstance(sent, Attachment):
+        described["sample_document"] = describe_attachment(sent, settings)
     if isinstance(task, VoteTask):
         panel = resolve_panel(task, settings.default_model)
         check_panel_models(panel, settings)
         calls = []
         for voter in panel:
-            request = vote_request(voter, task, document, structured=supports_structured_outputs(voter.model))
+            request = vote_request(voter, task, sent, structured=supports_structured_outputs(voter.model))
             calls.append((f"voter {voter.slot}: {voter.label}", request))
         described["panel"] = [{"slot": v.slot, "name": v.label, "model": v.model, "effort": v.effort,
                                "prompt": v.prompt if v.prompt is not None else f"built-in variant {v.variant!r}"}
                               for v in panel]
     else:
-        calls = section_calls(task, document, settings)
+        calls = section_calls(task, sent, settings)
     placeholder = f"[the document: ~{estimate_tokens(document)} tokens]"
     described["calls"] = [{"name": name, "model": r.model, "system": r.system, "user": list(r.user_blocks),
                            "user_shown": [_elide(b, document, placeholder) for b in r.user_blocks],
-                           "output_schema": r.output_schema, "effort": r.effort, "max_tokens": r.max_tokens}
+                           "output_schema": r.output_schema, "effort": r.effort, "max_tokens": r.max_tokens,
+                           "attachments": [{"kind": a.kind, "title": a.title, "pages": a.pages,
+                                            "tokens_at_most": attachment_tokens(a, r.model)} for a in r.attachments]}
                           for name, r in calls]
-    cost = total(cost_of(r.model, TokenUsage(estimate_tokens(r.system) + sum(estimate_tokens(b) for b in r.user_blocks),
+    cost = total(cost_of(r.model, TokenUsage(estimate_tokens(r.system) + sum(estimate_tokens(b) for b in r.user_blocks)
+                                             + sum(attachment_tokens(a, r.model) for a in r.attachments),
                                              r.max_tokens, estimated=True)) for _, r in calls)
     described["estimated_cost_per_document"] = cost.to_json()
     described["cost_note"] = (f"estimate for a document of ~{estimate_tokens(document)} tokens: local token "
@@ -117,14 +126,29 @@ def describe_task(task: Task, *, settings: Settings | None = None, sample: str |
     return described
 
 
-def section_calls(task: SectionTask, document: str, settings: Settings) -> list[tuple[str, CallRequest]]:
+def describe_attachment(document: Attachment, settings: Settings) -> dict[str, Any]:
+    """What a PDF or an image turns into: how it is sent, its pages and which have no text layer."""
+    texts = page_texts(document.text) if document.kind == "pdf" else []
+    return {"kind": document.kind, "media_type": document.media_type, "title": document.title,
+            "bytes": len(document.data or b""), "pages": document.pages,
+            "pages_without_text": [n for n, t in enumerate(texts, 1) if not t.strip()],
+            "text_layer_tokens": estimate_tokens(document.text),
+            "sent_as": ("a Files API upload (file_id), once per run" if document.data is not None
+                        and needs_upload(len(document.data), settings) else
+                        f"an {document.kind} block" if document.kind == "image" else "a document block (base64)"),
+            "offline_reads": ("its text layer" if document.has_text else
+                              "nothing: no text layer (needs a Claude model that reads images)")}
+
+
+def section_calls(task: SectionTask, document: str | Attachment, settings: Settings
+                  ) -> list[tuple[str, CallRequest]]:
     """The first map call of the sample (every section sends the same prompt around its own text) and,
     when a model reduces, the final synthesis over placeholder parts."""
     plan = plan_section(document, task=task, settings=settings)
     config = plan.config()
     step = plan.task.map
     calls = [(f"map, section 1 of {len(plan.sections)}", section_request(
-        plan.model, step.instructions, plan.sections[0], document, len(plan.sections),
+        plan.model, step.instructions, plan.sections[0], plan.section_document(0), len(plan.sections),
         max_tokens=config["section_output_tokens"], output_schema=step.output_schema,
         structured=supports_structured_outputs(plan.model), effort=step.effort))]
     reduce = plan.task.reduce

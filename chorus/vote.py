@@ -12,15 +12,16 @@ Submitting needs workers consuming the queues: `celery -A worker worker` against
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import uuid
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 from chorus.budget import check_budget, estimate_plan
+from chorus.native import blob_of, check_pages, check_size, document_spec, load_document, needs_upload, start_run
 from chorus.runs import celery_app, ensure_workers, prepare, remember
 from models import Pattern, RunStatus, Session, repo
 from models.tables import OutcomeRole, utcnow
@@ -28,12 +29,14 @@ from providers.counting import count_tokens
 from settings import Settings, get_settings
 from tasks import dispatch
 from workflows.adaptive import first_wave
+from workflows.attachments import document_config
+from workflows.calls import Attachment
 from workflows.dispatch import WARM_MODES, Dispatch, cacheable_prefix_tokens, needs_count, plan_dispatch
 from workflows.errors import ConfigError, ProviderError
 from workflows.intake import check_text
 from workflows.registry import context_window, effort_levels, supports_structured_outputs
 from workflows.taskfile import SectionTask, VoteTask, labels_task, task_hash, with_vote_overrides
-from workflows.tokens import estimate_tokens_for
+from workflows.tokens import request_tokens
 from workflows.voting import TiePolicy, Voter, default_quorum, resolve_panel, vote_request
 
 log = logging.getLogger("chorus.vote")
@@ -53,6 +56,12 @@ class VotePlan:
     batch_id: str | None = None
     gold_label: str | None = None
     dispatch: Dispatch | None = None  # None: every voter at once
+    native: Attachment | None = None  # a PDF or an image Claude reads natively (`text` is its text layer)
+
+    @property
+    def document(self) -> str | Attachment:
+        """What each voter reads: the text, or the PDF or image itself."""
+        return self.native if self.native is not None else self.text
 
     @property
     def labels(self) -> tuple[str, ...]:
@@ -91,8 +100,18 @@ class VotePlan:
             "task_hash": task_hash(self.task),
             "spec": self.task.to_json(),
             **({"dispatch": self.dispatch.to_json()} if self.dispatch else {}),
+            **({"document": document_config(self.native)} if self.native is not None else {}),
             **adaptive,
         }
+
+    def document_spec(self) -> repo.DocumentSpec | None:
+        return document_spec(self.document)
+
+    def uploads(self, settings: Settings) -> list[repo.BlobSpec]:
+        """The bytes to upload once through the Files API rather than send inline in every call."""
+        if self.native is None or self.native.data is None or not needs_upload(len(self.native.data), settings):
+            return []
+        return [blob_of(self.native)]
 
 
 def resolve_vote_task(
@@ -124,7 +143,7 @@ def resolve_vote_task(
 
 
 def plan_vote(
-    text: str,
+    text: str | Attachment | Path,
     labels: str | Sequence[str] | None = None,
     *,
     task: VoteTask | SectionTask | None = None,
@@ -143,30 +162,42 @@ def plan_vote(
 ) -> VotePlan:
     """Check a vote's inputs; bad input raises ConfigError naming the problem."""
     settings = settings or get_settings()
-    if not isinstance(text, str):
-        raise ConfigError(f"the document must be text (str), got {type(text).__name__}; decode bytes first")
+    if isinstance(text, Path):
+        text = load_document(text, settings=settings)
+    if not isinstance(text, str | Attachment):
+        raise ConfigError(f"the document must be text (str), got {type(text).__name__}; decode bytes first, or pass "
+                          f"a file as pathlib.Path or chorus.load_document(path)")
+    document: str | Attachment = text
+    native = document if isinstance(document, Attachment) else None
+    body: str = native.text if native is not None else text  # type: ignore[assignment]
     vote_task = resolve_vote_task(labels, task=task, voters=voters, models=models, quorum=quorum,
                                   tie_policy=tie_policy, low_agreement_below=low_agreement_below, adaptive=adaptive)
     panel = resolve_panel(vote_task, settings.default_model)
-    _, problem = check_text(text, settings.max_document_bytes)
-    if problem is not None:
-        raise ConfigError(f"the document cannot be voted on: {problem}")
+    if native is None:
+        _, problem = check_text(body, settings.max_document_bytes)
+        if problem is not None:
+            raise ConfigError(f"the document cannot be voted on: {problem}")
     check_panel_models(panel, settings)
-    check_fits(panel, vote_task, text)
+    if native is not None:
+        check_pages(native, [v.model for v in panel],
+                    hint="section it by pages (`chorus section FILE`), or vote with a 1M-context model")
+        check_size(native, settings)
+    check_fits(panel, vote_task, document)
     label_set = vote_task.label_names
     gold = vote_task.canonical_label(gold_label) if gold_label else None
     if gold_label and gold is None:
         raise ConfigError(f"gold label {gold_label!r} is not one of the labels {', '.join(label_set)}")
     # The offline provider has no prompt cache: making voters wait for a leader would only cost time.
     with_cache = cache_aware and settings.provider_name == "anthropic"
-    estimates, counted = prefix_sizes(panel, vote_task, text, settings, count=with_cache)
+    estimates, counted = prefix_sizes(panel, vote_task, document, settings, count=with_cache)
     if cache_warm not in WARM_MODES:
         raise ConfigError(f"unknown cache warm-up {cache_warm!r}; use leader (one voter per model goes first) or "
                           "prewarm (a max_tokens: 0 call writes the prefix, then every voter goes)")
     dispatch = plan_dispatch(panel, estimates, cache_aware=with_cache, counted=counted, warm=cache_warm)
     rules = vote_task.vote
-    return VotePlan(text, vote_task, tuple(panel), rules.quorum or default_quorum(len(panel)),
-                    TiePolicy(rules.tie_policy), rules.low_agreement_below, external_id, batch_id, gold, dispatch)
+    return VotePlan(body, vote_task, tuple(panel), rules.quorum or default_quorum(len(panel)),
+                    TiePolicy(rules.tie_policy), rules.low_agreement_below, external_id, batch_id, gold, dispatch,
+                    native)
 
 
 def check_panel_models(panel: Sequence[Voter], settings: Settings) -> None:
@@ -191,7 +222,7 @@ def check_panel_models(panel: Sequence[Voter], settings: Settings) -> None:
                               f"use one of: {', '.join(levels)}")
 
 
-def prefix_sizes(panel: Sequence[Voter], task: VoteTask, text: str, settings: Settings, *, count: bool
+def prefix_sizes(panel: Sequence[Voter], task: VoteTask, text: str | Attachment, settings: Settings, *, count: bool
                  ) -> tuple[dict[str, int], dict[str, int]]:
     """(estimated, counted) tokens of the prefix the voters of each model share. Where the estimate is
     too close to the model's cache minimum to decide (`needs_count`), the API counts it (count_tokens:
@@ -204,7 +235,7 @@ def prefix_sizes(panel: Sequence[Voter], task: VoteTask, text: str, settings: Se
         request = vote_request(voter, task, text, structured=supports_structured_outputs(model))
         estimates[model] = cacheable_prefix_tokens(request)
         if count and voters > 1 and needs_count(estimates[model], model):
-            prefix = dataclasses.replace(request, user_blocks=request.user_blocks[: request.cache_blocks])
+            prefix = request.prefix_request()
             try:
                 tokens, estimated = count_tokens(prefix, settings)
             except ProviderError as exc:
@@ -215,21 +246,22 @@ def prefix_sizes(panel: Sequence[Voter], task: VoteTask, text: str, settings: Se
     return estimates, counted
 
 
-def check_fits(panel: Sequence[Voter], task: VoteTask, text: str) -> None:
+def check_fits(panel: Sequence[Voter], task: VoteTask, text: str | Attachment) -> None:
     """Every voter's whole request fits its model's context window (the registry's), by chorus's
     estimate in that model's tokenizer: a request that cannot fit would only come back as a 400."""
     for model in dict.fromkeys(v.model for v in panel):
         window = context_window(model)
         voter = next(v for v in panel if v.model == model)
         request = vote_request(voter, task, text, structured=supports_structured_outputs(model))
-        tokens = sum(estimate_tokens_for(part, model) for part in (request.system, *request.user_blocks))
+        tokens = request_tokens(request)
         if window is not None and tokens + request.max_tokens > window:
             raise ConfigError(
                 f"the document is too long for {model}: about {tokens:,} tokens with the prompt, and the model "
                 f"reads at most {window:,}; split it (`chorus section`) or shorten it")
 
 
-def submit_vote(text: str, labels: str | Sequence[str] | None = None, *, task: VoteTask | SectionTask | None = None,
+def submit_vote(text: str | Attachment | Path, labels: str | Sequence[str] | None = None,
+                *, task: VoteTask | SectionTask | None = None,
                 settings: Settings | None = None, **options: Any) -> str:
     """Validate, store and send a vote; returns the run id at once (`wait_for_run` waits).
 
@@ -252,6 +284,7 @@ def submit_plan(plan: VotePlan, *, settings: Settings | None = None) -> str:
     prepare(settings)
     ensure_workers(settings)
     callback_id = uuid.uuid4().hex
+    uploads = plan.uploads(settings)
     with Session.begin() as s:
         run = repo.create_run(
             s,
@@ -263,11 +296,15 @@ def submit_plan(plan: VotePlan, *, settings: Settings | None = None) -> str:
             slots=plan.slot_specs(),
             batch_id=plan.batch_id,
             gold_label=plan.gold_label,
+            document=plan.document_spec(),
         )
-        run.status = RunStatus.RUNNING
-        run.submitted_at = utcnow()
+        if not uploads:
+            run.status = RunStatus.RUNNING
+            run.submitted_at = utcnow()
         run.chord_id = callback_id
         run_id = run.id
+    if uploads and not start_run(run_id, uploads, settings):
+        return run_id  # failed with the upload's reason
 
     remember(run_id, dispatch.send_vote(celery_app(settings), run_id, plan.config(), callback_id))
     return run_id

@@ -15,12 +15,14 @@ from sqlalchemy.orm import selectinload
 from models.tables import (
     TERMINAL_RUN,
     Batch,
+    Blob,
     Document,
     OutcomeRole,
     OutcomeStatus,
     Pattern,
     Run,
     RunStatus,
+    UploadedFile,
     WorkerOutcome,
     utcnow,
 )
@@ -49,6 +51,75 @@ class SlotSpec:
     held: bool = False  # an adaptive vote's voter, not in the first wave: not queued (queued_at NULL)
 
 
+@dataclass(frozen=True)
+class BlobSpec:
+    """Bytes to keep for the workers (a PDF, an image, a section's pages), by content hash."""
+
+    sha256: str
+    media_type: str
+    data: bytes
+
+
+@dataclass(frozen=True)
+class DocumentSpec:
+    """What a document is beyond its text: its kind, and for a PDF or an image its bytes and pages;
+    `blobs` are more bytes its run reads (the PDFs of a page-range section run)."""
+
+    kind: str = "text"
+    blob: BlobSpec | None = None
+    pages: int | None = None
+    blobs: tuple[BlobSpec, ...] = ()
+
+
+def keep_blobs(s: OrmSession, blobs: Sequence[BlobSpec]) -> None:
+    """Store each blob once (content-addressed; a concurrent writer of the same bytes is fine)."""
+    for blob in {b.sha256: b for b in blobs}.values():
+        values = {"sha256": blob.sha256, "media_type": blob.media_type, "size_bytes": len(blob.data),
+                  "data": blob.data, "created_at": utcnow()}
+        dialect = s.get_bind().dialect.name
+        if dialect == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert as pg_insert  # dialect-specific upsert
+
+            s.execute(pg_insert(Blob).values(**values).on_conflict_do_nothing(index_elements=["sha256"]))
+        elif dialect == "sqlite":
+            from sqlalchemy.dialects.sqlite import insert as sqlite_insert  # dialect-specific upsert
+
+            s.execute(sqlite_insert(Blob).values(**values).on_conflict_do_nothing(index_elements=["sha256"]))
+        elif s.get(Blob, blob.sha256) is None:
+            s.add(Blob(**values))
+
+
+def blob_data(s: OrmSession, sha256: str) -> bytes:
+    data = s.scalar(select(Blob.data).where(Blob.sha256 == sha256))
+    if data is None:
+        raise LookupError(f"no stored bytes for document {sha256[:12]}")
+    return bytes(data)
+
+
+def record_upload(s: OrmSession, file_id: str, run_id: str, blob_sha256: str) -> None:
+    s.add(UploadedFile(file_id=file_id, run_id=run_id, blob_sha256=blob_sha256))
+
+
+def files_to_delete(s: OrmSession, run_ids: Sequence[str] | None = None) -> list[tuple[str, str]]:
+    """(file_id, run_id) of uploads not yet deleted whose run is terminal (or gone); of `run_ids` only,
+    when given."""
+    query = (select(UploadedFile.file_id, UploadedFile.run_id)
+             .outerjoin(Run, Run.id == UploadedFile.run_id)
+             .where(UploadedFile.deleted_at.is_(None), (Run.id.is_(None)) | Run.status.in_(TERMINAL_RUN)))
+    if run_ids is not None:
+        query = query.where(UploadedFile.run_id.in_(list(run_ids)))
+    return [(row.file_id, row.run_id) for row in s.execute(query)]
+
+
+def mark_file_deleted(s: OrmSession, file_id: str, error: str | None = None) -> None:
+    values: dict[str, Any] = {"error": error} if error else {"deleted_at": utcnow(), "error": None}
+    s.execute(update(UploadedFile).where(UploadedFile.file_id == file_id).values(**values))
+
+
+def uploads(s: OrmSession, run_id: str) -> list[UploadedFile]:
+    return list(s.scalars(select(UploadedFile).where(UploadedFile.run_id == run_id)))
+
+
 def create_run(
     s: OrmSession,
     *,
@@ -60,10 +131,16 @@ def create_run(
     slots: list[SlotSpec],
     batch_id: str | None = None,
     gold_label: str | None = None,
+    document: DocumentSpec | None = None,
 ) -> Run:
     """A Document, its Run and one pending WorkerOutcome per slot, in the caller's transaction."""
+    spec = document or DocumentSpec()
+    keep_blobs(s, [b for b in (spec.blob, *spec.blobs) if b is not None])
     doc = Document(
-        batch_id=batch_id, external_id=external_id, content_hash=content_hash(text), text=text, gold_label=gold_label
+        batch_id=batch_id, external_id=external_id,
+        content_hash=spec.blob.sha256 if spec.blob is not None else content_hash(text), text=text,
+        gold_label=gold_label, kind=spec.kind, blob_sha256=spec.blob.sha256 if spec.blob is not None else None,
+        pages=spec.pages,
     )
     now = utcnow()
     run = Run(document=doc, pattern=pattern, provider=provider, config=config, status=RunStatus.PENDING)

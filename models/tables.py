@@ -7,7 +7,7 @@ import uuid
 from enum import StrEnum
 from typing import Annotated, Any
 
-from sqlalchemy import JSON, DateTime, Enum, ForeignKey, Index, String, Text, UniqueConstraint, func
+from sqlalchemy import JSON, DateTime, Enum, ForeignKey, Index, LargeBinary, String, Text, UniqueConstraint, func
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 
@@ -110,6 +110,12 @@ class Document(Base):
     error: Mapped[str | None] = mapped_column(Text)
     position: Mapped[int | None]  # order in the batch's input, for exports
     size_bytes: Mapped[int | None]
+    # What the document is (workflows.documents.Kind: text, pdf, image, docx, html). `text` holds the
+    # text chorus read from it (a PDF's pages separated by form feeds; "" for an image); a PDF or an
+    # image is also kept whole as a Blob, which Claude reads natively.
+    kind: Mapped[str] = mapped_column(String(16), default="text", server_default="text")
+    blob_sha256: Mapped[str | None] = mapped_column(String(64))
+    pages: Mapped[int | None]
     created_at: Mapped[Created]
 
     batch: Mapped[Batch | None] = relationship(back_populates="documents")
@@ -212,4 +218,33 @@ class ProviderBatch(Base):
     ended_at: Mapped[Stamp]
     collected_at: Mapped[Stamp]
     polled_at: Mapped[Stamp]
+    error: Mapped[str | None] = mapped_column(Text)
+
+
+class Blob(Base):
+    """The bytes of a document Claude reads natively (a PDF, an image, a section's pages), kept in the
+    database so that every worker on any machine reads them; one row per content (sha256)."""
+
+    __tablename__ = "blob"
+
+    sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    media_type: Mapped[str] = mapped_column(String(64))
+    size_bytes: Mapped[int]
+    data: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[Created]
+
+
+class UploadedFile(Base):
+    """A Files API upload of a run: its calls reference `file_id`; the file is deleted once the run is
+    terminal (`deleted_at`). No foreign key: a file must stay tracked until deleted, whatever happens
+    to its run's rows."""
+
+    __tablename__ = "uploaded_file"
+    __table_args__ = (Index("ix_uploaded_file_open", "deleted_at"),)
+
+    file_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    run_id: Mapped[str] = mapped_column(String(32), index=True)
+    blob_sha256: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[Created]
+    deleted_at: Mapped[Stamp]
     error: Mapped[str | None] = mapped_column(Text)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import datetime as dt
 import email.utils
@@ -16,9 +17,9 @@ from typing import Any
 
 import anthropic
 
-from workflows.calls import CallRequest, CallResult, Usage
+from workflows.calls import Attachment, CallRequest, CallResult, Usage
 from workflows.errors import PermanentError, ProviderError, RetryableError
-from workflows.tokens import estimate_tokens, min_cacheable_tokens
+from workflows.tokens import min_cacheable_tokens, request_tokens
 
 HEADER_DIMENSIONS = {"requests": "requests", "input-tokens": "input_tokens", "output-tokens": "output_tokens"}
 
@@ -56,11 +57,12 @@ def message_body(request: CallRequest) -> dict[str, Any]:
     Nor is forced tool use or an assistant prefill (errors on the 5.5 models, 400 from 4.6 on): a reply's
     shape comes from structured outputs, `output_config.format` with the request's JSON schema.
     """
-    blocks: list[dict[str, Any]] = [{"type": "text", "text": text} for text in request.user_blocks]
-    prefix = min(request.cache_blocks, len(blocks))
+    blocks: list[dict[str, Any]] = [attachment_block(a) for a in request.attachments]
+    blocks += [{"type": "text", "text": text} for text in request.user_blocks]
+    prefix = request.prefix_blocks
     if prefix > 0:
         prefix_tokens = request.prefix_tokens if request.prefix_tokens is not None else (
-            estimate_tokens(request.system) + sum(estimate_tokens(text) for text in request.user_blocks[:prefix]))
+            request_tokens(request, prefix_only=True))
         # Below the model's minimum Anthropic silently does not cache, so marking would only mislead.
         if prefix_tokens >= min_cacheable_tokens(request.model):
             control: dict[str, Any] = {"type": "ephemeral"}
@@ -82,6 +84,24 @@ def message_body(request: CallRequest) -> dict[str, Any]:
     if output_config:
         body["output_config"] = output_config
     return body
+
+
+def attachment_block(attachment: Attachment) -> dict[str, Any]:
+    """A natively read document as a content block: a PDF as a `document` block, an image as an `image`
+    block, by base64 data or by the `file_id` of a Files API upload."""
+    if attachment.file_id is not None:
+        source: dict[str, Any] = {"type": "file", "file_id": attachment.file_id}
+    elif attachment.data is not None:
+        source = {"type": "base64", "media_type": attachment.media_type,
+                  "data": base64.b64encode(attachment.data).decode("ascii")}
+    else:
+        raise ValueError("an attachment needs its bytes or a file_id")
+    if attachment.kind == "image":
+        return {"type": "image", "source": source}
+    block: dict[str, Any] = {"type": "document", "source": source}
+    if attachment.title:
+        block["title"] = attachment.title[:500]
+    return block
 
 
 def build_params(request: CallRequest) -> dict[str, Any]:
@@ -159,6 +179,7 @@ def _client(api_key: str, base_url: str | None, timeout_s: float, pid: int) -> a
 
 class AnthropicProvider:
     name = "anthropic"
+    files_api = True  # a document too large for one request is uploaded once (upload_file/delete_file)
 
     def __init__(self, api_key: str, base_url: str | None = None, timeout_s: float = 60.0) -> None:
         self.api_key = api_key
@@ -176,6 +197,26 @@ class AnthropicProvider:
         except anthropic.AnthropicError as exc:
             raise translate(exc) from exc
         return message_result(response, request.model, remaining_from_headers(raw.headers), response._request_id)
+
+    # ----- the Files API (a document too large for one request is uploaded once per run) ------------
+    def upload_file(self, data: bytes, filename: str, media_type: str) -> str:
+        """Upload bytes once; every call of the run then references the returned file id."""
+        client = _client(self.api_key, self.base_url, self.timeout_s, os.getpid())
+        try:
+            uploaded = client.files.upload(file=(filename, data, media_type))
+        except anthropic.AnthropicError as exc:
+            raise translate(exc) from exc
+        return str(uploaded.id)
+
+    def delete_file(self, file_id: str) -> None:
+        """Delete an uploaded file; one already gone counts as deleted."""
+        client = _client(self.api_key, self.base_url, self.timeout_s, os.getpid())
+        try:
+            client.files.delete(file_id)
+        except anthropic.NotFoundError:
+            return
+        except anthropic.AnthropicError as exc:
+            raise translate(exc) from exc
 
     # ----- the Message Batches API (the batch lane) ---------------------------------------------
     def create_batch(self, items: Sequence[tuple[str, CallRequest]]) -> BatchInfo:

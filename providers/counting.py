@@ -6,13 +6,13 @@ import os
 
 from settings import Settings
 from workflows.calls import CallRequest
-from workflows.tokens import estimate_tokens
+from workflows.tokens import request_tokens
 
 
 def count_tokens(request: CallRequest, settings: Settings) -> tuple[int, bool]:
     """(prompt tokens, estimated?) of one request; free with Claude, a local estimate offline."""
     if settings.provider_name != "anthropic" or settings.anthropic_api_key is None:
-        return estimate_tokens(request.system) + estimate_tokens(request.user_text), True
+        return request_tokens(request), True
     # The SDK (~2 s of import) is loaded only when Claude is really asked: every command imports this
     # module (costs, estimates), most never count with the API.
     import anthropic

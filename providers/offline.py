@@ -79,7 +79,7 @@ from typing import Any
 
 from providers.schema_fill import fill_schema, merge_texts
 from workflows.calls import CallRequest, CallResult, Usage
-from workflows.errors import ConfigError
+from workflows.errors import ConfigError, PermanentError
 from workflows.tokens import estimate_tokens
 
 LEXICON: dict[str, tuple[str, ...]] = {
@@ -589,8 +589,14 @@ def respond(model: str, system: str, user_text: str, max_tokens: int) -> tuple[s
 
 class OfflineProvider:
     name = "offline"
+    files_api = False  # nothing to upload: the offline provider reads a document's text layer
 
     def call(self, request: CallRequest) -> CallResult:
+        blind = [a for a in request.attachments if not a.has_text]
+        if blind:
+            what = "an image" if blind[0].kind == "image" else "a PDF with no text layer (a scan)"
+            raise PermanentError(f"no text layer: {what} needs a Claude model that reads images; the offline "
+                                 "provider reads text only (set ANTHROPIC_API_KEY to use Claude)")
         reply = answer(request.model, request.system, request.user_text, request.max_tokens, request.output_schema)
         schema = json.dumps(request.output_schema, sort_keys=True) if request.output_schema is not None else ""
         digest = hashlib.sha256(

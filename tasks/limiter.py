@@ -36,7 +36,7 @@ from workflows.calls import CallRequest, CallResult
 from workflows.queues import queue_for_model
 from workflows.ratelimit import DIMENSIONS, Level, Limit, QueueLimits, empty, observe, refill, settle, take
 from workflows.registry import family, pooled
-from workflows.tokens import estimate_tokens_for
+from workflows.tokens import request_tokens
 
 log = logging.getLogger("chorus.ratelimit")
 
@@ -315,8 +315,7 @@ def pool_limits(table: Mapping[str, QueueLimits], model: str) -> QueueLimits:
 def request_costs(request: CallRequest) -> dict[str, float]:
     """What one call takes before it is sent: one request, the prompt's estimated input tokens (in the
     model's tokenizer), and `max_tokens` output tokens (Anthropic charges output up front, then settles)."""
-    prompt = estimate_tokens_for(request.system, request.model) + estimate_tokens_for(request.user_text,
-                                                                                       request.model)
+    prompt = request_tokens(request)
     return {"requests": 1.0, "input_tokens": float(prompt), "output_tokens": float(request.max_tokens)}
 
 

@@ -37,6 +37,7 @@ from models import Pattern, Session, repo
 from models.tables import utcnow
 from settings import Settings, get_settings
 from tasks import broker, db, dispatch
+from tasks.files import release_files
 from tasks.section import reap_section
 from tasks.vote import advance_vote
 
@@ -108,7 +109,12 @@ def _resend_lost_slots(app: Celery, run_id: str, edge: dt.datetime) -> list[int]
 
 @shared_task(name="chorus.maintenance.reap", bind=True)
 def reap(self: Task) -> dict[str, list[str]]:
-    return reap_stalled(self.app)
+    finished = reap_stalled(self.app)
+    try:
+        release_files()  # uploads whose run ended without its callback releasing them (a kill, a cancel)
+    except Exception:  # noqa: BLE001 - the sweep is retried on the next beat; the reaper's work stands
+        log.exception("sweeping the uploads of finished runs failed")
+    return finished
 
 
 class StallWatch:

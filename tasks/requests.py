@@ -4,11 +4,13 @@ synthesis step, built from the stored run (config, text, and for a synthesis its
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any
 
-from models import OutcomeStatus, Session, WorkerOutcome, repo
+from models import OutcomeStatus, Session, WorkerOutcome, in_session, repo
 from models.tables import OutcomeRole
-from workflows.calls import CallRequest, CallResult
+from workflows.attachments import attachment_of, pages_text, stored_document
+from workflows.calls import Attachment, CallRequest, CallResult
 from workflows.dispatch import expects_cache_read, shares_prefix
 from workflows.registry import supports_structured_outputs
 from workflows.sectioning import (
@@ -27,8 +29,9 @@ FINAL, PARTIAL = "final", "partial"
 def build_request(claim: repo.Claim, config: dict[str, Any], text: str) -> CallRequest:
     tags = (("run", claim.run_id), ("slot", str(claim.slot)))
     if claim.role is OutcomeRole.VOTER:
+        document = run_document(config, text)
         voter = voter_of(claim, config)
-        request = vote_request(voter, task_of(config), text, structured=supports_structured_outputs(voter.model),
+        request = vote_request(voter, task_of(config), document, structured=supports_structured_outputs(voter.model),
                                tags=tags)
         if not shares_prefix([v["model"] for v in config["voters"]], claim.model):
             request = dataclasses.replace(request, cache_blocks=0)  # no voter could read it: skip the write
@@ -41,14 +44,50 @@ def build_request(claim: repo.Claim, config: dict[str, Any], text: str) -> CallR
         # blocks, output format) is written to the cache, nothing is generated.
         stored = next(v for v in config["voters"] if v["model"] == claim.model)
         voter = Voter(**stored)
-        request = vote_request(voter, task_of(config), text, structured=supports_structured_outputs(voter.model),
-                               tags=tags)
+        request = vote_request(voter, task_of(config), run_document(config, text),
+                               structured=supports_structured_outputs(voter.model), tags=tags)
         counted = (config.get("dispatch") or {}).get("prefix_tokens", {}).get(claim.model)
         return dataclasses.replace(request, max_tokens=0,
                                    prefix_tokens=int(counted) if counted is not None else request.prefix_tokens)
     if claim.role in (OutcomeRole.SECTION, OutcomeRole.SYNTHESIS):
         return section_call_request(claim, config, text, tags)
     raise ValueError(f"no request builder for role {claim.role}")
+
+
+@functools.lru_cache(maxsize=8)
+def _blob(sha256: str) -> bytes:
+    # Content-addressed, so never stale; a few entries, as a PDF may be tens of MB.
+    return in_session(lambda s: repo.blob_data(s, sha256), write=False)
+
+
+def stored_bytes(config: dict[str, Any], sha256: str) -> tuple[bytes | None, str | None]:
+    """(bytes, None), or (None, file_id) when the run uploaded these bytes through the Files API."""
+    file_id = (config.get("files") or {}).get(sha256)
+    if file_id:
+        return None, str(file_id)
+    return _blob(sha256), None
+
+
+def run_document(config: dict[str, Any], text: str) -> str | Attachment:
+    """The run's document as its calls send it: its text, or a PDF or image read natively."""
+    entry = stored_document(config)
+    if entry is None:
+        return text
+    data, file_id = stored_bytes(config, str(entry["blob"]))
+    return attachment_of(entry, text=text, data=data, file_id=file_id)
+
+
+def section_document(config: dict[str, Any], text: str, slot: int) -> str | Attachment:
+    """What a map call reads: the document's text, or for a page-range section the PDF of its pages."""
+    sections = config.get("page_sections") or []
+    if not sections:
+        return run_document(config, text)  # the text (its span is cut by the section), or an image whole
+    section = sections[slot]
+    entry = {**(stored_document(config) or {}), **section, "pages": section["last"] - section["first"] + 1,
+             "title": f"pages {section['first']}-{section['last']}"}
+    data, file_id = stored_bytes(config, str(section["blob"]))
+    return attachment_of(entry, text=pages_text(text, section["first"], section["last"]), data=data,
+                         file_id=file_id)
 
 
 def interpret(claim: repo.Claim, config: dict[str, Any], result: CallResult) -> dict[str, Any]:
@@ -100,7 +139,8 @@ def section_call_request(claim: repo.Claim, config: dict[str, Any], text: str,
     step = step_of(config, claim.role)
     structured = supports_structured_outputs(claim.model)
     if claim.role is OutcomeRole.SECTION:
-        return section_request(claim.model, step["instructions"], sections[claim.slot], text, len(sections),
+        return section_request(claim.model, step["instructions"], sections[claim.slot],
+                               section_document(config, text, claim.slot), len(sections),
                                max_tokens=config["section_output_tokens"], output_schema=step.get("output_schema"),
                                structured=structured, effort=step.get("effort"), tags=tags)
     with Session() as s:

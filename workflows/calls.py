@@ -2,17 +2,47 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Protocol
+
+
+@dataclass(frozen=True)
+class Attachment:
+    """A document Claude reads natively: a PDF (a `document` block: each page as its text and an image)
+    or an image (an `image` block). It goes first in the user message, inside the cacheable prefix.
+
+    The bytes travel as base64 (`data`), or as a Files API reference (`file_id`) when the run uploaded
+    them once. `text` is its text layer (a PDF's extracted pages; "" for an image): what the offline
+    provider reads, and what token estimates count with `image_tokens`, the upper bound of the
+    page or picture images (workflows.documents)."""
+
+    kind: str  # "pdf" | "image"
+    media_type: str
+    data: bytes | None = None
+    file_id: str | None = None
+    title: str | None = None
+    text: str = ""
+    pages: int = 0
+    image_tokens: int = 0
+    sha256: str = ""
+
+    def as_text(self) -> str:
+        """How a reader of text only (the offline provider, a log) sees it: its text layer."""
+        return f"<document>\n{self.text}\n</document>\n"
+
+    @property
+    def has_text(self) -> bool:
+        return bool(self.text.strip())
 
 
 @dataclass(frozen=True)
 class CallRequest:
     """One Messages-API call.
 
-    `user_blocks` become the text blocks of the single user message, in order. The first
-    `cache_blocks` of them form the prefix that voters share (marked with cache_control when
-    prompt caching applies). `tags` are short labels (run id, slot) sent as request headers so a
+    `user_blocks` become the text blocks of the single user message, in order, after the request's
+    `attachments` (documents read natively). The first `cache_blocks` content blocks of the message
+    (attachments first, then text blocks) form the prefix that voters share (marked with
+    cache_control when prompt caching applies). `tags` are short labels (run id, slot) sent as request headers so a
     stub server or a proxy can tell calls apart; they never carry document text or secrets.
     """
 
@@ -34,10 +64,23 @@ class CallRequest:
     # requests may run far apart; Anthropic advises the 1-hour TTL for batches). Sent as
     # `cache_control.ttl` only when "1h".
     cache_ttl: str = "5m"
+    attachments: tuple[Attachment, ...] = ()
 
     @property
     def user_text(self) -> str:
-        return "".join(self.user_blocks)
+        """The user message as text: attachments by their text layer, then the text blocks."""
+        return "".join(a.as_text() for a in self.attachments) + "".join(self.user_blocks)
+
+    @property
+    def prefix_blocks(self) -> int:
+        """How many content blocks (attachments, then text blocks) the cacheable prefix spans."""
+        return max(0, min(self.cache_blocks, len(self.attachments) + len(self.user_blocks)))
+
+    def prefix_request(self) -> CallRequest:
+        """The request cut to its cacheable prefix (what count_tokens measures for a cache decision)."""
+        n = self.prefix_blocks
+        return replace(self, attachments=self.attachments[:n],
+                       user_blocks=self.user_blocks[: max(0, n - len(self.attachments))])
 
 
 @dataclass(frozen=True)

@@ -16,16 +16,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from workflows.calls import CallRequest
-from workflows.tokens import estimate_tokens, min_cacheable_tokens
+from workflows.tokens import attachment_tokens, estimate_tokens, min_cacheable_tokens
 from workflows.voting import Voter
 
 
 def cacheable_prefix_tokens(request: CallRequest) -> int:
     """Estimated tokens of the prefix a request marks for caching (system + its cache blocks)."""
-    blocks = request.user_blocks[: request.cache_blocks]
-    if not blocks:
+    if request.prefix_blocks == 0:
         return 0
-    return estimate_tokens(request.system) + sum(estimate_tokens(b) for b in blocks)
+    prefix = request.prefix_request()
+    return (estimate_tokens(request.system) + sum(estimate_tokens(b) for b in prefix.user_blocks)
+            + sum(attachment_tokens(a, request.model) for a in prefix.attachments))
 
 
 def shares_prefix(models: Sequence[str], model: str) -> bool:

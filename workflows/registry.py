@@ -304,3 +304,38 @@ def pool_conflicts(table: Mapping[str, object]) -> list[str]:
             problems.append(f"{names} share the rate-limit pool {pool!r} (Anthropic pools limits per model "
                             f"family); give the limit once, as {pool}:... or on one of them")
     return problems
+
+
+# ----- what one request may carry (the [documents] table) -----------------------------------------
+@dataclass(frozen=True)
+class DocumentLimits:
+    request_max_bytes: int
+    batch_max_bytes: int
+    pdf_pages: int
+    pdf_pages_1m: int
+    image_max_side_px: int
+    image_max_base64_bytes: int
+    file_max_bytes: int
+    source: str
+    as_of: str
+
+
+@functools.cache
+def document_limits() -> DocumentLimits:
+    raw = tomllib.loads(resources.files("workflows").joinpath(DATA_FILE).read_text(encoding="utf-8"))
+    table = raw.get("documents")
+    if not isinstance(table, dict):
+        raise RegistryError(f"{_WHERE}: the [documents] table is missing")
+    where = f"{_WHERE} [documents]"
+    ints = {k: _positive_int(table, k, where) for k in ("request_max_bytes", "batch_max_bytes", "pdf_pages",
+                                                        "pdf_pages_1m", "image_max_side_px",
+                                                        "image_max_base64_bytes", "file_max_bytes")}
+    return DocumentLimits(**ints, source=_field(table, "source", str, where), as_of=_field(table, "as_of", str, where))
+
+
+def pdf_page_limit(model: str) -> int:
+    """PDF pages one request may carry: 600 on the 1M-context models, 100 on the others (and on a
+    model the registry does not know)."""
+    limits = document_limits()
+    window = context_window(model)
+    return limits.pdf_pages_1m if window is not None and window >= 1_000_000 else limits.pdf_pages

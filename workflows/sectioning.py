@@ -18,7 +18,7 @@ from typing import Any
 
 import jsonschema
 
-from workflows.calls import CallRequest
+from workflows.calls import Attachment, CallRequest
 from workflows.taskfile import concat_key
 from workflows.tokens import estimate_tokens
 
@@ -35,6 +35,7 @@ class Split(StrEnum):
     HEADINGS = "headings"
     PARAGRAPHS = "paragraphs"
     TOKENS = "tokens"
+    PAGES = "pages"  # a PDF: page ranges, each section the PDF of its pages (chorus.section)
 
 
 @dataclass(frozen=True)
@@ -226,20 +227,28 @@ def reply_format(schema: Mapping[str, Any] | None, *, structured: bool) -> str:
             f"<output_schema>\n{json.dumps(schema, ensure_ascii=False, sort_keys=True)}\n</output_schema>\n")
 
 
-def section_request(model: str, task: str, section: Section, document: str, total: int, *,
+def section_request(model: str, task: str, section: Section, document: str | Attachment, total: int, *,
                     max_tokens: int = SECTION_OUTPUT_TOKENS, output_schema: Mapping[str, Any] | None = None,
                     structured: bool = False, effort: str | None = None,
                     tags: tuple[tuple[str, str], ...] = ()) -> CallRequest:
     """A map call: the task's instructions for one section (`task`), the section in `<section>` tags.
     `output_schema` is sent as the API's structured output when `structured` (the model has it), and
-    written into the prompt otherwise."""
+    written into the prompt otherwise.
+
+    A section of a PDF (`document` an `Attachment`: the PDF of the section's pages) is sent as the
+    document block itself, before the instructions."""
     head = (f"<instructions>\n{task.strip()}\n</instructions>\n"
-            f"This is section {section.index + 1} of {total}, titled {section.title!r}.\n"
-            f"{reply_format(output_schema, structured=structured)}")
-    body = f"<section>\n{section.text(document)}\n</section>\n"
-    return CallRequest(model=model, system=SECTION_SYSTEM, user_blocks=(head, body), max_tokens=max_tokens, tags=tags,
+            f"This is section {section.index + 1} of {total}, titled {section.title!r}"
+            + (" (the attached PDF holds exactly these pages)" if isinstance(document, Attachment) else "")
+            + f".\n{reply_format(output_schema, structured=structured)}")
+    if isinstance(document, Attachment):
+        blocks: tuple[str, ...] = (head,)
+        attachments: tuple[Attachment, ...] = (document,)
+    else:
+        blocks, attachments = (head, f"<section>\n{section.text(document)}\n</section>\n"), ()
+    return CallRequest(model=model, system=SECTION_SYSTEM, user_blocks=blocks, max_tokens=max_tokens, tags=tags,
                        output_schema=dict(output_schema) if output_schema is not None and structured else None,
-                       effort=effort)
+                       effort=effort, attachments=attachments)
 
 
 def synthesis_request(model: str, task: str, parts: Sequence[Part], missing: Sequence[int] = (), *,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 
 from workflows import registry
+from workflows.calls import Attachment, CallRequest
 
 # Anthropic's minimum cacheable prompt lengths, per model (workflows/models.toml); a shorter prefix
 # marked with cache_control is silently not cached. Sonnet 4.6 is 2048 there, not the documented
@@ -41,3 +42,31 @@ def model_family(model: str) -> str:
 def min_cacheable_tokens(model: str) -> int:
     info = registry.model_info(model)
     return info.min_cacheable_tokens if info else UNKNOWN_MODEL_MIN_CACHEABLE
+
+
+# A document's text layer is counted at one token per 2 characters (the estimate above takes 4): a
+# PDF page's text is a small share of its price next to the page image, and a document estimate must
+# stay an upper bound on text that tokenizes densely (tables of digits, short words, non-Latin script).
+DOCUMENT_CHARS_PER_TOKEN = 2
+
+
+def attachment_tokens(attachment: Attachment, model: str) -> int:
+    """Upper bound of what a natively read document costs in the model's tokenizer: its page or
+    picture images (`image_tokens`, by Anthropic's documented rules) plus its text layer."""
+    info = registry.model_info(model)
+    ratio = info.tokenizer_ratio if info else 1.0
+    text = math.ceil(len(attachment.text) / DOCUMENT_CHARS_PER_TOKEN * ratio) if attachment.text else 0
+    return attachment.image_tokens + text
+
+
+def request_tokens(request: CallRequest, *, prefix_only: bool = False) -> int:
+    """Estimated prompt tokens of a request in its model's tokenizer: system, attachments and text
+    blocks (with `prefix_only`, only what its cacheable prefix spans)."""
+    if prefix_only:
+        if request.prefix_blocks == 0:
+            return 0
+        request = request.prefix_request()
+    blocks = request.user_blocks
+    return (estimate_tokens_for(request.system, request.model)
+            + sum(attachment_tokens(a, request.model) for a in request.attachments)
+            + sum(estimate_tokens_for(b, request.model) for b in blocks))

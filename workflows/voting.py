@@ -15,7 +15,7 @@ from enum import StrEnum
 from html import escape
 from typing import Any
 
-from workflows.calls import CallRequest
+from workflows.calls import Attachment, CallRequest
 from workflows.taskfile import Label, TaskFileError, VoteTask, canonical_label, labels_task, task_from_json
 
 ANSWER_MAX_TOKENS = 64
@@ -185,16 +185,20 @@ def as_task(task_or_labels: VoteTask | Sequence[str]) -> VoteTask:
 
 
 def vote_request(
-    voter: Voter, task: VoteTask | Sequence[str], document: str, *, structured: bool = False,
+    voter: Voter, task: VoteTask | Sequence[str], document: str | Attachment, *, structured: bool = False,
     tags: tuple[tuple[str, str], ...] = (),
 ) -> CallRequest:
     """The request one voter sends. The system prompt and document block are the same for every
     voter of a run (the cacheable prefix); only the last block differs by voter.
 
     `structured`: ask for JSON with the label as an enum (`output_config.format`) instead of an
-    `Answer:` line; only for models with structured outputs (workflows.registry)."""
+    `Answer:` line; only for models with structured outputs (workflows.registry).
+
+    A document read natively (a PDF or an image, an `Attachment`) is that prefix itself: it goes
+    first in the message, then the voter's block."""
     task = as_task(task)
-    doc_block = f"<document>\n{document}\n</document>\n"
+    attachments = (document,) if isinstance(document, Attachment) else ()
+    doc_block = "" if attachments else f"<document>\n{document}\n</document>\n"
     reply = REPLY_JSON if structured else f"Reply with one line: Answer: <one of {', '.join(task.label_names)}>"
     if voter.prompt is not None:
         instruction = f"<voter>\n{voter.prompt.strip()}\n</voter>\n{reply}"
@@ -205,10 +209,11 @@ def vote_request(
     return CallRequest(
         model=voter.model,
         system=system_prompt(task, structured=structured),
-        user_blocks=(doc_block, instruction),
+        user_blocks=(instruction,) if attachments else (doc_block, instruction),
         max_tokens=max_tokens,
         temperature=voter.temperature,
         cache_blocks=1,
+        attachments=attachments,
         tags=tags,
         output_schema=label_schema(task.label_names) if structured else None,
         effort=voter.effort,

@@ -8,7 +8,6 @@ written by every voter without it. Output tokens are counted at `max_tokens`, an
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
@@ -33,7 +32,7 @@ def estimate_document(spec: PatternSpec, doc: LabelledDoc, task: VoteTask, setti
     prefixes: dict[str, int] = {}
     for voter, request in zip(panel, requests, strict=True):
         if voter.model not in prefixes and shares_prefix([v.model for v in panel], voter.model):
-            prefix_request = dataclasses.replace(request, user_blocks=request.user_blocks[:1])
+            prefix_request = request.prefix_request()
             prefixes[voter.model] = count_tokens(prefix_request, settings)[0]
     # plan_dispatch refuses to lead under the minimum; the same test decides whether anything is cached.
     cached_models = {m for m, tokens in prefixes.items()

@@ -25,9 +25,11 @@ from rich.console import Console
 
 from chorus.batch import batch_counts, find_batch
 from chorus.embedded import mode_line
+from chorus.native import load_document
 from chorus.runs import embedded_workers, get_run
 from models import RunStatus
 from settings import Settings, get_settings
+from workflows.calls import Attachment
 from workflows.errors import ChorusError, ConfigError, NotFoundError, RunTimeout
 
 PIPED_WIDTH = 160  # a table written to a file or a pipe: wide enough for every column, none cut
@@ -208,14 +210,19 @@ def exit_code(statuses: list[str]) -> int:
     return EXIT_OK
 
 
-def read_document(arg: str) -> str:
+def read_document(arg: str, settings: Settings) -> str | Attachment:
+    """The document a command is given: a file of any kind chorus reads (PDF, image, Word, HTML, text),
+    or the text itself. A file it cannot read is refused (exit 2) with the file's name and the reason."""
     path = Path(arg)
     looks_like_path = len(arg) < 4096 and "\n" not in arg and (path.suffix or "/" in arg)
     if looks_like_path and not path.exists() and len(arg.split()) == 1:
         raise fail(f"no such file: {arg} (pass the text itself in quotes, or an existing file)", EXIT_USAGE)
+    if looks_like_path and path.is_dir():
+        raise fail(f"{arg} is a folder; one document at a time here (`chorus batch {arg}` takes a folder)",
+                   EXIT_USAGE)
     if looks_like_path and path.is_file():
         try:
-            return path.read_text(encoding="utf-8")
-        except UnicodeDecodeError:
-            raise fail(f"{arg} is not UTF-8 text", EXIT_USAGE) from None
+            return load_document(path, settings=settings)
+        except ConfigError as exc:
+            raise fail(str(exc), EXIT_USAGE) from None
     return arg

@@ -26,13 +26,16 @@ from chorus.cli.base import (
     out,
     workers_for,
 )
-from chorus.inputs import count_records
+from chorus.inputs import count_records, left_out
 from chorus.schedule import load_jobs
 from chorus.taskfile import load_task, looks_like_task_file
 
 
 def batch(
-    source: Annotated[Path, typer.Argument(help="A folder of .txt/.md files, a .jsonl or a .csv (id, text, label).")],
+    source: Annotated[Path, typer.Argument(
+        help="A folder of documents (PDF, images, Word, HTML, text), a .jsonl or a .csv (id, text or path, label).")],
+    recursive: Annotated[bool, typer.Option(
+        "--recursive", "-r", help="A folder: take the files of its subfolders too.")] = False,
     pattern: Annotated[str | None, typer.Option(
         "--pattern", "-p", help="vote or section (default: the task's, or vote when --labels is given).")]
     = None,
@@ -46,7 +49,8 @@ def batch(
     task: Annotated[str | None, typer.Option(
         "--task", "-t", help='A task file (.toml); for section also plain instructions ("summarize", '
                              '"extract every option", ...).')] = None,
-    how: Annotated[str | None, typer.Option("--split", help="section: auto, headings, paragraphs or tokens.")]
+    how: Annotated[str | None, typer.Option(
+        "--split", help="section: auto, headings, paragraphs, tokens, or pages (PDFs; auto picks pages for them).")]
     = None,
     max_in_flight: Annotated[int, typer.Option("--max-in-flight", min=1, help="Runs sent and unfinished at most.")]
     = 64,
@@ -84,13 +88,17 @@ def batch(
         raise fail(f"unknown pattern {pattern!r}; use --pattern vote or --pattern section", EXIT_USAGE)
     with errors():
         prepared = prepare_batch(source, pattern=pattern, options=options, name=name, max_in_flight=max_in_flight,
-                                 settings=settings, new_version=new_version, lane=lane)
-        total = count_records(source)
+                                 settings=settings, new_version=new_version, lane=lane, recursive=recursive)
+        total = count_records(source, recursive=recursive)
+        ignored = left_out(source, recursive) if source.is_dir() else 0
         estimate, to_send = estimate_batch(prepared, settings)
     how_counted = "local token counts, output counted at max_tokens, no cache discount" + (
         ", at the Batches API price" if prepared.lane == "batch" else "")
     preview = {"batch": prepared.name, "documents": total, "to_send": to_send, "estimated_cost": estimate.to_json(),
-               "lane": prepared.lane, "note": f"an upper bound: {how_counted}"}
+               "lane": prepared.lane, "note": f"an upper bound: {how_counted}", "left_out": ignored}
+    if ignored:
+        err.print(f"left out {ignored} file(s) that are no documents: system files (.DS_Store, Thumbs.db) and the "
+                  f"files of hidden folders (.git)", highlight=False)
     if dry_run:
         if as_json:
             out.print_json(json.dumps({"dry_run": True, **preview}))
@@ -124,16 +132,17 @@ def batch(
         tick(sub.batch_id)
     with errors():
         lane_info = lane_status(sub.batch_id, settings=settings)
-    summary = {**sub.to_json(), "counts": counts.to_json(), **lane_info,
+    summary = {**sub.to_json(), "counts": counts.to_json(), **lane_info, "left_out": ignored,
                "bad_documents": [{"id": k, "reason": r} for k, r in sub.reasons]}
     if as_json:
         out.print_json(json.dumps(summary))
     else:
         open_note = (f", {lane_info['open_provider_batches']} provider batch(es) open"
                      if lane_info["lane"] == "batch" else "")
+        kinds = ", ".join(f"{n} {kind}" for kind, n in sorted(sub.kinds.items()))
         out.print(f"batch [bold]{sub.name}[/bold] ({sub.batch_id}), {lane_info['lane']} lane{open_note}: read "
-                  f"{sub.read}, sent {sub.sent}, skipped {sub.skipped} already succeeded, {sub.rejected} bad input",
-                  highlight=False)
+                  f"{sub.read}" + (f" ({kinds})" if kinds else "") + f", sent {sub.sent}, skipped {sub.skipped} "
+                  f"already succeeded, {sub.rejected} bad input", highlight=False)
         out.print(f"succeeded {counts.succeeded}  partial {counts.partial}  failed {counts.failed}  "
                   f"cancelled {counts.cancelled}  of {counts.total}; `chorus export {sub.batch_id[:12]} --format "
                   f"jsonl` writes the results", highlight=False)

@@ -58,7 +58,8 @@ VoteTaskOpt = Annotated[str | None, typer.Option(
 
 
 def vote(
-    document: Annotated[str, typer.Argument(help="The text to classify, or a path to a text file.")],
+    document: Annotated[str, typer.Argument(
+        help="The text to classify, or a file: PDF, image (PNG/JPEG/GIF/WebP), Word (.docx), HTML or text.")],
     labels: Annotated[str | None, typer.Option("--labels", "-l", help="Allowed labels, comma-separated.")] = None,
     task: VoteTaskOpt = None,
     voters: Annotated[int | None, typer.Option("--voters", "-n", min=1,
@@ -84,7 +85,7 @@ def vote(
         raise fail("say what to decide: --labels a,b,c or --task FILE (see `chorus task check`)", EXIT_USAGE)
     with errors():
         vote_task = load_vote_task(task) if task else None
-    text = read_document(document)
+    text = read_document(document, settings)
     with errors():
         plan = plan_vote(text, labels, task=vote_task, voters=voters, models=model, quorum=quorum,
                          tie_policy=tie_policy, cache_aware=cache_aware, cache_warm=cache_warm, adaptive=adaptive,
@@ -104,9 +105,13 @@ def vote(
 
 
 def section(
-    file: Annotated[str, typer.Argument(help="A text file (or the text itself).")],
+    file: Annotated[str, typer.Argument(
+        help="A file (PDF, Word, HTML, text, or an image) or the text itself.")],
     task: TaskOpt = "summarize",
-    how: Annotated[str | None, typer.Option("--split", help="auto, headings, paragraphs or tokens.")] = None,
+    how: Annotated[str | None, typer.Option(
+        "--split", help="auto, headings, paragraphs, tokens, or pages (a PDF; auto picks pages for a PDF).")] = None,
+    pages_per_section: Annotated[int | None, typer.Option(
+        min=1, help="A PDF's pages per section at most (default: the model's PDF page limit a request).")] = None,
     max_tokens: Annotated[int | None, typer.Option(
         min=1, help="Input tokens per section (default: the task's, else CHORUS_SECTION_TOKENS).")] = None,
     overlap: Annotated[int | None, typer.Option(
@@ -121,10 +126,10 @@ def section(
     settings = cli_settings()
     with errors():
         section_task = load_section_task(task) if looks_like_task_file(task) else task
-    text = read_document(file)
+    text = read_document(file, settings)
     with errors():
         plan = plan_section(text, task=section_task, how=how, model=model, max_tokens=max_tokens,
-                            overlap_tokens=overlap,
+                            overlap_tokens=overlap, pages_per_section=pages_per_section,
                             external_id=Path(file).name if Path(file).is_file() else None, settings=settings)
     if dry_run:
         print_estimate(plan, settings, "section", as_json)

@@ -27,7 +27,7 @@ def check(
     """Validate task files; print the resolved panel, the exact prompt of each call and the estimated
     cost per document. A bad file exits 2 naming the field."""
     settings = cli_settings()
-    document = read_document(sample) if sample else None
+    document = read_document(sample, settings) if sample else None
     described = []
     for file in files:
         with errors():
