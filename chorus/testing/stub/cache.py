@@ -7,7 +7,9 @@ Source: "Prompt caching", https://platform.claude.com/docs/en/build-with-claude/
 * The cacheable prefix is everything up to and including the block marked `cache_control` (the
   last one when several are marked), in the order the model reads the request: system, then the
   messages. A top-level `cache_control` ("automatic caching") puts the breakpoint on the last block.
-  The entry's key is that exact content and the model: one character more is another prefix.
+  The entry's key is that exact content and the model: one character more is another prefix. A
+  document or image block enters the key by the SHA-256 of its content (and its other fields), so the
+  same PDF sent again, as base64 or by `file_id`, makes the same prefix.
 * "Cache limitations": a prefix shorter than the model's *minimum cacheable prompt length* is not
   cached, and the request still succeeds: no write, no read, all of it billed as plain input.
   The per-model minimums are `MIN_CACHEABLE_TOKENS`, from the guide's table.
@@ -34,7 +36,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from chorus.testing.stub.tokenizer import segments
+from chorus.testing.stub.tokenizer import MediaReader, segments
 
 TTL_SECONDS = {"5m": 300.0, "1h": 3600.0}
 
@@ -120,9 +122,19 @@ def _control(value: Any) -> str:
     return str(ttl)
 
 
-def find_prefix(body: dict[str, Any]) -> Prefix | None:
-    """The cacheable prefix of a Messages request, or None when nothing is marked."""
-    parts = list(segments(body))
+def _keyed(block: dict[str, Any], digest: str | None) -> dict[str, Any]:
+    """A block as the cache key sees it: without its cache_control, and a media block's source as the
+    digest of its content."""
+    kept = {k: v for k, v in block.items() if k != "cache_control"}
+    if digest is not None:
+        kept["source"] = {"sha256": digest}
+    return kept
+
+
+def find_prefix(body: dict[str, Any], media: MediaReader | None = None) -> Prefix | None:
+    """The cacheable prefix of a Messages request, or None when nothing is marked. `media` reads its
+    document and image blocks (see `tokenizer.segments`)."""
+    parts = list(segments(body, media))
     marked = [i for i, p in enumerate(parts) if p.block is not None and p.block.get("cache_control")]
     if marked:
         last = marked[-1]
@@ -137,8 +149,7 @@ def find_prefix(body: dict[str, Any]) -> Prefix | None:
         last = content[-1]
     else:
         return None
-    head = [(p.where, {k: v for k, v in p.block.items() if k != "cache_control"} if p.block else None)
-            for p in parts[: last + 1]]
+    head = [(p.where, _keyed(p.block, p.digest) if p.block else None) for p in parts[: last + 1]]
     key = hashlib.sha256(json.dumps([body.get("model"), head], sort_keys=True).encode()).hexdigest()
     return Prefix(key, sum(p.tokens for p in parts[: last + 1]), ttl)
 
@@ -157,10 +168,10 @@ class PromptCache:
         self._lock = threading.Lock()
         self._entries: dict[str, _Entry] = {}
 
-    def lookup(self, body: dict[str, Any]) -> CacheUsage:
+    def lookup(self, body: dict[str, Any], media: MediaReader | None = None) -> CacheUsage:
         """Called when the request arrives: a hit reads the prefix, a miss will write it. A lookup
         changes nothing but a hit's expiry (a request refused afterwards has written nothing)."""
-        prefix = find_prefix(body)
+        prefix = find_prefix(body, media)
         if prefix is None or prefix.tokens < min_cacheable(str(body.get("model", ""))):
             return CacheUsage()
         now = self.clock()

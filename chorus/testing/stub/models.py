@@ -19,6 +19,10 @@ Sources (platform.claude.com):
 * forced tool use (`tool_choice` `any` or `tool`): "Forced tool use returns an error" on Opus 5.5,
   Sonnet 5.5 and Haiku 5.5 (What's new in Claude Opus/Sonnet 5.5), and "the first three also apply on
   Claude Fable 5.1".
+* context window (`context_window`, which sets the PDF page limit, see `documents`): 1M tokens for
+  Claude Opus 4.6 and Sonnet 4.6 and every later Opus and Sonnet, every Fable and Mythos model, and
+  Claude Haiku 5.5 ("a 1M token context window", models/haiku-5-5/overview, read 2026-12); 200K for
+  Haiku 4.5 and the older models (Opus 4.5 and 4.1, Sonnet 4.5 and 4, the 3.x models).
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ import re
 from dataclasses import dataclass
 
 EFFORT_LEVELS = ("low", "medium", "high", "xhigh", "max")
+ONE_MILLION, TWO_HUNDRED_K = 1_000_000, 200_000
 _NEW_ID = re.compile(r"^claude-(?P<family>[a-z]+)-(?P<major>\d+)(?:-(?P<minor>\d{1,2}))?(?:-\d{8}|-latest)?$")
 _OLD_ID = re.compile(r"^claude-(?P<major>\d+)(?:-(?P<minor>\d{1,2}))?-(?P<family>[a-z]+)(?:-\d{8}|-latest)?$")
 
@@ -57,6 +62,16 @@ class ModelTraits:
                 return ("low", "medium", "high", "max")
             return ("low", "medium", "high") if version >= (4, 5) else ()
         return EFFORT_LEVELS if version >= (5, 0) else ()  # Fable, Mythos
+
+    @property
+    def context_window(self) -> int:
+        """Tokens of context the model takes."""
+        family, version = self.family, self.version
+        if family == "haiku":
+            return ONE_MILLION if version >= (5, 5) else TWO_HUNDRED_K
+        if family in ("sonnet", "opus"):
+            return ONE_MILLION if version >= (4, 6) else TWO_HUNDRED_K
+        return ONE_MILLION if version >= (5, 0) else TWO_HUNDRED_K  # Fable, Mythos
 
     @property
     def rejects_prefill(self) -> bool:

@@ -6,10 +6,14 @@ Only the answer *text* comes from chorus: `providers.offline.answer` is the stub
 
 One request to `POST /v1/messages` goes through these steps, in order:
 
+0. a body longer than `max_request_bytes` (Content-Length, before any parsing; 32 MB by default,
+   `--max-request-bytes`, `POST /_stub/limits`) is refused with 413 `request_too_large`;
 1. parse and validate the body like Anthropic does (400 invalid_request_error): required fields,
    sampling parameters (see `SAMPLING_REJECTED_FROM`), `output_config` (`outputs`: the format's
    JSON-schema limitations and the model's effort levels), assistant prefill and forced tool use on
-   the models that refuse them (`models`);
+   the models that refuse them (`models`), then the document and image blocks (`documents`: base64,
+   media types, PDFs that do not parse or are encrypted, file ids, image size and dimensions, the
+   model's PDF page limit, citations with structured outputs);
 2. fault rules: a rule matching the `x-chorus-run` / `x-chorus-slot` headers answers its status;
    then the seeded fault mix, if any;
 3. prompt-cache lookup (`cache.PromptCache`): a hit reads the prefix, a miss will write it;
@@ -17,15 +21,31 @@ One request to `POST /v1/messages` goes through these steps, in order:
    request, the input that counts towards ITPM (uncached input + cache writes, not cache reads),
    and `max_tokens` output tokens, settled to the real output at the end;
 5. sleep `latency_ms`, plus a seeded uniform draw in [-`latency_jitter_ms`, +`latency_jitter_ms`] (clamped at
-   0; logged as `delay_ms`); the response begins, so a written prefix becomes readable (then, with
-   `ms_per_output_token` set through `/_stub/latency`, the answer takes that long per output token);
+   0), plus `ms_per_input_page` per PDF page of the request (`--ms-per-page`, `/_stub/latency`; that part
+   logged as `page_delay_ms`), all of it logged as `delay_ms`; the response begins, so a written prefix
+   becomes readable (then, with `ms_per_output_token` set through `/_stub/latency`, the answer takes that
+   long per output token);
 6. answer with the offline provider's reply (`providers.offline.answer`: JSON that conforms to
    `output_config.format.schema` when one is given, or a refusal with stop reason `refusal`), cut to
    `max_tokens` by the stub's own tokenizer, and report `usage` counted by that tokenizer.
 
+Document and image blocks (`documents`) are counted by the stub's own rule (page text plus an image
+per PDF page; `ceil(w*h/750)` per image after resizing), and the "model" reads them in their place as
+`<document>...</document>`: a PDF's page text, or, for an image or a page without text, the text a
+test wrote into the image's metadata (PNG tEXt `Description`, JPEG COM), the stub's stand-in for vision.
+A request with media is logged with `pdf_pages` and `images`.
+
 `POST /v1/messages/count_tokens` counts a request with the same tokenizer, so what it says is what
-a call bills. Every request is logged with its whole body (see `GET /_stub/requests`; `?bodies=0` leaves
-the bodies out). The admin API lives under `/_stub/`.
+a call bills; it takes PDFs and images as base64 only (a `file` source is a 400, as at Anthropic).
+
+The Files API (`/v1/files`: upload, list, retrieve metadata, delete; `files.FileStore`) keeps files in
+memory for `file` sources; `GET /_stub/files` lists every file uploaded since the last reset, live or
+deleted, with the `uploads` / `deletes` counts (uploads and deletes are not in the request log).
+
+Every Messages request is logged with its whole body (see `GET /_stub/requests`; `?bodies=0` leaves
+the bodies out; equal base64 data of documents and images is held once). The admin API lives under
+`/_stub/`: `requests`, `rules`, `health`, `reset`, `latency`, `limits` (`{"max_request_bytes"}`, back to
+the startup value on reset), `batches`, `files`.
 
 The Message Batches API (`/v1/messages/batches`: create, retrieve, list, cancel, delete, results) is
 `batches.BatchStore`. Each request of a batch is answered by the same function as `POST /v1/messages`
@@ -65,7 +85,9 @@ from chorus.testing.stub.batches import (
     batch_params_problem,
 )
 from chorus.testing.stub.cache import CacheRequestError, PromptCache
+from chorus.testing.stub.documents import MAX_REQUEST_BYTES, MediaError, MediaReader
 from chorus.testing.stub.faults import HANG, FaultMix
+from chorus.testing.stub.files import MAX_UPLOAD_BYTES, FileError, FileStore
 from chorus.testing.stub.models import traits
 from chorus.testing.stub.outputs import config_problem
 from chorus.testing.stub.ratelimit import StubLimiter, add_reliability_options, reliability_from_args
@@ -99,6 +121,10 @@ SAMPLING_PARAMS = ("temperature", "top_p", "top_k")
 SAMPLING_REJECTED_FROM = "2026-10-21"
 PREFILL_MESSAGE = ("This model does not support assistant message prefill. "
                    "The conversation must end with a user message.")
+COUNT_TOKENS_FILE_MESSAGE = ("count_tokens accepts PDFs and images only as base64: a document or image "
+                             "with a `file` source cannot be counted; send its bytes as a base64 source")
+DRAIN_LIMIT_BYTES = 1024 * 1024 * 1024  # a refused body up to this size is read (and dropped) before the 413
+DRAIN_TIMEOUT_S = 2.0
 FORCED_TOOL_MESSAGE = ("tool_choice: forced tool use (type 'any' or 'tool') is not supported on this model; "
                        "use tool_choice 'auto' or 'none' and say in the prompt which tool to call")
 
@@ -170,7 +196,8 @@ class StubState:
 
     def __init__(self, latency_ms: float = 0, rules: Iterable[FaultRule] = (), faults: FaultMix | None = None,
                  limiter: StubLimiter | None = None, batch: BatchConfig | None = None,
-                 latency_jitter_ms: float = 0.0, latency_seed: int = 0) -> None:
+                 latency_jitter_ms: float = 0.0, latency_seed: int = 0, max_request_bytes: int = MAX_REQUEST_BYTES,
+                 ms_per_input_page: float = 0.0) -> None:
         self.latency_ms = latency_ms
         # Real response times vary: each call's delay is latency_ms plus a uniform draw in [-J, +J],
         # from a seeded generator so that a run can be repeated (the draws' order follows arrivals).
@@ -179,6 +206,11 @@ class StubState:
         # Generation time per output token, after the response began (`latency_ms` is the time to the
         # first token): a `max_tokens: 0` call ends at the first, an answer of 20 tokens 20 steps later.
         self.ms_per_output_token = 0.0
+        # Reading time per PDF page of the request, added to the time to the first token.
+        self.ms_per_input_page = ms_per_input_page
+        # The Messages and count_tokens request size limit (bytes); a reset restores the startup value.
+        self.max_request_bytes = self._startup_max_request_bytes = max_request_bytes
+        self.files = FileStore()
         self.faults = faults
         self.limiter = limiter
         self._lock = threading.Lock()
@@ -219,11 +251,12 @@ class StubState:
         return status, payload, entry
 
     def set_latency(self, latency_ms: float, ms_per_output_token: float = 0.0, jitter_ms: float = 0.0,
-                    seed: int | None = None) -> None:
+                    seed: int | None = None, ms_per_input_page: float = 0.0) -> None:
         """The latency model; a `seed` restarts the jitter's draws."""
         with self._lock:
             self.latency_ms = latency_ms
             self.ms_per_output_token = ms_per_output_token
+            self.ms_per_input_page = ms_per_input_page
             self.latency_jitter_ms = jitter_ms
             if seed is not None:
                 self._latency_random.seed(seed)
@@ -261,13 +294,36 @@ class StubState:
         with self._lock:
             return list(self._log)
 
+    def media_reader(self, *, count_only: bool = False) -> MediaReader:
+        """The reader of one request's document and image blocks; `count_only` (count_tokens) refuses
+        `file` sources."""
+        if count_only:
+            return MediaReader(None, COUNT_TOKENS_FILE_MESSAGE)
+        return MediaReader(self.files.for_message)
+
+    def set_limits(self, data: Any) -> dict[str, Any]:
+        """`POST /_stub/limits {max_request_bytes}` (ValueError on a bad value)."""
+        if not isinstance(data, dict) or set(data) - {"max_request_bytes"}:
+            raise ValueError('expected {"max_request_bytes": <positive integer>}')
+        value = data.get("max_request_bytes", self.max_request_bytes)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"max_request_bytes must be a positive integer, got {value!r}")
+        with self._lock:
+            self.max_request_bytes = value
+        return self.limits()
+
+    def limits(self) -> dict[str, Any]:
+        return {"max_request_bytes": self.max_request_bytes}
+
     def reset(self) -> None:
         self.batches.reset()  # first: its threads stop before the log and the cache are cleared
         with self._lock:
             self._log.clear()
             self._rules.clear()
             self._seq = 0
+            self.max_request_bytes = self._startup_max_request_bytes
         self.cache.clear()
+        self.files.reset()
 
 
 class StubServer(ThreadingHTTPServer):
@@ -294,9 +350,13 @@ class _IPv6StubServer(StubServer):
     address_family = socket.AF_INET6
 
 
-def _error_body(status: int, message: str, request_id: str) -> dict[str, Any]:
+def _error_body(status: int, message: str, request_id: str, details: dict[str, Any] | None = None
+                ) -> dict[str, Any]:
     kind = ERROR_TYPES.get(status, "api_error" if status >= 500 else "invalid_request_error")
-    return {"type": "error", "error": {"type": kind, "message": message}, "request_id": request_id}
+    error: dict[str, Any] = {"type": kind, "message": message}
+    if details:
+        error["details"] = details  # the SDK reads `error.details.error_code` into APIStatusError.error_code
+    return {"type": "error", "error": error, "request_id": request_id}
 
 
 def _text(content: Any) -> str:
@@ -366,6 +426,13 @@ def answer_message(state: StubState, body: Any, entry: dict[str, Any], *, api_ve
         problem = batch_params_problem(body)
     if problem:
         return 400, _error_body(400, problem, request_id), {}
+    media = state.media_reader()
+    try:
+        media.check(body)
+    except MediaError as exc:
+        return exc.status, _error_body(exc.status, exc.message, request_id, exc.details), {}
+    if media.pdf_pages or media.images:
+        entry.update(pdf_pages=media.pdf_pages, images=media.images)
     if not batched:
         rule = state.take_rule(run, slot)
         if rule is not None:
@@ -383,10 +450,10 @@ def answer_message(state: StubState, body: Any, entry: dict[str, Any], *, api_ve
             message = ERROR_MESSAGES.get(fault.status, f"HTTP {fault.status} (injected by the stub)")
             return fault.status, _error_body(fault.status, message, request_id), headers
     try:
-        cached = state.cache.lookup(body)
+        cached = state.cache.lookup(body, media)
     except CacheRequestError as exc:
         return 400, _error_body(400, str(exc), request_id), {}
-    prompt_tokens = count_request(body)
+    prompt_tokens = count_request(body, media)
     limit_headers: dict[str, str] = {}
     limiter = state.limiter if not batched and state.limiter is not None and state.limiter.active else None
     if limiter is not None:
@@ -398,11 +465,15 @@ def answer_message(state: StubState, body: Any, entry: dict[str, Any], *, api_ve
             return 429, _error_body(429, verdict.message, request_id), limit_headers
     if not batched:
         delay_ms = state.draw_delay_ms()
+        if media.pdf_pages and state.ms_per_input_page > 0:
+            page_delay_ms = media.pdf_pages * state.ms_per_input_page
+            entry["page_delay_ms"] = round(page_delay_ms, 3)
+            delay_ms += page_delay_ms
         entry["delay_ms"] = round(delay_ms, 3)
         if delay_ms > 0:
             time.sleep(delay_ms / 1000)
     state.cache.response_started(cached)  # Anthropic: readable once the response begins
-    user_text = "\n".join(_text(m["content"]) for m in body["messages"] if m["role"] == "user")
+    user_text = "\n".join(media.reading(m["content"]) for m in body["messages"] if m["role"] == "user")
     reply = answer(body["model"], _text(body.get("system", "")), user_text, body["max_tokens"], output_schema(body))
     text, stop_reason = _fit(reply.text, body["max_tokens"])
     if reply.stop_reason != "end_turn" and stop_reason == "end_turn":
@@ -456,6 +527,65 @@ class Handler(BaseHTTPRequestHandler):
             self.send_header(key, value)
         self.end_headers()
         self.wfile.write(payload)
+
+    def _refuse_large(self, length: int, limit: int, what: str) -> None:
+        """413 request_too_large for a body over `limit` bytes, decided from Content-Length before any
+        parsing. The body is read and dropped first (up to `DRAIN_LIMIT_BYTES`), so that a client still
+        sending it reads the answer instead of a reset connection; a larger one is refused unread."""
+        message = (f"Request exceeds the maximum allowed number of bytes: {what} takes at most {limit:,} bytes, "
+                   f"this request has {length:,}")
+        drained = False
+        if length <= DRAIN_LIMIT_BYTES:
+            left = length
+            self.connection.settimeout(DRAIN_TIMEOUT_S)  # a client that stops sending is not waited for
+            try:
+                while left > 0:
+                    chunk = self.rfile.read(min(left, 1 << 20))
+                    if not chunk:
+                        break
+                    left -= len(chunk)
+                drained = left == 0
+            except OSError:
+                pass
+            finally:
+                self.connection.settimeout(self.timeout)
+        headers = {}
+        if not drained:
+            self.close_connection = True
+            headers["connection"] = "close"
+        with contextlib.suppress(OSError):
+            self._send(413, _error_body(413, message, _request_id()), headers)
+
+    def _files_api(self, method: str, path: str, query: Mapping[str, list[str]]) -> bool:
+        """Answer a Files API route; False when `path` is none of them."""
+        parts = path.rstrip("/").split("/")[1:]  # ["v1", "files", id?, "content"?]
+        if parts[:2] != ["v1", "files"] or len(parts) > 4:
+            return False
+        file_id, action = (parts[2:] + ["", ""])[:2]
+        store = self.server.state.files
+        request_id = _request_id()
+        sent = {"request-id": request_id}
+        try:
+            if method == "POST" and not file_id:
+                length = int(self.headers.get("content-length") or 0)
+                if length > MAX_UPLOAD_BYTES:
+                    self._refuse_large(length, MAX_UPLOAD_BYTES, "the Files API")
+                    return True
+                body = self.rfile.read(length) if length else b""
+                self._send(200, store.upload(self.headers.get("content-type") or "", body), sent)
+            elif method == "GET" and not file_id:
+                self._send(200, store.page(query), sent)
+            elif method == "GET" and file_id and not action:
+                self._send(200, store.retrieve(file_id), sent)
+            elif method == "GET" and action == "content":
+                store.content(file_id)
+            elif method == "DELETE" and file_id and not action:
+                self._send(200, store.delete(file_id), sent)
+            else:
+                return False
+        except FileError as exc:
+            self._send(exc.status, _error_body(exc.status, exc.message, request_id, exc.details), sent)
+        return True
 
     def _send_jsonl(self, data: bytes, request_id: str) -> None:
         self.send_response(200)
@@ -514,19 +644,32 @@ class Handler(BaseHTTPRequestHandler):
             self._send(200, {"ok": True, "pid": os.getpid(), "requests": len(state.log())})
         elif self.path == "/_stub/batches":
             self._send(200, state.batches.admin())
+        elif self.path == "/_stub/files":
+            self._send(200, state.files.admin())
+        elif self.path == "/_stub/limits":
+            self._send(200, state.limits())
         else:
             url = urlsplit(self.path)
-            if not self._batch_api("GET", url.path, parse_qs(url.query)):
+            query = parse_qs(url.query)
+            if not self._batch_api("GET", url.path, query) and not self._files_api("GET", url.path, query):
                 self._send(404, _error_body(404, f"no route GET {self.path}", _request_id()))
 
     def do_DELETE(self) -> None:  # noqa: N802 - the stdlib's name
         url = urlsplit(self.path)
-        if not self._batch_api("DELETE", url.path, parse_qs(url.query)):
+        query = parse_qs(url.query)
+        if not self._batch_api("DELETE", url.path, query) and not self._files_api("DELETE", url.path, query):
             self._send(404, _error_body(404, f"no route DELETE {self.path}", _request_id()))
 
     def do_POST(self) -> None:  # noqa: N802 - the stdlib's name
         url = urlsplit(self.path)
         length = int(self.headers.get("content-length") or 0)
+        if url.path.rstrip("/") == "/v1/files":
+            self._files_api("POST", "/v1/files", parse_qs(url.query))
+            return
+        if url.path in ("/v1/messages", "/v1/messages/count_tokens") and length > self.server.state.max_request_bytes:
+            what = "the Messages API" if url.path == "/v1/messages" else "the Token Counting API"
+            self._refuse_large(length, self.server.state.max_request_bytes, what)
+            return
         if url.path == "/v1/messages/batches" and length > MAX_BODY_BYTES:
             # Refused unread: the connection closes, so the unread body cannot be taken for a request.
             self.close_connection = True
@@ -535,9 +678,9 @@ class Handler(BaseHTTPRequestHandler):
             self._send(413, _error_body(413, message, _request_id()), {"connection": "close"})
             return
         body, ok = self._read_json()
-        if self.path == "/v1/messages":
+        if url.path == "/v1/messages":
             self._messages(body if ok else _INVALID_JSON)
-        elif self.path == "/v1/messages/count_tokens":
+        elif url.path == "/v1/messages/count_tokens":
             self._count_tokens(body if ok else _INVALID_JSON)
         elif self.path == "/_stub/rules":
             try:
@@ -560,6 +703,11 @@ class Handler(BaseHTTPRequestHandler):
             self._send(200, config)
         elif self.path == "/_stub/latency":
             self._set_latency(body if ok else None)
+        elif self.path == "/_stub/limits":
+            try:
+                self._send(200, self.server.state.set_limits(body if ok else None))
+            except ValueError as exc:
+                self._send(400, _error_body(400, str(exc), _request_id()))
         elif url.path.startswith("/v1/messages/batches"):
             if not ok:
                 self._send(400, _error_body(400, "request body is not valid JSON", _request_id()))
@@ -569,23 +717,26 @@ class Handler(BaseHTTPRequestHandler):
             self._send(404, _error_body(404, f"no route POST {self.path}", _request_id()))
 
     def _set_latency(self, body: Any) -> None:
-        """`POST /_stub/latency {latency_ms, ms_per_output_token?, latency_jitter_ms?, latency_seed?}`: the
-        whole latency model (a key left out is 0; a seed, if given, restarts the jitter's draws)."""
+        """`POST /_stub/latency {latency_ms, ms_per_output_token?, latency_jitter_ms?, latency_seed?,
+        ms_per_input_page?}`: the whole latency model (a key left out is 0; a seed, if given, restarts the
+        jitter's draws)."""
         body = body if isinstance(body, dict) else {}
-        values = [body.get("latency_ms"), body.get("ms_per_output_token", 0.0), body.get("latency_jitter_ms", 0.0)]
+        values = [body.get("latency_ms"), body.get("ms_per_output_token", 0.0), body.get("latency_jitter_ms", 0.0),
+                  body.get("ms_per_input_page", 0.0)]
         seed = body.get("latency_seed")
         if any(isinstance(v, bool) or not isinstance(v, int | float) or v < 0 for v in values) \
                 or (seed is not None and (isinstance(seed, bool) or not isinstance(seed, int))):
             self._send(400, _error_body(400, "expected {\"latency_ms\": <non-negative number>, "
                                              "\"ms_per_output_token\": <non-negative number>, "
                                              "\"latency_jitter_ms\": <non-negative number>, "
-                                             "\"latency_seed\": <integer>}", _request_id()))
+                                             "\"latency_seed\": <integer>, "
+                                             "\"ms_per_input_page\": <non-negative number>}", _request_id()))
             return
         state = self.server.state
-        latency, per_token, jitter = (float(v) for v in values)  # checked above
-        state.set_latency(latency, per_token, jitter, seed=seed)
+        latency, per_token, jitter, per_page = (float(v) for v in values)  # checked above
+        state.set_latency(latency, per_token, jitter, seed=seed, ms_per_input_page=per_page)
         self._send(200, {"latency_ms": state.latency_ms, "ms_per_output_token": state.ms_per_output_token,
-                         "latency_jitter_ms": state.latency_jitter_ms})
+                         "latency_jitter_ms": state.latency_jitter_ms, "ms_per_input_page": state.ms_per_input_page})
 
     def _messages(self, body: Any) -> None:
         started = time.monotonic()
@@ -611,7 +762,13 @@ class Handler(BaseHTTPRequestHandler):
         if problem:
             self._send(400, _error_body(400, problem, _request_id()))
             return
-        self._send(200, {"input_tokens": count_request(body)})
+        media = self.server.state.media_reader(count_only=True)
+        try:
+            media.check(body)
+        except MediaError as exc:
+            self._send(exc.status, _error_body(exc.status, exc.message, _request_id(), exc.details))
+            return
+        self._send(200, {"input_tokens": count_request(body, media)})
 
 
 def _fit(text: str, max_tokens: int) -> tuple[str, str]:
@@ -642,7 +799,8 @@ def _seconds(value: float) -> str:
 def make_server(
     host: str = "127.0.0.1", port: int = 0, latency_ms: float = 0, rules: Iterable[FaultRule | str] = (),
     faults: FaultMix | None = None, limiter: StubLimiter | None = None, batch: BatchConfig | None = None,
-    latency_jitter_ms: float = 0.0, latency_seed: int = 0,
+    latency_jitter_ms: float = 0.0, latency_seed: int = 0, max_request_bytes: int = MAX_REQUEST_BYTES,
+    ms_per_input_page: float = 0.0,
 ) -> StubServer:
     """A bound (not yet serving) stub on a loopback address; port 0 picks a free port."""
     if host != "localhost" and not ipaddress.ip_address(host).is_loopback:
@@ -651,8 +809,12 @@ def make_server(
     server_cls = _IPv6StubServer if ":" in host else StubServer
     if latency_jitter_ms < 0:
         raise ValueError(f"--latency-jitter-ms must not be negative, got {latency_jitter_ms:g}")
+    if max_request_bytes < 1:
+        raise ValueError(f"--max-request-bytes must be positive, got {max_request_bytes}")
+    if ms_per_input_page < 0:
+        raise ValueError(f"--ms-per-page must not be negative, got {ms_per_input_page:g}")
     return server_cls((host, port), StubState(latency_ms, parsed, faults, limiter, batch, latency_jitter_ms,
-                                              latency_seed))
+                                              latency_seed, max_request_bytes, ms_per_input_page))
 
 
 def serve_forever(server: StubServer, stop: threading.Event | None = None) -> None:
@@ -676,6 +838,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--latency-jitter-ms", type=float, default=0.0,
                         help="each answer's delay is --latency-ms plus a uniform draw in [-J, +J] ms (at least 0)")
     parser.add_argument("--latency-seed", type=int, default=0, help="seed of the latency jitter")
+    parser.add_argument("--ms-per-page", type=float, default=0.0,
+                        help="added to each answer's delay per PDF page in the request (a long PDF reads slower)")
+    parser.add_argument("--max-request-bytes", type=int, default=MAX_REQUEST_BYTES,
+                        help="Messages / count_tokens bodies over this many bytes get 413 request_too_large "
+                             "(default %(default)d, 32 MB)")
     parser.add_argument(
         "--fail", action="append", default=[], metavar="RULE",
         help="fault rule [run=R,][slot=S]:STATUS[:times=K][:retry_after=S], e.g. slot=2:500; repeatable",
@@ -707,7 +874,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         server = make_server(args.host, args.port, args.latency_ms, [FaultRule.parse(f) for f in args.fail],
                              *reliability_from_args(args), batch=batch_config_from_args(args),
-                             latency_jitter_ms=args.latency_jitter_ms, latency_seed=args.latency_seed)
+                             latency_jitter_ms=args.latency_jitter_ms, latency_seed=args.latency_seed,
+                             max_request_bytes=args.max_request_bytes, ms_per_input_page=args.ms_per_page)
     except (ValueError, OSError) as exc:
         print(f"chorus stub: {exc}", file=sys.stderr)
         return 2

@@ -58,15 +58,27 @@ class StubHandle:
         return self._admin("GET", "/_stub/health")
 
     def set_latency(self, latency_ms: float, ms_per_output_token: float = 0.0, jitter_ms: float = 0.0,
-                    seed: int | None = None) -> None:
+                    seed: int | None = None, ms_per_input_page: float = 0.0) -> None:
         """Change the delay before each answer begins (the time to the first token: `latency_ms` plus a
-        uniform draw in [-jitter_ms, +jitter_ms], at least 0; a `seed` restarts the draws) and the
-        generation time per output token after it (`reset` leaves them alone)."""
+        uniform draw in [-jitter_ms, +jitter_ms], at least 0, plus `ms_per_input_page` per PDF page of
+        the request; a `seed` restarts the draws) and the generation time per output token after it
+        (`reset` leaves them alone)."""
         body: dict[str, Any] = {"latency_ms": latency_ms, "ms_per_output_token": ms_per_output_token,
-                                "latency_jitter_ms": jitter_ms}
+                                "latency_jitter_ms": jitter_ms, "ms_per_input_page": ms_per_input_page}
         if seed is not None:
             body["latency_seed"] = seed
         self._admin("POST", "/_stub/latency", body)
+
+    def set_limits(self, max_request_bytes: int) -> dict[str, Any]:
+        """The Messages / count_tokens request size limit (413 request_too_large above it); `reset`
+        restores the startup value (`--max-request-bytes`, default 32 MB)."""
+        return self._admin("POST", "/_stub/limits", {"max_request_bytes": max_request_bytes})
+
+    def files(self) -> dict[str, Any]:
+        """The Files API as the stub saw it since the last reset: `uploads` and `deletes` (counts),
+        `live` (files not deleted nor expired), and `files`, oldest first (each its metadata plus
+        `sha256`, `deleted_at` and `live`)."""
+        return self._admin("GET", "/_stub/files")
 
     def batch_config(self, **knobs: Any) -> dict[str, Any]:
         """Set Message Batches knobs and return them all: `delay_ms` (before a batch is processed),

@@ -19,6 +19,10 @@ the stub counts differently, the way a real subword tokenizer does: by pieces of
   2026-12-02). For those models a block's text counts `NEW_TOKENIZER_RATIO` times its pieces
   (rounded up); framing is unchanged. `NEW_TOKENIZER_MODELS` names them by prefix.
 
+Document and image blocks are counted by `documents` (its token rule: the page text plus an image
+per PDF page, `ceil(w*h/750)` per image), which reads them for the request: `segments` and
+`count_request` take that reader (`MediaReader`) and refuse a media block without one.
+
 On English prose the two counts are close (about 4 characters a token); they drift apart on text
 with many short words, digits or symbols (the stub counts more), and on long words (it counts
 fewer), which is what a test needs to see whether chorus decides from its estimate or from what
@@ -31,7 +35,7 @@ import math
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 SYSTEM_FRAMING = 2
 MESSAGE_FRAMING = 3
@@ -82,6 +86,17 @@ def blocks(content: Any) -> list[dict[str, Any]]:
     return [b for b in content if isinstance(b, dict)] if isinstance(content, list) else []
 
 
+MEDIA_BLOCKS = ("document", "image")
+
+
+class MediaReader(Protocol):
+    """What the tokenizer needs of `documents.MediaReader`, which has parsed the request's media blocks."""
+
+    def tokens(self, block: dict[str, Any], model: str | None) -> int | None: ...
+
+    def digest(self, block: dict[str, Any]) -> str | None: ...
+
+
 @dataclass(frozen=True)
 class Segment:
     """One counted part of a request, in the order the model reads it."""
@@ -89,12 +104,23 @@ class Segment:
     tokens: int
     block: dict[str, Any] | None  # None for framing
     where: str  # "system" or "messages.<i>"
+    digest: str | None = None  # a document or image block: the SHA-256 of its content
 
 
-def segments(body: dict[str, Any]) -> Iterator[Segment]:
+def _block(b: dict[str, Any], where: str, model: str | None, media: MediaReader | None) -> Segment:
+    if b.get("type") in MEDIA_BLOCKS:
+        tokens = media.tokens(b, model) if media is not None else None
+        if tokens is None:
+            raise ValueError(f"{where}: a {b.get('type')} block is counted by a documents.MediaReader that has "
+                             "checked the request; none was given")
+        return Segment(tokens, b, where, media.digest(b) if media is not None else None)
+    return Segment(count_text(str(b.get("text", "")), model), b, where)
+
+
+def segments(body: dict[str, Any], media: MediaReader | None = None) -> Iterator[Segment]:
     """The request as the model reads it: system (framing, blocks), then each message (framing, blocks),
-    counted in the tokenizer of the request's `model`. Only text blocks carry tokens here; the stub
-    answers text requests."""
+    counted in the tokenizer of the request's `model`. Text blocks count their text; document and image
+    blocks what `media` (a reader that has checked this request) says they cost."""
     model = body.get("model")
     model = model if isinstance(model, str) else None
     system = blocks(body.get("system", ""))
@@ -107,12 +133,12 @@ def segments(body: dict[str, Any]) -> Iterator[Segment]:
             continue
         yield Segment(MESSAGE_FRAMING, None, f"messages.{i}")
         for b in blocks(message.get("content")):
-            yield Segment(count_text(str(b.get("text", "")), model), b, f"messages.{i}")
+            yield _block(b, f"messages.{i}", model, media)
 
 
-def count_request(body: dict[str, Any]) -> int:
+def count_request(body: dict[str, Any], media: MediaReader | None = None) -> int:
     """Every input token of a Messages request, the way `count_tokens` and `usage` report them."""
-    return total(segments(body))
+    return total(segments(body, media))
 
 
 def total(parts: Iterable[Segment]) -> int:
