@@ -69,6 +69,16 @@ def check_pages(attachment: Attachment, models: Sequence[str], *, hint: str) -> 
                               f"most {limit} PDF pages a request; {hint}")
 
 
+def check_readable(attachment: Attachment, settings: Settings) -> None:
+    """The offline provider reads a document's text layer only: a scan or a picture is refused before
+    anything is stored, with the reason, rather than sent to voters who can only fail on it."""
+    if settings.provider_name == "anthropic" or attachment.has_text:
+        return
+    what = "an image" if attachment.kind == "image" else "a PDF with no text layer (a scan)"
+    raise ConfigError(f"{attachment.title or 'the document'}: no text layer: {what} needs a Claude model that reads "
+                      "images; the offline provider reads text only (set ANTHROPIC_API_KEY to use Claude)")
+
+
 def needs_upload(size: int, settings: Settings) -> bool:
     """Whether bytes of this size go through the Files API rather than inline (base64) in each call.
     Only a provider with a Files API uploads (the offline provider reads the text layer)."""

@@ -24,7 +24,7 @@ import jsonschema
 
 from chorus.budget import check_budget, estimate_plan
 from chorus.documents import split_pdf
-from chorus.native import blob_of, check_size, document_spec, load_document, needs_upload, start_run
+from chorus.native import blob_of, check_readable, check_size, document_spec, load_document, needs_upload, start_run
 from chorus.runs import celery_app, ensure_workers, prepare
 from models import Pattern, RunStatus, Session, repo
 from models.tables import OutcomeRole, utcnow
@@ -265,6 +265,7 @@ def split_native(native: Attachment, model: str, pages_per_section: int | None, 
     """A PDF cut into page ranges, each a PDF of its pages within the model's page limit (and
     `pages_per_section` when given) and within its context window; an image is one section."""
     check_size(native, settings)
+    check_readable(native, settings)
     if native.kind != "pdf" or native.data is None:
         return (Section(0, native.title or "the image", 0, 0),), ()
     limit = pdf_page_limit(model)

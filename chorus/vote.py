@@ -21,7 +21,16 @@ from pathlib import Path
 from typing import Any
 
 from chorus.budget import check_budget, estimate_plan
-from chorus.native import blob_of, check_pages, check_size, document_spec, load_document, needs_upload, start_run
+from chorus.native import (
+    blob_of,
+    check_pages,
+    check_readable,
+    check_size,
+    document_spec,
+    load_document,
+    needs_upload,
+    start_run,
+)
 from chorus.runs import celery_app, ensure_workers, prepare, remember
 from models import Pattern, RunStatus, Session, repo
 from models.tables import OutcomeRole, utcnow
@@ -182,6 +191,7 @@ def plan_vote(
         check_pages(native, [v.model for v in panel],
                     hint="section it by pages (`chorus section FILE`), or vote with a 1M-context model")
         check_size(native, settings)
+        check_readable(native, settings)
     check_fits(panel, vote_task, document)
     label_set = vote_task.label_names
     gold = vote_task.canonical_label(gold_label) if gold_label else None
