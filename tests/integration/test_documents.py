@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import anthropic
 import jsonschema
@@ -203,9 +204,10 @@ def test_a_pdf_vote_sends_the_pdf_to_every_voter_and_pays_for_it_once(workers, s
     # The shared prefix (system + the document), as the stub counts it: independent of chorus's estimate.
     first = calls[0]["body"]
     client = anthropic.Anthropic(api_key="test-key", base_url=stub.base_url, max_retries=0)
-    prefix = client.messages.count_tokens(model=first["model"], system=first["system"], messages=[
-        {"role": "user", "content": [{k: v for k, v in first["messages"][0]["content"][0].items()
-                                      if k != "cache_control"}]}]).input_tokens
+    document_block = {k: v for k, v in first["messages"][0]["content"][0].items() if k != "cache_control"}
+    message: Any = {"role": "user", "content": [document_block]}
+    prefix = client.messages.count_tokens(model=first["model"], system=first["system"],
+                                          messages=[message]).input_tokens
     writes = [c for c in calls if c["cache_write_tokens"] > 0]
     assert len(writes) == 1 and sum(c["cache_read_tokens"] > 0 for c in calls) == voters - 1
     actual = total(cost_of(c["body"]["model"], TokenUsage(c["input_tokens"], c["output_tokens"],
@@ -237,6 +239,7 @@ def test_a_pdf_longer_than_the_page_limit_is_sectioned_into_pdfs_that_cover_ever
     run = wait_for_run(submit_section(document, task=task), timeout=180)
 
     assert run.status == "succeeded", [o.error for o in run.outcomes]
+    assert run.result is not None
     jsonschema.validate(json.loads(run.result["synthesis"]), PAGES_SCHEMA)
     calls = [c for c in calls_of(stub, run.id) if c["body"]["messages"][0]["content"][0]["type"] == "document"]
     assert len(calls) == 2  # the two map calls; then one synthesis over their replies
