@@ -192,7 +192,7 @@ def test_a_bad_vote_file_names_its_field(change, field, words):
 
 
 BAD_SECTION = [
-    (lambda t: t.replace('split = "headings"', 'split = "pages"'), "split", "auto, headings"),
+    (lambda t: t.replace('split = "headings"', 'split = "chapters"'), "split", "auto, headings"),
     (lambda t: t.replace('instructions = "List every option."\n', ""), "map.instructions", "required"),
     (lambda t: t.replace('type = "array"', 'type = "list"'), "map.output_schema.properties.options.type",
      "unknown JSON type"),
