@@ -4,6 +4,7 @@ shows of a document. Real files from tests/docfiles.py."""
 from __future__ import annotations
 
 import pytest
+from pydantic import SecretStr
 
 from chorus.documents import read_document
 from chorus.native import as_input, needs_upload
@@ -17,7 +18,7 @@ from workflows.errors import ConfigError
 from workflows.taskfile import labels_task
 
 OFFLINE = Settings(provider="offline")
-CLAUDE = Settings(provider="anthropic", anthropic_api_key="k", anthropic_base_url="http://127.0.0.1:9")
+CLAUDE = Settings(provider="anthropic", anthropic_api_key=SecretStr("k"), anthropic_base_url="http://127.0.0.1:9")
 
 
 def pdf(pages: int, name: str = "doc.pdf") -> Attachment:
