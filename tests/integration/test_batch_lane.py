@@ -260,3 +260,25 @@ def test_cache_aware_dispatch_in_the_lane_sends_followers_after_their_leader_and
                                              o.cache_read_tokens), cache_ttl="1h", batch_api=True).total_usd
                    for o in run.outcomes)
     assert get_run(run.id).to_json()["cost"]["total_usd"] == pytest.approx(expected, rel=1e-9)
+
+
+def test_pdfs_and_images_go_through_the_lane_as_document_and_image_blocks(lane, stub, tmp_path):
+    from tests import docfiles
+
+    folder = tmp_path / "scans"
+    folder.mkdir()
+    docfiles.write(folder, "good.pdf", docfiles.text_pdf(["Excellent, I love it, works great."]))
+    docfiles.write(folder, "bad.pdf", docfiles.scanned_pdf(["Awful, it broke, terrible."]))
+    docfiles.write(folder, "photo.png", docfiles.png("Excellent, I love it."))
+    sub = run_batch(folder, pattern="vote", name="lane-docs", lane="batch",
+                    options={"labels": "positive,negative", "voters": 2, "models": [MODEL] * 2})
+    assert sub.sent == 3 and sub.kinds == {"pdf": 2, "image": 1}
+    counts = wait_for_batch(sub.batch_id, timeout=60)
+    assert (counts.total, counts.succeeded) == (3, 3)
+
+    answers = {r.document.external_id: r.answer for r in runs_of(sub.batch_id)}
+    assert answers == {"good.pdf": "positive", "bad.pdf": "negative", "photo.png": "positive"}
+    run_ids = {r.id for r in runs_of(sub.batch_id)}
+    blocks = [e["body"]["messages"][0]["content"][0]["type"] for e in stub.requests()
+              if e.get("batch") and e.get("run") in run_ids]
+    assert sorted(blocks) == ["document"] * 4 + ["image"] * 2
