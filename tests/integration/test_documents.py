@@ -287,3 +287,37 @@ def test_a_cancelled_runs_upload_is_deleted(workers, stub, tmp_path):
         stub.set_latency(0)
     run = wait_for_run(run_id, timeout=60)
     assert run.status in ("cancelled", "succeeded", "partial", "failed")
+
+
+def test_jsonl_and_csv_rows_may_name_a_file_and_a_folder_is_read_recursively_on_request(tmp_path):
+    files = tmp_path / "files"
+    (files / "2026" / "12").mkdir(parents=True)
+    (files / ".git").mkdir()
+    docfiles.write(files, "top.pdf", docfiles.text_pdf([POSITIVE]))
+    docfiles.write(files / "2026" / "12", "deep.docx", docfiles.docx([("p", NEGATIVE)]))
+    docfiles.write(files / ".git", "HEAD", b"ref: refs/heads/main\n")
+    docfiles.write(files, ".DS_Store", b"\x00\x00\x00\x01Bud1")
+    (tmp_path / "rows.jsonl").write_text(
+        json.dumps({"id": "p", "path": "files/top.pdf", "label": "positive"}) + "\n"
+        + json.dumps({"id": "d", "path": "files/2026/12/deep.docx"}) + "\n"
+        + json.dumps({"id": "m", "path": "files/missing.pdf"}) + "\n")
+    (tmp_path / "rows.csv").write_text("id,path\np,files/top.pdf\nd,files/2026/12/deep.docx\n")
+
+    flat = embedded("batch", "files", "--labels", "positive,negative", "--voters", "3", "--dry-run", "--json",
+                    cwd=tmp_path)
+    deep = embedded("batch", "files", "--recursive", "--labels", "positive,negative", "--voters", "3", "--json",
+                    cwd=tmp_path)
+    rows = embedded("batch", "rows.jsonl", "--labels", "positive,negative", "--voters", "3", "--json", cwd=tmp_path)
+    table = embedded("batch", "rows.csv", "--labels", "positive,negative", "--voters", "3", "--json", cwd=tmp_path)
+
+    assert json.loads(flat.stdout)["documents"] == 1  # top.pdf; the subfolder waits for --recursive
+    summary = json.loads(deep.stdout)
+    assert deep.returncode == 0, deep.stderr
+    assert summary["kinds"] == {"pdf": 1, "docx": 1} and summary["left_out"] == 2
+    assert "left out 2 file(s)" in deep.stderr
+    assert rows.returncode == 1  # the missing file fails with its reason; the others ran
+    by_id = {d["id"]: d["reason"] for d in json.loads(rows.stdout)["bad_documents"]}
+    assert list(by_id) == ["m"] and "no such file" in by_id["m"]
+    assert json.loads(rows.stdout)["counts"]["succeeded"] == 2
+    assert table.returncode == 0, table.stderr
+    assert json.loads(table.stdout)["kinds"] == {"pdf": 1, "docx": 1}
