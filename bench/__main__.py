@@ -40,6 +40,8 @@ REGISTRY: list[tuple[str, str, str]] = [
     ("batch_limit", "bench.batch_limit",
      "A batch at the rate limit: chorus batch vs an asyncio script, 3,000 RPM, 1 s ± 0.3 s (issue 12)"),
     ("capacity", "bench.capacity", "Capacity: calls in flight through chorus batch at 2 s latency (issue 12)"),
+    ("documents", "bench.documents",
+     "Documents: a 300-page PDF sectioned by pages vs one call; a 5-voter PDF vote's cost (issue 21)"),
 ]
 
 QUICK_ARGS: dict[str, dict[str, Any]] = {

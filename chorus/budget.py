@@ -9,10 +9,9 @@ from providers.counting import count_tokens
 from settings import Settings
 from workflows.cost import Cost, TokenUsage, cost_of, total
 from workflows.errors import ConfigError
-from workflows.registry import supports_structured_outputs
-from workflows.sectioning import Part, section_request, synthesis_request
+from workflows.runspec import VoteSpec
+from workflows.sectioning import Part
 from workflows.tokens import attachment_tokens, estimate_tokens
-from workflows.voting import vote_request
 
 
 def estimate_plan(plan: Any, settings: Settings, *, count: bool = True, lane: str = "sync") -> Cost:
@@ -23,35 +22,27 @@ def estimate_plan(plan: Any, settings: Settings, *, count: bool = True, lane: st
     `lane="batch"` the voter and section calls are priced at the Batches API price (the synthesis goes
     the normal way)."""
     in_lane = lane == "batch"
-    if hasattr(plan, "panel"):  # a VotePlan (chorus.vote); else a SectionPlan (chorus.section)
+    spec = plan.spec()  # the requests the workers will build from the stored config
+    if isinstance(spec, VoteSpec):
         costs = []
-        for voter in plan.panel:
-            request = vote_request(voter, plan.task, plan.document,
-                                   structured=supports_structured_outputs(voter.model))
+        for voter in spec.voters:
+            request = spec.voter_request(voter, plan.document)
             prompt = count_tokens(request, settings)[0] if count else _local_tokens(request)
             costs.append(cost_of(voter.model, TokenUsage(prompt, request.max_tokens, estimated=True),
                                  batch_api=in_lane))
         return total(costs)
     config = plan.config()
-    step = plan.task.map
-    structured = supports_structured_outputs(plan.model)
     costs = []
     for section in plan.sections:
-        request = section_request(plan.model, step.instructions, section, plan.section_document(section.index),
-                                  len(plan.sections),
-                                  max_tokens=config["section_output_tokens"], output_schema=step.output_schema,
-                                  structured=structured, effort=step.effort)
+        request = spec.section_request(plan.model, section.index, plan.section_document(section.index))
         costs.append(cost_of(plan.model, TokenUsage(_local_tokens(request), request.max_tokens, estimated=True),
                              batch_api=in_lane))
     reduce = plan.task.reduce
     if reduce is not None and plan.reduce_model is not None and not plan.task.merge \
             and (len(plan.sections) > 1 or config["synthesize_single"]):
         part = "x " * config["section_output_tokens"]
-        request = synthesis_request(plan.reduce_model, reduce.instructions,
-                                    [Part(f"section {s.index + 1}", part) for s in plan.sections],
-                                    max_tokens=config["synthesis_output_tokens"],
-                                    output_schema=reduce.output_schema or step.output_schema,
-                                    structured=supports_structured_outputs(plan.reduce_model), effort=reduce.effort)
+        request = spec.synthesis_request(plan.reduce_model,
+                                         [Part(f"section {s.index + 1}", part) for s in plan.sections], final=True)
         costs.append(cost_of(plan.reduce_model, TokenUsage(_local_tokens(request), request.max_tokens,
                                                            estimated=True)))
     return total(costs)

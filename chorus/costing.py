@@ -28,11 +28,12 @@ from typing import Any
 from models import Session, repo
 from providers.counting import count_tokens
 from settings import Settings
-from workflows.calls import CallRequest
+from workflows.calls import Attachment, CallRequest
 from workflows.cost import Cost, TokenUsage, cost_of, cost_without_cache, minimum_vote_cost, total
 from workflows.registry import supports_structured_outputs
+from workflows.runspec import vote_spec
 from workflows.tokens import min_cacheable_tokens
-from workflows.voting import Voter, task_of, vote_request
+from workflows.voting import Voter, vote_request
 
 # (tokens, estimated?) of a request: `providers.counting.count_tokens` bound to settings, or a test's own.
 TokenCounter = Callable[[CallRequest], tuple[int, bool]]
@@ -91,7 +92,12 @@ def shared_prefixes(run: Any, config: Mapping[str, Any], text: str, count: Token
     request itself. Only models with two succeeded calls or more: a lone call has nobody to share with."""
     if run.pattern != "vote" or "labels" not in config:
         return {}
-    task = task_of(config)
+    spec = vote_spec(config)
+    document: str | Attachment = text
+    if spec.document is not None:  # a PDF or image: the prefix is the document itself, counted from its bytes
+        with Session() as s:
+            document = spec.document.attachment(text, repo.blob_data(s, spec.document.blob))
+        document = dataclasses.replace(document, file_id=None)  # count_tokens takes documents as base64 only
     calls_per_model: dict[str, int] = defaultdict(int)
     for o in _succeeded(run):
         calls_per_model[o.model] += 1
@@ -99,9 +105,8 @@ def shared_prefixes(run: Any, config: Mapping[str, Any], text: str, count: Token
     for model, calls in calls_per_model.items():
         if calls < 2:
             continue
-        voter = next((Voter(**v) for v in config.get("voters", []) if v.get("model") == model),
-                     Voter(0, model, "direct"))
-        request = vote_request(voter, task, text, structured=supports_structured_outputs(model))
+        voter = next((v for v in spec.voters if v.model == model), Voter(0, model, "direct"))
+        request = vote_request(voter, spec.task, document, structured=supports_structured_outputs(model))
         prefix_request = request.prefix_request()
         prefixes[model] = count(prefix_request)
     return prefixes

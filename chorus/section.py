@@ -36,6 +36,7 @@ from workflows.documents import page_ranges, pdf_page_image_tokens_upper
 from workflows.errors import ConfigError
 from workflows.intake import check_text
 from workflows.registry import context_window, effort_levels, max_output_tokens, pdf_page_limit
+from workflows.runspec import SectionSpec, section_spec
 from workflows.sectioning import (
     SECTION_OUTPUT_TOKENS,
     SYNTHESIS_OUTPUT_TOKENS,
@@ -97,6 +98,10 @@ class SectionPlan:
         """The bytes to upload once through the Files API rather than send inline in every call."""
         parts = self.page_parts or ((self.native,) if self.native is not None else ())
         return [blob_of(p) for p in parts if p.data is not None and needs_upload(len(p.data), settings)]
+
+    def spec(self) -> SectionSpec:
+        """The run as its workers will read it back (`workflows.runspec`): what builds every request."""
+        return section_spec(self.config())
 
     def document_spec(self) -> repo.DocumentSpec | None:
         return document_spec(self.document, [blob_of(p) for p in self.page_parts])

@@ -21,11 +21,11 @@ from settings import Settings, get_settings
 from workflows.attachments import page_texts
 from workflows.calls import Attachment, CallRequest
 from workflows.cost import TokenUsage, cost_of, total
-from workflows.registry import supports_structured_outputs
-from workflows.sectioning import Part, section_request, synthesis_request
+from workflows.runspec import VoteSpec
+from workflows.sectioning import Part
 from workflows.taskfile import SectionTask, Task, TaskFileError, VoteTask, parse_task, task_hash
 from workflows.tokens import attachment_tokens, estimate_tokens
-from workflows.voting import resolve_panel, vote_request
+from workflows.voting import resolve_panel
 
 MAX_TASK_FILE_BYTES = 1_000_000
 
@@ -97,10 +97,8 @@ def describe_task(task: Task, *, settings: Settings | None = None, sample: str |
     if isinstance(task, VoteTask):
         panel = resolve_panel(task, settings.default_model)
         check_panel_models(panel, settings)
-        calls = []
-        for voter in panel:
-            request = vote_request(voter, task, sent, structured=supports_structured_outputs(voter.model))
-            calls.append((f"voter {voter.slot}: {voter.label}", request))
+        spec = VoteSpec(task, tuple(panel), {}, None)
+        calls = [(f"voter {voter.slot}: {voter.label}", spec.voter_request(voter, sent)) for voter in panel]
         described["panel"] = [{"slot": v.slot, "name": v.label, "model": v.model, "effort": v.effort,
                                "prompt": v.prompt if v.prompt is not None else f"built-in variant {v.variant!r}"}
                               for v in panel]
@@ -145,20 +143,13 @@ def section_calls(task: SectionTask, document: str | Attachment, settings: Setti
     """The first map call of the sample (every section sends the same prompt around its own text) and,
     when a model reduces, the final synthesis over placeholder parts."""
     plan = plan_section(document, task=task, settings=settings)
-    config = plan.config()
-    step = plan.task.map
-    calls = [(f"map, section 1 of {len(plan.sections)}", section_request(
-        plan.model, step.instructions, plan.sections[0], plan.section_document(0), len(plan.sections),
-        max_tokens=config["section_output_tokens"], output_schema=step.output_schema,
-        structured=supports_structured_outputs(plan.model), effort=step.effort))]
-    reduce = plan.task.reduce
-    if reduce is not None and plan.reduce_model is not None:
+    spec = plan.spec()
+    calls = [(f"map, section 1 of {len(plan.sections)}",
+              spec.section_request(plan.model, 0, plan.section_document(0)))]
+    if plan.task.reduce is not None and plan.reduce_model is not None:
         parts = [Part(f"section {s.index + 1}: {s.title}", f"<the reply of section {s.index + 1}>")
                  for s in plan.sections]
-        calls.append(("reduce (final synthesis)", synthesis_request(
-            plan.reduce_model, reduce.instructions, parts, final=True, max_tokens=config["synthesis_output_tokens"],
-            output_schema=reduce.output_schema or step.output_schema,
-            structured=supports_structured_outputs(plan.reduce_model), effort=reduce.effort)))
+        calls.append(("reduce (final synthesis)", spec.synthesis_request(plan.reduce_model, parts, final=True)))
     return calls
 
 

@@ -44,6 +44,7 @@ from workflows.dispatch import WARM_MODES, Dispatch, cacheable_prefix_tokens, ne
 from workflows.errors import ConfigError, ProviderError
 from workflows.intake import check_text
 from workflows.registry import context_window, effort_levels, supports_structured_outputs
+from workflows.runspec import VoteSpec, vote_spec
 from workflows.taskfile import SectionTask, VoteTask, labels_task, task_hash, with_vote_overrides
 from workflows.tokens import request_tokens
 from workflows.voting import TiePolicy, Voter, default_quorum, resolve_panel, vote_request
@@ -116,6 +117,10 @@ class VotePlan:
     def document_spec(self) -> repo.DocumentSpec | None:
         return document_spec(self.document)
 
+    def spec(self) -> VoteSpec:
+        """The run as its workers will read it back (`workflows.runspec`): what builds every request."""
+        return vote_spec(self.config())
+
     def uploads(self, settings: Settings) -> list[repo.BlobSpec]:
         """The bytes to upload once through the Files API rather than send inline in every call."""
         if self.native is None or self.native.data is None or not needs_upload(len(self.native.data), settings):
@@ -145,8 +150,10 @@ def resolve_vote_task(
         if labels is None:
             raise ConfigError("say what to decide: give labels (e.g. labels=\"positive,negative\") or a task file")
         task = labels_task(labels, voters=5 if voters is None else voters, models=models)
-        return with_vote_overrides(task, quorum=quorum, tie_policy=tie_policy, low_agreement_below=low_agreement_below,
-                                   adaptive=adaptive)
+        # `voters` again (the panel already has that size, so it changes nothing): a quorum it contradicts
+        # is then reported as the options', e.g. "options voters=3, quorum=4".
+        return with_vote_overrides(task, voters=voters, quorum=quorum, tie_policy=tie_policy,
+                                   low_agreement_below=low_agreement_below, adaptive=adaptive)
     return with_vote_overrides(task, labels=labels, voters=voters, models=models, quorum=quorum,
                                tie_policy=tie_policy, low_agreement_below=low_agreement_below, adaptive=adaptive)
 
@@ -262,7 +269,7 @@ def check_fits(panel: Sequence[Voter], task: VoteTask, text: str | Attachment) -
     for model in dict.fromkeys(v.model for v in panel):
         window = context_window(model)
         voter = next(v for v in panel if v.model == model)
-        request = vote_request(voter, task, text, structured=supports_structured_outputs(model))
+        request = VoteSpec(task, tuple(panel), {}, None).voter_request(voter, text)
         tokens = request_tokens(request)
         if window is not None and tokens + request.max_tokens > window:
             raise ConfigError(

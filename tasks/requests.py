@@ -1,57 +1,40 @@
 """What a slot asks the provider, and what its answer means: the request of a voter, a section or a
-synthesis step, built from the stored run (config, text, and for a synthesis its inputs' outputs)."""
+synthesis step, built from the stored run by its spec (`workflows.runspec`, the one request builder):
+its config, its text, its document's bytes (a PDF or an image read natively) and, for a synthesis, its
+inputs' outputs."""
 
 from __future__ import annotations
 
-import dataclasses
 import functools
+from collections import OrderedDict
 from typing import Any
 
 from models import OutcomeStatus, Session, WorkerOutcome, in_session, repo
 from models.tables import OutcomeRole
-from workflows.attachments import attachment_of, pages_text, stored_document
-from workflows.calls import Attachment, CallRequest, CallResult
-from workflows.dispatch import expects_cache_read, shares_prefix
+from workflows.calls import CallRequest, CallResult
+from workflows.dispatch import expects_cache_read
 from workflows.registry import supports_structured_outputs
-from workflows.sectioning import (
-    Part,
-    Section,
-    covered_sections,
-    read_section_reply,
-    section_request,
-    synthesis_request,
-)
-from workflows.voting import Voter, read_answer, task_of, vote_request
+from workflows.runspec import SectionSpec, StepSpec, VoteSpec, section_spec, vote_spec
+from workflows.sectioning import Part, covered_sections, read_section_reply
+from workflows.voting import read_answer
 
 FINAL, PARTIAL = "final", "partial"
 
+# A run's spec, parsed once per process for the config it was parsed from (tasks.calls reads a run's
+# config once per process, and it never changes once its calls are sent).
+_SPECS: OrderedDict[str, tuple[dict[str, Any], VoteSpec | SectionSpec]] = OrderedDict()
+_SPECS_MAX = 512
 
-def build_request(claim: repo.Claim, config: dict[str, Any], text: str) -> CallRequest:
-    tags = (("run", claim.run_id), ("slot", str(claim.slot)))
-    if claim.role is OutcomeRole.VOTER:
-        document = run_document(config, text)
-        voter = voter_of(claim, config)
-        request = vote_request(voter, task_of(config), document, structured=supports_structured_outputs(voter.model),
-                               tags=tags)
-        if not shares_prefix([v["model"] for v in config["voters"]], claim.model):
-            request = dataclasses.replace(request, cache_blocks=0)  # no voter could read it: skip the write
-        counted = (config.get("dispatch") or {}).get("prefix_tokens", {}).get(claim.model)
-        if counted is not None:
-            request = dataclasses.replace(request, prefix_tokens=int(counted))
-        return request
-    if claim.role is OutcomeRole.PREWARM:
-        # The request of the model's first voter, cut to `max_tokens: 0`: the same prefix (system, cache
-        # blocks, output format) is written to the cache, nothing is generated.
-        stored = next(v for v in config["voters"] if v["model"] == claim.model)
-        voter = Voter(**stored)
-        request = vote_request(voter, task_of(config), run_document(config, text),
-                               structured=supports_structured_outputs(voter.model), tags=tags)
-        counted = (config.get("dispatch") or {}).get("prefix_tokens", {}).get(claim.model)
-        return dataclasses.replace(request, max_tokens=0,
-                                   prefix_tokens=int(counted) if counted is not None else request.prefix_tokens)
-    if claim.role in (OutcomeRole.SECTION, OutcomeRole.SYNTHESIS):
-        return section_call_request(claim, config, text, tags)
-    raise ValueError(f"no request builder for role {claim.role}")
+
+def spec_of(run_id: str, config: dict[str, Any], role: OutcomeRole) -> VoteSpec | SectionSpec:
+    cached = _SPECS.get(run_id)
+    if cached is not None and cached[0] is config:
+        return cached[1]
+    spec = vote_spec(config) if role in (OutcomeRole.VOTER, OutcomeRole.PREWARM) else section_spec(config)
+    _SPECS[run_id] = (config, spec)
+    if len(_SPECS) > _SPECS_MAX:
+        _SPECS.popitem(last=False)
+    return spec
 
 
 @functools.lru_cache(maxsize=8)
@@ -60,34 +43,28 @@ def _blob(sha256: str) -> bytes:
     return in_session(lambda s: repo.blob_data(s, sha256), write=False)
 
 
-def stored_bytes(config: dict[str, Any], sha256: str) -> tuple[bytes | None, str | None]:
-    """(bytes, None), or (None, file_id) when the run uploaded these bytes through the Files API."""
-    file_id = (config.get("files") or {}).get(sha256)
-    if file_id:
-        return None, str(file_id)
-    return _blob(sha256), None
+def _bytes(sha256: str | None, files: dict[str, str]) -> bytes | None:
+    """A blob's bytes, unless the run sends it by its Files API id (then nothing is read)."""
+    return None if sha256 is None or sha256 in files else _blob(sha256)
 
 
-def run_document(config: dict[str, Any], text: str) -> str | Attachment:
-    """The run's document as its calls send it: its text, or a PDF or image read natively."""
-    entry = stored_document(config)
-    if entry is None:
-        return text
-    data, file_id = stored_bytes(config, str(entry["blob"]))
-    return attachment_of(entry, text=text, data=data, file_id=file_id)
-
-
-def section_document(config: dict[str, Any], text: str, slot: int) -> str | Attachment:
-    """What a map call reads: the document's text, or for a page-range section the PDF of its pages."""
-    sections = config.get("page_sections") or []
-    if not sections:
-        return run_document(config, text)  # the text (its span is cut by the section), or an image whole
-    section = sections[slot]
-    entry = {**(stored_document(config) or {}), **section, "pages": section["last"] - section["first"] + 1,
-             "title": f"pages {section['first']}-{section['last']}"}
-    data, file_id = stored_bytes(config, str(section["blob"]))
-    return attachment_of(entry, text=pages_text(text, section["first"], section["last"]), data=data,
-                         file_id=file_id)
+def build_request(claim: repo.Claim, config: dict[str, Any], text: str) -> CallRequest:
+    tags = (("run", claim.run_id), ("slot", str(claim.slot)))
+    spec = spec_of(claim.run_id, config, claim.role)
+    if isinstance(spec, VoteSpec):
+        doc = spec.document
+        document = doc.attachment(text, _bytes(doc.blob, dict(doc.files))) if doc is not None else text
+        if claim.role is OutcomeRole.PREWARM:
+            return spec.prewarm_request(claim.model, document, tags)
+        voter = spec.voter(claim.slot, claim.model, claim.prompt_variant, claim.temperature)
+        return spec.voter_request(voter, document, tags)
+    if claim.role is OutcomeRole.SECTION:
+        files = dict(spec.document.files) if spec.document else {}
+        document = spec.section_document(claim.slot, text, _bytes(spec.blob_of(claim.slot), files))
+        return spec.section_request(claim.model, claim.slot, document, tags)
+    if claim.role is OutcomeRole.SYNTHESIS:
+        return synthesis_call_request(claim, spec, tags)
+    raise ValueError(f"no request builder for role {claim.role}")
 
 
 def interpret(claim: repo.Claim, config: dict[str, Any], result: CallResult) -> dict[str, Any]:
@@ -104,7 +81,9 @@ def interpret(claim: repo.Claim, config: dict[str, Any], result: CallResult) -> 
     elif claim.role in (OutcomeRole.SECTION, OutcomeRole.SYNTHESIS):
         # A reply that is no result (a refusal; with an output schema, a cut, non-JSON or off-schema
         # reply) fails its slot with the reason; the call's usage is kept, it was paid.
-        schema = step_of(config, claim.role).get("output_schema")
+        spec = spec_of(claim.run_id, config, claim.role)
+        assert isinstance(spec, SectionSpec)
+        schema = (spec.map if claim.role is OutcomeRole.SECTION else spec.reduce).output_schema
         _, problem = read_section_reply(result.text, schema, result.stop_reason)
         if problem is not None:
             fields["status"] = OutcomeStatus.FAILED
@@ -112,37 +91,13 @@ def interpret(claim: repo.Claim, config: dict[str, Any], result: CallResult) -> 
     return fields
 
 
-def voter_of(claim: repo.Claim, config: dict[str, Any]) -> Voter:
-    stored = next((v for v in config.get("voters", []) if v.get("slot") == claim.slot), None)
-    if stored is None:
-        return Voter(claim.slot, claim.model, claim.prompt_variant or "direct", claim.temperature)
-    return Voter(**{**stored, "model": claim.model})
+def step_of(config: dict[str, Any], role: OutcomeRole) -> StepSpec:
+    """The map (section) or reduce (synthesis) step of a run."""
+    spec = section_spec(config)
+    return spec.map if role is OutcomeRole.SECTION else spec.reduce
 
 
-def sections_of(config: dict[str, Any]) -> list[Section]:
-    return [Section(i, title, start, end) for i, (start, end, title) in enumerate(config["sections"])]
-
-
-def step_of(config: dict[str, Any], role: OutcomeRole) -> dict[str, Any]:
-    """The map (section) or reduce (synthesis) step of a run: instructions, effort, output schema. A run
-    stored before task files has only `task`, the instructions of both steps."""
-    step = config.get("map" if role is OutcomeRole.SECTION else "reduce")
-    if step:
-        return dict(step)
-    return {"instructions": config["task"], "effort": None,
-            "output_schema": (config.get("map") or {}).get("output_schema")}
-
-
-def section_call_request(claim: repo.Claim, config: dict[str, Any], text: str,
-                         tags: tuple[tuple[str, str], ...]) -> CallRequest:
-    sections = sections_of(config)
-    step = step_of(config, claim.role)
-    structured = supports_structured_outputs(claim.model)
-    if claim.role is OutcomeRole.SECTION:
-        return section_request(claim.model, step["instructions"], sections[claim.slot],
-                               section_document(config, text, claim.slot), len(sections),
-                               max_tokens=config["section_output_tokens"], output_schema=step.get("output_schema"),
-                               structured=structured, effort=step.get("effort"), tags=tags)
+def synthesis_call_request(claim: repo.Claim, spec: SectionSpec, tags: tuple[tuple[str, str], ...]) -> CallRequest:
     with Session() as s:
         by_slot = repo.outcomes_by_slot(s, claim.run_id)
     row = by_slot[claim.slot]
@@ -151,10 +106,8 @@ def section_call_request(claim: repo.Claim, config: dict[str, Any], text: str,
     missing: list[int] = []
     if final:
         covered = set(covered_sections(row.inputs or [], inputs_of(by_slot), succeeded(by_slot)))
-        missing = [i + 1 for i in range(len(sections)) if i not in covered]
-    return synthesis_request(claim.model, step["instructions"], parts, missing, final=final,
-                             max_tokens=config["synthesis_output_tokens"], output_schema=step.get("output_schema"),
-                             structured=structured, effort=step.get("effort"), tags=tags)
+        missing = [i + 1 for i in range(len(spec.sections)) if i not in covered]
+    return spec.synthesis_request(claim.model, parts, missing, final=final, tags=tags)
 
 
 def inputs_of(by_slot: dict[int, WorkerOutcome]) -> dict[int, list[int]]:
@@ -163,5 +116,3 @@ def inputs_of(by_slot: dict[int, WorkerOutcome]) -> dict[int, list[int]]:
 
 def succeeded(by_slot: dict[int, WorkerOutcome]) -> set[int]:
     return {slot for slot, o in by_slot.items() if o.status is OutcomeStatus.SUCCEEDED}
-
-

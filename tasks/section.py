@@ -148,7 +148,7 @@ def _finish_section(s: OrmSession, run_id: str) -> dict[str, Any]:
     missing = [i + 1 for i in range(sections) if i not in covered]
     head = final or by_slot[0]
     text = head.raw_output if head.status is OutcomeStatus.SUCCEEDED else None
-    schema = step_of(run.config, head.role).get("output_schema")
+    schema = step_of(run.config, head.role).output_schema
     if text is not None and schema is not None:
         value, unreadable = read_section_reply(text, schema, None)  # validated when the slot succeeded
         text = _json_text(value) if unreadable is None else text

@@ -1,0 +1,163 @@
+"""What a stored run asks, typed (pure): a run's config (the JSON a plan stores and a worker reads) as a
+`VoteSpec` or a `SectionSpec`, and the ONE place a call's request is built from it.
+
+A plan (chorus.vote / chorus.section) writes the config; the worker (tasks/requests.py), the batch lane,
+the budget's estimate, `chorus task check` and the fit checks all read it back through `spec_of` and ask
+the spec for the request of a slot, so what is estimated and checked is what is sent. The document a
+request reads is given by the caller: the text, a PDF or image read natively (an `Attachment`), or for a
+page-range section the PDF of its pages (`SectionSpec.page_section`)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from workflows.attachments import PAGE_SEPARATOR, attachment_of, pages_text, stored_document
+from workflows.calls import Attachment, CallRequest
+from workflows.dispatch import shares_prefix
+from workflows.registry import supports_structured_outputs
+from workflows.sectioning import Part, Section, section_request, synthesis_request
+from workflows.taskfile import VoteTask
+from workflows.voting import Voter, task_of, vote_request
+
+Tags = tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True)
+class DocumentSpec:
+    """A document read natively (`config["document"]`): its kind, media type, blob (sha256), pages."""
+
+    entry: Mapping[str, Any]
+    files: Mapping[str, str] = field(default_factory=dict)  # blob sha256 -> Files API id
+
+    @property
+    def blob(self) -> str:
+        return str(self.entry["blob"])
+
+    def attachment(self, text: str, data: bytes | None) -> Attachment:
+        """The Attachment a call sends: by its Files API id when the run uploaded it, else its bytes."""
+        return attachment_of(self.entry, text=text, data=data, file_id=self.files.get(self.blob))
+
+
+@dataclass(frozen=True)
+class VoteSpec:
+    task: VoteTask
+    voters: tuple[Voter, ...]
+    prefix_tokens: Mapping[str, int]  # the shared prefix per model as count_tokens counted it
+    document: DocumentSpec | None
+
+    def voter(self, slot: int, model: str | None = None, variant: str | None = None,
+              temperature: float | None = None) -> Voter:
+        stored = next((v for v in self.voters if v.slot == slot), None)
+        if stored is None:  # a run stored before voters were recorded: the claim's labels
+            return Voter(slot, model or "", variant or "direct", temperature)
+        return stored if model is None or model == stored.model else replace(stored, model=model)
+
+    def voter_request(self, voter: Voter, document: str | Attachment, tags: Tags = ()) -> CallRequest:
+        """A voter's call: the shared prefix is marked for the cache only when another voter of the same
+        model can read it; its size as the API counted it, where it was counted."""
+        request = vote_request(voter, self.task, document, structured=supports_structured_outputs(voter.model),
+                               tags=tags)
+        replace: dict[str, Any] = {}
+        if not shares_prefix([v.model for v in self.voters], voter.model):
+            replace["cache_blocks"] = 0  # no voter could read it: skip the write
+        if voter.model in self.prefix_tokens:
+            replace["prefix_tokens"] = self.prefix_tokens[voter.model]
+        return _replace(request, replace)
+
+    def prewarm_request(self, model: str, document: str | Attachment, tags: Tags = ()) -> CallRequest:
+        """The request of the model's first voter cut to `max_tokens: 0`: the same prefix (system, cache
+        blocks, output format) is written to the cache, nothing is generated."""
+        voter = next(v for v in self.voters if v.model == model)
+        request = vote_request(voter, self.task, document, structured=supports_structured_outputs(model), tags=tags)
+        return _replace(request, {"max_tokens": 0, **({"prefix_tokens": self.prefix_tokens[model]}
+                                                       if model in self.prefix_tokens else {})})
+
+
+@dataclass(frozen=True)
+class StepSpec:
+    instructions: str
+    effort: str | None
+    output_schema: Mapping[str, Any] | None
+
+
+@dataclass(frozen=True)
+class SectionSpec:
+    sections: tuple[Section, ...]
+    map: StepSpec
+    reduce: StepSpec
+    section_output_tokens: int
+    synthesis_output_tokens: int
+    page_sections: tuple[Mapping[str, Any], ...]
+    document: DocumentSpec | None
+
+    def section_document(self, index: int, text: str, data: bytes | None) -> str | Attachment:
+        """What the map call of section `index` reads: the text (its span is cut by the request), the
+        image whole, or the PDF of the section's pages (`data` the bytes of its blob,
+        `page_section(index)["blob"]`)."""
+        if self.page_sections:
+            section = self.page_sections[index]
+            first, last = int(section["first"]), int(section["last"])
+            entry = {**(self.document.entry if self.document else {}), **section, "pages": last - first + 1,
+                     "title": f"pages {first}-{last}"}
+            files = self.document.files if self.document else {}
+            return attachment_of(entry, text=pages_text(text, first, last), data=data,
+                                 file_id=files.get(str(section["blob"])))
+        if self.document is not None:
+            return self.document.attachment(text, data)
+        return text
+
+    def blob_of(self, index: int) -> str | None:
+        """The blob a map call reads (None for text)."""
+        if self.page_sections:
+            return str(self.page_sections[index]["blob"])
+        return self.document.blob if self.document is not None else None
+
+    def section_request(self, model: str, index: int, document: str | Attachment, tags: Tags = ()) -> CallRequest:
+        step = self.map
+        return section_request(model, step.instructions, self.sections[index], document, len(self.sections),
+                               max_tokens=self.section_output_tokens, output_schema=step.output_schema,
+                               structured=supports_structured_outputs(model), effort=step.effort, tags=tags)
+
+    def synthesis_request(self, model: str, parts: Sequence[Part], missing: Sequence[int] = (), *, final: bool,
+                          tags: Tags = ()) -> CallRequest:
+        step = self.reduce
+        return synthesis_request(model, step.instructions, parts, missing, final=final,
+                                 max_tokens=self.synthesis_output_tokens, output_schema=step.output_schema,
+                                 structured=supports_structured_outputs(model), effort=step.effort, tags=tags)
+
+
+def _replace(request: CallRequest, values: Mapping[str, Any]) -> CallRequest:
+    return replace(request, **values) if values else request
+
+
+def _document(config: Mapping[str, Any]) -> DocumentSpec | None:
+    entry = stored_document(config)
+    return DocumentSpec(entry, dict(config.get("files") or {})) if entry is not None else None
+
+
+def vote_spec(config: Mapping[str, Any]) -> VoteSpec:
+    counted = (config.get("dispatch") or {}).get("prefix_tokens", {})
+    return VoteSpec(task=task_of(config), voters=tuple(Voter(**v) for v in config.get("voters", [])),
+                    prefix_tokens={m: int(n) for m, n in counted.items()}, document=_document(config))
+
+
+def _step(config: Mapping[str, Any], name: str) -> StepSpec:
+    """The map or reduce step; a run stored before task files has only `task`, the instructions of both."""
+    step = config.get(name)
+    if step:
+        return StepSpec(step["instructions"], step.get("effort"), step.get("output_schema"))
+    return StepSpec(config["task"], None, (config.get("map") or {}).get("output_schema"))
+
+
+def section_spec(config: Mapping[str, Any]) -> SectionSpec:
+    return SectionSpec(
+        sections=tuple(Section(i, title, start, end) for i, (start, end, title) in enumerate(config["sections"])),
+        map=_step(config, "map"), reduce=_step(config, "reduce"),
+        section_output_tokens=int(config["section_output_tokens"]),
+        synthesis_output_tokens=int(config["synthesis_output_tokens"]),
+        page_sections=tuple(config.get("page_sections") or ()), document=_document(config))
+
+
+__all__ = ["PAGE_SEPARATOR", "DocumentSpec", "SectionSpec", "StepSpec", "VoteSpec", "section_spec", "vote_spec"]
