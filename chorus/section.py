@@ -35,7 +35,7 @@ from workflows.calls import Attachment
 from workflows.documents import page_ranges, pdf_page_image_tokens_upper
 from workflows.errors import ConfigError
 from workflows.intake import check_text
-from workflows.registry import context_window, effort_levels, max_output_tokens, pdf_page_limit
+from workflows.registry import context_window, effort_levels, max_output_tokens, model_info, pdf_page_limit
 from workflows.runspec import SectionSpec, section_spec
 from workflows.sectioning import (
     SECTION_OUTPUT_TOKENS,
@@ -250,7 +250,8 @@ def plan_section(
     budget = resolved.max_tokens or settings.section_tokens
     strategy = Split(resolved.split)
     if native is not None:
-        sections, parts = split_native(native, map_model, pages_per_section, settings)
+        sections, parts = split_native(native, map_model, pages_per_section, settings,
+                                       max_tokens=resolved.max_tokens)
         return SectionPlan(body, resolved, Split.PAGES, sections, map_model, reduce_model, budget, 0,
                            settings.synthesis_budget_tokens, external_id, batch_id,
                            task if isinstance(task, str) else None, native, parts)
@@ -265,10 +266,24 @@ def plan_section(
                        task if isinstance(task, str) else None)
 
 
-def split_native(native: Attachment, model: str, pages_per_section: int | None, settings: Settings
-                 ) -> tuple[tuple[Section, ...], tuple[Attachment, ...]]:
+# Pages a section at most by default: the fastest split of a 300-page PDF in bench.documents (50 pages:
+# 0.45x the one call's wall time, against 0.52x for 100 pages and 0.50x for 25 on 8 worker threads).
+DEFAULT_PAGES_PER_SECTION = 50
+# What a map call's prompt holds besides its pages (system, instructions, schema): kept free below the tier.
+LONG_PROMPT_MARGIN = 4_000
+
+
+def split_native(native: Attachment, model: str, pages_per_section: int | None, settings: Settings, *,
+                 max_tokens: int | None = None) -> tuple[tuple[Section, ...], tuple[Attachment, ...]]:
     """A PDF cut into page ranges, each a PDF of its pages within the model's page limit (and
-    `pages_per_section` when given) and within its context window; an image is one section."""
+    `pages_per_section` when given) and within its context window; an image is one section.
+
+    Without `pages_per_section`, a section also stays below the prompt size where the model's long-prompt
+    tier starts (Haiku 5.5: above 100,000 tokens every token of the request costs 5x): the same pages cost
+    a fifth as several calls below the tier as one call above it (BENCHMARKS.md, bench.documents). And
+    without either `pages_per_section` or the task's own `max_tokens` (tokens a section), at most
+    DEFAULT_PAGES_PER_SECTION pages: sectioning is for speed, and the 1M-context models would otherwise
+    read a 300-page PDF in one call."""
     check_size(native, settings)
     check_readable(native, settings)
     if native.kind != "pdf" or native.data is None:
@@ -278,11 +293,20 @@ def split_native(native: Attachment, model: str, pages_per_section: int | None, 
         if not isinstance(pages_per_section, int) or isinstance(pages_per_section, bool) or pages_per_section < 1:
             raise ConfigError(f"pages_per_section must be a whole number of at least 1, got {pages_per_section!r}")
         limit = min(limit, pages_per_section)
+    elif max_tokens is None:
+        limit = min(limit, DEFAULT_PAGES_PER_SECTION)
     per_page = [pdf_page_image_tokens_upper() + attachment_tokens(
         Attachment(kind="pdf", media_type=native.media_type, text=t), model) for t in page_texts(native.text)]
     window = context_window(model)
-    ranges = page_ranges(native.pages, limit, per_page_tokens=per_page,
-                         max_tokens=int(window * 0.8) if window else None)
+    budget = int(window * 0.8) if window else None
+    if max_tokens is not None and pages_per_section is None:
+        budget = min(budget, max_tokens) if budget is not None else max_tokens
+    info = model_info(model)
+    tier = info.long_prompt if info is not None else None
+    if tier is not None and pages_per_section is None:
+        below = tier.above_prompt_tokens - LONG_PROMPT_MARGIN
+        budget = min(budget, below) if budget is not None else below
+    ranges = page_ranges(native.pages, limit, per_page_tokens=per_page, max_tokens=budget)
     datas = split_pdf(native.data, ranges, native.title or "document.pdf")
     parts = tuple(Attachment(kind="pdf", media_type=native.media_type, data=data,
                              title=f"{native.title or 'document'}, pages {a}-{b}",

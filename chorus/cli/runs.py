@@ -111,7 +111,8 @@ def section(
     how: Annotated[str | None, typer.Option(
         "--split", help="auto, headings, paragraphs, tokens, or pages (a PDF; auto picks pages for a PDF).")] = None,
     pages_per_section: Annotated[int | None, typer.Option(
-        min=1, help="A PDF's pages per section at most (default: the model's PDF page limit a request).")] = None,
+        min=1, help="A PDF's pages per section at most (default 50, below the model's long-prompt tier; at most "
+                    "the model's PDF page limit a request).")] = None,
     max_tokens: Annotated[int | None, typer.Option(
         min=1, help="Input tokens per section (default: the task's, else CHORUS_SECTION_TOKENS).")] = None,
     overlap: Annotated[int | None, typer.Option(

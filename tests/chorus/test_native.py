@@ -36,11 +36,14 @@ def test_a_pdf_over_the_models_page_limit_is_refused_for_a_vote_naming_the_limit
 
 
 def test_a_pdf_is_sectioned_by_pages_within_the_limit_and_a_text_cannot_be():
-    plan = plan_section(pdf(250), settings=OFFLINE, model="claude-haiku-4-5")
+    plan = plan_section(pdf(250), settings=OFFLINE, model="claude-haiku-4-5", pages_per_section=500)
     spans = [(s.start, s.end) for s in plan.sections]
-    assert spans == [(1, 84), (85, 168), (169, 250)]
+    assert spans == [(1, 84), (85, 168), (169, 250)]  # at most the model's 100 pages, balanced
     assert [p.pages for p in plan.page_parts] == [84, 84, 82]
     assert plan.config()["page_sections"][1]["first"] == 85
+    # By default at most 50 pages a section (for speed), on a 1M-context model too.
+    assert [(s.start, s.end) for s in plan_section(pdf(120), settings=OFFLINE, model="claude-sonnet-5-5").sections] \
+        == [(1, 40), (41, 80), (81, 120)]
     assert [(s.start, s.end) for s in plan_section(pdf(30), settings=OFFLINE, pages_per_section=10).sections] \
         == [(1, 10), (11, 20), (21, 30)]
     with pytest.raises(ConfigError, match="needs a PDF"):
