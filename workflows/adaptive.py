@@ -7,7 +7,9 @@ met, or can no longer be met whatever they say), the result is decided and the r
 This is the stopping rule of Adaptive-Consistency (Aggarwal et al., EMNLP 2023) made exact for a
 plurality vote with a quorum: a stop never changes the winner or the status the full panel would
 give. A task may also state a looser rule, `stop_when_agree = k`: stop once k voters gave the same
-label, even if the rest could in theory outvote them.
+label, even if the rest could in theory outvote them. The task file holds k at or above the quorum
+(workflows.taskfile), and a k-way tie stops only where the tie policy gives it to the leader, so such
+a stop may change the winner but always ends succeeded.
 
 Waves are as small as they can be while still able to decide: the next wave is the fewest voters who,
 all agreeing with the leader, would decide the vote.
@@ -51,7 +53,8 @@ def decide(
     ranked = sorted(counts.items(), key=lambda kv: (-kv[1], labels.index(kv[0])))
     lead_label, lead = ranked[0] if ranked else (None, 0)
     rival = ranked[1][1] if len(ranked) > 1 else 0
-    if stop_when_agree is not None and lead >= stop_when_agree:
+    # A tie at k would tally as undecided (partial) under tie_policy "none": ask on until it is broken.
+    if stop_when_agree is not None and lead >= stop_when_agree and (lead > rival or tie_policy is TiePolicy.FIRST):
         return Decision(True, f"{lead} voters agree on {lead_label} (the task stops at {stop_when_agree})", 0)
     if lead_label is not None and _keeps_win(lead_label, lead, counts, labels, remaining, tie_policy):
         if valid >= quorum:

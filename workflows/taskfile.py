@@ -39,13 +39,16 @@ DEFAULT_SUMMARIZE = "Summarize the document: its main points, in order, in a few
 class TaskFileError(ConfigError):
     """A task file (or task object) that cannot run; `field` is the dotted path of the bad field."""
 
-    def __init__(self, field_path: str, problem: str, source: str | None = None) -> None:
+    def __init__(self, field_path: str, problem: str, source: str | None = None, *,
+                 options: str | None = None) -> None:
         self.field = field_path
         self.problem = problem
         self.source = source
+        self.options = options  # the options (`quorum=4`) that made the task contradict itself, if any
         where = f"{source}: " if source else ""
+        given = f"option{'s' if options and ',' in options else ''} {options}: " if options else ""
         at = f"field `{field_path}`: " if field_path else ""
-        super().__init__(f"{where}{at}{problem}")
+        super().__init__(f"{where}{given}{at}{problem}")
 
 
 @dataclass(frozen=True)
@@ -222,7 +225,13 @@ def with_vote_overrides(task: VoteTask, *, labels: str | Sequence[str] | None = 
     """The task with the command line's options applied: `labels` replaces the label set (keeping the
     descriptions of labels that stay), `voters` repeats the panel's entries in order up to N voters,
     `models` replaces the voters' models in turn, and the vote rules replace theirs (`adaptive`
-    True sets stop = "decided", False asks every voter)."""
+    True sets stop = "decided", False asks every voter).
+
+    The result is checked as a whole, on the panel it ends with: options that make the task contradict
+    itself (`voters=2` under `stop_when_agree = 3`, `quorum=4` above it) raise a TaskFileError naming
+    the options and the field."""
+    original = task
+    given = {"voters": voters, "quorum": quorum, "tie_policy": tie_policy, "low_agreement_below": low_agreement_below}
     if labels is not None:
         kept = {lb.name.casefold(): lb for lb in task.labels}
         fresh = labels_task(labels, voters=1).labels
@@ -246,21 +255,47 @@ def with_vote_overrides(task: VoteTask, *, labels: str | Sequence[str] | None = 
         rules = replace(rules, low_agreement_below=low_agreement_below)
     if adaptive is not None:
         rules = replace(rules, stop="decided") if adaptive else replace(rules, stop=None, stop_when_agree=None)
-    return check_vote_task(replace(task, vote=rules))
+    try:
+        return check_vote_task(replace(task, vote=rules))
+    except TaskFileError as exc:
+        blamed = [f"{name}={value!r}" for name, value in given.items()
+                  if value is not None and name in _OPTIONS_OF_FIELD.get(exc.field, ())]
+        if not blamed or exc.options or _own_problem(original, exc.field):
+            raise
+        raise TaskFileError(exc.field, exc.problem, exc.source, options=", ".join(blamed)) from None
+
+
+# The options of `with_vote_overrides` that bear on a field of the vote rules: the panel's size sets the
+# default quorum and the bounds of the quorum and of stop_when_agree.
+_OPTIONS_OF_FIELD: dict[str, tuple[str, ...]] = {
+    "vote.quorum": ("voters", "quorum"),
+    "vote.stop_when_agree": ("voters", "quorum"),
+    "vote.tie_policy": ("tie_policy",),
+    "vote.low_agreement_below": ("low_agreement_below",),
+}
+
+
+def _own_problem(task: VoteTask, field_path: str) -> bool:
+    """Whether the task, before any option, is already wrong in this field (then the error is the task's)."""
+    try:
+        check_vote_task(task)
+    except TaskFileError as exc:
+        return exc.field == field_path
+    return False
 
 
 # ----- parsing and checking ------------------------------------------------------------------------
 def parse_task(data: Mapping[str, Any], *, source: str | None = None) -> Task:
     """A task from a parsed TOML mapping. Raises TaskFileError naming the first bad field."""
     try:
-        return _parse(data)
+        return _parse(data, stored=False)
     except TaskFileError as exc:
         if source and exc.source is None:
             raise TaskFileError(exc.field, exc.problem, source) from None
         raise
 
 
-def _parse(data: Mapping[str, Any]) -> Task:
+def _parse(data: Mapping[str, Any], *, stored: bool) -> Task:
     if not isinstance(data, Mapping):
         raise TaskFileError("", "a task file is a TOML table of fields (name, pattern, ...)")
     name = _text(data, "name", required=True, max_chars=NAME_MAX_CHARS)
@@ -277,7 +312,7 @@ def _parse(data: Mapping[str, Any]) -> Task:
             voters=tuple(_voter(item, f"voters[{i}]") for i, item in enumerate(_tables(data, "voters")))
             or (VoterSpec(count=5),),
             vote=_rules(data.get("vote", {}), "vote"),
-        ))
+        ), stored=stored)
     _known(data, "", ("name", "pattern", "split", "max_tokens", "overlap", "map", "reduce", "merge"))
     if "map" not in data:
         raise TaskFileError("map", "a section task needs a [map] table with the instructions for each section")
@@ -296,8 +331,12 @@ def _parse(data: Mapping[str, Any]) -> Task:
     ))
 
 
-def check_vote_task(task: VoteTask) -> VoteTask:
-    """The checks every vote task passes, from a file or built in Python."""
+def check_vote_task(task: VoteTask, *, stored: bool = False) -> VoteTask:
+    """The checks every vote task passes, from a file or built in Python, on its panel as resolved.
+
+    `stored`: a task read back from a run (`task_from_json`); the rules that keep the vote rules from
+    contradicting each other (`_check_rules_agree`) are left out, so a run stored before they were
+    added still reads; every new plan checks them."""
     if not isinstance(task.name, str) or not task.name.strip():
         raise TaskFileError("name", "give the task a name, e.g. name = \"ticket-urgency\"")
     if len(task.labels) < 2:
@@ -327,14 +366,18 @@ def check_vote_task(task: VoteTask) -> VoteTask:
     if task.panel_size > MAX_PANEL:
         raise TaskFileError("voters", f"the panel has {task.panel_size} voters; a vote takes at most {MAX_PANEL}")
     rules = task.vote
+    for key, value in (("quorum", rules.quorum), ("stop_when_agree", rules.stop_when_agree)):
+        if value is not None and not _whole(value):
+            raise TaskFileError(f"vote.{key}", f"must be a whole number, got {value!r}")
     if rules.quorum is not None and not 1 <= rules.quorum <= task.panel_size:
         raise TaskFileError("vote.quorum",
                             f"quorum must be between 1 and {task.panel_size} (the panel), got {rules.quorum}")
     if rules.tie_policy not in TIE_POLICIES:
         raise TaskFileError("vote.tie_policy",
                             f"unknown tie policy {rules.tie_policy!r}; use one of: {', '.join(TIE_POLICIES)}")
-    if not 0.0 <= rules.low_agreement_below <= 1.0:
-        raise TaskFileError("vote.low_agreement_below", f"must be between 0 and 1, got {rules.low_agreement_below}")
+    low = rules.low_agreement_below
+    if not isinstance(low, int | float) or isinstance(low, bool) or not 0.0 <= low <= 1.0:
+        raise TaskFileError("vote.low_agreement_below", f"must be between 0 and 1, got {low!r}")
     if rules.stop not in (None, "all", "decided"):
         raise TaskFileError("vote.stop", f"unknown stop rule {rules.stop!r}; use \"decided\" (stop once the voters "
                                          "left cannot change the result) or \"all\" (ask every voter)")
@@ -344,7 +387,36 @@ def check_vote_task(task: VoteTask) -> VoteTask:
         if not 1 <= rules.stop_when_agree <= task.panel_size:
             raise TaskFileError("vote.stop_when_agree", f"must be between 1 and {task.panel_size} (the panel), "
                                                         f"got {rules.stop_when_agree}")
+    if not stored:
+        _check_rules_agree(task)
     return task
+
+
+def _check_rules_agree(task: VoteTask) -> None:
+    """The vote rules that are each fine alone but contradict each other (issue 22): refused on the
+    resolved panel, since `voters` can change its size and with it the default quorum."""
+    rules = task.vote
+    if rules.low_agreement_below == 0:
+        raise TaskFileError("vote.low_agreement_below",
+                            "must be between 0 and 1, above 0: a vote is flagged low-agreement when the winner's "
+                            "share of the answers is below it, and no share is below 0; give e.g. 0.6")
+    k = rules.stop_when_agree
+    if k is not None:
+        # An early stop on k agreeing answers may have no more than k valid answers: below the quorum the
+        # tally says partial ("only k of N voters answered") where the full panel succeeds.
+        quorum = rules.quorum if rules.quorum is not None else task.panel_size // 2 + 1  # voting.default_quorum
+        if k < quorum:
+            which = (f"the quorum ({quorum})" if rules.quorum is not None else
+                     f"the quorum ({quorum}: vote.quorum is not set, so a majority of the {task.panel_size} voters)")
+            lower = "lower the quorum" if rules.quorum is not None else "set a lower vote.quorum"
+            raise TaskFileError("vote.stop_when_agree",
+                                f"stop_when_agree = {k} is below {which}: a vote that stops once {k} voters agree "
+                                f"can stop with only {k} answers and end partial where the full panel would "
+                                f"succeed; raise it to at least the quorum ({quorum}) or {lower}")
+
+
+def _whole(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def check_section_task(task: SectionTask) -> SectionTask:
@@ -598,5 +670,7 @@ def check_schema(schema: Mapping[str, Any], where: str) -> None:
 
 
 def task_from_json(data: Mapping[str, Any]) -> Task:
-    """A stored task (`to_json()`) back as objects; the stored form always parses."""
-    return _parse(data)
+    """A stored task (`to_json()`) back as objects; the stored form always parses, also a run's stored
+    before a rule that would now refuse it (see `check_vote_task(stored=True)`); planning a new run
+    from it checks it in full again."""
+    return _parse(data, stored=True)

@@ -8,7 +8,9 @@ from workflows.taskfile import (
     SectionTask,
     TaskFileError,
     VoterSpec,
+    VoteRules,
     VoteTask,
+    check_vote_task,
     closed_schema,
     concat_key,
     labels_task,
@@ -258,3 +260,157 @@ def test_a_schema_keyword_structured_outputs_cannot_follow_is_refused_naming_it(
     with pytest.raises(TaskFileError) as caught:
         parse(text)
     assert caught.value.field == field
+
+
+# ----- vote rules that cannot hold together (issue 22, item 6) -------------------------------------
+def rules_file(vote: str, panel: str = "[[voters]]\ncount = 5\n") -> str:
+    """A vote task with the given `[vote]` lines and panel (`[[voters]]` entries)."""
+    return ('name = "rules"\n[[labels]]\nname = "yes"\n[[labels]]\nname = "no"\n' + panel
+            + "[vote]\n" + vote + "\n")
+
+
+THREE = '[[voters]]\nname = "a"\nprompt = "Read it."\ncount = 2\n[[voters]]\nname = "b"\n'  # a panel of 3
+
+CONTRADICTIONS = [
+    # ([vote] lines, panel, the field named, words of the message)
+    ('quorum = 3\nstop = "decided"\nstop_when_agree = 2', None, "vote.stop_when_agree",
+     "raise it to at least the quorum (3) or lower the quorum"),
+    ('stop = "decided"\nstop_when_agree = 2', None, "vote.stop_when_agree",
+     "below the quorum (3: vote.quorum is not set, so a majority of the 5 voters)"),
+    ('stop = "decided"\nstop_when_agree = 3', "[[voters]]\ncount = 7\n", "vote.stop_when_agree",
+     "raise it to at least the quorum (4) or set a lower vote.quorum"),
+    ('quorum = 2\nstop = "decided"\nstop_when_agree = 1', THREE, "vote.stop_when_agree", "below the quorum (2)"),
+    ('stop = "decided"\nstop_when_agree = 6', None, "vote.stop_when_agree", "between 1 and 5 (the panel), got 6"),
+    ('stop = "decided"\nstop_when_agree = 4', THREE, "vote.stop_when_agree", "between 1 and 3 (the panel)"),
+    ('stop = "decided"\nstop_when_agree = 0', None, "vote.stop_when_agree", "at least 1"),
+    ("quorum = 1\nstop_when_agree = 3", None, "vote.stop_when_agree", 'needs stop = "decided"'),
+    ('quorum = 1\nstop = "all"\nstop_when_agree = 3', None, "vote.stop_when_agree", 'needs stop = "decided"'),
+    ("quorum = 6", None, "vote.quorum", "between 1 and 5 (the panel), got 6"),
+    ("quorum = 4", THREE, "vote.quorum", "between 1 and 3 (the panel), got 4"),
+    ("quorum = 0", None, "vote.quorum", "at least 1"),
+    ("quorum = -2", None, "vote.quorum", "at least 1"),
+    ("quorum = 2.5", None, "vote.quorum", "whole number"),
+    ("low_agreement_below = 0", None, "vote.low_agreement_below", "above 0"),
+    ("low_agreement_below = 0.0", None, "vote.low_agreement_below", "above 0"),
+    ("low_agreement_below = -0.1", None, "vote.low_agreement_below", "between 0 and 1"),
+    ("low_agreement_below = 1.01", None, "vote.low_agreement_below", "between 0 and 1"),
+    ("low_agreement_below = nan", None, "vote.low_agreement_below", "between 0 and 1"),
+    ('tie_policy = "random"', None, "vote.tie_policy", "use one of: none, first"),
+    ('stop = "early"', None, "vote.stop", 'use "decided"'),
+]
+
+
+@pytest.mark.parametrize(("vote", "panel", "field", "words"), CONTRADICTIONS,
+                         ids=[f"{c[2]}:{c[0]}" for c in CONTRADICTIONS])
+def test_vote_rules_that_contradict_each_other_are_refused_naming_the_field(vote, panel, field, words):
+    with pytest.raises(TaskFileError) as caught:
+        parse(rules_file(vote, panel or "[[voters]]\ncount = 5\n"))
+    assert caught.value.field == field
+    assert str(caught.value).startswith(f"t.toml: field `{field}`: ")
+    assert words in str(caught.value)
+
+
+SOUND = [
+    # ([vote] lines, panel): each holds together
+    ('quorum = 3\nstop = "decided"\nstop_when_agree = 3', None),
+    ('quorum = 2\nstop = "decided"\nstop_when_agree = 2', None),
+    ('stop = "decided"\nstop_when_agree = 3', None),  # the default quorum of 5 is 3
+    ('stop = "decided"\nstop_when_agree = 5', None),
+    ('quorum = 1\ntie_policy = "first"\nstop = "decided"\nstop_when_agree = 1', None),
+    ('quorum = 2\ntie_policy = "none"\nstop = "decided"\nstop_when_agree = 2', THREE),  # README's example
+    ('quorum = 5\nstop = "decided"', None),
+    ('quorum = 3\nstop = "all"', THREE),
+    ("quorum = 1", "[[voters]]\n"),
+    ("low_agreement_below = 1", None),
+    ("low_agreement_below = 1.0", None),
+    ("low_agreement_below = 0.01", None),
+    ('tie_policy = "first"\nlow_agreement_below = 0.5', None),
+    ("", None),
+]
+
+
+@pytest.mark.parametrize(("vote", "panel"), SOUND, ids=[s[0] or "defaults" for s in SOUND])
+def test_vote_rules_that_hold_together_are_accepted(vote, panel):
+    task = parse(rules_file(vote, panel or "[[voters]]\ncount = 5\n"))
+    assert isinstance(task, VoteTask)
+    assert task_hash(task_from_json(task.to_json())) == task_hash(task)  # a run of it reads back
+
+
+def test_python_task_objects_are_held_to_the_same_rules():
+    labels = (Label("yes"), Label("no"))
+    contradicting = VoteTask(name="t", labels=labels, voters=(VoterSpec(count=5),),
+                             vote=VoteRules(quorum=3, stop="decided", stop_when_agree=2))
+    with pytest.raises(TaskFileError, match="field `vote.stop_when_agree`: .*raise it to at least the quorum"):
+        check_vote_task(contradicting)
+    for rules, field in ((VoteRules(quorum=True), "vote.quorum"), (VoteRules(quorum=2.0), "vote.quorum"),  # type: ignore[arg-type]
+                         (VoteRules(stop="decided", stop_when_agree=3.5), "vote.stop_when_agree"),  # type: ignore[arg-type]
+                         (VoteRules(low_agreement_below="0.5"), "vote.low_agreement_below")):  # type: ignore[arg-type]
+        with pytest.raises(TaskFileError) as caught:
+            check_vote_task(VoteTask(name="t", labels=labels, vote=rules))
+        assert caught.value.field == field
+
+
+def test_a_run_stored_before_the_rules_still_reads_back():
+    """A run's stored task is read by its workers: a rule added later must not break a run in flight;
+    planning a new run from it (chorus.batch, chorus.schedule) checks it again in full."""
+    stored = {"name": "old", "pattern": "vote", "labels": [{"name": "yes"}, {"name": "no"}],
+              "voters": [{"count": 5}],
+              "vote": {"quorum": 3, "stop": "decided", "stop_when_agree": 2, "low_agreement_below": 0.0}}
+    task = task_from_json(stored)
+    assert isinstance(task, VoteTask) and task.vote.stop_when_agree == 2
+    with pytest.raises(TaskFileError, match="vote.low_agreement_below"):
+        parse_task(stored)
+    with pytest.raises(TaskFileError, match="vote.low_agreement_below"):
+        with_vote_overrides(task)
+
+
+ADAPTIVE_5 = rules_file('quorum = 2\nstop = "decided"\nstop_when_agree = 2')
+UNSET_5 = rules_file('stop = "decided"\nstop_when_agree = 3')
+
+OVERRIDES = [
+    # (the task file, the options, the field, how the message starts after the options)
+    (ADAPTIVE_5, {"quorum": 3}, "vote.stop_when_agree",
+     "option quorum=3: field `vote.stop_when_agree`: stop_when_agree = 2 is below the quorum (3)"),
+    (UNSET_5, {"voters": 7}, "vote.stop_when_agree",
+     "option voters=7: field `vote.stop_when_agree`: stop_when_agree = 3 is below the quorum (4: vote.quorum is not "
+     "set, so a majority of the 7 voters)"),
+    (UNSET_5, {"voters": 2}, "vote.stop_when_agree",
+     "option voters=2: field `vote.stop_when_agree`: must be between 1 and 2 (the panel), got 3"),
+    (rules_file("quorum = 3"), {"voters": 2}, "vote.quorum",
+     "option voters=2: field `vote.quorum`: quorum must be between 1 and 2 (the panel), got 3"),
+    (ADAPTIVE_5, {"voters": 3, "quorum": 3}, "vote.stop_when_agree", "options voters=3, quorum=3: field"),
+    (ADAPTIVE_5, {"quorum": 9}, "vote.quorum", "option quorum=9: field `vote.quorum`: quorum must be between 1 and 5"),
+    (ADAPTIVE_5, {"quorum": 0}, "vote.quorum", "option quorum=0: field `vote.quorum`"),
+    (ADAPTIVE_5, {"low_agreement_below": 0.0}, "vote.low_agreement_below", "option low_agreement_below=0.0: field"),
+    (ADAPTIVE_5, {"low_agreement_below": 2}, "vote.low_agreement_below", "option low_agreement_below=2: field"),
+    (ADAPTIVE_5, {"tie_policy": "coin"}, "vote.tie_policy", "option tie_policy='coin': field `vote.tie_policy`"),
+]
+
+
+@pytest.mark.parametrize(("text", "options", "field", "start"), OVERRIDES,
+                         ids=[f"{o[2]}:{o[1]}" for o in OVERRIDES])
+def test_options_that_make_the_task_contradict_itself_are_refused_naming_the_options(text, options, field, start):
+    with pytest.raises(TaskFileError) as caught:
+        with_vote_overrides(parse(text), **options)
+    assert caught.value.field == field
+    assert str(caught.value).startswith(start)
+
+
+@pytest.mark.parametrize(("text", "options"), [
+    (UNSET_5, {"voters": 4}),  # the default quorum of 4 is 3: stop_when_agree = 3 still meets it
+    (UNSET_5, {"voters": 7, "quorum": 3}),
+    (UNSET_5, {"voters": 7, "adaptive": False}),  # asking every voter drops stop_when_agree
+    (ADAPTIVE_5, {"quorum": 1, "tie_policy": "first", "low_agreement_below": 1.0}),
+    (ADAPTIVE_5, {"voters": 2}),
+])
+def test_options_that_keep_the_task_sound_are_accepted(text, options):
+    assert isinstance(with_vote_overrides(parse(text), **options), VoteTask)
+
+
+def test_a_contradiction_of_the_task_itself_is_named_as_the_tasks_not_the_options():
+    task = VoteTask(name="t", labels=(Label("yes"), Label("no")), voters=(VoterSpec(count=5),),
+                    vote=VoteRules(quorum=3, stop="decided", stop_when_agree=2))  # never checked
+    with pytest.raises(TaskFileError) as caught:
+        with_vote_overrides(task, voters=5, tie_policy="first")
+    assert caught.value.options is None
+    assert str(caught.value).startswith("field `vote.stop_when_agree`: stop_when_agree = 2 is below the quorum (3)")
