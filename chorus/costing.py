@@ -125,8 +125,12 @@ def run_minimum_cost(run: Any, prefixes: Mapping[str, tuple[int, bool]]) -> Cost
         estimated = any(o.usage_estimated for o in outcomes)
         prefix, prefix_estimated = prefixes.get(model, (0, False))
         prefix = min([prefix, *prompts])  # a prefix is never longer than the prompts that hold it
+        # The cache floor is the registry's (with its source), unless the responses showed this prefix
+        # cached: the provider's own word is then the floor (the registry may take the larger figure).
+        shown = any(o.cache_write_tokens or o.cache_read_tokens for o in outcomes)
+        floor = 0 if shown else min_cacheable_tokens(model)
         cost = minimum_vote_cost(model, prefix, [p - prefix for p in prompts], [o.output_tokens for o in outcomes],
-                                 min_cacheable=min_cacheable_tokens(model), lane=lane)
+                                 min_cacheable=floor, lane=lane)
         costs.append(dataclasses.replace(cost, estimated=cost.estimated or estimated or prefix_estimated))
     return total(costs)
 

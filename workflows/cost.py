@@ -119,21 +119,30 @@ def minimum_vote_cost(
     model: str, prefix_tokens: int, tail_tokens: Sequence[int], output_tokens: Sequence[int], *, min_cacheable: int,
     lane: bool = False,
 ) -> Cost:
-    """The cheapest a vote on one model can be under Anthropic's cache rules: the shared prefix is
-    written once and read by every other voter (when it reaches the model's minimum; otherwise
-    every voter pays it as plain input). `tail_tokens`/`output_tokens` are per voter. `lane`: the calls
-    went through the Message Batches API, at its price with the 1-hour cache write the lane uses."""
+    """The cheapest a vote on one model can be under Anthropic's cache rules: the cheaper of two
+    schedules, the shared prefix written once and read by every other voter (only when it reaches the
+    model's minimum), and every voter paying it as plain input (cheaper when a write's premium is not
+    repaid by the reads: with the lane's 1-hour write at 2x, two voters). `tail_tokens`/`output_tokens`
+    are per voter. `lane`: the calls went through the Message Batches API, at its price with the
+    1-hour cache write the lane uses."""
     n = len(tail_tokens)
     if n != len(output_tokens):
         raise ValueError("tail_tokens and output_tokens need one entry per voter")
     if n == 0:
         return Cost()
-    cached = prefix_tokens >= min_cacheable and n > 1
-    # Priced voter by voter: a request's own prompt size decides its tier (Haiku 5.5 above 100k).
-    usages = [
-        TokenUsage(input_tokens=tail + (0 if cached else prefix_tokens), output_tokens=out,
-                   cache_write_tokens=prefix_tokens if cached and i == 0 else 0,
-                   cache_read_tokens=prefix_tokens if cached and i > 0 else 0)
-        for i, (tail, out) in enumerate(zip(tail_tokens, output_tokens, strict=True))
-    ]
-    return cost_of_requests(model, usages, cache_ttl="1h" if lane else "5m", batch_api=lane)
+
+    def schedule(cached: bool) -> Cost:
+        # Priced voter by voter: a request's own prompt size decides its tier (Haiku 5.5 above 100k).
+        usages = [
+            TokenUsage(input_tokens=tail + (0 if cached else prefix_tokens), output_tokens=out,
+                       cache_write_tokens=prefix_tokens if cached and i == 0 else 0,
+                       cache_read_tokens=prefix_tokens if cached and i > 0 else 0)
+            for i, (tail, out) in enumerate(zip(tail_tokens, output_tokens, strict=True))
+        ]
+        return cost_of_requests(model, usages, cache_ttl="1h" if lane else "5m", batch_api=lane)
+
+    uncached = schedule(False)
+    if prefix_tokens < min_cacheable or n < 2 or prefix_tokens == 0:
+        return uncached
+    cached = schedule(True)
+    return cached if cached.total_usd <= uncached.total_usd else uncached

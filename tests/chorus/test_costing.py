@@ -109,3 +109,20 @@ def test_a_breakdown_splits_by_model_and_keeps_the_estimate_mark():
     assert data["models"][HAIKU]["cost"]["estimated"] is True
     assert data["models"][SONNET]["tokens"]["input_tokens"] == 100
     assert data["total"]["estimated"] is True
+
+
+def test_the_minimums_cache_floor_is_what_the_responses_showed_when_they_cached_below_the_registrys():
+    def voter(write: int, read: int) -> SimpleNamespace:
+        return SimpleNamespace(status="succeeded", role="voter", model="claude-haiku-5-5", input_tokens=50,
+                               output_tokens=10, cache_write_tokens=write, cache_read_tokens=read,
+                               usage_estimated=False, provider_batch=None)
+
+    prefix = 2_000  # below the registry's 4,096 for claude-haiku-5-5, above what the provider showed it caches
+    shown = SimpleNamespace(outcomes=[voter(prefix, 0), voter(0, prefix), voter(0, prefix)])
+    never = SimpleNamespace(outcomes=[voter(0, 0) for _ in range(3)])
+    for o in never.outcomes:
+        o.input_tokens += prefix
+    with_cache = run_minimum_cost(shown, {"claude-haiku-5-5": (prefix, False)})
+    without = run_minimum_cost(never, {"claude-haiku-5-5": (prefix, False)})
+    assert with_cache.cache_write_usd > 0 and with_cache.total_usd < without.total_usd
+    assert without.cache_write_usd == 0  # nothing shown cached: the registry's floor holds

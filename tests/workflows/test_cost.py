@@ -67,3 +67,17 @@ def test_the_minimum_vote_cost_writes_the_prefix_once_and_reads_it_for_every_oth
 ):
     cost = minimum_vote_cost("claude-haiku-4-5", prefix, tails, outputs, min_cacheable=4096)
     assert cost.total_usd == pytest.approx(expected_usd)
+
+
+@pytest.mark.parametrize(("voters", "lane", "cached_is_cheaper"), [
+    (2, False, True),   # 5-minute write 1.25x + one read 0.1x < 2x plain input
+    (2, True, False),   # the lane's 1-hour write at 2x + a read > 2x plain input: caching is not the minimum
+    (3, True, True),    # 2x + 2 x 0.1x < 3x
+])
+def test_the_minimum_is_the_cheaper_of_the_cached_and_the_uncached_schedules(voters, lane, cached_is_cheaper):
+    prefix, tails, outputs = 20_000, [50] * voters, [10] * voters
+    minimum = minimum_vote_cost("claude-haiku-4-5", prefix, tails, outputs, min_cacheable=4096, lane=lane)
+    uncached = minimum_vote_cost("claude-haiku-4-5", prefix, tails, outputs, min_cacheable=10**9, lane=lane)
+    assert minimum.total_usd <= uncached.total_usd
+    assert (minimum.total_usd < uncached.total_usd) is cached_is_cheaper
+    assert (minimum.cache_write_usd > 0) is cached_is_cheaper
