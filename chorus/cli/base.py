@@ -11,6 +11,7 @@ configuration (nothing was sent); 4 timed out waiting (the work goes on); 130 in
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import signal
 import sys
@@ -99,8 +100,12 @@ def cli_settings() -> Settings:
         raise fail(str(exc), EXIT_USAGE) from None
 
 
-class Interrupted(Exception):
-    """The command was asked to stop by SIGTERM or SIGHUP (kill, `timeout`, systemd, a closed terminal)."""
+class Interrupted(BaseException):
+    """The command was asked to stop by SIGTERM or SIGHUP (kill, `timeout`, systemd, a closed terminal).
+
+    A BaseException, as KeyboardInterrupt is: the retry loops that catch `Exception` around the broker
+    and the database (a publish retried while Redis is down, a transaction tried again) must not take
+    the stop for one more error to retry."""
 
     def __init__(self, signum: int) -> None:
         super().__init__(signal.Signals(signum).name)
@@ -154,6 +159,9 @@ def workers_for(settings: Settings, leftover: Callable[[], str | None] | None = 
                 raise
             raise RunTimeout(f"{exc}\n{hint}") from None
         except (KeyboardInterrupt, Interrupted) as exc:
+            # The stop may have landed inside a database call: the connection it left half-used is thrown
+            # away, and the pool's traceback about failing to reset it says nothing the user needs.
+            logging.getLogger("sqlalchemy.pool").setLevel(logging.CRITICAL)
             hint = _leftover(leftover)
             why = "interrupted" if isinstance(exc, KeyboardInterrupt) else f"stopped by {exc}"
             err.print(f"{why}." + (f" {hint}" if hint else ""), highlight=False, soft_wrap=True)
