@@ -5,7 +5,7 @@ inputs' outputs."""
 
 from __future__ import annotations
 
-import functools
+import threading
 from collections import OrderedDict
 from typing import Any
 
@@ -37,10 +37,27 @@ def spec_of(run_id: str, config: dict[str, Any], role: OutcomeRole) -> VoteSpec 
     return spec
 
 
-@functools.lru_cache(maxsize=8)
+# The bytes of documents read natively, kept per process (content-addressed, so never stale) up to
+# BLOBS_MAX_BYTES in all: the voters of one run read the PDF once, and a PDF may be tens of MB.
+_BLOBS: OrderedDict[str, bytes] = OrderedDict()
+BLOBS_MAX_BYTES = 64 * 1024 * 1024
+
+
+_BLOBS_LOCK = threading.Lock()
+
+
 def _blob(sha256: str) -> bytes:
-    # Content-addressed, so never stale; a few entries, as a PDF may be tens of MB.
-    return in_session(lambda s: repo.blob_data(s, sha256), write=False)
+    with _BLOBS_LOCK:
+        data = _BLOBS.get(sha256)
+        if data is not None:
+            _BLOBS.move_to_end(sha256)
+            return data
+    data = in_session(lambda s: repo.blob_data(s, sha256), write=False)
+    with _BLOBS_LOCK:
+        _BLOBS[sha256] = data
+        while len(_BLOBS) > 1 and sum(len(v) for v in _BLOBS.values()) > BLOBS_MAX_BYTES:
+            _BLOBS.popitem(last=False)
+    return data
 
 
 def _bytes(sha256: str | None, files: dict[str, str]) -> bytes | None:
