@@ -14,6 +14,7 @@ from pathlib import Path
 from chorus.documents import read_path
 from chorus.native import as_input
 from workflows.calls import Attachment
+from workflows.documents import SUFFIXES, Kind, sniff
 from workflows.errors import ConfigError
 from workflows.intake import Record, check_text, duplicate, parse_jsonl, record_from
 
@@ -113,6 +114,19 @@ def _size(file: Path) -> int | None:
 
 
 def _suffix_kind(file: Path) -> str:
+    """The kind of a file that could not be read (for the summary's count per kind): by its first bytes
+    where they say (a PDF named .txt is a PDF), else by its suffix."""
+    try:
+        with file.open("rb") as f:
+            head = f.read(64 * 1024)
+    except OSError:
+        head = b""
+    sniffed = sniff(head, file.name).kind if head else None
+    if sniffed is not None and sniffed is not Kind.TEXT:
+        return sniffed.value
+    kind = SUFFIXES.get(file.suffix.lower())
+    if kind is not None:
+        return kind.value
     suffix = file.suffix.lower().lstrip(".")
     return suffix[:16] if suffix else "unknown"
 

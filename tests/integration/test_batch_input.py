@@ -24,25 +24,27 @@ def test_every_kind_of_bad_file_in_a_folder_fails_alone_with_its_reason(tmp_path
         "f-latin1.txt": "résumé".encode("latin-1"),
         "g-huge.txt": b"word " * 300,
         "h-good.md": b"# Title\nAnother fine one.",
-        "ignored.bin": b"not read",
+        "i-notes.bin": b"plain text under an unknown suffix",
+        "j-tool.exe": b"MZ\x90\x00\x03\x00\x00\x00\x04\x00\x00\x00\xff\xff",
     }
     for name, data in files.items():
         (folder / name).write_bytes(data)
 
     records = {r.key: r for r in read_records(folder, max_bytes=1000)}
 
-    assert sorted(records) == sorted(k for k in files if k != "ignored.bin")
+    assert sorted(records) == sorted(files)  # every file is a document: none is skipped in silence
     assert records["a-good.txt"].text == "A fine document." and records["h-good.md"].error is None
+    assert records["i-notes.bin"].text == "plain text under an unknown suffix"  # recognised by its content
     reasons = {k: r.error for k, r in records.items() if r.error}
-    assert reasons == {
-        "b-empty.txt": "empty document",
-        "c-blank.md": "the document is only whitespace",
-        "d-scan.txt": "binary content: this is a PDF file, not text; convert it to text first",
-        "e-logo.txt": "binary content: this is a PNG image, not text; convert it to text first",
-        "f-latin1.txt": "invalid UTF-8 at byte 1 (b'\\xe9sum'); re-encode the file as UTF-8 (e.g. iconv -f latin1 "
-                        "-t utf-8)",
-        "g-huge.txt": "1500 bytes is over the size cap of 1000 bytes (CHORUS_MAX_DOCUMENT_BYTES)",
-    }
+    assert set(reasons) == {"b-empty.txt", "c-blank.md", "d-scan.txt", "e-logo.txt", "f-latin1.txt", "g-huge.txt",
+                            "j-tool.exe"}
+    assert all(reason.startswith(f"{name}: ") for name, reason in reasons.items())  # each names its file
+    for name, why in {"b-empty.txt": "empty file", "c-blank.md": "only whitespace",
+                      "d-scan.txt": "the PDF cannot be read",  # a (broken) PDF by its content, whatever its name
+                      "e-logo.txt": "image header cannot be read", "f-latin1.txt": "not valid UTF-8",
+                      "g-huge.txt": "CHORUS_MAX_DOCUMENT_BYTES", "j-tool.exe": "not a kind chorus reads"}.items():
+        assert why in reasons[name], reasons[name]
+    assert records["d-scan.txt"].kind == "pdf" and records["j-tool.exe"].kind == "exe"
 
 
 def test_csv_rows_with_missing_values_or_duplicate_ids_fail_alone(tmp_path):
@@ -69,7 +71,7 @@ def test_csv_rows_with_missing_values_or_duplicate_ids_fail_alone(tmp_path):
         (lambda p: p / "ok.jsonl", "vote", {}, "--pattern vote needs --labels"),
         (lambda p: p / "ok.jsonl", "section", {"how": "chapters"}, "unknown split 'chapters'"),
         (lambda p: p / "nocol.csv", "vote", {"labels": "a,b"}, "the CSV header has no text column"),
-        (lambda p: p / "notes.docx", "vote", {"labels": "a,b"}, "give a folder of .txt/.md files"),
+        (lambda p: p / "notes.docx", "vote", {"labels": "a,b"}, "for one document, use chorus vote"),
     ],
 )
 def test_whole_input_errors_are_refused_before_anything_is_written(postgres, tmp_path, make, pattern, options,
