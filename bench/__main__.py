@@ -42,6 +42,8 @@ REGISTRY: list[tuple[str, str, str]] = [
     ("capacity", "bench.capacity", "Capacity: calls in flight through chorus batch at 2 s latency (issue 12)"),
     ("documents", "bench.documents",
      "Documents: a 300-page PDF sectioned by pages vs one call; a 5-voter PDF vote's cost (issue 21)"),
+    ("estimates", "bench.estimates",
+     "Estimates: the estimate ÷ the stub's bill, per document kind, way and model (issue 22)"),
 ]
 
 QUICK_ARGS: dict[str, dict[str, Any]] = {

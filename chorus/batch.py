@@ -6,7 +6,9 @@ a batch again skips documents that already succeeded with the same content, retr
 that failed, ended partial or never got sent, and leaves alone the ones still in flight.
 
 Memory stays flat: records are read one at a time, written in chunks, and at most
-`max_in_flight` runs are sent and unfinished at any moment.
+`max_in_flight` runs are sent and unfinished at any moment. The batch lane has no such bound (its
+results take hours); with a budget it releases runs while the recorded spend plus the upper-bound
+estimate of what is in flight stays within it.
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ from workflows.taskfile import SectionTask, VoteTask, task_from_json, task_hash
 
 CHUNK = 200
 POLL_S = 0.02
+LANE_WAIT_S = 0.25  # how often a lane submission waiting for budget room looks again (results take a while)
 DISPATCH_GROUP = 100
 LANES = ("sync", "batch")
 log = logging.getLogger("chorus.batch")
@@ -147,16 +150,13 @@ def open_batch(source: Path, spec: BatchSpec, name: str, lane_name: str = "sync"
 
 def check_lane(lane_name: str, settings: Settings) -> str:
     """The lane, checked before anything is stored: `sync` (one request per call) or `batch` (Anthropic's
-    Message Batches API: half price, results within hours), which needs Claude and a beat."""
+    Message Batches API: half price, results within hours), which needs Claude (the offline provider has no
+    Batches API). Its provider batches are collected and polled by beat, or in embedded mode by the
+    process that waits for them (`lane.LaneClock`)."""
     if lane_name not in LANES:
         raise ConfigError(f"unknown lane {lane_name!r}; use --lane sync or --lane batch")
-    if lane_name == "batch":
-        if settings.provider_name != "anthropic":
-            raise ConfigError(LANE_NEEDS_ANTHROPIC)
-        if settings.embedded:
-            raise ConfigError("the batch lane needs a shared broker and Celery beat, which collects and polls the "
-                              "provider batches: set CHORUS_BROKER_URL and run `celery -A worker beat` (embedded "
-                              "mode has no beat), or run with --lane sync")
+    if lane_name == "batch" and settings.provider_name != "anthropic":
+        raise ConfigError(LANE_NEEDS_ANTHROPIC)
     return lane_name
 
 
@@ -184,7 +184,8 @@ def prepare_batch(source: Path, *, pattern: str, options: dict[str, Any], name: 
     `options` are those of `plan_vote` / `plan_section`; `task` may be a task object (stored with the
     batch, resolved). A batch name that already ran another task is refused, unless `new_version`
     picks the next `name.vN`. `lane="batch"` sends the calls through the Message Batches API (needs
-    the anthropic provider and beat); it keeps no `max_in_flight` bound, as results take hours."""
+    the anthropic provider; beat, or in embedded mode the waiting process, collects and polls); it keeps
+    no `max_in_flight` bound, as results take hours (a budget bounds it instead, see `Submitter`)."""
     settings = settings or get_settings()
     check_lane(lane, settings)
     if lane == "batch" and options.get("cache_warm") == "prewarm":
@@ -274,7 +275,13 @@ class _Stop(Exception):
 
 
 class Submitter:
-    """Streams records into stored runs and sends them, keeping at most `max_in_flight` unfinished."""
+    """Streams records into stored runs and sends them, keeping at most `max_in_flight` unfinished.
+
+    The batch lane has no `max_in_flight`; with `max_cost` it keeps each run's upper-bound estimate
+    (`estimate_plan` at the Batches API price) and releases runs while the recorded spend of its finished
+    runs plus the estimates of those in flight stays within the budget. The next run that would cross it
+    waits for runs to finish (their recorded cost replaces their estimate); when it does not fit even
+    with nothing in flight, sending stops: the rest end `cancelled`, reason "budget: ..."."""
 
     def __init__(self, batch_id: str, spec: BatchSpec, settings: Settings, *, max_in_flight: int | None,
                  on_tick: Callable[[], None] | None = None, send_here: bool = False,
@@ -291,6 +298,8 @@ class Submitter:
         self.spent = Cost()
         self.stopped: str | None = None
         self.uploads: dict[str, list[repo.BlobSpec]] = {}  # run id -> bytes to upload before it is sent
+        self.estimates: dict[str, float] = {}  # the batch lane with a budget: run id -> its upper bound in USD
+        self._lane_clock: Callable[[], None] | None = None  # embedded mode: collects and polls while we wait
 
     def run(self, records: Iterator[tuple[int, Record]], result: Submission) -> Submission:
         """`records` are (position in the input, record) pairs. Once the batch is cancelled or its
@@ -348,7 +357,7 @@ class Submitter:
 
         # Tried again as a whole after a transient database error, so it counts into a fresh tally
         # each time and the submission takes the tally of the try that committed.
-        def write(s: OrmSession) -> tuple[list[str], Submission, dict[str, list[repo.BlobSpec]]]:
+        def write(s: OrmSession) -> tuple[list[str], Submission, dict[str, list[repo.BlobSpec]], dict[str, float]]:
             pending: list[str] = []
             seen = Submission(result.batch_id, result.name, result.created)
             existing = repo.documents_by_key(s, self.batch_id, keys)
@@ -357,6 +366,7 @@ class Submitter:
             outcomes: list[dict[str, Any]] = []
             blobs: list[repo.BlobSpec] = []
             uploads: dict[str, list[repo.BlobSpec]] = {}
+            estimates: dict[str, float] = {}
             for position, record in chunk:
                 doc = existing.get(record.key)
                 text = record.text
@@ -405,6 +415,8 @@ class Submitter:
                 config = plan.config()
                 if self.lane == "batch":
                     config["lane"] = "batch"
+                    if self.max_cost is not None:
+                        estimates[run_id] = estimate_plan(plan, self.settings, count=False, lane="batch").total_usd
                 runs.append({"id": run_id, "document_id": doc_id, "pattern": self.spec.pattern,
                              "status": RunStatus.PENDING, "provider": self.settings.provider_name,
                              "config": config, "chord_id": callback_id, "created_at": now})
@@ -414,10 +426,11 @@ class Submitter:
                     uploads[run_id] = plan.uploads(self.settings)
             repo.keep_blobs(s, blobs)
             repo.insert_batch_chunk(s, self.batch_id, documents=new_docs, runs=runs, outcomes=outcomes, now=now)
-            return pending, seen, uploads
+            return pending, seen, uploads, estimates
 
-        pending, seen, uploads = in_session(write)
+        pending, seen, uploads, estimates = in_session(write)
         self.uploads.update(uploads)
+        self.estimates.update(estimates)
         result.skipped += seen.skipped
         result.already_running += seen.already_running
         result.rejected += seen.rejected
@@ -432,7 +445,9 @@ class Submitter:
         i = 0
         while i < len(pending):
             try:
-                if self.max_in_flight is None:
+                if self.lane == "batch" and self.max_cost is not None:
+                    room = self._wait_for_budget(pending[i:])
+                elif self.max_in_flight is None:
                     self._reap()
                     self._check_stop()
                     room = len(pending) - i
@@ -475,12 +490,49 @@ class Submitter:
             self._tick()
             time.sleep(POLL_S)
 
+    def _wait_for_budget(self, pending: list[str]) -> int:
+        """The batch lane with a budget: how many of `pending` (in order) may go now, waiting while runs
+        in flight hold the room the next one needs; _Stop when it does not fit with nothing in flight."""
+        assert self.max_cost is not None
+        while True:
+            self._reap()
+            self._check_stop()
+            committed = self.spent.total_usd + sum(self.estimates.get(r, 0.0) for r in self.in_flight)
+            room = 0
+            for run_id in pending:
+                estimate = self.estimates.get(run_id, 0.0)
+                if committed + estimate > self.max_cost:
+                    break
+                committed += estimate
+                room += 1
+            if room:
+                return room
+            if not self.in_flight:
+                raise _Stop(f"budget: the next document's estimate (${self.estimates.get(pending[0], 0.0):.4f}, an "
+                            f"upper bound at the Batches API price) does not fit in the budget of "
+                            f"${self.max_cost:.4f} (--max-cost / CHORUS_MAX_COST_USD) after the recorded spend of "
+                            f"this batch's runs, ${self.spent.total_usd:.4f}; the documents not sent yet were not "
+                            f"sent")
+            self._lane_tick()
+            self._tick()
+            time.sleep(LANE_WAIT_S)
+
+    def _lane_tick(self) -> None:
+        """With no beat (embedded mode), collect and poll the lane while this process waits on it."""
+        if not self.settings.embedded:
+            return
+        if self._lane_clock is None:
+            self._lane_clock = lane.LaneClock(celery_app(self.settings), self.settings)
+        self._lane_clock()
+
     def _reap(self) -> None:
         if not self.in_flight:
             return
         in_flight = list(self.in_flight)
         done = in_session(lambda s: repo.finished_among(s, in_flight), write=False)
         self.in_flight.difference_update(done)
+        for run_id in done:
+            self.estimates.pop(run_id, None)
         if done and self.max_cost is not None:
             usage = in_session(lambda s: repo.usage_by_request(s, done), write=False)
             self.spent = total([self.spent, *(_priced(u) for u in usage)])
@@ -526,6 +578,9 @@ def wait_for_batch(batch_id: str, *, timeout: float, on_tick: Callable[[], None]
     own = ensure_workers(settings)
     if check is None and own is not None:
         check = own.check
+    # No beat in embedded mode: while it waits, this process collects and polls the batch lane itself.
+    clock = (lane.LaneClock(celery_app(settings), settings)
+             if settings.embedded and lane_status(batch_id, settings=settings)["lane"] == "batch" else None)
     deadline = time.monotonic() + timeout
     while True:
         counts = batch_counts(batch_id, settings=settings)
@@ -535,6 +590,8 @@ def wait_for_batch(batch_id: str, *, timeout: float, on_tick: Callable[[], None]
             return counts
         if check:
             check()
+        if clock is not None:
+            clock()
         if time.monotonic() > deadline:
             raise RunTimeout(f"batch still has {counts.running + counts.pending} document(s) unfinished after "
                                f"{timeout:.0f} s; `chorus status {batch_id}` shows it, re-run to resume")
@@ -555,8 +612,10 @@ def run_batch(source: Path | str | Prepared, *, pattern: str = "", options: dict
     spend of the runs this call sent passes it (the rest end `cancelled`, reason "budget: ...").
 
     `lane="batch"` sends the voter and section calls through Anthropic's Message Batches API at half
-    price (results within about an hour, at most 24 h): it needs the anthropic provider and Celery beat
-    (`chorus.lane.collect` / `chorus.lane.poll`). Default `sync` (a prepared batch keeps its own)."""
+    price (results within about an hour, at most 24 h): it needs the anthropic provider, and Celery beat
+    (`chorus.lane.collect` / `chorus.lane.poll`) or, in embedded mode, `wait_for_batch`, which sends them
+    while it waits. With a budget the lane releases runs while the recorded spend plus the estimates of
+    the runs in flight stays within it (`Submitter`). Default `sync` (a prepared batch keeps its own)."""
     settings = settings or get_settings()
     if task is not None:
         options = {**(options or {}), "task": task}
@@ -582,9 +641,10 @@ def run_batch(source: Path | str | Prepared, *, pattern: str = "", options: dict
 
 # ----- budgets ----------------------------------------------------------------------------------
 def estimate_batch(prepared: Prepared, settings: Settings) -> tuple[Cost, int]:
-    """(the estimate, the documents it covers): `estimate_plan` with local token counts (one count_tokens
-    call per document and voter would be slow and rate-limited) of the documents a run of the batch
-    would send: all of them but those that already succeeded with the same text, or are still running."""
+    """(the estimate, the documents it covers): `estimate_plan` (an upper bound) with local token bounds
+    (one count_tokens call per document and voter would be slow and rate-limited) of the documents a run
+    of the batch would send: all of them but those that already succeeded with the same text, or are
+    still running. Each run is priced in the batch's lane (the lane's half price and 1-hour cache writes)."""
     prepare(settings)
     with Session() as s:
         batch = repo.batch_named(s, prepared.name)
@@ -682,7 +742,7 @@ def cancel(ref: str, *, reason: str = "cancelled by the user", settings: Setting
 def _cancel_provider_batches(cancelled: list[str], settings: Settings) -> None:
     """Cancel at the provider the batch-lane batches whose calls now all belong to cancelled runs (the
     poller would too, at its next tick); best effort: the runs are cancelled whatever the provider says."""
-    if not cancelled or settings.embedded or settings.provider_name != "anthropic":
+    if not cancelled or settings.provider_name != "anthropic":
         return
     if not in_session(lambda s: repo.lane_runs_among(s, cancelled), write=False):
         return

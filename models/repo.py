@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import and_, case, func, insert, select, update
+from sqlalchemy import String, and_, case, cast, func, insert, literal, select, update
 from sqlalchemy.orm import Session as OrmSession
 from sqlalchemy.orm import selectinload
 
@@ -416,6 +416,62 @@ def mark_lost_slots(s: OrmSession, run_id: str, *, queued_before: dt.datetime, m
         .returning(WorkerOutcome.slot, WorkerOutcome.model, WorkerOutcome.role)
     ).all()
     return [(r.slot, r.model, r.role) for r in rows]
+
+
+@dataclass(frozen=True)
+class Abandoned:
+    """What `take_abandoned_slots` did: the slots marked to be sent again, (slot, model, role) each, and
+    the slots failed at their attempt limit, (slot, attempts) each."""
+
+    resend: list[tuple[int, str, OutcomeRole]]
+    failed: list[tuple[int, int]]
+
+
+def take_abandoned_slots(s: OrmSession, run_id: str, *, held_before: dt.datetime, waiting_before: dt.datetime | None,
+                         marker: str, max_attempts: int, reason: str) -> Abandoned:
+    """Slots a task claimed and then left with nobody to finish them:
+
+    - `running` with a lease that ended before `held_before`: the holder stopped renewing it (it was
+      killed), and no copy of its task has taken it over since;
+    - `retrying`, or `pending` again after a rate-limit wait, whose lease ended before `waiting_before`
+      (None: leave them alone, their message may still come) and whose next message is not coming.
+
+    Each one below `max_attempts` is marked with `marker` in the same UPDATE that finds it, so two
+    reapers never both send it again; a claim takes it over (an expired lease, a counted attempt) and
+    replaces the marker, so if that holder dies too the slot is found again. Each one at its limit is
+    failed with `reason`, in which "{attempts}" stands for the slot's own count. Batch-lane runs have no
+    messages and are never taken."""
+    lease = WorkerOutcome.lease_until
+    held = (WorkerOutcome.status == OutcomeStatus.RUNNING) & (lease < held_before)
+    gone = held
+    if waiting_before is not None:
+        waiting = (WorkerOutcome.status.in_((OutcomeStatus.PENDING, OutcomeStatus.RETRYING))
+                   & WorkerOutcome.queued_at.is_not(None) & (lease < waiting_before))
+        gone = held | waiting
+    lane = select(Run.id).where(Run.id == WorkerOutcome.run_id, _is_lane_run()).exists()
+    taken = and_(WorkerOutcome.run_id == run_id, WorkerOutcome.role.in_((OutcomeRole.VOTER, OutcomeRole.SECTION)),
+                 lease.is_not(None), gone, WorkerOutcome.task_id.is_distinct_from(marker), ~lane)
+    before, placeholder, after = reason.partition("{attempts}")
+    error = (literal(before, String) + cast(WorkerOutcome.attempts, String) + literal(after, String)
+             if placeholder else literal(reason, String))
+    failed = s.execute(
+        update(WorkerOutcome).where(taken, WorkerOutcome.attempts >= max_attempts)
+        .values(status=OutcomeStatus.FAILED, error=error, finished_at=utcnow())
+        .returning(WorkerOutcome.slot, WorkerOutcome.attempts)
+    ).all()
+    resend = s.execute(
+        update(WorkerOutcome).where(taken, WorkerOutcome.attempts < max_attempts)
+        .values(task_id=marker)
+        .returning(WorkerOutcome.slot, WorkerOutcome.model, WorkerOutcome.role)
+    ).all()
+    return Abandoned(sorted((r.slot, r.model, r.role) for r in resend), sorted((r.slot, r.attempts) for r in failed))
+
+
+def drop_resend_marks(s: OrmSession, run_id: str, slots: Sequence[int], *, marker: str) -> None:
+    """Undo the reaper's mark on slots whose new message could not be sent (the broker refused it), so
+    the next round finds them again instead of taking the mark for a message on its way."""
+    s.execute(update(WorkerOutcome).where(WorkerOutcome.run_id == run_id, WorkerOutcome.slot.in_(list(slots)),
+                                          WorkerOutcome.task_id == marker).values(task_id=None))
 
 
 def run_status(s: OrmSession, run_id: str) -> RunStatus | None:

@@ -14,7 +14,11 @@ Two beat tasks on the `callbacks` queue, both safe to run twice, at once, or aft
   each result into its slot (only while the slot is open and still names that batch), sends back to
   `pending` what may be tried again (errored with a retryable error, expired, canceled while its run
   is open) within CHORUS_MAX_ATTEMPTS, and then runs each finished run's callback: a vote through
-  `advance`, a section run through `chorus.section.reduce`, as the chord would have.
+  `advance`, a section run through `chorus.section.reduce`, as the chord would have. A succeeded line
+  for a slot this batch does not carry (a duplicate request: a collector that recorded its batch only
+  after its claims had been released and sent again) was paid for: its usage is added to the slot.
+
+With no beat (embedded mode) the process waiting on lane runs sends both ticks itself (`LaneClock`).
 """
 
 from __future__ import annotations
@@ -22,6 +26,8 @@ from __future__ import annotations
 import dataclasses
 import functools
 import logging
+import math
+import time
 import uuid
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Sequence
@@ -259,12 +265,15 @@ def write_results(app: Celery, settings: Settings, batch_id: str, lines: Iterabl
 
         in_session(write)
 
+    duplicates: list[tuple[str, int, dict[str, Any]]] = []
     for line in lines:
         key = parse_custom_id(line.custom_id)
         if key is None or key in seen:
             continue
         seen.add(key)
         lane_slot = slots.get(key)
+        if lane_slot is None and line.kind == "succeeded":  # paid, though another batch carries the slot
+            duplicates.append((*key, usage_fields(line.result)))
         if lane_slot is None or lane_slot.status.terminal:
             continue
         pending.append((*key, result_fields(lane_slot, line, settings)))
@@ -278,7 +287,41 @@ def write_results(app: Celery, settings: Settings, batch_id: str, lines: Iterabl
         if not status.terminal and not in_session(functools.partial(repo.count_open_slots, run_id=run_id,
                                                                     sent_only=True), write=False):
             run_callback(app, run_id, pattern)
+    if duplicates and record_duplicates(batch_id, duplicates):
+        return  # a duplicate's slot is still open elsewhere: its usage is added at a later poll
     in_session(lambda s: repo.note_provider_batch(s, batch_id, collected_at=utcnow()))
+
+
+def duplicate_note(batch_id: str) -> str:
+    return f"a duplicate request in provider batch {batch_id} was answered and paid: its usage is added here"
+
+
+def record_duplicates(batch_id: str, duplicates: Sequence[tuple[str, int, dict[str, Any]]]) -> int:
+    """Add the usage of paid duplicate answers to their slots, as one more attempt, once per provider
+    batch (the note on the slot says so, under the run's row lock). A slot still open is left for a later
+    poll, since its own result overwrites its usage; how many were left."""
+    left = 0
+    for run_id, slot, usage in duplicates:
+        def add(s: Any, run_id: str = run_id, slot: int = slot, usage: dict[str, Any] = usage) -> bool:
+            run = repo.load_run_locked(s, run_id)
+            outcome = next((o for o in run.outcomes if o.slot == slot), None) if run is not None else None
+            if outcome is None:
+                return False
+            if not outcome.status.terminal:
+                return True
+            note = duplicate_note(batch_id)
+            if note in (outcome.error or ""):
+                return False
+            repo.update_slot(s, run_id, slot, attempts=outcome.attempts + 1,
+                             error="; ".join(filter(None, [outcome.error, note])),
+                             **{k: getattr(outcome, k) + int(usage.get(k) or 0) for k in
+                                ("input_tokens", "output_tokens", "cache_write_tokens", "cache_read_tokens")})
+            log.warning("lane: %s/%s was answered twice (provider batch %s); the duplicate's usage is recorded",
+                        run_id, slot, batch_id)
+            return False
+
+        left += bool(in_session(add))
+    return left
 
 
 @dataclasses.dataclass(frozen=True)
@@ -379,6 +422,43 @@ def start_runs(app: Celery, run_ids: list[str]) -> int:
 
 def send_collect(app: Celery) -> None:
     dispatch.publishing(app.signature(LANE_COLLECT, queue=CALLBACK_QUEUE).apply_async)
+
+
+class LaneClock:
+    """Beat's two lane entries for a process that waits on lane runs where no beat runs (embedded mode):
+    each call sends `chorus.lane.collect` once CHORUS_LANE_COLLECT_S has passed since the last one and
+    `chorus.lane.poll` once CHORUS_LANE_POLL_S has (the first of each at once, so a resumed batch's open
+    provider batches are looked at right away), with beat's `expires`, to the worker on the callbacks
+    queue. Unlike beat it sends no tick while its previous one of the same task is unfinished (for at
+    most STUCK_S): a slow poll would otherwise have copies of itself download the same results. Both
+    tasks are safe to run twice or at once, so a clock per waiting process is harmless."""
+
+    STUCK_S = 60.0
+
+    def __init__(self, app: Celery, settings: Settings) -> None:
+        self.app = app
+        self.every = {LANE_COLLECT: settings.lane_collect_s, LANE_POLL: settings.lane_poll_s}
+        self.last = dict.fromkeys(self.every, -math.inf)
+        self.sent: dict[str, Any] = {}
+
+    def __call__(self) -> None:
+        now = time.monotonic()
+        for name, every in self.every.items():
+            if now - self.last[name] < every or (now - self.last[name] < self.STUCK_S and self._running(name)):
+                continue
+            self.last[name] = now
+            signature = self.app.signature(name, queue=CALLBACK_QUEUE)
+            try:
+                self.sent[name] = signature.apply_async(expires=max(1.0, every))
+            except Exception as exc:  # noqa: BLE001 - the broker can fail in many ways; the next tick sends again
+                log.warning("lane: could not send %s (%s); trying again at the next tick", name, exc)
+
+    def _running(self, name: str) -> bool:
+        result = self.sent.get(name)
+        try:
+            return result is not None and not result.ready()
+        except Exception:  # noqa: BLE001 - a result backend that cannot be read: send as beat would
+            return False
 
 
 @shared_task(name=LANE_COLLECT, bind=True)

@@ -4,7 +4,7 @@ A callback can be lost (a header task's message lost with a broker, a crash betw
 slot's write and the chord's join, or, in embedded mode, a worker stopped mid-run with no
 visibility timeout to bring the message back). Beat runs `chorus.maintenance.reap` every
 CHORUS_REAP_INTERVAL_S; the waiting CLI of embedded mode runs the same check itself when a run
-stalls. Three cases:
+stalls. Four cases:
 
 - a slot was never claimed (still pending with no attempt) longer than CHORUS_REAP_RESEND_AFTER_S,
   and the broker holds no message of its run (neither queued nor taken; `tasks.broker`): its
@@ -13,6 +13,17 @@ stalls. Three cases:
   so a worker killed in between loses it for good (kombu #305, #1733). The reaper sends that
   slot's call again, once; the claim on (run_id, slot) makes a duplicate harmless. The
   re-sent task is not part of the chord, so the run is then finished by the next case;
+- a slot was claimed and its holder is gone: it is `running` with a lease that ended more than
+  CHORUS_REAP_GRACE_S ago (the holder renews it every few seconds while it lives, so it was killed),
+  or `retrying` (or pending again after a rate-limit wait) past CHORUS_REAP_RESEND_AFTER_S with no
+  message of its run in the broker. Redis brings a killed worker's message back only after the
+  visibility timeout (an hour by default), and not at all when it was acknowledged early or lost in
+  the BRPOP window, so the reaper does not wait for it: it sends the call again, once per lost
+  holder, within CHORUS_MAX_ATTEMPTS (the re-sent task's claim takes the expired lease and counts the
+  attempt; a copy of the old message that comes back later finds the slot held or finished and makes
+  no call). A slot at its attempt limit is failed with the reason instead. The broker is not asked
+  about a `running` slot: a message of its run still queued (a tally waiting for it, a copy of its own
+  task) cannot finish it any sooner, and the lease makes a second message harmless;
 - every slot is terminal but the run is not, for longer than CHORUS_REAP_GRACE_S: the callback was
   lost; the run is finished from its stored outcomes by the same function the callback calls;
 - the run is older than CHORUS_REAP_AFTER_S: its open slots are failed with a reason, then the run
@@ -33,7 +44,7 @@ from typing import Any
 
 from celery import Celery, Task, shared_task
 
-from models import Pattern, Session, repo
+from models import OutcomeRole, Pattern, Session, repo
 from models.tables import utcnow
 from settings import Settings, get_settings
 from tasks import broker, db, dispatch
@@ -66,8 +77,17 @@ def reap_stalled(app: Celery, settings: Settings | None = None, *, now: dt.datet
     with Session() as s:
         candidates = repo.stalled_runs(s, started_before=grace_edge, run_ids=run_ids)
     queued = _runs_still_queued(app, [run_id for run_id, _, _ in candidates])
+    held_edge = now - dt.timedelta(seconds=settings.reap_grace_s)
     for run_id, pattern, began in candidates:
-        if run_id not in queued and _resend_lost_slots(app, run_id, resend_edge):
+        if queued is None:
+            resent = []  # the broker cannot be read: a re-send now would fail the same way
+        else:
+            clear = run_id not in queued
+            resent = _resend_abandoned_slots(app, run_id, settings, held_before=held_edge,
+                                             waiting_before=resend_edge if clear else None)
+            if clear:
+                resent += _resend_lost_slots(app, run_id, resend_edge)
+        if resent:
             done["resent"].append(run_id)
             continue
         with Session() as s:
@@ -86,25 +106,58 @@ def reap_stalled(app: Celery, settings: Settings | None = None, *, now: dt.datet
     return done
 
 
-def _runs_still_queued(app: Celery, run_ids: list[str]) -> set[str]:
+def _runs_still_queued(app: Celery, run_ids: list[str]) -> set[str] | None:
     """Runs whose messages the broker still holds (queued, or taken and not yet acknowledged): a slot
-    of theirs that was never claimed is waiting its turn in a backlog, not lost. If the broker cannot
-    be read, every run counts as queued this round: a re-send now would fail the same way."""
+    of theirs that was never claimed is waiting its turn in a backlog, not lost. None if the broker
+    cannot be read: then nothing is re-sent this round, since a re-send now would fail the same way."""
     try:
         return broker.runs_in_broker(app, run_ids)
     except Exception as exc:  # noqa: BLE001 - Redis can fail in many ways; the next round looks again
         log.warning("could not read the broker (%s); no slot is re-sent this round", exc)
-        return set(run_ids)
+        return None
 
 
 def _resend_lost_slots(app: Celery, run_id: str, edge: dt.datetime) -> list[int]:
     """Send again, once, the calls of slots never claimed since before `edge`; their slots."""
     with Session.begin() as s:
         lost = repo.mark_lost_slots(s, run_id, queued_before=edge, marker=RESENT)
-    for slot, model, role in lost:
-        dispatch.resend_call(app, run_id, slot, model, role)
-        log.warning("re-sent the call of run %s slot %s: its task was never picked up", run_id, slot)
-    return [slot for slot, _, _ in lost]
+    return _resend(app, run_id, lost, "its task was never picked up")
+
+
+def lost_holder_reason(max_attempts: int) -> str:
+    """Why a slot whose holder was lost at its attempt limit is failed ("{attempts}": its own count)."""
+    return (f"its worker was lost (killed or stopped) during attempt {{attempts}} of {max_attempts}, "
+            "and no attempt is left: not sent again")
+
+
+def _resend_abandoned_slots(app: Celery, run_id: str, settings: Settings, *, held_before: dt.datetime,
+                            waiting_before: dt.datetime | None) -> list[int]:
+    """Send again the calls of slots whose holder is gone (`repo.take_abandoned_slots`), failing those at
+    their attempt limit; the slots re-sent."""
+    with Session.begin() as s:
+        taken = repo.take_abandoned_slots(s, run_id, held_before=held_before, waiting_before=waiting_before,
+                                          marker=RESENT, max_attempts=settings.max_attempts,
+                                          reason=lost_holder_reason(settings.max_attempts))
+    for slot, attempts in taken.failed:
+        log.warning("failed run %s slot %s: its worker was lost during attempt %s, its last", run_id, slot, attempts)
+    return _resend(app, run_id, taken.resend, "its holder is gone (lease ended, no copy took it over)")
+
+
+def _resend(app: Celery, run_id: str, slots: list[tuple[int, str, OutcomeRole]], why: str) -> list[int]:
+    """Send the calls of slots marked for a re-send; a slot whose message the broker refuses loses its mark,
+    so the next round finds it again. The slots sent."""
+    sent: list[int] = []
+    for slot, model, role in slots:
+        try:
+            dispatch.resend_call(app, run_id, slot, model, role)
+        except Exception as exc:  # noqa: BLE001 - the broker can fail in many ways; the next round tries again
+            log.warning("could not re-send the call of run %s slot %s (%s); trying again next round", run_id, slot, exc)
+            with Session.begin() as s:
+                repo.drop_resend_marks(s, run_id, [slot], marker=RESENT)
+            continue
+        sent.append(slot)
+        log.warning("re-sent the call of run %s slot %s: %s", run_id, slot, why)
+    return sent
 
 
 @shared_task(name="chorus.maintenance.reap", bind=True)

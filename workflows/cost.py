@@ -82,10 +82,12 @@ class Cost:
                 "cache_read_usd": round(self.cache_read_usd, 8), "estimated": self.estimated}
 
 
-def cost_of(model: str, usage: TokenUsage, *, cache_ttl: CacheTtl = "5m", batch_api: bool = False) -> Cost:
-    """The cost of ONE request's usage: its prompt size picks the price tier for all of its tokens."""
+def cost_of(model: str, usage: TokenUsage, *, cache_ttl: CacheTtl = "5m", batch_api: bool = False,
+            tier_prompt_tokens: int | None = None) -> Cost:
+    """The cost of ONE request's usage: its prompt size picks the price tier for all of its tokens.
+    `tier_prompt_tokens` (an estimate's): the largest prompt the request may have, when that is more."""
     info = model_entry(model)
-    p = info.prices_for(usage.prompt_tokens)
+    p = info.prices_for(max(usage.prompt_tokens, tier_prompt_tokens or 0))
     scale = (1.0 - info.batch_discount if batch_api else 1.0) / PER_MTOK
     write = p.cache_write_1h if cache_ttl == "1h" else p.cache_write_5m
     return Cost(

@@ -54,7 +54,9 @@ def batch(
     = None,
     max_in_flight: Annotated[int, typer.Option("--max-in-flight", min=1, help="Runs sent and unfinished at most.")]
     = 64,
-    timeout: Annotated[float | None, typer.Option(help="Seconds to wait for the last runs.")] = None,
+    timeout: Annotated[float | None, typer.Option(
+        help="Seconds to wait for the last runs (default CHORUS_RUN_TIMEOUT_S; the batch lane in embedded "
+             "mode: CHORUS_LANE_EXPIRE_S).")] = None,
     new_version: Annotated[bool, typer.Option(
         "--new-version", help="The batch name already ran another task: start NAME.v2 (v3, ...) with this one.")]
     = False,
@@ -65,7 +67,8 @@ def batch(
         "--dry-run", help="Only check the input and print what would be sent and its estimated cost.")] = False,
     lane: Annotated[str, typer.Option(
         "--lane", help="sync: one request per call, answers in seconds; batch: Anthropic's Message Batches API at "
-                       "half price, results within about an hour (at most 24 h; needs Claude and beat).")] = "sync",
+                       "half price, results within about an hour (at most 24 h; needs Claude; collected by beat, "
+                       "or in embedded mode by this command while it waits).")] = "sync",
     as_json: JsonOpt = False,
 ) -> None:
     """Run a pattern over every document of SOURCE; re-running the same batch resumes it."""
@@ -124,10 +127,19 @@ def batch(
                         detail=f"done {c.succeeded}  partial {c.partial}  failed {c.failed}  in flight {c.running}"
                                + lane_note)
 
-    with errors(), workers_for(settings, leftover=lambda: left_in_batch(prepared.name, settings)) as workers, \
-            progress:
+    def leftover() -> str | None:
+        hint = left_in_batch(prepared.name, settings)
+        if hint and prepared.lane == "batch" and settings.embedded:
+            hint += (" The provider batches already sent stay recorded: the same command collects them (nothing "
+                     "is sent twice), and `chorus cancel` cancels them.")
+        return hint
+
+    # Embedded mode has no beat: the lane moves only while this command waits, so it waits as long as a run may.
+    default_timeout = settings.lane_expire_s if prepared.lane == "batch" and settings.embedded \
+        else settings.run_timeout_s
+    with errors(), workers_for(settings, leftover=leftover) as workers, progress:
         sub = run_batch(prepared, settings=settings, on_tick=tick, max_cost=max_cost)
-        counts = wait_for_batch(sub.batch_id, timeout=timeout or settings.run_timeout_s, settings=settings,
+        counts = wait_for_batch(sub.batch_id, timeout=timeout or default_timeout, settings=settings,
                                 on_tick=lambda: tick(sub.batch_id), check=workers.check if workers else None)
         tick(sub.batch_id)
     with errors():

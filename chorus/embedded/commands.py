@@ -14,6 +14,10 @@ worker first sweeps the queue:
   is such a run; with a database of your own only the runs the queue names are touched.
 
 With another live owner (two commands at once in one directory) only terminal runs' messages go.
+
+A run of the batch lane that was sent (running) is not stale: its calls wait for a collector or sit in
+provider batches, paid for, which the next command waiting on the lane collects and polls (the same
+`chorus batch` command resumes it). It is left open, with its queued messages (a tally, a reduce).
 """
 
 from __future__ import annotations
@@ -25,7 +29,9 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+from models import RunStatus, in_session, repo
 from settings import Settings
 from tasks.dispatch import message_run_ids
 
@@ -127,29 +133,43 @@ def purge_runs(settings: Settings, run_ids: Iterable[str]) -> int:
     return deleted
 
 
+def sent_lane_runs(run_ids: list[str]) -> set[str]:
+    """Those of `run_ids` that run in the batch lane and were sent (running): a later command resumes them."""
+    def read(s: Any) -> set[str]:
+        lane_runs = repo.lane_runs_among(s, run_ids)
+        return {r for r, status in repo.run_statuses(s, sorted(lane_runs)).items() if status is RunStatus.RUNNING}
+
+    return in_session(read, write=False) if run_ids else set()
+
+
 def sweep(settings: Settings, *, since: float, terminal: Callable[[list[str]], set[str]],
           open_runs: Callable[[], list[str]] | None,
-          cancel: Callable[[list[str], str], list[str]]) -> Swept:
+          cancel: Callable[[list[str], str], list[str]],
+          resumable: Callable[[list[str]], set[str]] = sent_lane_runs) -> Swept:
     """Clear stale work before this process's worker starts (see the module's docstring). Only work
     older than `since` (when this process became an owner) can be stale: what it sent is its own.
 
     `terminal(ids)` are those of `ids` that are terminal; `open_runs()` the open runs created before
     `since` (None when the database is not this directory's own); `cancel(ids, reason)` cancels runs
-    and returns those it did."""
+    and returns those it did; `resumable(ids)` those of `ids` left open for a later command (sent lane
+    runs), with their messages."""
     swept = Swept()
     messages = [(path, ids, _mtime(path)) for path, ids in queued_messages(settings)]
     named = sorted({run_id for _, ids, _ in messages for run_id in ids})
     done = terminal(named) if named else set()
     alone = not other_owners(settings)
     old = [(path, ids) for path, ids, mtime in messages if mtime < since]
+    kept: set[str] = set()
     if alone:
         stale = {r for _, ids in old for r in ids if r not in done}
         if open_runs is not None:
             stale |= set(open_runs())
+        kept = resumable(sorted(stale)) if stale else set()
+        stale -= kept
         if stale:
             swept.cancelled = cancel(sorted(stale), STALE_REASON)
     for path, ids, mtime in messages:
-        if (alone and mtime < since) or (ids and ids <= done):
+        if (alone and mtime < since and not ids & kept) or (ids and ids <= done):
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
                 swept.deleted += 1

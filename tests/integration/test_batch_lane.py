@@ -282,3 +282,119 @@ def test_pdfs_and_images_go_through_the_lane_as_document_and_image_blocks(lane, 
     blocks = [e["body"]["messages"][0]["content"][0]["type"] for e in stub.requests()
               if e.get("batch") and e.get("run") in run_ids]
     assert sorted(blocks) == ["document"] * 4 + ["image"] * 2
+
+
+def estimates_of(spec, source: Path, settings) -> dict[str, float]:
+    """Each document's upper-bound estimate at the Batches API price, as the submitter computes it."""
+    from chorus.budget import estimate_plan
+    from chorus.inputs import read_records
+
+    return {r.key: estimate_plan(spec.plan(r.text, r.key, r.label, "estimate", settings), settings, count=False,
+                                 lane="batch").total_usd
+            for r in read_records(source, settings.max_document_bytes)}
+
+
+def test_a_lane_budget_releases_runs_within_it_and_stops_sending_where_the_next_does_not_fit(lane, stub, tmp_path):
+    """8 documents, a budget of 2.5 documents' estimates: the first provider batch carries the 2 runs whose
+    estimates fit; each later run goes once finished runs' recorded cost (far below their estimate) leaves
+    room; sending stops when the next estimate does not fit with nothing in flight."""
+    from chorus.batch import BatchSpec, Submission, Submitter, open_batch
+    from chorus.inputs import read_records
+    from models import Pattern
+    from settings import get_settings
+
+    stub.batch_config(delay_ms=200)
+    settings = get_settings()
+    spec = BatchSpec(Pattern.VOTE, {"labels": "positive,negative", "voters": 2, "models": [MODEL] * 2})
+    source = documents(tmp_path / "lane-budget.jsonl", 8)
+    estimates = estimates_of(spec, source, settings)
+    budget = 2.5 * max(estimates.values())
+    assert sum(estimates.values()) > budget
+    batch_id, created = open_batch(source, spec, "lane-budget", "batch")
+    submitter = Submitter(batch_id, spec, settings, max_in_flight=None, max_cost=budget, lane="batch")
+    sub = submitter.run(enumerate(read_records(source, settings.max_document_bytes)),
+                        Submission(batch_id, "lane-budget", created))
+
+    assert sub.stopped is not None and sub.stopped.startswith("budget:"), sub.stopped
+    assert 2 < sub.sent < 8
+    counts = wait_for_batch(batch_id, timeout=30)
+    assert (counts.succeeded, counts.cancelled, counts.pending, counts.running) == (sub.sent, 8 - sub.sent, 0, 0)
+    runs = runs_of(batch_id)
+    sent = [r for r in runs if r.status is RunStatus.SUCCEEDED]
+    cancelled = [r for r in runs if r.status is RunStatus.CANCELLED]
+    assert all((r.error or "").startswith("budget:") for r in cancelled) and cancelled
+    assert all(o.status is OutcomeStatus.CANCELLED for r in cancelled for o in r.outcomes)
+
+    # The first provider batch is the first chunk: the runs whose estimates fit the budget together.
+    doc_of = {r.id: r.document.external_id for r in runs}
+    first = {cid.rsplit("-", 1)[0] for cid in stub.batches()[0]["custom_ids"]}
+    assert len(first) == 2 and sum(estimates[doc_of[r]] for r in first) <= budget
+    # Every run the stub saw is a sent run, each slot once; nothing of a cancelled run was called.
+    per_slot = Counter((e["run"], int(e["slot"])) for e in lane_log(stub, {r.id for r in runs}))
+    assert sorted(per_slot) == sorted((r.id, o.slot) for r in sent for o in r.outcomes)
+    assert set(per_slot.values()) == {1}
+    # The recorded spend stays within the budget, and the next document did not fit on top of it.
+    spent = sum(get_run(r.id).to_json()["cost"]["total_usd"] for r in sent)
+    assert 0 < spent <= budget
+    next_doc = min((r for r in cancelled), key=lambda r: int(doc_of[r.id].split("-")[1]))
+    assert spent + estimates[doc_of[next_doc.id]] > budget
+
+
+def test_a_lane_budget_above_every_estimate_sends_everything_in_one_provider_batch(lane, stub, tmp_path):
+    from chorus.batch import BatchSpec
+    from models import Pattern
+    from settings import get_settings
+
+    stub.batch_config(delay_ms=200)
+    options = {"labels": "positive,negative", "voters": 2, "models": [MODEL] * 2}
+    source = documents(tmp_path / "lane-roomy.jsonl", 6)
+    estimates = estimates_of(BatchSpec(Pattern.VOTE, options), source, get_settings())
+    sub = run_batch(source, pattern="vote", name="lane-roomy", lane="batch", options=options,
+                    max_cost=sum(estimates.values()) * 1.01)
+    assert (sub.sent, sub.stopped) == (6, None)
+    counts = wait_for_batch(sub.batch_id, timeout=30)
+    assert (counts.total, counts.succeeded) == (6, 6)
+    assert len(stub.batches()) == 1
+
+
+def test_a_duplicate_answer_from_a_batch_recorded_late_adds_its_usage_to_the_slot_once(lane, stub, tmp_path):
+    """A collector that records its provider batch only after its claims were released and sent again (a
+    stall longer than CLAIM_HOLD_S): the late batch's answer for a slot already succeeded was paid, so
+    the poller adds its usage to that slot, as one more attempt, and the run's cost shows it."""
+    import dataclasses
+
+    from models import in_session
+    from models.tables import utcnow
+    from settings import get_settings
+    from tasks.lane import batch_provider, custom_id, duplicate_note
+    from tasks.requests import build_request
+
+    stub.batch_config(delay_ms=200)
+    batch_id = submit(tmp_path, "lane-dup", n=1)
+    assert wait_for_batch(batch_id, timeout=30).succeeded == 1
+    (run,) = runs_of(batch_id)
+    outcome = next(o for o in run.outcomes if o.slot == 0)
+    before = get_run(run.id).to_json()["cost"]["total_usd"]
+    claim = repo.Claim(run.id, 0, outcome.role, outcome.model, outcome.prompt_variant, outcome.temperature,
+                       outcome.attempts, utcnow())
+    config, text = in_session(lambda s: repo.run_inputs(s, run.id), write=False)
+    request = dataclasses.replace(build_request(claim, config, text), cache_ttl="1h")
+    late = batch_provider(get_settings()).create_batch([(custom_id(run.id, 0), request)])
+    # Answered before it is recorded: a late batch still in progress carries no live slot, so the poller
+    # cancels it at the provider (and nothing is paid).
+    wait_until(lambda: any(b["id"] == late.id and b["processing_status"] == "ended" for b in stub.batches()), 20,
+               "the late batch to be answered")
+    in_session(lambda s: repo.record_provider_batch(s, batch_id=late.id, model=MODEL, status=late.status, slots=[],
+                                                    marker="lane:stalled", now=utcnow()))
+    wait_until(lambda: late.id not in {b.id for b in in_session(repo.open_provider_batches, write=False)}, 30,
+               "the poller to collect the late batch")
+
+    (call,) = [e for e in stub.requests(bodies=False) if e.get("batch") == late.id]
+    with Session() as s:
+        again = repo.outcomes_by_slot(s, run.id)[0]
+    assert again.status is OutcomeStatus.SUCCEEDED and again.attempts == outcome.attempts + 1
+    assert (again.input_tokens, again.output_tokens) == (outcome.input_tokens + call["input_tokens"],
+                                                         outcome.output_tokens + call["output_tokens"])
+    assert duplicate_note(late.id) in (again.error or "")
+    extra = cost_of(MODEL, TokenUsage(call["input_tokens"], call["output_tokens"]), batch_api=True).total_usd
+    assert get_run(run.id).to_json()["cost"]["total_usd"] == pytest.approx(before + extra, rel=1e-6)

@@ -121,3 +121,121 @@ def test_usage_is_read_per_request_so_a_size_tier_sees_each_call(db_url):
     lower_tier = 2 * (60_000 * 0.10 + 100 * 0.50) / 1e6  # $0.10 / $0.50 per MTok up to 100k a request
     assert row["cost_usd"] == pytest.approx(lower_tier)
     assert row["input_tokens"] == 120_000
+
+
+# ----- the reaper: slots whose holder is gone ---------------------------------------------------------------
+MARK = "resent-by-reaper"
+REASON = "its worker was lost during attempt {attempts} of 4"
+
+
+def take_abandoned(run_id: str, *, waiting: bool = True):
+    """The reaper's query with a 30 s grace after a lease ends, and 300 s for a slot waiting for a message
+    (`waiting=False`: the broker still holds a message of the run)."""
+    import datetime as dt
+
+    from models.tables import utcnow
+
+    now = utcnow()
+    with Session.begin() as s:
+        return repo.take_abandoned_slots(s, run_id, held_before=now - dt.timedelta(seconds=30),
+                                         waiting_before=now - dt.timedelta(seconds=300) if waiting else None,
+                                         marker=MARK, max_attempts=4, reason=REASON)
+
+
+def slot_in_state(*, status: OutcomeStatus, lease_age_s: float | None, attempts: int = 1, task_id: str | None = "t1",
+                  role: OutcomeRole = OutcomeRole.VOTER, lane: bool = False) -> str:
+    """A run of one slot left as a task left it: `lease_age_s` ago its lease ended (negative: still live)."""
+    import datetime as dt
+
+    from models.tables import utcnow
+
+    run_id = make_run(1)
+    lease = None if lease_age_s is None else utcnow() - dt.timedelta(seconds=lease_age_s)
+    with Session.begin() as s:
+        repo.update_slot(s, run_id, 0, status=status, lease_until=lease, attempts=attempts, task_id=task_id, role=role)
+        run = repo.load_run(s, run_id)
+        assert run is not None
+        run.status = RunStatus.RUNNING
+        if lane:
+            run.config = {**run.config, "lane": "batch"}
+    return run_id
+
+
+RUNNING, RETRYING, PENDING = OutcomeStatus.RUNNING, OutcomeStatus.RETRYING, OutcomeStatus.PENDING
+
+
+@pytest.mark.parametrize(("state", "waiting", "expected"), [
+    (dict(status=RUNNING, lease_age_s=60), True, "resend"),  # its holder was killed: nobody renews the lease
+    (dict(status=RUNNING, lease_age_s=60), False, "resend"),  # a message of its run queued cannot finish it sooner
+    (dict(status=RUNNING, lease_age_s=10), True, None),  # within the grace: a copy of its task may take it over
+    (dict(status=RUNNING, lease_age_s=-10), True, None),  # its holder renews the lease: alive
+    (dict(status=RUNNING, lease_age_s=60, attempts=4), True, "fail"),  # lost at its last attempt
+    (dict(status=RUNNING, lease_age_s=60, task_id=MARK), True, None),  # already re-sent, not yet taken over
+    (dict(status=RUNNING, lease_age_s=60, role=OutcomeRole.PREWARM), True, None),  # not a voter or a section
+    (dict(status=RUNNING, lease_age_s=60, lane=True), True, None),  # the batch lane sends no messages
+    (dict(status=RETRYING, lease_age_s=600), True, "resend"),  # its retry's message is gone
+    (dict(status=RETRYING, lease_age_s=600), False, None),  # its run's messages are still in the broker
+    (dict(status=RETRYING, lease_age_s=60), True, None),  # may still be counting down
+    (dict(status=PENDING, lease_age_s=600, attempts=0), True, "resend"),  # released for a rate-limit wait, then lost
+    (dict(status=PENDING, lease_age_s=None, attempts=0, task_id=None), True, None),  # never claimed: mark_lost_slots'
+    (dict(status=OutcomeStatus.SUCCEEDED, lease_age_s=600), True, None),
+    (dict(status=OutcomeStatus.FAILED, lease_age_s=600), True, None),
+])
+def test_the_reaper_takes_only_a_slot_whose_holder_is_gone_and_fails_it_at_its_attempt_limit(
+        db_url, state, waiting, expected):
+    run_id = slot_in_state(**state)
+    taken = take_abandoned(run_id, waiting=waiting)
+    assert (taken.resend, taken.failed) == {
+        "resend": ([(0, "m", state.get("role", OutcomeRole.VOTER))], []),
+        "fail": ([], [(0, 4)]),
+        None: ([], []),
+    }[expected]
+    with Session() as s:
+        row = repo.outcomes_by_slot(s, run_id)[0]
+        if expected == "fail":
+            assert (row.status, row.error) == (OutcomeStatus.FAILED, "its worker was lost during attempt 4 of 4")
+            assert row.finished_at is not None
+        else:
+            assert row.status is state["status"]
+            assert row.task_id == (MARK if expected == "resend" else state.get("task_id", "t1"))
+
+
+def test_a_slot_whose_holder_died_is_re_sent_once_taken_over_by_one_claim_and_never_called_by_a_late_copy(db_url):
+    run_id = slot_in_state(status=RUNNING, lease_age_s=60)  # claimed by task t1, whose worker was then killed
+    assert take_abandoned(run_id).resend == [(0, "m", OutcomeRole.VOTER)]
+    assert take_abandoned(run_id).resend == []  # a second reaper (beat and a StallWatch) sends nothing
+    with Session.begin() as s:  # the re-sent task takes the expired lease and counts its attempt
+        resent = repo.claim_slot(s, run_id, 0, task_id="r1", hostname="h2", lease_s=60)
+    assert resent is not None and resent.attempts == 2
+    with Session.begin() as s:  # t1's message comes back (Redis restored it) while r1 calls: held, no call
+        assert repo.claim_slot(s, run_id, 0, task_id="t1", hostname="h3", lease_s=60) is None
+        assert repo.lease_holder(s, run_id, 0) is not None
+    assert take_abandoned(run_id).resend == []  # a live holder is never taken from
+    with Session.begin() as s:
+        assert not repo.renew_lease(s, run_id, 0, task_id="t1", lease_s=60)  # t1 holds nothing any more
+        repo.update_slot(s, run_id, 0, status=OutcomeStatus.SUCCEEDED, answer="a")
+    with Session.begin() as s:  # and after r1 answered: finished, no call, no attempt
+        assert repo.claim_slot(s, run_id, 0, task_id="t1", hostname="h3", lease_s=60) is None
+        assert repo.lease_holder(s, run_id, 0) is None
+    with Session() as s:
+        row = repo.outcomes_by_slot(s, run_id)[0]
+        assert (row.status, row.attempts, row.task_id) == (OutcomeStatus.SUCCEEDED, 2, "r1")
+
+
+def test_a_slot_is_re_sent_once_per_holder_it_loses_until_its_last_attempt(db_url):
+    run_id = slot_in_state(status=RUNNING, lease_age_s=60)
+    for attempt in (2, 3, 4):
+        assert take_abandoned(run_id).resend == [(0, "m", OutcomeRole.VOTER)]
+        with Session.begin() as s:
+            claim = repo.claim_slot(s, run_id, 0, task_id=f"r{attempt}", hostname="h", lease_s=60)
+            assert claim is not None and claim.attempts == attempt
+            assert repo.renew_lease(s, run_id, 0, task_id=f"r{attempt}", lease_s=-60)  # and this holder dies too
+    assert take_abandoned(run_id).failed == [(0, 4)]
+
+
+def test_a_slot_whose_re_send_the_broker_refused_loses_its_mark_and_is_found_again(db_url):
+    run_id = slot_in_state(status=RUNNING, lease_age_s=60)
+    assert take_abandoned(run_id).resend
+    with Session.begin() as s:
+        repo.drop_resend_marks(s, run_id, [0], marker=MARK)
+    assert take_abandoned(run_id).resend == [(0, "m", OutcomeRole.VOTER)]

@@ -155,3 +155,60 @@ def test_an_embedded_worker_started_for_other_settings_takes_no_work_from_the_en
     for name in ("CHORUS_BROKER_URL", "CHORUS_RESULT_BACKEND", "CHORUS_DATABASE_URL"):
         monkeypatch.setenv(name, env[name])  # what the worker process will read
     assert load_settings().embedded and load_settings().effective_database_url == PG_URL
+
+
+def killed_mid_call(run_id: str, slot: int, *, attempts: int, lease_age_s: float = 60) -> None:
+    """Leave `slot` as a worker killed with kill -9 during its call leaves it: running, its attempt counted,
+    its lease no longer renewed, and no message of its task left in the broker."""
+    with Session.begin() as s:
+        repo.update_slot(s, run_id, slot, status=OutcomeStatus.RUNNING, attempts=attempts, task_id="killed-task",
+                         hostname="dead@host", started_at=utcnow() - dt.timedelta(seconds=lease_age_s + 20),
+                         lease_until=utcnow() - dt.timedelta(seconds=lease_age_s))
+
+
+def test_a_slot_whose_worker_was_killed_mid_call_is_sent_again_by_one_of_two_reapers_and_called_once(
+        db, workers, stub):
+    import threading
+    import time
+
+    stub.reset()
+    run_id = stored_run([(DONE, "positive"), (DONE, "positive"), (OutcomeStatus.PENDING, None)], age_s=120)
+    killed_mid_call(run_id, 2, attempts=1)
+    settings = load_settings(reap_grace_s=30, reap_resend_after_s=300, reap_after_s=900)
+
+    # Beat's reaper and a waiting CLI's StallWatch look at the same moment: one of them sends it.
+    results: list[dict[str, list[str]]] = []
+    reapers = [threading.Thread(target=lambda: results.append(reap(settings, run_ids=[run_id]))) for _ in range(2)]
+    for thread in reapers:
+        thread.start()
+    for thread in reapers:
+        thread.join(30)
+    assert sorted(r["resent"] for r in results) == [[], [run_id]]
+    deadline = time.monotonic() + 60
+    while load(run_id).outcomes[2].status is not OutcomeStatus.SUCCEEDED:
+        assert time.monotonic() < deadline, "the re-sent call never ran"
+        time.sleep(0.1)
+    # Not part of the chord: a later pass finishes the run from what was stored.
+    assert reap(settings, run_ids=[run_id])["lost_callback"] == [run_id]
+    run = load(run_id)
+    assert run.status is RunStatus.SUCCEEDED
+    slot = run.outcomes[2]
+    assert slot.attempts == 2 and slot.task_id not in ("killed-task", "resent-by-reaper")  # the killed try counts
+    assert [r["slot"] for r in stub.requests() if r["run"] == run_id] == ["2"]  # one call, by the re-sent task
+
+
+def test_a_slot_whose_worker_was_killed_within_the_grace_or_at_its_last_attempt_is_not_sent_again(db):
+    settings = load_settings(reap_grace_s=30, reap_resend_after_s=300, reap_after_s=900, max_attempts=4)
+    recent = stored_run([(DONE, "positive"), (DONE, "positive"), (OutcomeStatus.PENDING, None)], age_s=120)
+    killed_mid_call(recent, 2, attempts=1, lease_age_s=5)  # a copy of its task may still take it over
+    last = stored_run([(DONE, "positive"), (DONE, "positive"), (OutcomeStatus.PENDING, None)], age_s=120)
+    killed_mid_call(last, 2, attempts=4)
+
+    done = reap(settings, run_ids=[recent, last])
+    assert done == {"lost_callback": [last], "expired": [], "resent": []}
+    assert load(recent).outcomes[2].status is OutcomeStatus.RUNNING
+    run = load(last)
+    assert run.status is RunStatus.SUCCEEDED and run.answer == "positive"  # two answers meet the quorum
+    assert run.outcomes[2].status is OutcomeStatus.FAILED
+    assert run.outcomes[2].error == ("its worker was lost (killed or stopped) during attempt 4 of 4, "
+                                     "and no attempt is left: not sent again")
