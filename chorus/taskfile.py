@@ -14,13 +14,14 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
+from chorus.budget import call_cost
 from chorus.native import needs_upload
 from chorus.section import plan_section
 from chorus.vote import check_panel_models
 from settings import Settings, get_settings
 from workflows.attachments import page_texts
 from workflows.calls import Attachment, CallRequest
-from workflows.cost import TokenUsage, cost_of, total
+from workflows.cost import total
 from workflows.runspec import VoteSpec
 from workflows.sectioning import Part
 from workflows.taskfile import SectionTask, Task, TaskFileError, VoteTask, parse_task, task_hash
@@ -111,12 +112,11 @@ def describe_task(task: Task, *, settings: Settings | None = None, sample: str |
                            "attachments": [{"kind": a.kind, "title": a.title, "pages": a.pages,
                                             "tokens_at_most": attachment_tokens(a, r.model)} for a in r.attachments]}
                           for name, r in calls]
-    cost = total(cost_of(r.model, TokenUsage(estimate_tokens(r.system) + sum(estimate_tokens(b) for b in r.user_blocks)
-                                             + sum(attachment_tokens(a, r.model) for a in r.attachments),
-                                             r.max_tokens, estimated=True)) for _, r in calls)
+    cost = total(call_cost(r) for _, r in calls)  # the budget's upper bound of each call (chorus.budget)
     described["estimated_cost_per_document"] = cost.to_json()
-    described["cost_note"] = (f"estimate for a document of ~{estimate_tokens(document)} tokens: local token "
-                              f"estimate, output counted at max_tokens (an upper bound), no cache discount"
+    described["cost_note"] = (f"estimate for a document of ~{estimate_tokens(document)} tokens: an upper bound "
+                              f"(token counts bounded, a marked prefix at the cache-write price, output at "
+                              f"max_tokens, no cache read)"
                               + ("; a section task: the first section's map call and the synthesis" if
                                  isinstance(task, SectionTask) else "")
                               + ("; every voter counted, while stop = \"decided\" asks only as many as the vote "

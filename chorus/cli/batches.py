@@ -95,7 +95,7 @@ def batch(
         total = count_records(source, recursive=recursive)
         ignored = left_out(source, recursive) if source.is_dir() else 0
         estimate, to_send = estimate_batch(prepared, settings)
-    how_counted = "local token counts, output counted at max_tokens, no cache discount" + (
+    how_counted = "bounded token counts, a marked prefix at the cache-write price, output at max_tokens" + (
         ", at the Batches API price" if prepared.lane == "batch" else "")
     preview = {"batch": prepared.name, "documents": total, "to_send": to_send, "estimated_cost": estimate.to_json(),
                "lane": prepared.lane, "note": f"an upper bound: {how_counted}", "left_out": ignored}

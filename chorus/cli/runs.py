@@ -188,7 +188,7 @@ def print_estimate(plan: VotePlan | SectionPlan, settings: Settings, what: str, 
     with errors():
         cost = estimate_plan(plan, settings)
     calls = len(plan.panel) if isinstance(plan, VotePlan) else len(plan.sections)
-    note = "an upper bound: prompts counted, output at max_tokens, no cache discount"
+    note = "an upper bound: prompts counted (bounded), a marked prefix at the cache-write price, output at max_tokens"
     if as_json:
         out.print_json(json.dumps({"dry_run": True, "pattern": what, "calls": calls,
                                    "estimated_cost": cost.to_json(), "note": note}))
