@@ -53,10 +53,6 @@ def load_document(path: str | Path, *, settings: Settings | None = None) -> str 
     return as_input(read_path(Path(path), settings.max_file_bytes))
 
 
-def kind_of(document: str | Attachment) -> str:
-    return document.kind if isinstance(document, Attachment) else "text"
-
-
 def check_pages(attachment: Attachment, models: Sequence[str], *, hint: str) -> None:
     """A PDF goes whole into each call: refuse it (before anything is sent) when it has more pages than
     a model reads in one request."""
@@ -74,9 +70,7 @@ def check_readable(attachment: Attachment, settings: Settings) -> None:
     anything is stored, with the reason, rather than sent to voters who can only fail on it."""
     if settings.provider_name == "anthropic" or attachment.has_text:
         return
-    what = "an image" if attachment.kind == "image" else "a PDF with no text layer (a scan)"
-    raise ConfigError(f"{attachment.title or 'the document'}: no text layer: {what} needs a Claude model that reads "
-                      "images; the offline provider reads text only (set ANTHROPIC_API_KEY to use Claude)")
+    raise ConfigError(f"{attachment.title or 'the document'}: {attachment.blind_reason}")
 
 
 def needs_upload(size: int, settings: Settings) -> bool:
@@ -86,7 +80,12 @@ def needs_upload(size: int, settings: Settings) -> bool:
         return False
     if settings.files_api == "always":
         return True
-    return base64_size(size) + REQUEST_MARGIN_BYTES > document_limits().request_max_bytes
+    return not fits_inline(size)
+
+
+def fits_inline(size: int) -> bool:
+    """Whether bytes of this size, base64-encoded with a margin for the prompt, fit one request."""
+    return base64_size(size) + REQUEST_MARGIN_BYTES <= document_limits().request_max_bytes
 
 
 def check_size(attachment: Attachment, settings: Settings) -> None:
@@ -94,8 +93,7 @@ def check_size(attachment: Attachment, settings: Settings) -> None:
     if attachment.data is None or settings.provider_name != "anthropic":
         return
     limits = document_limits()
-    too_big = base64_size(len(attachment.data)) + REQUEST_MARGIN_BYTES > limits.request_max_bytes
-    if too_big and settings.files_api == "never":
+    if not fits_inline(len(attachment.data)) and settings.files_api == "never":
         raise ConfigError(f"{attachment.title or 'the document'} is {len(attachment.data):,} bytes: base64-encoded "
                           f"it does not fit one request ({limits.request_max_bytes // (1024 * 1024)} MB); set "
                           f"CHORUS_FILES_API=auto to upload it once through the Files API")

@@ -594,9 +594,7 @@ class OfflineProvider:
     def call(self, request: CallRequest) -> CallResult:
         blind = [a for a in request.attachments if not a.has_text]
         if blind:
-            what = "an image" if blind[0].kind == "image" else "a PDF with no text layer (a scan)"
-            raise PermanentError(f"no text layer: {what} needs a Claude model that reads images; the offline "
-                                 "provider reads text only (set ANTHROPIC_API_KEY to use Claude)")
+            raise PermanentError(blind[0].blind_reason)
         reply = answer(request.model, request.system, request.user_text, request.max_tokens, request.output_schema)
         schema = json.dumps(request.output_schema, sort_keys=True) if request.output_schema is not None else ""
         digest = hashlib.sha256(

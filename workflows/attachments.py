@@ -50,11 +50,3 @@ def attachment_of(entry: Mapping[str, Any], *, text: str, data: bytes | None, fi
                       pages=int(entry.get("pages") or 0), image_tokens=int(entry.get("image_tokens") or 0),
                       sha256=str(entry["blob"]))
 
-
-def blobs_of(config: Mapping[str, Any]) -> list[str]:
-    """Every blob a run's calls read: its document's, or its sections' when it is split by pages."""
-    sections = config.get("page_sections") or []
-    if sections:
-        return [str(s["blob"]) for s in sections]
-    document = stored_document(config)
-    return [str(document["blob"])] if document else []

@@ -34,6 +34,13 @@ class Attachment:
     def has_text(self) -> bool:
         return bool(self.text.strip())
 
+    @property
+    def blind_reason(self) -> str:
+        """Why a reader of text only (the offline provider) cannot read it, when it has no text."""
+        what = "an image" if self.kind == "image" else "a PDF with no text layer (a scan)"
+        return (f"no text layer: {what} needs a Claude model that reads images; the offline provider reads "
+                "text only (set ANTHROPIC_API_KEY to use Claude)")
+
 
 @dataclass(frozen=True)
 class CallRequest:

@@ -11,18 +11,6 @@ from dataclasses import dataclass
 
 from workflows.calls import Attachment
 
-# The first bytes of common binary formats that end up renamed as .txt.
-MAGIC: tuple[tuple[bytes, str], ...] = (
-    (b"%PDF", "a PDF file"),
-    (b"\x89PNG", "a PNG image"),
-    (b"\xff\xd8\xff", "a JPEG image"),
-    (b"GIF8", "a GIF image"),
-    (b"PK\x03\x04", "a ZIP archive (docx, xlsx and odt are ZIP archives too)"),
-    (b"\x1f\x8b", "gzip-compressed data"),
-    (b"\x7fELF", "an executable"),
-)
-SNIFF_BYTES = 8192
-
 
 @dataclass(frozen=True)
 class Record:
@@ -53,23 +41,6 @@ class Record:
         """What identifies the content (a re-run skips a document whose content is unchanged): the
         bytes' sha256 for a document read natively, else None (the text's hash is taken)."""
         return self.native.sha256 if self.native is not None else None
-
-
-def check_bytes(raw: bytes, max_bytes: int) -> tuple[str | None, str | None]:
-    """(text, None) or (None, reason) for the bytes of a file."""
-    if len(raw) > max_bytes:
-        return None, too_big(len(raw), max_bytes)
-    for magic, what in MAGIC:
-        if raw.startswith(magic):
-            return None, f"binary content: this is {what}, not text; convert it to text first"
-    if b"\x00" in raw[:SNIFF_BYTES]:
-        return None, "binary content (NUL bytes); only plain UTF-8 text can be processed"
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        return None, (f"invalid UTF-8 at byte {exc.start} ({raw[exc.start:exc.start + 4]!r}); "
-                      "re-encode the file as UTF-8 (e.g. iconv -f latin1 -t utf-8)")
-    return check_text(text.removeprefix("\ufeff"), max_bytes)
 
 
 def check_text(text: str, max_bytes: int) -> tuple[str | None, str | None]:

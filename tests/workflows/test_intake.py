@@ -4,36 +4,9 @@ import json
 
 import pytest
 
-from workflows.intake import check_bytes, duplicate, parse_jsonl
+from workflows.intake import duplicate, parse_jsonl
 
 CAP = 1000
-
-
-@pytest.mark.parametrize(
-    ("raw", "reason"),
-    [
-        (b"", "empty document"),
-        (b" \n\t\r\n ", "the document is only whitespace"),
-        (b"%PDF-1.7\n%\xe2\xe3\xcf\xd3 binary", "this is a PDF file"),
-        (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR", "this is a PNG image"),
-        (b"PK\x03\x04\x14\x00", "ZIP archive"),
-        (b"text\x00with a NUL", "binary content (NUL bytes)"),
-        (b"caf\xe9 au lait", "invalid UTF-8 at byte 3"),
-        (b"x" * (CAP + 1), f"{CAP + 1} bytes is over the size cap of {CAP} bytes (CHORUS_MAX_DOCUMENT_BYTES)"),
-    ],
-)
-def test_bad_file_content_gets_a_reason_that_names_the_problem(raw, reason):
-    text, why = check_bytes(raw, CAP)
-    assert text is None
-    assert why is not None and reason in why
-
-
-@pytest.mark.parametrize(
-    ("raw", "text"),
-    [(b"plain text", "plain text"), ("café ☕".encode(), "café ☕"), (b"\xef\xbb\xbfwith a BOM", "with a BOM")],
-)
-def test_utf8_text_passes_unchanged_but_for_a_byte_order_mark(raw, text):
-    assert check_bytes(raw, CAP) == (text, None)
 
 
 @pytest.mark.parametrize(
