@@ -28,6 +28,7 @@ from typing import Any
 from models import Session, repo
 from providers.counting import count_tokens
 from settings import Settings
+from workflows.attachments import attachment_of
 from workflows.calls import Attachment, CallRequest
 from workflows.cost import Cost, TokenUsage, cost_of, cost_without_cache, minimum_vote_cost, total
 from workflows.registry import supports_structured_outputs
@@ -95,9 +96,8 @@ def shared_prefixes(run: Any, config: Mapping[str, Any], text: str, count: Token
     spec = vote_spec(config)
     document: str | Attachment = text
     if spec.document is not None:  # a PDF or image: the prefix is the document itself, counted from its bytes
-        with Session() as s:
-            document = spec.document.attachment(text, repo.blob_data(s, spec.document.blob))
-        document = dataclasses.replace(document, file_id=None)  # count_tokens takes documents as base64 only
+        with Session() as s:  # as base64, even when the run uploaded it: count_tokens takes no file source
+            document = attachment_of(spec.document.entry, text=text, data=repo.blob_data(s, spec.document.blob))
     calls_per_model: dict[str, int] = defaultdict(int)
     for o in _succeeded(run):
         calls_per_model[o.model] += 1

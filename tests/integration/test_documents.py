@@ -22,6 +22,7 @@ import pytest
 from pypdf import PdfReader
 
 from chorus import SectionTask, Step, cancel, load_document, load_settings, submit_section, submit_vote, wait_for_run
+from chorus.costing import shared_prefixes, token_counter
 from chorus.documents import read_document
 from chorus.native import as_input
 from tests import docfiles
@@ -321,3 +322,18 @@ def test_jsonl_and_csv_rows_may_name_a_file_and_a_folder_is_read_recursively_on_
     assert json.loads(rows.stdout)["counts"]["succeeded"] == 2
     assert table.returncode == 0, table.stderr
     assert json.loads(table.stdout)["kinds"] == {"pdf": 1, "docx": 1}
+
+
+def test_the_minimum_of_a_run_that_uploaded_its_pdf_counts_the_pdf_from_its_bytes(workers, stub, tmp_path):
+    stub.reset()
+    uploading = load_settings(files_api="always")
+    document = load_document(docfiles.write(tmp_path, "review.pdf", docfiles.text_pdf([POSITIVE, POSITIVE])))
+    run = wait_for_run(submit_vote(document, labels="positive,negative", voters=3, models=["claude-haiku-5-5"],
+                                   settings=uploading), timeout=120, settings=uploading)
+    assert run.status == "succeeded" and run.config["files"], run.error
+
+    prefixes = shared_prefixes(run, run.config, "\f".join([POSITIVE, POSITIVE]), token_counter(uploading))
+
+    # count_tokens takes a document only as base64: the prefix is counted from the stored bytes, by the stub.
+    tokens, estimated = prefixes["claude-haiku-5-5"]
+    assert not estimated and tokens > 2 * 1500  # two page images and their text
