@@ -747,15 +747,26 @@ def _is_lane_run() -> Any:
     return Run.config["lane"].as_string() == "batch"
 
 
-def release_stale_lane_claims(s: OrmSession, *, now: dt.datetime) -> int:
+def release_stale_lane_claims(s: OrmSession, *, now: dt.datetime) -> list[dt.datetime]:
     """Give back claims whose collector never recorded a provider batch before their deadline: the slot
-    is pending and unclaimed again, its attempt not counted. How many."""
-    done = s.execute(update(WorkerOutcome).where(
-        WorkerOutcome.status == OutcomeStatus.PENDING, WorkerOutcome.provider_batch.is_(None),
-        WorkerOutcome.task_id.startswith(LANE_MARK), WorkerOutcome.lease_until < now,
-    ).values(task_id=None, lease_until=None, attempts=WorkerOutcome.attempts - 1,
-             error="a collector claimed this slot and stopped before recording its provider batch; collected again"))
-    return int(getattr(done, "rowcount", 0) or 0)
+    is pending and unclaimed again, its attempt not counted. The released claims' deadlines (their
+    collector may have created a provider batch before it stopped: `tasks.lane` looks for it by time)."""
+    stale = (WorkerOutcome.status == OutcomeStatus.PENDING, WorkerOutcome.provider_batch.is_(None),
+             WorkerOutcome.task_id.startswith(LANE_MARK), WorkerOutcome.lease_until < now)
+    deadlines = [as_utc(d) or now for d in s.scalars(
+        select(WorkerOutcome.lease_until).where(*stale).with_for_update()).all()]
+    if deadlines:
+        s.execute(update(WorkerOutcome).where(*stale).values(
+            task_id=None, lease_until=None, attempts=WorkerOutcome.attempts - 1,
+            error="a collector claimed this slot and stopped before recording its provider batch; collected again"))
+    return deadlines
+
+
+def known_provider_batches(s: OrmSession, batch_ids: Sequence[str]) -> set[str]:
+    """The ids among these that are stored."""
+    if not batch_ids:
+        return set()
+    return set(s.scalars(select(ProviderBatch.id).where(ProviderBatch.id.in_(list(batch_ids)))).all())
 
 
 def lane_candidates(s: OrmSession, *, limit: int) -> list[tuple[str, int, dict[str, Any]]]:
@@ -822,8 +833,12 @@ def record_provider_batch(s: OrmSession, *, batch_id: str, model: str, status: s
                           slots: Sequence[tuple[str, int]], marker: str, now: dt.datetime) -> int:
     """Store the provider batch and name it on each claimed slot (running from now). How many slots
     took it (a slot cancelled since its claim stays cancelled; its request is simply not read)."""
-    s.add(ProviderBatch(id=batch_id, model=model, status=status, requests=len(slots), created_at=now))
-    s.flush()
+    found = s.get(ProviderBatch, batch_id, with_for_update=True)
+    if found is None:
+        s.add(ProviderBatch(id=batch_id, model=model, status=status, requests=len(slots), created_at=now))
+        s.flush()
+    else:  # adopted already (tasks.lane found it while this collector stalled): the collector's slots join it
+        found.model, found.requests = model, len(slots)
     taken = 0
     for run_id, slot in slots:
         done = s.execute(update(WorkerOutcome).where(
@@ -833,6 +848,17 @@ def record_provider_batch(s: OrmSession, *, batch_id: str, model: str, status: s
                  started_at=func.coalesce(WorkerOutcome.started_at, now), hostname=None, error=None))
         taken += int(getattr(done, "rowcount", 0) or 0)
     return taken
+
+
+def adopt_provider_batch(s: OrmSession, *, batch_id: str, status: str, created_at: dt.datetime, note: str) -> bool:
+    """Store a provider batch that a collector created and never recorded (it stopped in between), with no
+    slot: the poller then collects it, and a paid answer in it is added to its slot as a duplicate.
+    False if it is stored already."""
+    if s.get(ProviderBatch, batch_id) is not None:
+        return False
+    s.add(ProviderBatch(id=batch_id, model="", status=status, requests=0, created_at=created_at, error=note))
+    s.flush()
+    return True
 
 
 @dataclass(frozen=True)
@@ -896,11 +922,13 @@ def runs_of_provider_batch(s: OrmSession, batch_id: str) -> list[tuple[str, Patt
 
 
 def cancellable_provider_batches(s: OrmSession) -> list[str]:
-    """Open provider batches still processing whose slots all belong to cancelled runs."""
+    """Open provider batches still processing whose slots all belong to cancelled runs. An adopted batch
+    (`adopt_provider_batch`: no request recorded) is never cancelled: it may be another program's."""
     live_slot = (select(WorkerOutcome.id).join(Run, Run.id == WorkerOutcome.run_id)
                  .where(WorkerOutcome.provider_batch == ProviderBatch.id, Run.status != RunStatus.CANCELLED).exists())
     return list(s.scalars(select(ProviderBatch.id).where(
-        ProviderBatch.collected_at.is_(None), ProviderBatch.status == "in_progress", ~live_slot)))
+        ProviderBatch.collected_at.is_(None), ProviderBatch.status == "in_progress", ProviderBatch.requests > 0,
+        ~live_slot)))
 
 
 def lane_runs_among(s: OrmSession, run_ids: Sequence[str]) -> set[str]:

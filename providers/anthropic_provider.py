@@ -244,6 +244,21 @@ class AnthropicProvider:
         except anthropic.AnthropicError as exc:
             raise translate(exc) from exc
 
+    def list_batches(self, created_after: dt.datetime) -> list[BatchInfo]:
+        """The provider batches of this key created after `created_after`, newest first (the list is
+        paged newest first, so reading stops at the first older one)."""
+        client = _client(self.api_key, self.base_url, self.timeout_s, os.getpid())
+        found: list[BatchInfo] = []
+        try:
+            for batch in client.messages.batches.list(limit=100):
+                info = batch_info(batch)
+                if info.created_at is not None and info.created_at < created_after:
+                    break
+                found.append(info)
+        except anthropic.AnthropicError as exc:
+            raise translate(exc) from exc
+        return found
+
     def batch_results(self, batch_id: str) -> Iterator[BatchLine]:
         """The result lines of an ended batch, streamed (the file may be large), each mapped to a
         BatchLine: succeeded -> its CallResult; errored -> RetryableError or PermanentError by the
@@ -265,6 +280,7 @@ class BatchInfo:
     status: str
     counts: dict[str, int] = field(default_factory=dict)
     ended_at: dt.datetime | None = None
+    created_at: dt.datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -297,6 +313,7 @@ def batch_info(batch: Any) -> BatchInfo:
         counts={k: int(getattr(counts, k, 0) or 0) for k in ("processing", "succeeded", "errored", "canceled",
                                                               "expired")} if counts is not None else {},
         ended_at=batch.ended_at,
+        created_at=getattr(batch, "created_at", None),
     )
 
 

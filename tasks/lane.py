@@ -9,7 +9,9 @@ Two beat tasks on the `callbacks` queue, both safe to run twice, at once, or aft
   follower of cache-aware dispatch waits until its run's leaders are done, so it reads the cache they
   wrote. A create that fails gives its claims back at once; a collector that dies between creating a
   batch and recording it leaves claims that the next collect releases after CLAIM_HOLD_S (the slot
-  is then sent again: a rare duplicate request, see docs/decisions.md).
+  is then sent again: a rare duplicate request, see docs/decisions.md); that collect also lists the
+  key's provider batches created while those claims were held and adopts the ones nobody recorded,
+  so a duplicate's answer is paid and recorded, never paid alone.
 - `chorus.lane.poll` retrieves every provider batch not yet collected; once one has ended it writes
   each result into its slot (only while the slot is open and still names that batch), sends back to
   `pending` what may be tried again (errored with a retryable error, expired, canceled while its run
@@ -24,6 +26,7 @@ With no beat (embedded mode) the process waiting on lane runs sends both ticks i
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import functools
 import logging
 import math
@@ -52,6 +55,8 @@ LANE_COLLECT = "chorus.lane.collect"
 LANE_POLL = "chorus.lane.poll"
 # A claim not recorded within this long is given back by the next collect (its collector died).
 CLAIM_HOLD_S = 300.0
+# How far around a stale claim's holding time a provider batch's creation time is looked for (clock skew).
+ADOPT_SLACK_S = 120.0
 CLAIM_CHUNK = 500  # slots per claiming UPDATE
 SCAN_LIMIT = 20_000  # slots one collect looks at; the next one takes the rest
 WRITE_CHUNK = 200  # results written per transaction
@@ -67,6 +72,7 @@ class BatchProvider(Protocol):
     def retrieve_batch(self, batch_id: str) -> Any: ...
     def cancel_batch(self, batch_id: str) -> Any: ...
     def batch_results(self, batch_id: str) -> Iterable[Any]: ...
+    def list_batches(self, created_after: dt.datetime) -> Sequence[Any]: ...
 
 
 def batch_provider(settings: Settings) -> BatchProvider:
@@ -140,9 +146,13 @@ def collect(settings: Settings | None = None) -> dict[str, Any]:
     settings = settings or get_settings()
     db.bind()
     now = utcnow()
-    released = in_session(lambda s: repo.release_stale_lane_claims(s, now=now))
+    deadlines = in_session(lambda s: repo.release_stale_lane_claims(s, now=now))
+    released = len(deadlines)
     if released:
         log.warning("released %d lane claim(s) whose collector stopped before recording a provider batch", released)
+        held = dt.timedelta(seconds=CLAIM_HOLD_S + ADOPT_SLACK_S)
+        adopt_unrecorded(batch_provider(settings), since=min(deadlines) - held,
+                         until=max(deadlines) + dt.timedelta(seconds=ADOPT_SLACK_S))
     candidates = in_session(lambda s: repo.lane_candidates(s, limit=SCAN_LIMIT), write=False)
     if not candidates:
         return {"released": released, "claimed": 0, "batches": []}
@@ -178,6 +188,35 @@ def collect(settings: Settings | None = None) -> dict[str, Any]:
             if batch_id is not None:
                 created.append(batch_id)
     return {"released": released, "claimed": len(claims), "batches": created}
+
+
+def adopt_unrecorded(provider: BatchProvider, *, since: dt.datetime, until: dt.datetime) -> list[str]:
+    """A collector that stopped between creating a provider batch and recording it left claims that were
+    just released; the batch it may have created is paid for when answered. Store every provider batch of
+    the key created while those claims were held and not stored yet, with no slot: the poller collects
+    it and adds a paid answer's usage to its slot as a duplicate (`record_duplicates`), so what was paid
+    is recorded. A batch of another program on the same key carries no slot of chorus's: nothing is
+    written from it. The ids adopted."""
+    try:
+        listed = [b for b in provider.list_batches(since) if b.created_at is None or b.created_at <= until]
+    except ChorusError as exc:
+        log.error("lane: could not list provider batches to find one a stopped collector created (%s)", exc)
+        return []
+    known = in_session(lambda s: repo.known_provider_batches(s, [b.id for b in listed]), write=False)
+    adopted: list[str] = []
+    for info in listed:
+        if info.id in known:
+            continue
+        note = "created by a collector that stopped before recording it; adopted to record what it paid"
+        try:
+            if in_session(functools.partial(repo.adopt_provider_batch, batch_id=info.id, status=info.status,
+                                            created_at=info.created_at or utcnow(), note=note)):
+                adopted.append(info.id)
+        except Exception:  # noqa: BLE001 - another collector adopted it at the same moment
+            log.info("lane: provider batch %s was adopted by another collector", info.id)
+    if adopted:
+        log.warning("lane: adopted %d provider batch(es) no collector recorded: %s", len(adopted), ", ".join(adopted))
+    return adopted
 
 
 def _claim(s: Any, *, slots: Sequence[tuple[str, int]], marker: str, now: Any) -> list[repo.Claim]:

@@ -398,3 +398,73 @@ def test_a_duplicate_answer_from_a_batch_recorded_late_adds_its_usage_to_the_slo
     assert duplicate_note(late.id) in (again.error or "")
     extra = cost_of(MODEL, TokenUsage(call["input_tokens"], call["output_tokens"]), batch_api=True).total_usd
     assert get_run(run.id).to_json()["cost"]["total_usd"] == pytest.approx(before + extra, rel=1e-6)
+
+
+class _KilledBetweenCreateAndRecord(BaseException):
+    """Stands for a kill -9 of the collector right after the provider accepted its batch."""
+
+
+def test_a_batch_whose_collector_died_before_recording_it_is_adopted_and_what_it_paid_is_recorded(
+        postgres, redis_db, stub, tmp_path, monkeypatch):
+    """A collector that stops between creating its provider batch and recording it: its claims are
+    released and the slots sent again (one more call each), and the batch it created, answered and paid,
+    is found by listing the key's batches around the claims' time: each slot then counts both calls, in
+    attempts and in usage, and the run's cost is what the stub billed."""
+    import tasks.lane
+    from settings import get_settings
+    from tasks.lane import duplicate_note
+
+    ensure_schema(PG_URL)
+    stub.reset()
+    stub.batch_config(delay_ms=200)
+    cluster = Lane(tmp_path)
+    try:
+        batch_id = submit(tmp_path, "lane-orphan", n=1)  # stored and released; no worker runs yet
+        # The collector, in this process, with claims held for one second, dies right after its create.
+        monkeypatch.setattr(tasks.lane, "CLAIM_HOLD_S", 1.0)
+
+        def killed(*args, **kwargs):
+            raise _KilledBetweenCreateAndRecord
+
+        monkeypatch.setattr(tasks.lane.repo, "record_provider_batch", killed)
+        with pytest.raises(_KilledBetweenCreateAndRecord):
+            tasks.lane.collect(get_settings())
+        monkeypatch.undo()
+        (orphan,) = batch_ids(stub)
+        with Session() as s:
+            assert orphan not in {b.id for b in repo.open_provider_batches(s)}  # nobody knows it
+        wait_until(lambda: all(b["processing_status"] == "ended" for b in stub.batches()), 20,
+                   "the orphan batch to be answered")
+        time.sleep(1.2)  # the dead collector's claims are now past their hold
+
+        cluster.start_worker()
+        cluster.start_beat()
+        counts = wait_for_batch(batch_id, timeout=60)
+        assert (counts.total, counts.succeeded) == (1, 1)
+        wait_until(lambda: not any(b.id == orphan for b in in_session_open()), 30,
+                   "the poller to collect the adopted batch")
+        (run,) = runs_of(batch_id)
+        log = lane_log(stub, {run.id})
+    finally:
+        cluster.stop()
+        stub.reset()
+    assert len(batch_ids_logged := {e["batch"] for e in log}) == 2 and orphan in batch_ids_logged
+    by_slot: dict[int, list[dict]] = {}
+    for entry in log:
+        by_slot.setdefault(int(entry["slot"]), []).append(entry)
+    assert sorted(by_slot) == [0, 1, 2]
+    for outcome in run.outcomes:
+        calls = by_slot[outcome.slot]
+        # Every call the provider answered is one stored attempt, and its tokens are in the slot's usage.
+        assert (outcome.status, outcome.attempts, len(calls)) == (OutcomeStatus.SUCCEEDED, 2, 2), calls
+        assert (outcome.input_tokens, outcome.output_tokens) == (sum(e["input_tokens"] for e in calls),
+                                                                 sum(e["output_tokens"] for e in calls))
+        assert duplicate_note(orphan) in (outcome.error or "")
+    billed = sum(cost_of(MODEL, TokenUsage(e["input_tokens"], e["output_tokens"]), batch_api=True).total_usd
+                 for e in log)
+    assert get_run(run.id).to_json()["cost"]["total_usd"] == pytest.approx(billed, rel=1e-6)
+
+
+def in_session_open() -> list:
+    with Session() as s:
+        return repo.open_provider_batches(s)

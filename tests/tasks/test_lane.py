@@ -141,9 +141,10 @@ def test_a_failed_create_gives_the_claims_back_and_a_stale_claim_is_released(db_
         repo.claim_lane_slots(s, [(run_id, 1)], marker="lane:b", now=now, hold_s=300)
     with Session.begin() as s:
         repo.release_lane_claims(s, [(run_id, 0)], marker="lane:a", note="HTTP 500")
-        assert repo.release_stale_lane_claims(s, now=now + dt.timedelta(seconds=10)) == 0
+        assert repo.release_stale_lane_claims(s, now=now + dt.timedelta(seconds=10)) == []
     with Session.begin() as s:
-        assert repo.release_stale_lane_claims(s, now=now + dt.timedelta(seconds=301)) >= 1
+        # Each released claim's deadline: where the lane looks for a batch its collector may have created.
+        assert now + dt.timedelta(seconds=300) in repo.release_stale_lane_claims(s, now=now + dt.timedelta(seconds=301))
     with Session() as s:
         rows = repo.outcomes_by_slot(s, run_id)
     assert [(rows[i].task_id, rows[i].attempts) for i in range(2)] == [(None, 0), (None, 0)]
@@ -180,3 +181,26 @@ def test_a_provider_batch_is_cancellable_once_every_run_it_carries_is_cancelled(
         repo.cancel_runs(s, [second], "stop")
     with Session() as s:
         assert "msgbatch_3" in repo.cancellable_provider_batches(s)
+
+
+def test_an_adopted_provider_batch_is_stored_once_never_cancelled_and_a_late_recorder_joins_it(db_url):
+    """A batch a stopped collector created is adopted with no slot (the poller then records what it paid);
+    it may be another program's, so it is never cancelled; if its own collector was only stalled and
+    records it after all, its slots join the adopted row instead of failing on the duplicate id."""
+    run_id = lane_run()
+    now = utcnow()
+    with Session.begin() as s:
+        assert repo.adopt_provider_batch(s, batch_id="msgbatch_adopted", status="in_progress", created_at=now,
+                                         note="adopted")
+    with Session.begin() as s:
+        assert not repo.adopt_provider_batch(s, batch_id="msgbatch_adopted", status="in_progress", created_at=now,
+                                             note="adopted")
+        assert repo.known_provider_batches(s, ["msgbatch_adopted", "msgbatch_unknown"]) == {"msgbatch_adopted"}
+        assert "msgbatch_adopted" not in repo.cancellable_provider_batches(s)
+    with Session.begin() as s:
+        repo.claim_lane_slots(s, [(run_id, 0)], marker="lane:late", now=now, hold_s=300)
+    with Session.begin() as s:
+        assert repo.record_provider_batch(s, batch_id="msgbatch_adopted", model="m", status="in_progress",
+                                          slots=[(run_id, 0)], marker="lane:late", now=now) == 1
+    with Session() as s:
+        assert repo.outcomes_by_slot(s, run_id)[0].provider_batch == "msgbatch_adopted"
