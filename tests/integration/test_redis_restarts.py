@@ -1,6 +1,6 @@
 """Redis restarted five times in a row under load: the workers survive it (or are started again by
-chorus's supervision), every run ends, and the provider is called no more often than the stored
-attempts say.
+chorus's supervision), every run ends with every slot answered, and the provider is called exactly as
+often as the stored attempts say.
 
 The set-up follows the outage that killed a worker (issue 15): prefork LLM workers and a prefork
 callbacks worker running beat, the stub answering in 300 ms, a batch in flight. With celery 5.7 /
@@ -115,16 +115,17 @@ def test_five_redis_restarts_under_load_leave_no_worker_dead_no_run_open_and_no_
     assert Counter(r["run"] for r in rows) == dict.fromkeys(run_ids, 3)  # none lost, none duplicated
     assert {r["status"] for r in rows} <= {"succeeded", "failed"}
     assert all(r["error"] for r in rows if r["status"] == "failed")
-    # Every provider call is one of the slot's stored attempts: nothing called behind chorus's back.
+    # No extra call, and no attempt without its call: each slot was called exactly as often as its stored
+    # attempts say (a call whose ack was lost with a connection is redelivered, finds its slot answered
+    # and calls nobody), and the restarts cost no answer (a slot whose message was lost is sent again).
     calls: dict[tuple[str, int], int] = defaultdict(int)
     for entry in log:
         if entry.get("run"):
             calls[(entry["run"], int(entry["slot"]))] += 1
     attempts = {(r["run"], r["slot"]): r["attempts"] for r in rows}
-    assert set(calls) <= set(attempts)
-    extra = {key: (n, attempts[key]) for key, n in calls.items() if n > attempts[key]}
-    assert extra == {}, extra
-    assert sum(r["status"] == "succeeded" for r in rows) >= len(rows) * 0.9, Counter(r["status"] for r in rows)
+    differ = {key: (calls.get(key, 0), n) for key, n in attempts.items() if calls.get(key, 0) != n}
+    assert dict(calls) == attempts, differ
+    assert [(r["run"], r["slot"], r["error"]) for r in rows if r["status"] != "succeeded"] == [], restarts
     assert pids_matching(str(tmp_path)) == []  # every worker, pool child and server stopped
     assert elapsed < 120
     print(f"redis restarts: {RESTARTS}; worker restarts: {restarts}; {elapsed:.0f} s")
