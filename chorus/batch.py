@@ -39,6 +39,7 @@ from models.tables import OutcomeRole, OutcomeStatus, new_id, utcnow
 from providers.offline import LANE_NEEDS_ANTHROPIC
 from settings import Settings, get_settings
 from tasks import dispatch, lane
+from tasks.maintenance import BatchStallWatch
 from workflows.calls import Attachment
 from workflows.cost import Cost, total
 from workflows.errors import ConfigError, NotFoundError, RunTimeout
@@ -581,6 +582,10 @@ def wait_for_batch(batch_id: str, *, timeout: float, on_tick: Callable[[], None]
     # No beat in embedded mode: while it waits, this process collects and polls the batch lane itself.
     clock = (lane.LaneClock(celery_app(settings), settings)
              if settings.embedded and lane_status(batch_id, settings=settings)["lane"] == "batch" else None)
+    # A batch that stops moving gets the reaper's check for its own runs, beat or no beat (a message lost
+    # with the broker, a worker killed in the middle): a resumed batch never waits for ever.
+    stall = BatchStallWatch(celery_app(settings), settings,
+                            lambda: in_session(lambda s: repo.open_runs_of_batch(s, batch_id), write=False))
     deadline = time.monotonic() + timeout
     while True:
         counts = batch_counts(batch_id, settings=settings)
@@ -592,6 +597,7 @@ def wait_for_batch(batch_id: str, *, timeout: float, on_tick: Callable[[], None]
             check()
         if clock is not None:
             clock()
+        stall(counts)
         if time.monotonic() > deadline:
             raise RunTimeout(f"batch still has {counts.running + counts.pending} document(s) unfinished after "
                                f"{timeout:.0f} s; `chorus status {batch_id}` shows it, re-run to resume")

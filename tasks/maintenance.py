@@ -188,3 +188,40 @@ class StallWatch:
             return
         self.last = now
         reap_stalled(self.app, self.settings, run_ids=[self.run_id])
+
+
+class BatchStallWatch:
+    """For a process waiting on a batch (`chorus batch`, `wait_for_batch`): once the batch has shown no
+    progress for CHORUS_REAP_GRACE_S, run the reaper's check for its open runs, at most every `every_s`
+    seconds. Beat's reaper does the same for every run; this covers a cluster whose beat is not running
+    (or is down), so a batch whose messages were lost with the broker is not left waiting for ever. The
+    check is the reaper's own: a slot is re-sent only when its message is gone and at most once at a time,
+    so running it beside beat changes nothing."""
+
+    def __init__(self, app: Celery, settings: Settings, open_runs: Callable[[], list[str]],
+                 every_s: float = 5.0) -> None:
+        self.app = app
+        self.settings = settings
+        self.open_runs = open_runs
+        self.every_s = every_s
+        self.progress: object = None
+        self.quiet_since = time.monotonic()
+        self.last = self.quiet_since - every_s
+
+    def __call__(self, progress: object) -> None:
+        """`progress`: anything that changes when the batch moves (its counts)."""
+        now = time.monotonic()
+        if progress != self.progress:
+            self.progress, self.quiet_since = progress, now
+            return
+        if now - self.quiet_since < self.settings.reap_grace_s or now - self.last < self.every_s:
+            return
+        self.last = now
+        try:
+            run_ids = self.open_runs()
+            if run_ids:
+                done = reap_stalled(self.app, self.settings, run_ids=run_ids)
+                if any(done.values()):
+                    log.warning("the batch had stalled; reaper check: %s", {k: len(v) for k, v in done.items() if v})
+        except Exception as exc:  # noqa: BLE001 - the broker or database may be down; the next round tries again
+            log.warning("could not check the stalled batch's runs (%s); trying again in %.0f s", exc, self.every_s)
