@@ -10,14 +10,19 @@ import re
 from pathlib import Path
 from typing import Literal
 
+import platformdirs
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from workflows import registry
 from workflows.errors import ConfigError
 from workflows.ratelimit import QueueLimits, parse_limits
 from workflows.registry import pool_conflicts
 
 _MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+# Where embedded mode kept its data before the per-user directory: still used where it exists.
+FOLDER_DATA_DIR = Path(".chorus")
+_URL_PASSWORD = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://[^:/@]*):[^@/]*@")
 
 
 class Settings(BaseSettings):
@@ -29,7 +34,9 @@ class Settings(BaseSettings):
     broker_url: str | None = Field(default=None, description="Celery broker; unset means embedded mode")
     result_backend: str | None = Field(default=None, description="Celery result backend")
     database_url: str | None = Field(default=None, description="SQLAlchemy URL; default SQLite in data dir")
-    data_dir: Path = Field(default=Path(".chorus"), description="Embedded broker, SQLite files, logs")
+    data_dir: Path | None = Field(
+        default=None, description="Embedded broker, SQLite files, logs; unset: a ./.chorus in the current folder if "
+                                  "there is one, else the per-user data directory (platformdirs)")
     anthropic_api_key: SecretStr | None = Field(
         default=None, validation_alias=AliasChoices("ANTHROPIC_API_KEY", "CHORUS_ANTHROPIC_API_KEY")
     )
@@ -46,6 +53,9 @@ class Settings(BaseSettings):
         description="Comma-separated models; each gets its own Celery queue",
     )
     default_model: str = Field(default="claude-haiku-5-5", description="Model used when none is given")
+    models_file: Path | None = Field(
+        default=None, description="TOML file of models outside the registry, each with its prices (merged over it)"
+    )
     call_timeout_s: float = Field(default=60.0, gt=0, description="HTTP timeout of one provider call")
     max_attempts: int = Field(default=4, ge=1, le=20, description="Attempts per slot (Celery retries)")
     retry_backoff_s: float = Field(default=1.0, gt=0, description="Base of the exponential retry backoff")
@@ -107,7 +117,7 @@ class Settings(BaseSettings):
                                         "batch stops sending new runs once its recorded spend passes it"
     )
 
-    @field_validator("broker_url", "result_backend", "database_url", "anthropic_base_url", "max_cost_usd",
+    @field_validator("broker_url", "result_backend", "database_url", "anthropic_base_url", "max_cost_usd", "data_dir",
                      mode="before")
     @classmethod
     def _blank_is_unset(cls, value: object) -> object:
@@ -162,9 +172,13 @@ class Settings(BaseSettings):
 
     @property
     def model_list(self) -> list[str]:
+        """The models that get a queue: CHORUS_MODELS, the default model, and those of CHORUS_MODELS_FILE."""
         names = self.models.split(",")
         if self.default_model not in names:
             names.insert(0, self.default_model)
+        if self.models_file is not None:
+            own = str(self.models_file.expanduser().resolve())
+            names += [m.id for m in registry.user_models() if m.origin == own and m.id not in names]
         return names
 
     @property
@@ -174,8 +188,33 @@ class Settings(BaseSettings):
         return "anthropic" if self.anthropic_api_key else "offline"
 
     @property
+    def data_origin(self) -> Literal["setting", "folder", "user"]:
+        """Why the data directory is where it is: CHORUS_DATA_DIR, a ./.chorus found in the current
+        folder (where embedded mode kept its data before), or the per-user data directory."""
+        if self.data_dir is not None:
+            return "setting"
+        return "folder" if FOLDER_DATA_DIR.is_dir() else "user"
+
+    @property
     def data_path(self) -> Path:
-        return self.data_dir.expanduser().resolve()
+        origin = self.data_origin
+        if origin == "setting":
+            assert self.data_dir is not None
+            return self.data_dir.expanduser().resolve()
+        if origin == "folder":
+            return FOLDER_DATA_DIR.resolve()
+        return user_data_dir()
+
+    @property
+    def store_name(self) -> str:
+        """Where runs are stored, for messages: the database URL (no password) or the data directory and
+        why it is that one."""
+        if self.database_url is not None:
+            return f"the database {hide_password(self.database_url)} (CHORUS_DATABASE_URL)"
+        why = {"setting": "CHORUS_DATA_DIR",
+               "folder": "the ./.chorus of the current folder",
+               "user": "the per-user data directory; CHORUS_DATA_DIR chooses another"}[self.data_origin]
+        return f"the store {self.data_path} ({why})"
 
     @property
     def effective_database_url(self) -> str:
@@ -194,6 +233,17 @@ class Settings(BaseSettings):
         return self.effective_broker_url
 
 
+def user_data_dir() -> Path:
+    """Embedded mode's one store for every folder: ~/.local/share/chorus on Linux ($XDG_DATA_HOME/chorus),
+    ~/Library/Application Support/chorus on macOS, %LOCALAPPDATA%\\chorus on Windows."""
+    return Path(platformdirs.user_data_dir("chorus", appauthor=False)).resolve()
+
+
+def hide_password(url: str) -> str:
+    """The URL with its password (if any) replaced by ***, for messages."""
+    return _URL_PASSWORD.sub(r"\1:***@", url)
+
+
 def _env_name(loc: tuple[object, ...]) -> str:
     field = str(loc[0]) if loc else "?"
     info = Settings.model_fields.get(field)
@@ -206,10 +256,28 @@ def _env_name(loc: tuple[object, ...]) -> str:
 def load_settings(**overrides: object) -> Settings:
     """Read the settings; a bad value raises ConfigError naming its environment variable."""
     try:
-        return Settings(**overrides)  # type: ignore[arg-type]
+        settings = Settings(**overrides)  # type: ignore[arg-type]
     except ValidationError as exc:
         problems = "; ".join(f"{_env_name(e['loc'])}: {e['msg']}" for e in exc.errors())
         raise ConfigError(f"bad configuration: {problems}") from None
+    if settings.models_file is not None:
+        use_models_file(settings.models_file)
+    return settings
+
+
+def use_models_file(path: Path) -> None:
+    """Merge the user's models file (CHORUS_MODELS_FILE) over the registry, for this process: every
+    lookup (prices, limits, capabilities, queues) then knows its models. A bad file names the variable."""
+    file = path.expanduser().resolve()
+    try:
+        text = file.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"bad configuration: CHORUS_MODELS_FILE: cannot read {file} ({exc})") from None
+    try:
+        table = registry.parse_user_models(text, str(file))
+    except registry.RegistryError as exc:
+        raise ConfigError(f"bad configuration: CHORUS_MODELS_FILE: {exc}") from None
+    registry.use_user_models(table)
 
 
 @functools.cache

@@ -16,8 +16,10 @@ import time
 from typing import Any
 
 from celery import Celery, signals
+from celery.schedules import schedstate, schedule
 from kombu import Queue
 
+from models import get_engine, in_session, repo
 from models.db import dispose_engine
 from settings import Settings, get_settings
 from workflows.queues import CALLBACK_QUEUE, all_queues
@@ -80,18 +82,61 @@ def make_app(settings: Settings | None = None, *, set_as_current: bool = True) -
     )
     celery_app.conf.task_routes["chorus.maintenance.*"] = {"queue": CALLBACK_QUEUE}
     celery_app.conf.task_routes["chorus.lane.*"] = {"queue": CALLBACK_QUEUE}
-    # The batch lane's collector and poller (tasks/lane.py). A tick that waited longer than its interval
-    # in the queue is dropped (`expires`): the next one does the same work, so none pile up.
+    # The batch lane's collector and poller (tasks/lane.py), sent only while the lane has work of their kind
+    # (`WhileLaneWork`). A tick that waited longer than its interval in the queue is dropped (`expires`):
+    # the next one does the same work, so none pile up.
     celery_app.conf.beat_schedule = {**celery_app.conf.beat_schedule, "chorus-reaper": {
         "task": "chorus.maintenance.reap", "schedule": settings.reap_interval_s,
     }, "chorus-lane-collect": {
-        "task": "chorus.lane.collect", "schedule": settings.lane_collect_s,
+        "task": "chorus.lane.collect", "schedule": WhileLaneWork(settings.lane_collect_s, work="collect"),
         "options": {"queue": CALLBACK_QUEUE, "expires": max(1.0, settings.lane_collect_s)},
     }, "chorus-lane-poll": {
-        "task": "chorus.lane.poll", "schedule": settings.lane_poll_s,
+        "task": "chorus.lane.poll", "schedule": WhileLaneWork(settings.lane_poll_s, work="poll"),
         "options": {"queue": CALLBACK_QUEUE, "expires": max(1.0, settings.lane_poll_s)},
     }}
     return celery_app
+
+
+class WhileLaneWork(schedule):
+    """Beat's interval for a lane task that sends it only while the lane has work of its kind (a released
+    call waiting for a collector; a provider batch not collected yet): with no lane run, beat sends
+    nothing, and Flower's task list is not filled with empty `chorus.lane.collect` ticks every 10 s.
+
+    Beat asks `is_due` every interval; the check is one small query on the database, in the beat process.
+    A check that fails sends the task as a plain interval would (the lane's tasks are safe to run for
+    nothing). The submitter still sends a collect at once when it starts lane runs (`tasks.lane.start_runs`)."""
+
+    def __init__(self, run_every: Any = None, relative: bool = False, nowfun: Any = None, app: Any = None,
+                 work: str = "collect") -> None:
+        super().__init__(run_every, relative, nowfun, app)
+        if work not in ("collect", "poll"):
+            raise ValueError(f"work must be collect or poll, got {work!r}")
+        self.work = work
+
+    def is_due(self, last_run_at: Any) -> schedstate:
+        due, next_check = super().is_due(last_run_at)
+        if due and not self.has_work():
+            return schedstate(is_due=False, next=next_check)  # asked again one interval later
+        return schedstate(is_due=due, next=next_check)
+
+    def has_work(self) -> bool:
+        try:
+            get_engine(get_settings().effective_database_url)  # beat's database: the workers' (the one sessionmaker)
+            found = in_session(repo.lane_work, write=False, attempts=1)
+        except Exception as exc:  # noqa: BLE001 - beat must keep ticking: send as a plain interval would
+            why = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            log.warning("could not tell whether the batch lane has work (%s); sending %s anyway", why, self.work)
+            return True
+        return bool(getattr(found, self.work))
+
+    def __reduce__(self) -> Any:  # beat keeps its entries in a shelve (pickle): the kind of work goes with it
+        return self.__class__, (self.run_every, self.relative, self.nowfun, None, self.work)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, WhileLaneWork) and self.work == other.work and super().__eq__(other)
+
+    def __hash__(self) -> int:
+        return hash((self.run_every, self.work))
 
 
 _app: Celery | None = None

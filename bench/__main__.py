@@ -44,6 +44,9 @@ REGISTRY: list[tuple[str, str, str]] = [
      "Documents: a 300-page PDF sectioned by pages vs one call; a 5-voter PDF vote's cost (issue 21)"),
     ("estimates", "bench.estimates",
      "Estimates: the estimate ÷ the stub's bill, per document kind, way and model (issue 22)"),
+    ("offline_scorer", "bench.offline_scorer",
+     "The offline scorer's accuracy on the README's task, new beside old (issue 25)"),
+    ("startup", "bench.startup", "Start-up: `chorus --help`, `chorus models`, an embedded vote's overhead (issue 25)"),
 ]
 
 QUICK_ARGS: dict[str, dict[str, Any]] = {

@@ -30,7 +30,7 @@ from bench.harness import machine
 MODELS = ["claude-haiku-5-5", "claude-sonnet-5-5", "claude-opus-5-5", "claude-fable-5-2", "claude-haiku-4-5",
           "claude-sonnet-4-6"]
 KINDS = ["prose", "digits", "code", "cjk", "emoji"]
-WAYS = ["vote, cache-aware", "vote, all at once", "section"]
+WAYS = ["vote, cache-aware", "vote, all at once", "section", "section, schema"]
 LABELS = "a,b,c"
 VOTERS = 3
 
@@ -123,13 +123,14 @@ def settings_for(stub_url: str, models: Sequence[str]) -> Any:
                                              "anthropic_api_key": SecretStr("bench-key")})
 
 
-def call(client: Any, request: Any) -> tuple[Any, str]:
-    """Send one request as a worker's provider sends it; (the usage the stub reported, the reply text)."""
+def call(client: Any, request: Any) -> tuple[Any, str, str | None]:
+    """Send one request as a worker's provider sends it; (the usage the stub reported, the reply text, its
+    stop reason)."""
     from providers.anthropic_provider import message_body
 
     response = client.messages.create(**message_body(request))
     text = "".join(getattr(block, "text", "") for block in response.content)
-    return response.usage, text
+    return response.usage, text, response.stop_reason
 
 
 def priced(request: Any, usage: Any, *, lane: bool, output_tokens: int | None = None) -> Any:
@@ -158,9 +159,11 @@ def bill(plan: Any, client: Any, clear_cache: Callable[[], None], *, lane: bool 
     dispatch's order: cache leaders (or pre-warms) first, then the rest; a vote without them is sent at
     once, which `clear_cache` (an empty prompt cache before each of its calls) stands for, since calls
     sent together all miss. A section run: every map call, then the synthesis tree the workers would plan
-    (`sectioning.plan_level` on the measured replies). `lane`: the voter and section calls at the Batches
-    API price with the lane's 1-hour TTL. `worst_case`: every reply taken at max_tokens (billed so, and
-    read so by the synthesis)."""
+    (`sectioning.plan_level` on the measured replies); with an output schema, a map reply cut at max_tokens
+    is sent once more (`SectionSpec.retry_request`) and each part carries its recorded output tokens (both
+    calls' when retried), which a fitted synthesis budget reads. `lane`: the voter and section calls at the
+    Batches API price with the lane's 1-hour TTL. `worst_case`: every reply taken at max_tokens (billed so,
+    and read so by the synthesis), every map reply that may be retried cut first."""
     import dataclasses
 
     from workflows.cost import total
@@ -170,13 +173,13 @@ def bill(plan: Any, client: Any, clear_cache: Callable[[], None], *, lane: bool 
     clear_cache()
     spec = plan.spec()
 
-    def send(request: Any, in_lane: bool) -> tuple[Any, str]:
+    def send(request: Any, in_lane: bool) -> tuple[Any, str, str | None, int]:
         if in_lane:
             request = dataclasses.replace(request, cache_ttl="1h")
-        usage, text = call(client, request)
+        usage, text, stop = call(client, request)
         assert usage.output_tokens <= request.max_tokens, (usage.output_tokens, request.max_tokens)
-        out = request.max_tokens if worst_case else None
-        return priced(request, usage, lane=in_lane, output_tokens=out), text
+        out = request.max_tokens if worst_case else usage.output_tokens
+        return priced(request, usage, lane=in_lane, output_tokens=out), text, stop, out
 
     costs = []
     if isinstance(spec, VoteSpec):
@@ -198,19 +201,26 @@ def bill(plan: Any, client: Any, clear_cache: Callable[[], None], *, lane: bool 
                 costs.append(send(spec.voter_request(by_slot[slot], plan.document), lane)[0])
         return total(costs)
 
-    replies: list[tuple[str, str]] = []  # (label, text) of each section, in order
+    replies: list[tuple[str, str, int]] = []  # (label, text, recorded output tokens) of each section, in order
     for s in plan.sections:
         request = spec.section_request(plan.model, s.index, plan.section_document(s.index))
-        cost, text = send(request, lane)
+        cost, text, stop, recorded = send(request, lane)
         costs.append(cost)
-        replies.append((s.title[:200], filler(s.text(plan.text), request.max_tokens) if worst_case else text))
+        retry = spec.retry_request(request)
+        if retry is not None and (worst_case or stop == "max_tokens"):
+            cost, text, _, more = send(retry, lane)
+            costs.append(cost)
+            recorded += more
+            request = retry
+        replies.append((s.title[:200], filler(s.text(plan.text), request.max_tokens) if worst_case else text,
+                        recorded))
     config = plan.config()
     single = len(plan.sections) == 1 and not config["synthesize_single"]
     if plan.task.reduce is None or plan.reduce_model is None or plan.task.merge or single:
         return total(costs)
-    items = [(label, text, (i, i)) for i, (label, text) in enumerate(replies)]
+    items = [(label, text, (i, i), recorded) for i, (label, text, recorded) in enumerate(replies)]
     while True:
-        groups = plan_level([output_tokens(text) for _, text, _ in items], config["synthesis_budget_tokens"])
+        groups = plan_level([output_tokens(text) for _, text, _, _ in items], config["synthesis_budget_tokens"])
         final = groups is None
         carried = []
         for group in [list(range(len(items)))] if groups is None else groups:
@@ -218,13 +228,14 @@ def bill(plan: Any, client: Any, clear_cache: Callable[[], None], *, lane: bool 
             if len(members) == 1 and not final:
                 carried.append(members[0])
                 continue
-            request = spec.synthesis_request(plan.reduce_model, [Part(label, text) for label, text, _ in members],
-                                             final=final)
-            cost, text = send(request, False)
+            request = spec.synthesis_request(plan.reduce_model, [Part(label, text, recorded)
+                                                                 for label, text, _, recorded in members], final=final)
+            cost, text, _, recorded = send(request, False)
             costs.append(cost)
             first, last = members[0][2][0], members[-1][2][1]
             carried.append((span_label(first + 1, last + 1),
-                            filler(text or "partial", request.max_tokens) if worst_case else text, (first, last)))
+                            filler(text or "partial", request.max_tokens) if worst_case else text, (first, last),
+                            recorded))
         if final:
             return total(costs)
         items = carried
@@ -253,12 +264,26 @@ def before_estimate(plan: Any) -> float:
 
 
 # ----- the benchmark -----------------------------------------------------------------------------------
+# "section, schema": examples/man-options.toml (a JSON list of options per section, budgets fitted to each
+# section, a cut reply sent once more) merged by the same model instead of joined.
+SCHEMA = {"type": "object", "required": ["options"], "properties": {"options": {"type": "array", "items": {
+    "type": "object", "required": ["flag", "meaning"],
+    "properties": {"flag": {"type": "string"}, "meaning": {"type": "string"}}}}}}
+
+
 def plan_of(way: str, model: str, text: str, settings: Any) -> Any:
     from chorus.section import plan_section
     from chorus.vote import plan_vote
+    from workflows.taskfile import SectionTask, Step
 
     if way == "section":
         return plan_section(text, model=model, settings=settings)
+    if way == "section, schema":
+        task = SectionTask(name="man-options", split="headings", max_tokens=2000,
+                           map=Step("List every command-line option this section documents, with its meaning in "
+                                    "one line.", model=model, output_schema=SCHEMA),
+                           reduce=Step("Merge the lists into one.", model=model))
+        return plan_section(text, task=task, settings=settings)
     return plan_vote(text, LABELS, voters=VOTERS, models=[model] * VOTERS, cache_aware=way == "vote, cache-aware",
                      settings=settings)
 
@@ -274,7 +299,9 @@ def run(quick: bool = True, chars: int | None = None) -> dict[str, Any]:
     started = time.perf_counter()
     with running_stub(latency_ms=0) as stub:
         settings = settings_for(stub.base_url, MODELS)
-        client = anthropic.Anthropic(api_key="bench-key", base_url=stub.base_url, max_retries=0)
+        # An explicit timeout, as the workers' provider has: without one the SDK refuses a non-streamed call
+        # whose max_tokens could take over 10 minutes (a fitted synthesis budget can be the model's 128k).
+        client = anthropic.Anthropic(api_key="bench-key", base_url=stub.base_url, max_retries=0, timeout=60)
         for kind in KINDS:
             text = DOCUMENTS[kind](random.Random(f"{kind}-{chars}"), chars)
             for model in MODELS:
@@ -329,7 +356,15 @@ def render(result: dict[str, Any]) -> str:
               "text bound counts a digit as a token (the stub: 3 digits), a CJK character as 2 (the stub counts a "
               "run of CJK as letters, 6 a token, far below what real tokenizers make of CJK, about one a "
               "character), an emoji as 3 (the stub: 1), a lower-case word of n letters as n/3 (the stub: n/6). A "
-              "section run's margin is the smallest: its calls mark no prefix, so no cache premium is at stake."]
+              "section run's margin is the smallest: its calls mark no prefix, so no cache premium is at stake.",
+              "",
+              "The schema row is examples/man-options.toml merged by the same model (`merge` replaced by a reduce "
+              "step): each map call's budget fits its section restated in the schema's shape and a cut reply is "
+              "sent once more at twice it, each merge may write 1.25 x the tokenizer ratio x what its parts "
+              "recorded (up to the model's max output), and the estimate bounds what those budgets allow over any "
+              "tree the workers can build (`chorus.budget.synthesis_costs`), far above what the stub's replies "
+              "take; on Haiku 5.5 the most, where a merge that may read past 100,000 tokens is priced at the "
+              "upper tier. Its bracket is today's budgets priced the old way (there was no schema task before)."]
     return "\n".join(lines)
 
 

@@ -5,6 +5,13 @@ short hash of its absolute path, so running the same command again finds the sam
 a batch again skips documents that already succeeded with the same content, retries the ones
 that failed, ended partial or never got sent, and leaves alone the ones still in flight.
 
+A batch remembers the provider and the models its runs were sent with: resuming it with another
+provider or model is refused (answers of two providers would sit side by side in one batch), unless
+`new_version` starts `NAME.v2` or `allow_mixed` says to mix them.
+
+The documents come from a path (a folder, a JSONL or a CSV) or, in Python, from an iterable of texts
+or records (dicts with `id` and `text` or `path`, and an optional `label`).
+
 Memory stays flat: records are read one at a time, written in chunks, and at most
 `max_in_flight` runs are sent and unfinished at any moment. The batch lane has no such bound (its
 results take hours); with a budget it releases runs while the recorded spend plus the upper-bound
@@ -16,10 +23,12 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hashlib
+import json
 import logging
+import os
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,9 +37,9 @@ from sqlalchemy.orm import Session as OrmSession
 
 from chorus.budget import check_budget, estimate_plan
 from chorus.costing import request_cost
-from chorus.inputs import input_kind, read_records
+from chorus.inputs import input_kind, read_file_record, read_records
 from chorus.native import start_run
-from chorus.runs import cancel_runs, celery_app, ensure_workers, get_run, prepare
+from chorus.runs import cancel_runs, celery_app, ensure_workers, get_run, not_found, prepare
 from chorus.section import plan_section
 from chorus.vote import plan_vote
 from models import Batch, Pattern, RunStatus, Session, in_session, repo
@@ -43,7 +52,7 @@ from tasks.maintenance import BatchStallWatch
 from workflows.calls import Attachment
 from workflows.cost import Cost, total
 from workflows.errors import ConfigError, NotFoundError, RunTimeout
-from workflows.intake import Record
+from workflows.intake import Record, check_text, duplicate, record_from
 from workflows.taskfile import SectionTask, VoteTask, task_from_json, task_hash
 
 CHUNK = 200
@@ -62,10 +71,14 @@ def default_name(path: Path) -> str:
 
 @dataclass(frozen=True)
 class BatchSpec:
-    """What a batch runs: the pattern and its options (the same every time the batch runs)."""
+    """What a batch runs: the pattern and its options (the same every time the batch runs), and who
+    answers: the provider and the models its runs call (resolved, the default model included; "" and
+    () when unknown)."""
 
     pattern: Pattern
     options: dict[str, Any]
+    provider: str = ""
+    models: tuple[str, ...] = ()
 
     def plan(self, text: str | Attachment, external_id: str, label: str | None, batch_id: str,
              settings: Settings) -> Any:
@@ -103,24 +116,93 @@ def make_spec(pattern: str, options: dict[str, Any], settings: Settings) -> Batc
         clean["task"] = task.to_json()  # stored with the batch, so a resume runs the very same task
     if kind is Pattern.VOTE and "labels" not in clean and "task" not in clean:
         raise ConfigError("--pattern vote needs --labels (e.g. --labels positive,negative,neutral) or --task FILE")
-    spec = BatchSpec(kind, clean)
     try:
-        spec.plan("probe text", "probe", None, "probe", settings)
+        return with_provider(BatchSpec(kind, clean), settings)
     except TypeError as exc:
         raise ConfigError(f"an option does not apply to --pattern {pattern}: {exc}") from None
-    return spec
 
 
-def check_batch(name: str, spec: BatchSpec, *, new_version: bool = False) -> str:
+def with_provider(spec: BatchSpec, settings: Settings) -> BatchSpec:
+    """The spec with who would answer it now: the settings' provider and the models of a probe plan."""
+    probe = spec.plan("probe text", "probe", None, "probe", settings)
+    if hasattr(probe, "panel"):
+        models = {v.model for v in probe.panel}
+    else:
+        models = {m for m in (probe.model, probe.reduce_model) if m}
+    return dataclasses.replace(spec, provider=settings.provider_name, models=tuple(sorted(models)))
+
+
+Answerer = tuple[str, tuple[str, ...]]  # (provider, models sorted)
+
+
+def _answerer(spec: BatchSpec) -> Answerer:
+    return spec.provider, tuple(sorted(spec.models))
+
+
+def _answered_by(s: OrmSession, batch: Batch) -> list[Answerer]:
+    """The providers and models a stored batch was sent with: its config's record (`answered_by`, more
+    than one once `allow_mixed` added one), or, for a batch stored before batches recorded it, what its
+    runs recorded ([] when it has none)."""
+    recorded = (batch.config or {}).get("answered_by")
+    if recorded:
+        return [(str(e.get("provider")), tuple(sorted(e.get("models") or ()))) for e in recorded]
+    providers, models = repo.batch_providers(s, batch.id)
+    return [(", ".join(providers), tuple(models))] if providers else []
+
+
+def _mixing(s: OrmSession, batch: Batch, spec: BatchSpec) -> str | None:
+    """Why running `spec` into the stored batch would put answers of different providers or models side
+    by side; None when it would not: the batch was sent with these already, the spec does not say, or
+    no document has an answer to keep (none succeeded or is running)."""
+    seen = _answered_by(s, batch)
+    if not spec.provider or not seen or _answerer(spec) in seen:
+        return None
+    counts = dict(repo.document_counts(s, batch.id))
+    kept = counts.get(RunStatus.SUCCEEDED, 0) + counts.get(RunStatus.RUNNING, 0)
+    if kept == 0:
+        return None
+    was = "; then ".join(f"the {p} provider ({', '.join(m) or 'no model recorded'})" for p, m in seen)
+    return (f"batch {batch.name!r} was sent with {was}; this run would use the {spec.provider} provider "
+            f"({', '.join(spec.models)}): its {kept} document(s) that succeeded (or are still running) would "
+            f"keep their answers next to this run's")
+
+
+def _answerers(s: OrmSession, batch: Batch | None, spec: BatchSpec) -> dict[str, Any]:
+    """The batch config's record of who answers, once `spec` is sent into it (nothing when the spec
+    does not say): this one alone for a new batch or one with no answer to keep, else the ones before
+    and this one (a mix, allowed)."""
+    if not spec.provider:
+        return {}
+    this = _answerer(spec)
+    seen = [] if batch is None else _answered_by(s, batch)
+    if this not in seen and (batch is None or _mixing(s, batch, spec) is None):
+        seen = []  # nothing of another provider is kept: the batch starts over with this one
+    answered = seen if this in seen else [*seen, this]
+    return {"answered_by": [{"provider": p, "models": list(m)} for p, m in answered]}
+
+
+def check_batch(name: str, spec: BatchSpec, *, new_version: bool = False, allow_mixed: bool = False) -> str:
     """The name to run the batch under: `name` when no batch has it or the stored one runs the same
-    pattern and options (the same task hash); with `new_version`, the next free `name.vN` (or the
-    version that runs this very task). Otherwise a stored batch is never mixed with another task."""
+    pattern and options (the same task hash) with the same provider and models; with `new_version`,
+    the next free `name.vN` (or the version that runs this very task with them). Otherwise a stored
+    batch is never mixed with another task, and never with another provider or model unless
+    `allow_mixed` (each run keeps its own provider and models)."""
     candidates = [name] + [f"{name}.v{n}" for n in range(2, 1000)] if new_version else [name]
     with Session() as s:
         for candidate in candidates:
             batch = repo.batch_named(s, candidate)
-            if batch is None or (batch.pattern is spec.pattern and batch.config.get("options") == spec.options):
+            if batch is None:
                 return candidate
+            if batch.pattern is spec.pattern and batch.config.get("options") == spec.options:
+                mixing = None if allow_mixed else _mixing(s, batch, spec)
+                if mixing is None:
+                    return candidate
+                if new_version:
+                    continue
+                raise ConfigError(
+                    f"{mixing}. Give --new-version to start {name}.v2 with the {spec.provider} provider (the "
+                    f"stored batch stays as it is), or --allow-mixed to resume this batch anyway (each run keeps "
+                    f"its own provider and models)")
             if not new_version:
                 stored = BatchSpec(batch.pattern, dict(batch.config.get("options") or {}))
                 raise ConfigError(
@@ -130,22 +212,27 @@ def check_batch(name: str, spec: BatchSpec, *, new_version: bool = False) -> str
     raise ConfigError(f"batch {name!r} has 999 versions; give another --name")
 
 
-def open_batch(source: Path, spec: BatchSpec, name: str, lane_name: str = "sync") -> tuple[str, bool]:
+def open_batch(source: Path | None, spec: BatchSpec, name: str, lane_name: str = "sync", *,
+               allow_mixed: bool = False) -> tuple[str, bool]:
     """(batch id, created): find the batch by name (as `check_batch` chose it) or create it. Running a
     cancelled batch again resumes it: the cancel mark is cleared. The batch remembers the lane it was
-    last sent on (`config["lane"]`, what its status shows); each run keeps its own."""
-    if check_batch(name, spec) != name:
+    last sent on (`config["lane"]`, what its status shows; each run keeps its own) and the provider and
+    models it was sent with (`config["answered_by"]`: more than one once `allow_mixed` mixed them).
+    `source` is None for documents given in Python."""
+    if check_batch(name, spec, allow_mixed=allow_mixed) != name:
         raise ConfigError(f"batch {name!r} now runs other options; prepare the batch again")
+    where = str(source.expanduser().resolve()) if source is not None else None
     with Session.begin() as s:
         batch = repo.batch_named(s, name)
         if batch is not None:
-            batch.source = str(source.expanduser().resolve())
+            if where is not None:
+                batch.source = where
             repo.set_batch_cancelled(s, batch.id, None)
-            batch.config = {**(batch.config or {}), "lane": lane_name}
+            batch.config = {**(batch.config or {}), "lane": lane_name, **_answerers(s, batch, spec)}
             return batch.id, False
         batch = repo.create_batch(s, name=name, pattern=spec.pattern,
-                                  config={"options": spec.options, "lane": lane_name},
-                                  source=str(source.expanduser().resolve()))
+                                  config={"options": spec.options, "lane": lane_name, **_answerers(s, None, spec)},
+                                  source=where)
         return batch.id, True
 
 
@@ -165,50 +252,123 @@ def check_lane(lane_name: str, settings: Settings) -> str:
 class Prepared:
     """A batch whose whole input and options passed every check; nothing is written yet."""
 
-    source: Path
+    source: Path | None  # None: the documents were given in Python (`items`)
     spec: BatchSpec
     name: str
     max_in_flight: int | None
     lane: str = "sync"  # "batch": the calls go through the Message Batches API (tasks/lane.py)
     recursive: bool = False  # a folder's subfolders too
+    items: tuple[str | Mapping[str, Any], ...] | None = None  # texts or records given in Python, in order
+    allow_mixed: bool = False  # resume a batch sent with another provider or models anyway
 
     def records(self, settings: Settings) -> Iterator[Record]:
+        if self.items is not None:
+            return item_records(self.items, settings)
+        assert self.source is not None
         return read_records(self.source, settings.max_document_bytes, max_file_bytes=settings.max_file_bytes,
                             recursive=self.recursive)
 
 
-def prepare_batch(source: Path, *, pattern: str, options: dict[str, Any], name: str | None = None,
-                  max_in_flight: int | None = 64, settings: Settings | None = None,
-                  new_version: bool = False, lane: str = "sync", recursive: bool = False) -> Prepared:
-    """Check everything about the input as a whole (path, format, pattern, options, name, lane).
+Source = Path | str | os.PathLike[str] | Iterable[str | Mapping[str, Any]]
 
-    `options` are those of `plan_vote` / `plan_section`; `task` may be a task object (stored with the
-    batch, resolved). A batch name that already ran another task is refused, unless `new_version`
-    picks the next `name.vN`. `lane="batch"` sends the calls through the Message Batches API (needs
-    the anthropic provider; beat, or in embedded mode the waiting process, collects and polls); it keeps
-    no `max_in_flight` bound, as results take hours (a budget bounds it instead, see `Submitter`)."""
+
+def batch_items(source: Iterable[Any]) -> tuple[str | Mapping[str, Any], ...]:
+    """The documents of an iterable, read once (a generator cannot be read twice, and the estimate reads
+    them before they are sent): each a text, or a record, a dict with `id` and `text` (or `path`, a
+    file) and an optional `label`. Anything else is refused, naming the item."""
+    if isinstance(source, bytes | bytearray | Mapping):
+        raise ConfigError(f"give the documents as a path (a folder, a .jsonl or a .csv) or as an iterable of texts or "
+                          f"records (dicts with id and text or path), not {type(source).__name__}")
+    try:
+        items = tuple(source)
+    except TypeError:
+        raise ConfigError(f"give the documents as a path (a folder, a .jsonl or a .csv) or as an iterable of texts or "
+                          f"records (dicts with id and text or path), not {type(source).__name__}") from None
+    if not items:
+        raise ConfigError("no documents: the iterable of texts or records is empty")
+    for n, item in enumerate(items, 1):
+        if not isinstance(item, str | Mapping):
+            raise ConfigError(f"item {n} is of type {type(item).__name__}; each document is a text (str) or a "
+                              f"record (a dict with id and text or path, and an optional label)")
+    return items
+
+
+def item_records(items: Iterable[str | Mapping[str, Any]], settings: Settings) -> Iterator[Record]:
+    """Records of documents given in Python, checked as the lines of a JSONL are: a text is document
+    `item-N` (its position, from 1); a record's `path` is a file (relative to the current folder)."""
+    seen: dict[str, str] = {}
+    for n, item in enumerate(items, 1):
+        where = f"item {n}"
+        if isinstance(item, str):
+            text, reason = check_text(item, settings.max_document_bytes)
+            record = Record(f"item-{n}", text, None, f"{where}: {reason}" if reason else None,
+                            len(item.encode("utf-8", "surrogatepass")))
+        else:
+            record = record_from(dict(item), where, f"item-{n}", settings.max_document_bytes)
+            if record.path is not None:
+                record = read_file_record(record, Path(record.path).expanduser(), where, settings.max_document_bytes,
+                                          settings.max_file_bytes)
+        if record.key in seen:
+            yield duplicate(record, seen[record.key], where, n)
+            continue
+        seen[record.key] = where
+        yield record
+
+
+def items_name(items: tuple[str | Mapping[str, Any], ...]) -> str:
+    """The default name of a batch of documents given in Python: a hash of them, so that running the
+    same documents again resumes the same batch."""
+    digest = hashlib.sha256(json.dumps(items, sort_keys=True, default=str).encode()).hexdigest()[:8]
+    return f"texts-{digest}"
+
+
+def prepare_batch(source: Source, *, pattern: str, options: dict[str, Any], name: str | None = None,
+                  max_in_flight: int | None = 64, settings: Settings | None = None,
+                  new_version: bool = False, lane: str = "sync", recursive: bool = False,
+                  allow_mixed: bool = False) -> Prepared:
+    """Check everything about the input as a whole (path or documents, pattern, options, name, lane).
+
+    `source` is a path (a folder, a JSONL or a CSV; a str is a path) or an iterable of texts or records
+    (dicts with `id` and `text` or `path`, and an optional `label`), read once here. `options` are those
+    of `plan_vote` / `plan_section`; `task` may be a task object (stored with the batch, resolved). A
+    batch name that already ran another task, or the same task with another provider or models, is
+    refused, unless `new_version` picks the next `name.vN` (or `allow_mixed`, for the provider and
+    models). `lane="batch"` sends the calls through the Message Batches API (needs the anthropic
+    provider; beat, or in embedded mode the waiting process, collects and polls); it keeps no
+    `max_in_flight` bound, as results take hours (a budget bounds it instead, see `Submitter`)."""
     settings = settings or get_settings()
     check_lane(lane, settings)
     if lane == "batch" and options.get("cache_warm") == "prewarm":
         raise ConfigError("the batch lane cannot pre-warm the cache: a max_tokens: 0 request is not accepted inside a "
                           "provider batch; use cache_warm=\"leader\" (the lane's followers wait for their leader)")
-    source = Path(source)
-    input_kind(source)
+    path: Path | None = None
+    items: tuple[str | Mapping[str, Any], ...] | None = None
+    if isinstance(source, str | os.PathLike):
+        path = Path(source)
+        input_kind(path)
+    else:
+        items = batch_items(source)
+        if recursive:
+            raise ConfigError("recursive applies to a folder; these documents were given in Python")
     spec = make_spec(pattern, options, settings)
     if max_in_flight is not None and max_in_flight < 1:
         raise ConfigError("--max-in-flight must be at least 1")
     prepare(settings)
-    batch_name = check_batch(name or default_name(source), spec, new_version=new_version)
-    return Prepared(source, spec, batch_name, None if lane == "batch" else max_in_flight, lane, recursive)
+    default = default_name(path) if path is not None else items_name(items or ())
+    batch_name = check_batch(name or default, spec, new_version=new_version, allow_mixed=allow_mixed)
+    return Prepared(path, spec, batch_name, None if lane == "batch" else max_in_flight, lane, recursive, items,
+                    allow_mixed)
 
 
 def find_batch(ref: str, *, settings: Settings | None = None) -> Batch:
     """A batch by id, unique id prefix, or name."""
-    prepare(settings or get_settings())
+    settings = settings or get_settings()
+    prepare(settings)
     with Session() as s:
         found = repo.find_batches(s, ref)
     if not found:
-        raise NotFoundError(f"no batch {ref!r}; give a batch id or name printed by `chorus batch`")
+        raise not_found("batch", ref, "give a batch id, a unique prefix of one, or its name (`chorus batches` lists "
+                        "them)", settings)
     if len(found) > 1:
         raise NotFoundError(f"batch reference {ref!r} is ambiguous; give more characters")
     return found[0]
@@ -604,14 +764,21 @@ def wait_for_batch(batch_id: str, *, timeout: float, on_tick: Callable[[], None]
         time.sleep(0.1)
 
 
-def run_batch(source: Path | str | Prepared, *, pattern: str = "", options: dict[str, Any] | None = None,
+def run_batch(source: Source | Prepared, *, pattern: str = "", options: dict[str, Any] | None = None,
               name: str | None = None, max_in_flight: int | None = 64, settings: Settings | None = None,
               on_tick: Callable[[str], None] | None = None, send_here: bool = False,
               task: VoteTask | SectionTask | None = None, new_version: bool = False,
-              max_cost: float | None = None, lane: str | None = None, recursive: bool = False) -> Submission:
+              max_cost: float | None = None, lane: str | None = None, recursive: bool = False,
+              allow_mixed: bool = False) -> Submission:
     """Find or create the batch and submit what needs a run (after `prepare_batch`'s checks).
     Returns once everything is sent, not finished: see `wait_for_batch`. `send_here` sends each
     chord from this process instead of through `chorus.batch.dispatch` tasks.
+
+    `source`: a path (a folder, a JSONL or a CSV), or the documents themselves, an iterable of texts
+    (`["The battery died.", ...]`: documents `item-1`, `item-2`, ...) or of records (`{"id": "a", "text":
+    ..., "label": ...}`, or `"path"` for a file). Their default name is a hash of them, so the same
+    documents resume the same batch. A batch sent with another provider or other models is refused
+    unless `new_version` (a new `NAME.vN`) or `allow_mixed`.
 
     `max_cost` (US dollars; default CHORUS_MAX_COST_USD): refused before anything is written when the
     estimate of what would be sent is above it (ConfigError), and sending stops once the recorded
@@ -630,14 +797,15 @@ def run_batch(source: Path | str | Prepared, *, pattern: str = "", options: dict
         prepared = source if lane is None else dataclasses.replace(
             source, lane=check_lane(lane, settings), max_in_flight=None if lane == "batch" else source.max_in_flight)
     else:
-        prepared = prepare_batch(Path(source), pattern=pattern, options=options or {}, name=name,
+        prepared = prepare_batch(source, pattern=pattern, options=options or {}, name=name,
                                  max_in_flight=max_in_flight, settings=settings, new_version=new_version,
-                                 lane=lane or "sync", recursive=recursive)
+                                 lane=lane or "sync", recursive=recursive, allow_mixed=allow_mixed)
     budget = max_cost if max_cost is not None else settings.max_cost_usd
     if budget is not None:
         check_budget(estimate_batch(prepared, settings)[0], budget, f"batch {prepared.name!r}")
     ensure_workers(settings)  # embedded: back-pressure waits for runs to finish, so a worker must run them
-    batch_id, created = open_batch(prepared.source, prepared.spec, prepared.name, prepared.lane)
+    batch_id, created = open_batch(prepared.source, prepared.spec, prepared.name, prepared.lane,
+                                   allow_mixed=prepared.allow_mixed or allow_mixed)
     tick = (lambda: on_tick(batch_id)) if on_tick else None
     submitter = Submitter(batch_id, prepared.spec, settings, max_in_flight=prepared.max_in_flight, on_tick=tick,
                           send_here=send_here, max_cost=budget, lane=prepared.lane)
@@ -734,8 +902,8 @@ def cancel(ref: str, *, reason: str = "cancelled by the user", settings: Setting
     try:
         batch = find_batch(ref, settings=settings)
     except NotFoundError:
-        raise NotFoundError(f"no run or batch {ref!r}; give a run id, or a batch id or name "
-                            f"(`chorus status` shows them)") from None
+        raise not_found("run or batch", ref, "give a run id, a unique prefix of one, or a batch id or name "
+                        "(`chorus runs` and `chorus batches` list them)", settings) from None
     in_session(lambda s: repo.set_batch_cancelled(s, batch.id, reason))
     open_runs = in_session(lambda s: repo.open_runs_of_batch(s, batch.id), write=False)
     done = cancel_runs(open_runs, reason, settings)
@@ -774,11 +942,21 @@ def lane_status(batch_id: str, *, settings: Settings | None = None) -> dict[str,
     return in_session(read, write=False)
 
 
-def retry_failed(batch_ref: str, *, settings: Settings | None = None, max_in_flight: int | None = None) -> Submission:
-    """Run the failed and partial documents of a stored batch again, from their stored text."""
+def retry_failed(batch_ref: str, *, settings: Settings | None = None, max_in_flight: int | None = None,
+                 allow_mixed: bool = False) -> Submission:
+    """Run the failed and partial documents of a stored batch again, from their stored text. Refused
+    when the batch was sent with another provider or other models, unless `allow_mixed`."""
     settings = settings or get_settings()
     batch = find_batch(batch_ref, settings=settings)
-    spec = BatchSpec(batch.pattern, dict(batch.config.get("options") or {}))
+    spec = with_provider(BatchSpec(batch.pattern, dict(batch.config.get("options") or {})), settings)
+    check_batch(batch.name, spec, allow_mixed=allow_mixed)
+
+    def remember(s: OrmSession) -> None:
+        stored = s.get(Batch, batch.id)
+        if stored is not None:
+            stored.config = {**(stored.config or {}), **_answerers(s, stored, spec)}
+
+    in_session(remember)
 
     def records() -> Iterator[tuple[int, Record]]:
         with Session() as s:

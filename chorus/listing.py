@@ -8,7 +8,7 @@ from dataclasses import asdict
 from typing import Any
 
 from chorus.batch import find_batch
-from chorus.runs import prepare
+from chorus.runs import not_found, prepare, store_exists
 from models import RunStatus, in_session, repo
 from settings import Settings, get_settings
 from workflows.errors import ConfigError
@@ -47,6 +47,11 @@ def list_runs(*, batch: str | None = None, status: str | None = None, since: str
             raise ConfigError(f"unknown status {status!r}; use one of: "
                               f"{', '.join(s.value for s in RunStatus)}") from None
     after = parse_since(since) if isinstance(since, str) else since
+    if not store_exists(settings):  # nothing stored yet: nothing to list, and nothing created by looking
+        if batch:
+            raise not_found("batch", batch, "give a batch id, a unique prefix of one, or its name (`chorus batches` "
+                            "lists them)", settings)
+        return []
     prepare(settings)
     batch_id = find_batch(batch, settings=settings).id if batch else None
     rows = in_session(lambda s: repo.list_runs(s, batch_id=batch_id, status=wanted, since=after, limit=limit),
@@ -59,6 +64,8 @@ def list_batches(*, limit: int = 50, settings: Settings | None = None) -> list[d
     settings = settings or get_settings()
     if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= MAX_LIMIT:
         raise ConfigError(f"limit must be a whole number from 1 to {MAX_LIMIT}, got {limit!r}")
+    if not store_exists(settings):
+        return []
     prepare(settings)
     rows = in_session(lambda s: repo.list_batches(s, limit=limit), write=False)
     return [{**asdict(r), "documents": sum(r.counts.values())} for r in rows]

@@ -31,15 +31,15 @@ import tasks.section  # noqa: F401
 import tasks.vote  # noqa: F401
 import worker
 from chorus.costing import outcome_cost, run_cost
-from chorus.embedded import WorkerProcess, embedded_worker
+from chorus.embedded import WorkerProcess, embedded_worker, take_early
 from chorus.embedded import commands as embedded_commands
 from models import Run, RunStatus, WorkerOutcome, ensure_schema, get_engine, in_session, repo
-from settings import Settings, get_settings
+from settings import Settings, get_settings, user_data_dir
 from tasks import dispatch
 from tasks.files import release_files
 from tasks.maintenance import StallWatch
 from tasks.vote import finish_vote
-from workflows.errors import ConfigError, NotFoundError, RunTimeout
+from workflows.errors import ConfigError, NotFoundError, RunFailed, RunTimeout
 
 log = logging.getLogger("chorus.runs")
 
@@ -52,6 +52,41 @@ _apps: dict[str, Celery] = {}
 # polling the database, which is the truth anyway.
 MAX_PENDING = 1024
 _pending: OrderedDict[str, AsyncResult] = OrderedDict()
+
+
+def store_exists(settings: Settings) -> bool:
+    """False while the settings' default SQLite database was never created: a command that only reads
+    (`chorus runs`, `chorus status`) then finds nothing and creates nothing."""
+    url = settings.effective_database_url
+    if not url.startswith("sqlite") or ":///" not in url:
+        return True
+    path = url.split(":///", 1)[1].split("?", 1)[0]
+    return not path or path.startswith(":memory:") or Path(path).exists()
+
+
+def searched(settings: Settings) -> str:
+    """The store a lookup searched, for a "not found" message."""
+    return settings.store_name if store_exists(settings) else f"{settings.store_name}, empty so far"
+
+
+def not_found(what: str, ref: str, accepts: str, settings: Settings) -> NotFoundError:
+    """"No <what> <ref> in <the store searched>; <what the command accepts>", and in embedded mode where
+    else it may be: a cluster's database, which the environment does not name (its URLs unset)."""
+    message = f"no {what} {ref!r} in {searched(settings)}; {accepts}"
+    if settings.database_url is None:
+        message += ("; the runs of a cluster are in its own database: set CHORUS_DATABASE_URL and "
+                    "CHORUS_BROKER_URL to look there")
+    return NotFoundError(message)
+
+
+def folder_store_note(settings: Settings) -> str | None:
+    """A line saying that this command uses the ./.chorus of the current folder (where embedded mode kept
+    its data before the per-user directory), and where the other folders' commands store; None otherwise."""
+    if settings.data_origin != "folder" or settings.database_url is not None:
+        return None
+    return (f"chorus: using the store in ./.chorus of this folder ({settings.data_path}); commands run elsewhere "
+            f"use {user_data_dir()}. Set CHORUS_DATA_DIR to use one store from every folder (or move this .chorus "
+            f"there)")
 
 
 def prepare(settings: Settings) -> None:
@@ -211,12 +246,41 @@ class RunView:
             outcomes=[OutcomeView.of(o) for o in run.outcomes],
         )
 
+    @property
+    def reason(self) -> str | None:
+        """Why the run did not succeed (None when it did, or is still open): the run's own error, then
+        each failed or cancelled call's reason, the calls with the same reason named together."""
+        if self.status == "succeeded" or not self.terminal:
+            return None
+        by_reason: dict[str, list[OutcomeView]] = {}
+        for o in self.outcomes:
+            if o.status in ("failed", "cancelled") and o.error:
+                by_reason.setdefault(o.error, []).append(o)
+        parts = [self.error] if self.error else []
+        for why, calls in by_reason.items():
+            noun = "voter" if self.pattern == "vote" else "call"
+            slots = ", ".join(str(o.slot) for o in calls)
+            parts.append(f"{noun}{'s' if len(calls) > 1 else ''} {slots} {calls[0].status}: {why}")
+        if not parts:
+            parts.append(f"the run ended {self.status} with no reason recorded")
+        return "; ".join(parts)
+
+    def raise_for_status(self) -> RunView:
+        """The run itself when it succeeded; else RunFailed, whose message is `reason` (a partial run
+        raises too: check `status` first to use a partial result)."""
+        if self.status == "succeeded":
+            return self
+        if not self.terminal:
+            raise RunFailed(f"run {self.id} is still {self.status}", run=self)
+        raise RunFailed(f"run {self.id} ended {self.status}: {self.reason}", run=self)
+
     def to_json(self, *, raw: bool = False) -> dict[str, Any]:
         data = asdict(self)
         for o in data["outcomes"]:
             if not raw:
                 o.pop("raw_output", None)
         data["task"] = self.task
+        data["reason"] = self.reason
         data["wall_s"] = self.wall_s
         data["slowest_worker_s"] = self.slowest_worker_s
         data["cost"] = _cost_json(self, data["outcomes"])
@@ -253,13 +317,18 @@ def _jsonable(value: Any) -> Any:
 
 
 def get_run(run_id: str, *, settings: Settings | None = None) -> RunView:
-    """A run and its outcomes; `run_id` may be a unique prefix of the id."""
-    prepare(settings or get_settings())
+    """A run and its outcomes; `run_id` may be a unique prefix of the id. A run that did not succeed
+    says why in `reason` (`raise_for_status()` raises RunFailed with it)."""
+    settings = settings or get_settings()
+    accepts = "give a run id, or a unique prefix of one (`chorus runs` lists them)"
     if not run_id:
-        raise NotFoundError("give a run id")
+        raise NotFoundError(accepts)
+    if not store_exists(settings):  # nothing stored yet: look without creating the database
+        raise not_found("run", run_id, accepts, settings)
+    prepare(settings)
     found = in_session(lambda s: [RunView.of(r) for r in repo.find_run(s, run_id)], write=False)
     if not found:
-        raise NotFoundError(f"no run {run_id!r}; `chorus status` takes an id printed by `chorus vote`")
+        raise not_found("run", run_id, accepts, settings)
     if len(found) > 1:
         raise NotFoundError(f"run id prefix {run_id!r} is ambiguous; give more characters")
     view = found[0]
@@ -313,21 +382,28 @@ _workers: dict[Path, WorkerProcess] = {}
 
 def start_embedded(settings: Settings) -> tuple[WorkerProcess, embedded_commands.Swept]:
     """Clear the stale work left in the embedded queue by commands that ended (cancelling their open
-    runs, see `chorus.embedded.commands`), then start this process's worker."""
-    prepare(settings)
-    embedded_commands.register(settings)
-    since = embedded_commands.registered_at(settings)
-    own_database = settings.database_url is None
-    swept = embedded_commands.sweep(
-        settings,
-        since=since,
-        terminal=lambda ids: {r for r, st in in_session(lambda s: repo.run_statuses(s, ids), write=False).items()
-                              if st.terminal},
-        open_runs=(lambda: in_session(lambda s: repo.open_runs_before(s, dt.datetime.fromtimestamp(since, dt.UTC)),
-                                      write=False)) if own_database else None,
-        cancel=lambda ids, reason: cancel_runs(ids, reason, settings).cancelled,
-    )
-    process = embedded_worker(settings).start()
+    runs, see `chorus.embedded.commands`), then let this process's worker take work. The worker boots (a
+    second or more) while the schema is checked and the queue swept, gated until then; one the command
+    launched earlier (`chorus.embedded.start_early`) is taken over."""
+    process = take_early(settings) or embedded_worker(settings, gated=True).start()
+    try:
+        prepare(settings)
+        embedded_commands.register(settings)
+        since = embedded_commands.registered_at(settings)
+        own_database = settings.database_url is None
+        swept = embedded_commands.sweep(
+            settings,
+            since=since,
+            terminal=lambda ids: {r for r, st in in_session(lambda s: repo.run_statuses(s, ids), write=False).items()
+                                  if st.terminal},
+            open_runs=(lambda: in_session(lambda s: repo.open_runs_before(s, dt.datetime.fromtimestamp(since, dt.UTC)),
+                                          write=False)) if own_database else None,
+            cancel=lambda ids, reason: cancel_runs(ids, reason, settings).cancelled,
+        )
+    except BaseException:
+        process.stop()
+        raise
+    process.open_gate()
     _workers[settings.data_path] = process
     return process, swept
 
@@ -374,12 +450,16 @@ def wait_for_run(
 ) -> RunView:
     """Wait until the run is terminal and return it. `check` is called while waiting (the embedded
     workers use it to fail fast when their process died). Raises RunTimeout (a TimeoutError) after
-    `timeout` seconds (default CHORUS_RUN_TIMEOUT_S); the run goes on.
+    `timeout` seconds (default CHORUS_RUN_TIMEOUT_S); the run goes on. A run that failed is returned
+    with its `reason`; `wait_for_run(...).raise_for_status()` raises RunFailed instead.
 
     The database is the truth. With a broker, the tally's result message wakes us first; with no
     result to wait on (embedded mode, or a run submitted by another process) we poll the run row.
     """
     settings = settings or get_settings()
+    accepts = "give the id that `submit_vote` or `submit_section` returned"
+    if not store_exists(settings):
+        raise not_found("run", run_id, accepts, settings)
     prepare(settings)
     limit = timeout if timeout is not None else settings.run_timeout_s
     deadline = time.monotonic() + limit
@@ -394,7 +474,7 @@ def wait_for_run(
     while True:
         status = in_session(lambda s: repo.run_status(s, run_id), write=False)
         if status is None:
-            raise NotFoundError(f"no run {run_id!r}")
+            raise not_found("run", run_id, accepts, settings)
         if status.terminal:
             return get_run(run_id, settings=settings)
         if not started:

@@ -37,8 +37,6 @@ from celery import Task, shared_task, signals
 from celery.schedules import crontab
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from chorus.batch import retry_failed, run_batch
-from chorus.taskfile import load_task
 from settings import get_settings
 from workflows.errors import ConfigError
 from workflows.queues import CALLBACK_QUEUE
@@ -141,6 +139,8 @@ def with_task(job: Job, base: Path, where: str) -> Job:
         return job
     path = job.task if job.task.is_absolute() else base / job.task
     try:
+        from chorus.taskfile import load_task  # heavy: see run_job
+
         task = load_task(path)
     except TaskFileError as exc:
         raise ConfigError(f"{where}: {exc}") from None
@@ -163,6 +163,9 @@ def beat_entries(jobs: list[Job], queue: str) -> dict[str, dict[str, Any]]:
 
 def run_job(job: Job) -> dict[str, Any]:
     """Run one job now: submit its documents and return (the runs finish on the workers)."""
+    # heavy (the document readers, the client library): every worker imports this module, few run a job
+    from chorus.batch import retry_failed, run_batch
+
     if job.kind == "inbox":
         assert job.folder is not None and job.pattern is not None
         task = task_from_json(job.task_spec) if job.task_spec else None

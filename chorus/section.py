@@ -26,6 +26,7 @@ from chorus.budget import check_budget, estimate_plan
 from chorus.documents import split_pdf
 from chorus.native import blob_of, check_readable, check_size, document_spec, load_document, needs_upload, start_run
 from chorus.runs import celery_app, ensure_workers, prepare
+from chorus.vote import check_model_known
 from models import Pattern, RunStatus, Session, repo
 from models.tables import OutcomeRole, utcnow
 from settings import Settings, get_settings
@@ -127,6 +128,11 @@ class SectionPlan:
                                                      default=SYNTHESIS_OUTPUT_TOKENS, schema=reduce_schema,
                                                      effort=reduce.effort if reduce else None),
             "synthesis_budget_tokens": self.synthesis_budget_tokens,
+            # The map budget fits each section and the schema, a cut JSON reply retried once with more
+            # (workflows.runspec.SectionSpec.map_output_tokens); a step's own max_output_tokens is kept as is.
+            "map_output_fit": map_schema is not None and task.map.max_output_tokens is None,
+            "synthesis_output_fit": reduce is not None and reduce_schema is not None
+                                    and reduce.max_output_tokens is None,
             "map": {"instructions": task.map.instructions, "model": self.model, "effort": task.map.effort,
                     "output_schema": map_schema},
             "reduce": None if reduce is None else {
@@ -319,8 +325,9 @@ def split_native(native: Attachment, model: str, pages_per_section: int | None, 
 
 
 def check_step_model(where: str, step: Step, model: str, settings: Settings) -> None:
-    """The step's model has a queue, its effort (if any) is one the model offers, and its output budget
-    fits what the model can write."""
+    """The step's model is in the registry and has a queue, its effort (if any) is one the model offers,
+    and its output budget fits what the model can write."""
+    check_model_known(model, settings, f"{where}: ")
     if model not in settings.model_list:
         raise ConfigError(f"{where}: model {model} has no queue; add it to CHORUS_MODELS (now: {settings.models})")
     if step.effort is not None:

@@ -43,7 +43,7 @@ from workflows.calls import Attachment
 from workflows.dispatch import WARM_MODES, Dispatch, cacheable_prefix_tokens, needs_count, plan_dispatch
 from workflows.errors import ConfigError, ProviderError
 from workflows.intake import check_text
-from workflows.registry import context_window, effort_levels, supports_structured_outputs
+from workflows.registry import context_window, effort_levels, supports_structured_outputs, unknown_model
 from workflows.runspec import VoteSpec, vote_spec
 from workflows.taskfile import SectionTask, VoteTask, labels_task, task_hash, with_vote_overrides
 from workflows.tokens import request_tokens
@@ -218,11 +218,13 @@ def plan_vote(
 
 
 def check_panel_models(panel: Sequence[Voter], settings: Settings) -> None:
-    """The panel is within CHORUS_MAX_VOTERS, every voter's model has a queue, and its effort (if any)
-    is one the model offers."""
+    """The panel is within CHORUS_MAX_VOTERS, every voter's model is in the registry (or the user's models
+    file) and has a queue, and its effort (if any) is one the model offers."""
     if len(panel) > settings.max_voters:
         raise ConfigError(f"a vote of {len(panel)} voters is over the limit of {settings.max_voters} "
                           f"(CHORUS_MAX_VOTERS); use fewer voters, or raise the limit if you mean it")
+    for model in dict.fromkeys(v.model for v in panel):
+        check_model_known(model, settings)
     unknown = sorted({v.model for v in panel} - set(settings.model_list))
     if unknown:
         raise ConfigError(
@@ -237,6 +239,14 @@ def check_panel_models(panel: Sequence[Voter], settings: Settings) -> None:
         if v.effort not in levels:
             raise ConfigError(f"voter {v.label!r}: effort {v.effort!r} is not offered by {v.model}; "
                               f"use one of: {', '.join(levels)}")
+
+
+def check_model_known(model: str, settings: Settings, where: str = "") -> None:
+    """A model the registry does not know is refused with the closest names: a misspelt name must never
+    reach a queue (no worker takes it) or a bill chorus cannot price."""
+    problem = unknown_model(model, "CHORUS_DEFAULT_MODEL" if model == settings.default_model else None)
+    if problem is not None:
+        raise ConfigError(where + problem)
 
 
 def prefix_sizes(panel: Sequence[Voter], task: VoteTask, text: str | Attachment, settings: Settings, *, count: bool

@@ -575,6 +575,15 @@ def find_batches(s: OrmSession, ref: str) -> list[Batch]:
     return list(s.execute(select(Batch).where((Batch.id.startswith(ref)) | (Batch.name == ref)).limit(2)).scalars())
 
 
+def batch_providers(s: OrmSession, batch_id: str) -> tuple[list[str], list[str]]:
+    """(providers, models) the runs of a batch were sent with, each sorted: what a batch stored before it
+    recorded them in its config (`chorus.batch`) was run with."""
+    runs = select(Run.id).join(Document, Document.id == Run.document_id).where(Document.batch_id == batch_id)
+    providers = s.scalars(select(Run.provider).where(Run.id.in_(runs)).distinct()).all()
+    models = s.scalars(select(WorkerOutcome.model).where(WorkerOutcome.run_id.in_(runs)).distinct()).all()
+    return sorted(p for p in providers if p), sorted(m for m in models if m)
+
+
 def document_counts(s: OrmSession, batch_id: str) -> list[tuple[RunStatus, int]]:
     rows = s.execute(select(Document.status, func.count()).where(Document.batch_id == batch_id)
                      .group_by(Document.status)).all()
@@ -945,3 +954,19 @@ def open_provider_batches_of_batch(s: OrmSession, batch_id: str) -> int:
          .where(Document.batch_id == batch_id, WorkerOutcome.provider_batch.is_not(None),
                 WorkerOutcome.status.in_(OPEN_OUTCOME)))
     return int(s.scalar(q) or 0)
+
+
+@dataclass(frozen=True)
+class LaneWork:
+    collect: bool  # a released lane call waits for a collector (or its claim for a stopped collector's release)
+    poll: bool  # a provider batch is not collected yet (or is to be cancelled)
+
+
+def lane_work(s: OrmSession) -> LaneWork:
+    """Whether beat's two lane entries have anything to do; two EXISTS-style queries, asked every tick."""
+    waiting = (select(WorkerOutcome.id).join(Run, Run.id == WorkerOutcome.run_id)
+               .where(Run.status == RunStatus.RUNNING, _is_lane_run(), WorkerOutcome.status == OutcomeStatus.PENDING,
+                      WorkerOutcome.queued_at.is_not(None), WorkerOutcome.provider_batch.is_(None),
+                      WorkerOutcome.role.in_(LANE_ROLES)).limit(1))
+    open_batch = select(ProviderBatch.id).where(ProviderBatch.collected_at.is_(None)).limit(1)
+    return LaneWork(collect=s.scalar(waiting) is not None, poll=s.scalar(open_batch) is not None)

@@ -13,10 +13,12 @@ runs, so one bad voter would sink the whole run.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import logging
 import random
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -30,8 +32,8 @@ from providers import get_provider
 from settings import get_settings
 from tasks import db, dispatch
 from tasks.limiter import note_rate_limited, settle_call, take_token
-from tasks.requests import build_request, interpret
-from workflows.calls import CallResult
+from tasks.requests import build_request, interpret, retry_request
+from workflows.calls import CallRequest, CallResult, Usage
 from workflows.errors import PermanentError, ProviderError, RetryableError
 from workflows.retry import cap_countdown, compute_backoff
 
@@ -129,7 +131,16 @@ def run_slot(task: Task, run_id: str, slot: int) -> dict[str, Any]:
             with holding(run_id, slot, task.request.id, lease_s):
                 result = get_provider(settings).call(request)
             settle_call(settings, claim.model, request, result)
+            retry = retry_request(claim, config, request, result)  # a paid reply that gets one more try
+            retry_note: str | None = None
+            if retry is not None:
+                result, retry_note = call_again(settings, claim, task.request.id, lease_s, retry, result)
             fields = interpret(claim, config, result) | usage_fields(result)
+            if retry is not None:
+                fields["attempts"] = claim.attempts + (0 if retry_note else 1)
+                if fields.get("error"):
+                    fields["error"] += (f" ({retry_note})" if retry_note else f" (the reply when sent again with "
+                                        f"max_tokens {retry.max_tokens}; the first was cut at {request.max_tokens})")
     except RetryableError as exc:
         failure = exc
         if exc.status == 429:
@@ -180,6 +191,33 @@ def run_slot(task: Task, run_id: str, slot: int) -> dict[str, Any]:
     in_session(lambda s: repo.update_slot(s, run_id, slot, **fields))
     return {"slot": slot, "status": fields["status"].value, "answer": fields.get("answer"),
             "error": fields.get("error")}
+
+
+def call_again(settings: Any, claim: repo.Claim, task_id: str | None, lease_s: float, request: CallRequest,
+               first: CallResult) -> tuple[CallResult, str | None]:
+    """Send the retry of a paid reply (`tasks.requests.retry_request`) now, holding the slot: (its result
+    with both calls' usage, None), or (the first result, why no retry was sent or it failed). A wait for
+    a rate-limit token counts toward CHORUS_RATE_LIMIT_MAX_WAIT_S at most; a cancelled run sends nothing."""
+    key = f"{claim.run_id}:{claim.slot}:retry"
+    waited = 0.0
+    with holding(claim.run_id, claim.slot, task_id, lease_s):
+        while (wait := take_token(settings, claim.model, key, request)) is not None:
+            if waited + wait > settings.rate_limit_max_wait_s:
+                return first, f"not sent again: no rate-limit token within {settings.rate_limit_max_wait_s:g} s"
+            time.sleep(wait)
+            waited += wait
+        if _run_closed(claim.run_id):
+            return first, f"not sent again: {_closed_reason(claim.run_id)}"
+        try:
+            second = get_provider(settings).call(request)
+        except ProviderError as exc:
+            return first, f"sent again with max_tokens {request.max_tokens}, which failed: {exc}"
+    settle_call(settings, claim.model, request, second)
+    a, b = first.usage, second.usage
+    usage = Usage(a.input_tokens + b.input_tokens, a.output_tokens + b.output_tokens,
+                  a.cache_creation_input_tokens + b.cache_creation_input_tokens,
+                  a.cache_read_input_tokens + b.cache_read_input_tokens, a.estimated or b.estimated)
+    return dataclasses.replace(second, usage=usage), None
 
 
 def _run_closed(run_id: str) -> bool:

@@ -89,6 +89,7 @@ def interpret(claim: repo.Claim, config: dict[str, Any], result: CallResult) -> 
     fields: dict[str, Any] = {"raw_output": result.text, "error": None}
     if claim.role is OutcomeRole.VOTER:
         answer, abstained = read_answer(result.text, config["labels"], stop_reason=result.stop_reason,
+                                        no_answer=result.no_answer,
                                         structured=supports_structured_outputs(claim.model))
         fields["answer"] = answer
         fields["error"] = abstained
@@ -101,11 +102,21 @@ def interpret(claim: repo.Claim, config: dict[str, Any], result: CallResult) -> 
         spec = spec_of(claim.run_id, config, claim.role)
         assert isinstance(spec, SectionSpec)
         schema = (spec.map if claim.role is OutcomeRole.SECTION else spec.reduce).output_schema
-        _, problem = read_section_reply(result.text, schema, result.stop_reason)
+        _, problem = read_section_reply(result.text, schema, result.stop_reason, result.no_answer)
         if problem is not None:
             fields["status"] = OutcomeStatus.FAILED
             fields["error"] = problem
     return fields
+
+
+def retry_request(claim: repo.Claim, config: dict[str, Any], request: CallRequest, result: CallResult
+                  ) -> CallRequest | None:
+    """The one retry a paid reply gets before its slot fails: a map reply cut at max_tokens before its JSON
+    was complete is sent again with a larger budget (`SectionSpec.retry_request`); None otherwise."""
+    if claim.role is not OutcomeRole.SECTION or result.stop_reason != "max_tokens" or result.no_answer:
+        return None
+    spec = spec_of(claim.run_id, config, claim.role)
+    return spec.retry_request(request) if isinstance(spec, SectionSpec) else None
 
 
 def step_of(config: dict[str, Any], role: OutcomeRole) -> StepSpec:
@@ -118,7 +129,8 @@ def synthesis_call_request(claim: repo.Claim, spec: SectionSpec, tags: tuple[tup
     with Session() as s:
         by_slot = repo.outcomes_by_slot(s, claim.run_id)
     row = by_slot[claim.slot]
-    parts = [Part(by_slot[i].title or f"part {i}", by_slot[i].raw_output or "") for i in row.inputs or []]
+    parts = [Part(by_slot[i].title or f"part {i}", by_slot[i].raw_output or "", by_slot[i].output_tokens or 0)
+             for i in row.inputs or []]
     final = claim.prompt_variant == FINAL
     missing: list[int] = []
     if final:

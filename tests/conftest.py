@@ -73,6 +73,19 @@ def clean_env(**extra: str) -> dict[str, str]:
     return env
 
 
+@pytest.fixture(autouse=True)
+def _own_user_data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test is a user of its own: platformdirs reads XDG_DATA_HOME on Linux, so embedded mode run by a
+    test (with `clean_env`, no CHORUS_DATA_DIR) stores in `user_store(tmp_path)`, never in the real
+    ~/.local/share/chorus nor in another test's store."""
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg-data"))
+
+
+def user_store(home: Path) -> Path:
+    """Where embedded mode stores, from any folder, for the test whose tmp_path is `home`."""
+    return home / "xdg-data" / "chorus"
+
+
 @pytest.fixture(scope="session")
 def postgres() -> Iterator[str]:
     import psycopg

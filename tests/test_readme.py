@@ -52,3 +52,22 @@ def test_the_benchmarks_the_readme_and_benchmarks_md_name_are_the_ones_bench_run
     named = set(re.findall(r"python -m (bench\.[a-z_]+)", README + (root / "BENCHMARKS.md").read_text()))
     named -= {"bench.manpages", "bench.peers"}  # a data set and the peers' package, not benchmarks
     assert named and named <= modules, named - modules
+
+
+def test_the_readmes_models_file_is_a_valid_user_models_file_with_prices():
+    import re
+
+    from workflows import registry
+    from workflows.cost import TokenUsage, cost_of
+
+    blocks = [b for b in re.findall(r"```toml\n(.*?)```", README, re.S) if "[[model]]" in b]
+    assert len(blocks) == 1
+    table = registry.parse_user_models(blocks[0], "README.md")
+    try:
+        registry.use_user_models(table)
+        (model_id,) = {info.id for info in table.values()}
+        info = registry.model_info(model_id)
+        assert info is not None and info.origin == "README.md"
+        assert cost_of(model_id, TokenUsage(1_000_000, 0)).total_usd > 0
+    finally:
+        registry.use_user_models(None)

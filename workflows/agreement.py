@@ -133,6 +133,9 @@ class AgreementReport:
     fleiss_kappa: float
     winning_share: dict[str, int]  # "2/3" -> number of items
     low_agreement: list[str]  # item ids whose winning share is below the threshold
+    # Item ids where no voter gave a valid answer: no share to call low, and no vote either; listed
+    # apart so a report never says "none" of them while every voter failed or abstained.
+    no_answer: list[str] = field(default_factory=list)
     voter_accuracy: dict[int, float] = field(default_factory=dict)
     vote_accuracy: float | None = None
     pairs: list[PairStats] = field(default_factory=list)
@@ -146,7 +149,7 @@ class AgreementReport:
         return {
             "items": self.items, "voters": self.voters, "unanimous_rate": r(self.unanimous_rate),
             "mean_pairwise_agreement": r(self.mean_pairwise_agreement), "fleiss_kappa": r(self.fleiss_kappa),
-            "winning_share": self.winning_share, "low_agreement": self.low_agreement,
+            "winning_share": self.winning_share, "low_agreement": self.low_agreement, "no_answer": self.no_answer,
             "voter_accuracy": {str(k): r(v) for k, v in self.voter_accuracy.items()},
             "vote_accuracy": r(self.vote_accuracy), "pairs": [p.to_json() for p in self.pairs],
             "mean_error_correlation": r(self.mean_error_correlation), "effective_voters": r(self.effective_voters),
@@ -176,6 +179,7 @@ def analyse(items: Sequence[Item], categories: Sequence[str], *, low_agreement_b
         fleiss_kappa=fleiss_kappa(count_table(items, categories)),
         winning_share=dict(sorted(shares.items(), key=lambda kv: (_share_value(kv[0]), kv[0]))),
         low_agreement=[i.id for i in items if i.valid and i.winning_share < low_agreement_below],
+        no_answer=[i.id for i in items if not i.valid],
     )
     gold = [i for i in items if i.gold is not None]
     if not gold:

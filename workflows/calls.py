@@ -110,6 +110,9 @@ class CallResult:
     stop_reason: str | None = "end_turn"
     request_id: str | None = None
     rate_limit: dict[str, float] = field(default_factory=dict)  # remaining per dimension, from headers
+    # Why a provider that is no model (the offline scorer) gave no answer, naming itself; None for a
+    # model's reply. Readers report it as it is: it is never worded as a model's refusal.
+    no_answer: str | None = None
 
 
 class Provider(Protocol):

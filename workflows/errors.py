@@ -4,6 +4,7 @@ ChorusError
 ├── ConfigError        a setting or an input the user must fix (exit code 2)
 ├── NotFoundError      a run or batch id that does not exist
 ├── RunTimeout         waited longer than the caller allowed (also a TimeoutError; exit code 4)
+├── RunFailed          a run ended without succeeding (`RunView.raise_for_status()`); `.run` says why
 └── ProviderError      anything a provider call can end in
     ├── RetryableError(retry_after)   429, 529, 5xx, timeouts, connection resets
     ├── PermanentError                400, 401, 403, 404: retrying cannot help
@@ -15,6 +16,8 @@ raise from it.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 
 class ChorusError(Exception):
@@ -31,6 +34,14 @@ class NotFoundError(ChorusError):
 
 class RunTimeout(ChorusError, TimeoutError):
     """A run or batch was still unfinished when the wait ended; it goes on, and can be looked up."""
+
+
+class RunFailed(ChorusError):
+    """A run ended failed, partial or cancelled; the message is its reason, `run` the run (a RunView)."""
+
+    def __init__(self, message: str, *, run: Any = None) -> None:
+        super().__init__(message)
+        self.run: Any = run  # chorus.runs.RunView (this bottom layer does not import it)
 
 
 class ProviderError(ChorusError):

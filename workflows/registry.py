@@ -7,15 +7,21 @@ and date. Pure: it imports nothing of the project.
 
 A dated snapshot (`claude-sonnet-4-5-20250929`) or `-latest` is its base model; any other suffix is a
 different model (`claude-opus-4-7` is not `claude-opus-4`).
+
+A model outside the registry is used only with an explicit entry and its prices: the user's models
+file (CHORUS_MODELS_FILE, read by `settings`; `parse_user_models`, `use_user_models`) is merged over
+the registry, so that every model chorus calls has a price. A name neither knows is refused with the
+closest names (`unknown_model`).
 """
 
 from __future__ import annotations
 
+import difflib
 import functools
 import re
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib import resources
 from typing import Any, TypeVar
 
@@ -75,6 +81,7 @@ class ModelInfo:
     source: str
     as_of: str
     note: str
+    origin: str = "registry"  # or the path of the user's models file (CHORUS_MODELS_FILE) it comes from
 
     def prices_for(self, prompt_tokens: int) -> Prices:
         """The prices of one request whose prompt (input + cache writes + cache reads) has this many tokens."""
@@ -99,7 +106,7 @@ class ModelInfo:
             "tokenizer": self.tokenizer, "tokenizer_ratio": self.tokenizer_ratio,
             "structured_outputs": self.structured_outputs, "effort_levels": list(self.effort_levels),
             "default_effort": self.default_effort, "thinking": self.thinking, "snapshots": list(self.snapshots),
-            "source": self.source, "as_of": self.as_of, "note": self.note,
+            "source": self.source, "as_of": self.as_of, "note": self.note, "origin": self.origin,
         }
 
 
@@ -144,11 +151,11 @@ def _prices(entry: Mapping[str, Any], where: str) -> Prices:
                     for name in ("input", "output", "cache_write_5m", "cache_write_1h", "cache_read")))
 
 
-def _entry(raw: Any, index: int) -> ModelInfo:
+def _entry(raw: Any, index: int, file: str = _WHERE) -> ModelInfo:
     if not isinstance(raw, dict):
-        raise RegistryError(f"{_WHERE}: [[model]] number {index + 1} is not a table")
-    model_id = _field(raw, "id", str, f"{_WHERE}: [[model]] number {index + 1}")
-    where = f"{_WHERE}: model {model_id!r}"
+        raise RegistryError(f"{file}: [[model]] number {index + 1} is not a table")
+    model_id = _field(raw, "id", str, f"{file}: [[model]] number {index + 1}")
+    where = f"{file}: model {model_id!r}"
     if model_id != model_id.strip().lower() or not model_id:
         raise RegistryError(f"{where}: 'id' must be the API's model id in lower case, without spaces")
     status = _field(raw, "status", str, where)
@@ -228,11 +235,124 @@ def _load() -> tuple[str, dict[str, ModelInfo]]:
 REGISTRY_AS_OF: str = _load()[0]
 
 
+# ----- models outside the registry: the user's models file (CHORUS_MODELS_FILE) -----------------------
+# What a user's entry may leave out when it names a registry model as `like`: limits and capabilities,
+# never prices (a model outside the registry is priced by its own entry, so its cost is never unknown).
+_LIKE_FIELDS = ("batch_discount", "min_cacheable_tokens", "context_window", "max_output_tokens", "tokenizer",
+                "tokenizer_ratio", "structured_outputs", "effort_levels", "default_effort", "thinking")
+_PRICE_FIELDS = tuple(f"{name}_per_mtok" for name in ("input", "output", "cache_write_5m", "cache_write_1h",
+                                                      "cache_read"))
+_user: dict[str, ModelInfo] = {}
+
+
+def _like_raw(info: ModelInfo) -> dict[str, Any]:
+    raw: dict[str, Any] = {
+        "batch_discount": info.batch_discount, "min_cacheable_tokens": info.min_cacheable_tokens,
+        "context_window": info.context_window, "max_output_tokens": info.max_output_tokens,
+        "tokenizer": info.tokenizer, "tokenizer_ratio": info.tokenizer_ratio,
+        "structured_outputs": info.structured_outputs, "effort_levels": list(info.effort_levels),
+        "thinking": info.thinking,
+    }
+    if info.default_effort is not None:
+        raw["default_effort"] = info.default_effort
+    return raw
+
+
+def parse_user_models(text: str, file: str) -> dict[str, ModelInfo]:
+    """The entries of a user's models file (the registry's `[[model]]` format), id and snapshot -> entry.
+
+    Each entry needs its `id`, its five prices (`input_per_mtok` ... `cache_read_per_mtok`), `source`
+    and `as_of`. Its limits and capabilities are either written out, or taken from the registry model
+    it names as `like` (what it leaves out); `name` defaults to the id, `status` to current, `family`
+    (its rate-limit pool) to its own id. Raises RegistryError naming the file, the entry and the field."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise RegistryError(f"{file} is not valid TOML: {exc}") from None
+    entries = data.get("model")
+    if not isinstance(entries, list) or not entries:
+        raise RegistryError(f"{file}: list the models as [[model]] tables (id, the five prices, source, as_of)")
+    table: dict[str, ModelInfo] = {}
+    base = _load()[1]
+    for i, raw in enumerate(entries):
+        if not isinstance(raw, dict):
+            raise RegistryError(f"{file}: [[model]] number {i + 1} is not a table")
+        model_id = _field(raw, "id", str, f"{file}: [[model]] number {i + 1}")
+        where = f"{file}: model {model_id!r}"
+        for key in _PRICE_FIELDS:
+            if key not in raw:
+                raise RegistryError(f"{where}: '{key}' is missing: a model outside the registry needs all five "
+                                    f"prices (US dollars per million tokens: {', '.join(_PRICE_FIELDS)}), so that "
+                                    f"its cost is known")
+        merged: dict[str, Any] = {"name": model_id, "status": "current", "family": model_id}
+        like = raw.get("like")
+        if like is not None:
+            if not isinstance(like, str) or like.strip().lower() not in base:
+                close = difflib.get_close_matches(str(like).strip().lower(), [m.id for m in base.values()], n=1)
+                raise RegistryError(f"{where}: 'like' must name a model of the registry (`chorus models`), got "
+                                    f"{like!r}" + (f"; did you mean {close[0]}?" if close else ""))
+            merged.update(_like_raw(base[like.strip().lower()]))
+        else:
+            missing = [key for key in _LIKE_FIELDS if key not in raw and key != "default_effort"]
+            if missing:
+                raise RegistryError(f"{where}: '{missing[0]}' is missing; write it, or take the limits and "
+                                    f"capabilities of a registry model with like = \"claude-sonnet-5-5\" (any id "
+                                    f"of `chorus models`)")
+        merged.update({k: v for k, v in raw.items() if k != "like"})
+        info = replace(_entry(merged, i, file), origin=file)
+        for name in (info.id, *info.snapshots):
+            if name in table:
+                raise RegistryError(f"{file}: {name!r} is listed twice; keep one entry")
+            table[name] = info
+    return table
+
+
+def use_user_models(table: Mapping[str, ModelInfo] | None) -> None:
+    """Merge these entries (`parse_user_models`) over the registry, in place of any merged before; None
+    takes them away. An entry with a registry id replaces that model (its snapshots too)."""
+    global _user
+    _user = dict(table or {})
+    _table.cache_clear()
+
+
+def user_models() -> tuple[ModelInfo, ...]:
+    """The entries merged from the user's models file, in its order."""
+    return tuple(dict.fromkeys(_user.values()))
+
+
+@functools.cache
+def _table() -> dict[str, ModelInfo]:
+    merged = {name: _user.get(info.id, info) for name, info in _load()[1].items()}
+    merged.update(_user)
+    return merged
+
+
+def close_models(name: str, n: int = 3) -> list[str]:
+    """The ids closest to a name the registry does not know, closest first (difflib); retired models
+    (which the API no longer serves) are left out."""
+    ids = [m.id for m in all_models() if m.status != "retired"]
+    return difflib.get_close_matches(name.strip().lower(), ids, n=n, cutoff=0.6)
+
+
+def unknown_model(name: str, named_by: str | None = None) -> str | None:
+    """None when the registry (or the user's models file) knows `name`; else what to tell the user:
+    the closest names and where the list is. `named_by` says where the name came from (a setting)."""
+    if model_info(name) is not None:
+        return None
+    close = close_models(name)
+    guess = (f"did you mean {close[0]}? " + (f"Also close: {', '.join(close[1:])}. " if close[1:] else "")
+             if close else "")
+    origin = f" ({named_by})" if named_by else ""
+    return (f"model {name!r}{origin} is not in the model registry; {guess}`chorus models` lists the models chorus "
+            f"knows, with their prices. A model outside the registry needs an entry with its prices in your models "
+            f"file (CHORUS_MODELS_FILE; see the README, \"Models outside the registry\")")
+
+
 # ----- what the rest of chorus asks -----------------------------------------------------------------
 def canonical_id(model: str) -> str:
     """`claude-sonnet-4-5-20250929` or `claude-sonnet-4-5-latest` -> `claude-sonnet-4-5`."""
     name = model.strip().lower()
-    table = _load()[1]
+    table = _table()
     if name in table:
         return table[name].id
     match = _SNAPSHOT.match(name)
@@ -241,12 +361,12 @@ def canonical_id(model: str) -> str:
 
 def model_info(model: str) -> ModelInfo | None:
     """The registry's entry for a model id, a dated snapshot or `-latest`; None when unknown."""
-    return _load()[1].get(canonical_id(model))
+    return _table().get(canonical_id(model))
 
 
 def all_models() -> tuple[ModelInfo, ...]:
-    """Every entry, in the data file's order (the current line-up first)."""
-    return tuple(dict.fromkeys(_load()[1].values()))
+    """Every entry, in the data file's order (the current line-up first), then the user's models."""
+    return tuple(dict.fromkeys(_table().values()))
 
 
 def supports_structured_outputs(model: str) -> bool:

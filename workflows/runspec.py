@@ -16,8 +16,16 @@ from typing import Any
 from workflows.attachments import PAGE_SEPARATOR, attachment_of, pages_text, stored_document
 from workflows.calls import Attachment, CallRequest
 from workflows.dispatch import shares_prefix
-from workflows.registry import supports_structured_outputs
-from workflows.sectioning import Part, Section, section_request, synthesis_request
+from workflows.registry import max_output_tokens, supports_structured_outputs
+from workflows.sectioning import (
+    Part,
+    Section,
+    fitted_output_budget,
+    fitted_synthesis_budget,
+    retry_output_budget,
+    section_request,
+    synthesis_request,
+)
 from workflows.taskfile import VoteTask
 from workflows.voting import Voter, task_of, vote_request
 
@@ -91,6 +99,12 @@ class SectionSpec:
     synthesis_output_tokens: int
     page_sections: tuple[Mapping[str, Any], ...]
     document: DocumentSpec | None
+    # The map budget fits each section and its output schema, and a cut JSON reply is retried once with a
+    # larger one (`map_output_tokens`); False for a step with its own max_output_tokens, and for runs stored
+    # before it (they keep `section_output_tokens` for every call).
+    map_output_fit: bool = False
+    # The same for a synthesis with an output schema: its budget fits its parts (`fitted_synthesis_budget`).
+    synthesis_output_fit: bool = False
 
     def section_document(self, index: int, text: str, data: bytes | None) -> str | Attachment:
         """What the map call of section `index` reads: the text (its span is cut by the request), the
@@ -117,14 +131,36 @@ class SectionSpec:
     def section_request(self, model: str, index: int, document: str | Attachment, tags: Tags = ()) -> CallRequest:
         step = self.map
         return section_request(model, step.instructions, self.sections[index], document, len(self.sections),
-                               max_tokens=self.section_output_tokens, output_schema=step.output_schema,
+                               max_tokens=self.map_output_tokens(model, index, document),
+                               output_schema=step.output_schema,
                                structured=supports_structured_outputs(model), effort=step.effort, tags=tags)
+
+    def map_output_tokens(self, model: str, index: int, document: str | Attachment) -> int:
+        """The max_tokens of section `index`'s map call: `section_output_tokens`, raised to fit the section
+        in the output schema's shape when chorus chooses the budget (`fitted_output_budget`)."""
+        schema = self.map.output_schema
+        if not self.map_output_fit or schema is None:
+            return self.section_output_tokens
+        text = document.text if isinstance(document, Attachment) else self.sections[index].text(document)
+        return fitted_output_budget(self.section_output_tokens, schema, text, model, max_output_tokens(model))
+
+    def retry_request(self, request: CallRequest) -> CallRequest | None:
+        """The one retry of a map call whose JSON reply was cut at max_tokens: the same request with a larger
+        budget (`retry_output_budget`, within the model's max output); None when chorus did not choose the
+        budget (the step set max_output_tokens) or it is already the model's most."""
+        if not self.map_output_fit or self.map.output_schema is None:
+            return None
+        wider = retry_output_budget(request.max_tokens, max_output_tokens(request.model))
+        return replace(request, max_tokens=wider) if wider is not None else None
 
     def synthesis_request(self, model: str, parts: Sequence[Part], missing: Sequence[int] = (), *, final: bool,
                           tags: Tags = ()) -> CallRequest:
         step = self.reduce
+        budget = self.synthesis_output_tokens
+        if self.synthesis_output_fit and step.output_schema is not None:
+            budget = fitted_synthesis_budget(budget, step.output_schema, parts, model, max_output_tokens(model))
         return synthesis_request(model, step.instructions, parts, missing, final=final,
-                                 max_tokens=self.synthesis_output_tokens, output_schema=step.output_schema,
+                                 max_tokens=budget, output_schema=step.output_schema,
                                  structured=supports_structured_outputs(model), effort=step.effort, tags=tags)
 
 
@@ -157,7 +193,9 @@ def section_spec(config: Mapping[str, Any]) -> SectionSpec:
         map=_step(config, "map"), reduce=_step(config, "reduce"),
         section_output_tokens=int(config["section_output_tokens"]),
         synthesis_output_tokens=int(config["synthesis_output_tokens"]),
-        page_sections=tuple(config.get("page_sections") or ()), document=_document(config))
+        page_sections=tuple(config.get("page_sections") or ()), document=_document(config),
+        map_output_fit=bool(config.get("map_output_fit")),
+        synthesis_output_fit=bool(config.get("synthesis_output_fit")))
 
 
 __all__ = ["PAGE_SEPARATOR", "DocumentSpec", "SectionSpec", "StepSpec", "VoteSpec", "section_spec", "vote_spec"]

@@ -9,6 +9,7 @@ joining them gives the text back. With a token-budget overlap, a section may sta
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -20,7 +21,7 @@ import jsonschema
 
 from workflows.calls import Attachment, CallRequest
 from workflows.taskfile import concat_key
-from workflows.tokens import estimate_tokens
+from workflows.tokens import estimate_tokens, tokenizer_ratio, upper_tokens
 
 CHARS_PER_TOKEN = 4  # the same heuristic as workflows.tokens.estimate_tokens
 SECTION_OUTPUT_TOKENS = 400
@@ -199,6 +200,7 @@ class Part:
 
     label: str  # "section 3: OPTIONS" or "sections 1-4"
     text: str
+    tokens: int = 0  # the output tokens the provider billed for it (its usage), 0 when not known
 
 
 def output_budget(step_max: int | None, *, default: int, schema: Mapping[str, Any] | None, effort: str | None
@@ -214,6 +216,134 @@ def output_budget(step_max: int | None, *, default: int, schema: Mapping[str, An
     if effort is not None:
         budget = max(budget, EFFORT_OUTPUT_TOKENS)
     return budget
+
+
+# A map reply cut at max_tokens before its JSON was complete is sent once more with this many times the
+# budget (within the model's max output), when chorus chose the budget (`fitted_output_budget`).
+RETRY_OUTPUT_FACTOR = 2
+
+
+def fitted_output_budget(budget: int, schema: Mapping[str, Any], section_text: str, model: str,
+                         ceiling: int | None) -> int:
+    """The max_tokens of a map call with an output schema, when the step does not set its own: at least
+    `budget`, and room for a reply that restates the whole section in the schema's shape: a bound of the
+    section's tokens in the model's tokenizer, the schema's keys and punctuation once (`skeleton_tokens`),
+    and when the schema holds a list, one item's keys and punctuation for each line of the section (one
+    item a line at most, as a listing of options or entries has). Capped at what the model can write.
+
+    A JSON reply is the section's content rearranged: its size follows the section, not a constant; a
+    fixed budget cut every long section's list."""
+    fitted = upper_tokens(section_text, model) + skeleton_tokens(schema, model)
+    item = list_item(schema)
+    if item is not None and section_text.strip():
+        fitted += (section_text.count("\n") + 1) * (skeleton_tokens(item, model, root=schema) + 1)  # + a comma
+    wanted = max(budget, fitted)
+    return min(wanted, ceiling) if ceiling is not None else wanted
+
+
+# A merge restates its parts: its reply is about as long as they are; room for a quarter more.
+SYNTHESIS_OUTPUT_MARGIN = 1.25
+
+
+def fitted_synthesis_budget(budget: int, schema: Mapping[str, Any], parts: Sequence[Part], model: str,
+                            ceiling: int | None) -> int:
+    """The max_tokens of a synthesis call with an output schema, when the step does not set its own: at
+    least `budget`, and room for a reply that restates every part (`synthesis_budget_for`), each part by
+    the output tokens billed for it (twice its typical size when that is not known). A fixed budget cut
+    the merge of long lists: the more the map steps returned (a raised max_output_tokens), the surer the
+    final synthesis failed (issue 25)."""
+    sizes = [p.tokens if p.tokens > 0 else 2 * output_tokens(p.text) for p in parts]
+    return synthesis_budget_for(budget, schema, sizes, model, ceiling)
+
+
+def synthesis_budget_for(budget: int, schema: Mapping[str, Any], sizes: Sequence[int], model: str,
+                         ceiling: int | None) -> int:
+    """Room for parts of `sizes` output tokens (in their models' tokenizers) restated in the schema's
+    shape: their sum in the synthesis model's tokenizer, a margin, the schema's keys and punctuation; at
+    least `budget`, at most `ceiling`. It grows with each size, so parts of at most these sizes get at
+    most this."""
+    ratio = max(1.0, tokenizer_ratio(model))
+    wanted = max(budget, math.ceil(SYNTHESIS_OUTPUT_MARGIN * ratio * sum(sizes)) + skeleton_tokens(schema, model))
+    return min(wanted, ceiling) if ceiling is not None else wanted
+
+
+def retry_output_budget(first: int, ceiling: int | None) -> int | None:
+    """The larger max_tokens of the one retry of a map reply cut before its JSON was complete, or None
+    when the first budget is already all the model can write."""
+    wider = first * RETRY_OUTPUT_FACTOR
+    if ceiling is not None:
+        wider = min(wider, ceiling)
+    return wider if wider > first else None
+
+
+def list_item(schema: Any, root: Any = None, depth: int = 0) -> Any:
+    """The item schema of the schema's first list (depth first, local `$ref`s followed), or None."""
+    root = schema if root is None else root
+    if depth > 16:
+        return None
+    if isinstance(schema, Mapping):
+        if "items" in schema:
+            return schema["items"]
+        ref = schema.get("$ref")
+        if isinstance(ref, str) and ref.startswith("#/"):
+            return list_item(_target(root, ref), root, depth + 1)
+        for key, value in schema.items():
+            if key not in ("enum", "const", "default", "$defs", "definitions"):
+                found = list_item(value, root, depth + 1)
+                if found is not None:
+                    return found
+    elif isinstance(schema, list):
+        for value in schema:
+            found = list_item(value, root, depth + 1)
+            if found is not None:
+                return found
+    return None
+
+
+def _target(root: Any, ref: str) -> Any:
+    target = root
+    for part in ref[2:].split("/"):
+        target = target.get(part) if isinstance(target, Mapping) else None
+    return target
+
+
+def skeleton_tokens(schema: Any, model: str, *, root: Any = None) -> int:
+    """A bound of the tokens of the schema's JSON without its content: every property's key, quotes,
+    braces, the longest enum value, one item of each list (`upper_tokens` of that skeleton). `root` is
+    the schema its `$ref`s point into (itself by default)."""
+    return upper_tokens(json.dumps(_skeleton(schema, schema if root is None else root, 0), ensure_ascii=False),
+                        model)
+
+
+def _skeleton(schema: Any, root: Mapping[str, Any], depth: int) -> Any:
+    if not isinstance(schema, Mapping) or depth > 8:
+        return ""
+    ref = schema.get("$ref")
+    if isinstance(ref, str) and ref.startswith("#/"):
+        return _skeleton(_target(root, ref), root, depth + 1)
+    if "const" in schema:
+        return schema["const"]
+    if isinstance(schema.get("enum"), list) and schema["enum"]:
+        return max(schema["enum"], key=lambda v: len(json.dumps(v, ensure_ascii=False)))
+    for key in ("anyOf", "allOf"):
+        if isinstance(schema.get(key), list) and schema[key]:
+            values = [_skeleton(b, root, depth + 1) for b in schema[key]]
+            if key == "allOf" and all(isinstance(v, dict) for v in values):
+                return {k: v for value in values for k, v in value.items()}
+            return max(values, key=lambda v: len(json.dumps(v, ensure_ascii=False)))
+    kind = schema.get("type")
+    kinds = kind if isinstance(kind, list) else [kind]
+    if "object" in kinds or "properties" in schema:
+        return {str(k): _skeleton(v, root, depth + 1) for k, v in (schema.get("properties") or {}).items()}
+    if "array" in kinds or "items" in schema:
+        return [_skeleton(schema.get("items"), root, depth + 1)]
+    if "boolean" in kinds:
+        return False
+    if "integer" in kinds or "number" in kinds:
+        return 0
+    if kinds == ["null"]:
+        return None
+    return ""
 
 
 def reply_format(schema: Mapping[str, Any] | None, *, structured: bool) -> str:
@@ -274,10 +404,14 @@ def synthesis_request(model: str, task: str, parts: Sequence[Part], missing: Seq
 _FENCED = re.compile(r"\A\s*```[A-Za-z]*[ \t]*\n(?P<body>.*?)\n?```\s*\Z", re.DOTALL)
 
 
-def read_section_reply(text: str, schema: Mapping[str, Any] | None, stop_reason: str | None
-                       ) -> tuple[Any, str | None]:
+def read_section_reply(text: str, schema: Mapping[str, Any] | None, stop_reason: str | None,
+                       no_answer: str | None = None) -> tuple[Any, str | None]:
     """(result, None) for a map or reduce reply, else (None, why it is no result). With an output schema
-    the result is the JSON value (`read_structured`); without one, the text. A refusal is never a result."""
+    the result is the JSON value (`read_structured`); without one, the text. A refusal is never a result,
+    nor is a reply with `no_answer` (`CallResult.no_answer`: why a provider that is no model gave none,
+    reported in its own words, never as a model's refusal)."""
+    if no_answer:
+        return None, no_answer
     if schema is not None:
         return read_structured(text, schema, stop_reason)
     if stop_reason == "refusal":

@@ -19,6 +19,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from workflows import schema_subset
 from workflows.errors import ConfigError
 
 LABEL_MAX_CHARS = 64
@@ -319,13 +320,13 @@ def _parse(data: Mapping[str, Any], *, stored: bool) -> Task:
     merge = _text(data, "merge", required=False) or None
     if merge is not None and merge not in MERGES:
         raise TaskFileError("merge", f"unknown merge {merge!r}; use one of: {', '.join(MERGES)}, or a [reduce] table")
-    reduce = _step(data["reduce"], "reduce") if "reduce" in data else None
+    reduce = _step(data["reduce"], "reduce", stored=stored) if "reduce" in data else None
     return check_section_task(SectionTask(
         name=name,
         split=_text(data, "split", required=False) or "auto",
         max_tokens=_int(data, "max_tokens", "", low=1),
         overlap=_int(data, "overlap", "", low=0) or 0,
-        map=_step(data["map"], "map"),
+        map=_step(data["map"], "map", stored=stored),
         reduce=reduce,
         merge=merge,
     ))
@@ -559,7 +560,7 @@ def _rules(table: Any, where: str) -> VoteRules:
                      stop_when_agree=_int(table, "stop_when_agree", where, low=1))
 
 
-def _step(table: Any, where: str) -> Step:
+def _step(table: Any, where: str, *, stored: bool = False) -> Step:
     if not isinstance(table, Mapping):
         raise TaskFileError(where, f"must be a table: write [{where}] with instructions = \"...\" below it")
     _known(table, where, ("instructions", "model", "output_schema", "max_output_tokens", "effort"))
@@ -567,7 +568,8 @@ def _step(table: Any, where: str) -> Step:
     if schema is not None:
         if not isinstance(schema, Mapping):
             raise TaskFileError(f"{where}.output_schema", "must be a table (a JSON schema written as TOML)")
-        check_schema(dict(schema), f"{where}.output_schema")
+        if not stored:  # a run stored before a schema rule still reads back; a new run is checked in full
+            check_schema(dict(schema), f"{where}.output_schema")
     return Step(
         instructions=_text(table, "instructions", prefix=where, required=True),
         model=_text(table, "model", prefix=where) or None,
@@ -586,22 +588,15 @@ def _plain(value: Any) -> Any:
     return value
 
 
-JSON_TYPES = ("object", "array", "string", "number", "integer", "boolean", "null")
-# Structured outputs constrain generation to a subset of JSON Schema: no numeric or length limits
-# (Anthropic's structured-outputs guide, "JSON Schema limitations"; checked 2026-12-02). A schema that
-# uses one is refused here, naming it, rather than by a 400 on every call of a batch.
-UNSUPPORTED_KEYWORDS = {
-    "minimum": "numeric limits", "maximum": "numeric limits", "exclusiveMinimum": "numeric limits",
-    "exclusiveMaximum": "numeric limits", "multipleOf": "numeric limits", "minLength": "string length limits",
-    "maxLength": "string length limits", "maxItems": "array length limits",
-}
+JSON_TYPES = schema_subset.JSON_TYPES
 _SUBSCHEMA_LISTS = ("anyOf", "allOf", "oneOf", "prefixItems")
 _SUBSCHEMA_MAPS = ("properties", "$defs", "definitions")
 
 
 def closed_schema(schema: Any) -> Any:
     """The schema with `additionalProperties: false` on every object that does not say otherwise:
-    structured outputs require it spelled out (as the SDK's own `transform_schema` adds it)."""
+    structured outputs require it spelled out (as the SDK's own `transform_schema` adds it). A schema
+    with `properties` and no `type` is an object too (the API reads it as one)."""
     if isinstance(schema, list):
         return [closed_schema(item) for item in schema]
     if not isinstance(schema, Mapping):
@@ -613,60 +608,21 @@ def closed_schema(schema: Any) -> Any:
             out[key] = {name: closed_schema(sub) for name, sub in schema[key].items()}
     kind = schema.get("type")
     kinds: list[Any] = kind if isinstance(kind, list) else [kind]
-    if "object" in kinds and "additionalProperties" not in schema:
+    is_object = "object" in kinds or (kind is None and "properties" in schema)
+    if is_object and "additionalProperties" not in schema:
         out["additionalProperties"] = False
     return out
 
 
 def check_schema(schema: Mapping[str, Any], where: str) -> None:
-    """The checks a schema needs before it is sent: every `type` is a JSON type, every object's
-    `required` names its properties, no keyword structured outputs cannot follow, and no object left
-    open (`additionalProperties` other than false). Replies are validated with `jsonschema` too."""
-    for key, what in UNSUPPORTED_KEYWORDS.items():
-        if key in schema:
-            raise TaskFileError(f"{where}.{key}", f"structured outputs do not support {what}; remove `{key}` "
-                                                  f"(a reply is still validated against the rest)")
-    if schema.get("minItems", 0) not in (0, 1):
-        raise TaskFileError(f"{where}.minItems", "structured outputs support minItems 0 or 1 only")
-    extra = schema.get("additionalProperties", False)
-    if extra is not False:
-        raise TaskFileError(f"{where}.additionalProperties",
-                            "structured outputs need objects closed: set additionalProperties = false or leave it out")
-    for key in _SUBSCHEMA_LISTS:
-        for i, sub in enumerate(schema.get(key) or []):
-            if isinstance(sub, Mapping):
-                check_schema(sub, f"{where}.{key}[{i}]")
-    for key in ("$defs", "definitions"):
-        for name, sub in (schema.get(key) or {}).items():
-            if isinstance(sub, Mapping):
-                check_schema(sub, f"{where}.{key}.{name}")
-    kind = schema.get("type")
-    kinds = kind if isinstance(kind, list) else [kind] if kind is not None else []
-    for k in kinds:
-        if k not in JSON_TYPES:
-            raise TaskFileError(f"{where}.type", f"unknown JSON type {k!r}; use one of: {', '.join(JSON_TYPES)}")
-    if "enum" in schema and (not isinstance(schema["enum"], list) or not schema["enum"]):
-        raise TaskFileError(f"{where}.enum", "enum must be a non-empty list of values")
-    props = schema.get("properties")
-    if props is not None:
-        if not isinstance(props, Mapping):
-            raise TaskFileError(f"{where}.properties", "must be a table of property schemas")
-        for key, sub in props.items():
-            if not isinstance(sub, Mapping):
-                raise TaskFileError(f"{where}.properties.{key}", "must be a schema (a table)")
-            check_schema(sub, f"{where}.properties.{key}")
-    required = schema.get("required")
-    if required is not None:
-        if not isinstance(required, list) or not all(isinstance(r, str) for r in required):
-            raise TaskFileError(f"{where}.required", "must be a list of property names")
-        missing = [r for r in required if r not in (props or {})]
-        if missing:
-            raise TaskFileError(f"{where}.required", f"names {', '.join(missing)}, which are not in `properties`")
-    items = schema.get("items")
-    if items is not None:
-        if not isinstance(items, Mapping):
-            raise TaskFileError(f"{where}.items", "must be a schema (a table)")
-        check_schema(items, f"{where}.items")
+    """Refuse (TaskFileError naming the keyword's path) a schema outside the JSON Schema subset
+    structured outputs accept (`workflows.schema_subset`, from Anthropic's guide): a 400 on every call
+    otherwise. Objects may leave `additionalProperties` out (`closed_schema` closes them). Replies are
+    validated with `jsonschema` too."""
+    problem = schema_subset.first_problem(schema)
+    if problem is not None:
+        path, message = problem
+        raise TaskFileError(f"{where}.{path}" if path else where, message)
 
 
 def task_from_json(data: Mapping[str, Any]) -> Task:

@@ -42,7 +42,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from workflows.advisor import wilson_interval
+from workflows.advisor import percent, wilson_interval
 
 MIN_DOCUMENTS = 5
 ACCURACY_MARGIN = 0.05
@@ -115,8 +115,7 @@ def _r(x: float | None) -> float | None:
     return None if x is None else round(x, 4)
 
 
-def _pct(x: float) -> str:
-    return f"{x:.0%}"
+_pct = percent  # the advice prints shares as its tables do
 
 
 @dataclass(frozen=True)
@@ -214,9 +213,10 @@ class VoterQuality:
     pairs: list[VoterPair] = field(default_factory=list)
     advice: list[VoterAdvice] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    judged: int = 0  # voters with enough answered gold documents to be judged (advised on or not)
 
     def to_json(self) -> dict[str, Any]:
-        return {"documents": self.documents, "gold_documents": self.gold_documents,
+        return {"documents": self.documents, "gold_documents": self.gold_documents, "judged": self.judged,
                 "vote_accuracy": _r(self.vote_accuracy), "voters": [v.to_json() for v in self.voters],
                 "pairs": [p.to_json() for p in self.pairs], "advice": [a.to_json() for a in self.advice],
                 "notes": self.notes}
@@ -326,4 +326,5 @@ def assess(
                 "which label applies")))
     advice.sort(key=lambda a: next(s.accuracy or 0.0 for s in stats if s.voter == a.voter))
     vote_accuracy = sum(1 for d in gold if d.winner is not None and _key(d.winner) == _key(d.gold)) / len(gold)
-    return VoterQuality(len(documents), len(gold), vote_accuracy, stats, pairs, advice, notes)
+    judged = sum(1 for v in stats if v.gold_answered >= min_documents) if len(stats) > 1 else 0
+    return VoterQuality(len(documents), len(gold), vote_accuracy, stats, pairs, advice, notes, judged)

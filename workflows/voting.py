@@ -236,11 +236,14 @@ def parse_answer(text: str, labels: Sequence[str]) -> str | None:
 
 
 def read_answer(text: str, labels: Sequence[str], *, structured: bool,
-                stop_reason: str | None) -> tuple[str | None, str | None]:
+                stop_reason: str | None, no_answer: str | None = None) -> tuple[str | None, str | None]:
     """(label, why it is an abstention): the reply of a voter, structured (JSON) or an `Answer:` line.
 
     A refusal, a reply cut at max_tokens, invalid JSON or a label outside the set is an abstention,
-    with its reason; it is never guessed at."""
+    with its reason; it is never guessed at. `no_answer` (`CallResult.no_answer`) is the reason a
+    provider that is no model gave, in its own words: only a model's refusal reads "the model declined"."""
+    if no_answer:
+        return None, f"abstained: {no_answer}"
     if stop_reason == "refusal":
         return None, f"abstained: the model declined to answer (stop_reason refusal): {_short(text)}"
     if not structured:

@@ -10,7 +10,7 @@ from typing import Any
 from chorus.analysis.labelled import LabelledDoc
 from chorus.analysis.measure import PatternResult, PatternSpec, run_pattern
 from settings import Settings
-from workflows.advisor import AdviceInputs, ErrorOverlap, Measured, advise, wilson_interval
+from workflows.advisor import AdviceInputs, ErrorOverlap, Measured, advise, percent, wilson_interval
 from workflows.agreement import AgreementReport, Item, analyse
 from workflows.sectioning import headings
 from workflows.taskfile import VoteTask
@@ -68,9 +68,30 @@ def error_overlap(agreement: AgreementReport, runs: Sequence[Any]) -> ErrorOverl
     return ErrorOverlap(pair, worst.double_faults, worst.both_answered, worst.expected_double_faults)
 
 
+def _every_call_failed(run: Any) -> bool:
+    calls = [o for o in run.outcomes if o.role == "voter" and o.status != "skipped"]
+    return bool(calls) and all(o.status == "failed" for o in calls)
+
+
 def measured(result: PatternResult) -> Measured:
+    unanswered = [r for r in result.labelled if r.answer is None]
     return Measured(result.spec.label, result.correct, len(result.labelled), result.cost.total_usd,
-                    result.mean_wall_s, result.cost.estimated)
+                    result.mean_wall_s, result.cost.estimated, answered=len(result.labelled) - len(unanswered),
+                    failed=sum(1 for r in unanswered if _every_call_failed(r)))
+
+
+def voter_accuracy(quality: VoterQuality | None) -> tuple[tuple[str, float], ...]:
+    """Each voter's accuracy against gold, for the advisor's wording (voters that answered no gold document
+    have none and are left out)."""
+    if quality is None:
+        return ()
+    return tuple((str(v.voter), v.accuracy) for v in quality.voters if v.accuracy is not None)
+
+
+def shown(m: Measured) -> str:
+    """The accuracy and its interval as the table prints them: the advisor's own `percent`."""
+    lo, hi = m.interval
+    return f"{percent(m.accuracy)} ({percent(lo)}-{percent(hi)})"
 
 
 def vote_pattern(name: str, task: VoteTask | None, model: str, voters: int | None, *, default_model: str,
@@ -108,7 +129,7 @@ def run_advise(
     vote = run_pattern(vote_spec, docs, labels, task=task, source=source,
                        settings=settings, check=check, on_run=on_run, timeout=timeout, in_flight=in_flight)
     agreement = agreement_of(vote.runs, label_set)
-    abstained = sum(1 for r in single.runs if r.answer is None)
+    quality = voter_quality_of(vote.runs)
     inputs = AdviceInputs(
         target=target,
         single=measured(single),
@@ -119,17 +140,21 @@ def run_advise(
         splittable_share=sum(1 for d in docs if len(headings(d.text)) >= 2) / len(docs),
         effective_voters=agreement.effective_voters,
         error_overlap=error_overlap(agreement, vote.runs),
+        voter_accuracy=voter_accuracy(quality),
     )
-    quality = voter_quality_of(vote.runs)
     advice = advise(inputs)
     notes = list(advice.notes)
-    if abstained:
-        notes.append(f"the single call named no allowed label on {abstained} of {len(docs)} documents")
+    for m in (inputs.single, inputs.vote):
+        if m.unanswered:
+            why = f", {m.failed} of them because every call failed" if m.failed else ""
+            notes.append(f"{m.name} gave no answer on {m.unanswered} of {m.total} documents{why} "
+                         "(`chorus report BATCH` shows each reason)")
     lo, hi = wilson_interval(single.correct, len(single.labelled))
     rows = []
     for result, m in ((single, inputs.single), (vote, inputs.vote)):
         a_lo, a_hi = m.interval
         rows.append({"pattern": m.name, "accuracy": round(m.accuracy, 4), "ci95": [round(a_lo, 4), round(a_hi, 4)],
+                     "accuracy_shown": shown(m), "answered": m.answered, "failed": m.failed,
                      "cost_usd": round(m.cost_usd, 6), "cost_estimated": m.cost_estimated,
                      "mean_wall_s": round(m.wall_s, 4), "mean_overhead_s": round(result.mean_overhead_s, 4),
                      "batch_id": result.batch_id})

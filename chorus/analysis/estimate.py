@@ -12,8 +12,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from chorus.analysis.labelled import LabelledDoc
-from chorus.analysis.measure import PatternSpec
-from chorus.vote import resolve_vote_task
+from chorus.analysis.measure import PatternSpec, pattern_task
+from chorus.vote import check_panel_models, resolve_vote_task
 from providers.counting import count_tokens
 from settings import Settings
 from workflows.cost import Cost, TokenUsage, cost_of, total
@@ -27,7 +27,8 @@ def estimate_document(spec: PatternSpec, doc: LabelledDoc, task: VoteTask, setti
     """The cost of one document under `spec`: the task's panel (or `spec.voters` on `spec.model` with the
     task's prompts), each voter's prompt counted, the cache modelled per model as the dispatch will meet it."""
     panel_options: dict[str, Any] = {} if spec.task_panel else {"voters": spec.voters, "models": [spec.model]}
-    panel = resolve_panel(resolve_vote_task(task=task, **panel_options), settings.default_model)
+    panel = resolve_panel(resolve_vote_task(task=pattern_task(spec, task), **panel_options), settings.default_model)
+    check_panel_models(panel, settings)  # a misspelt --single-model / --panel-model: "did you mean", not a traceback
     requests = [vote_request(v, task, doc.text, structured=supports_structured_outputs(v.model)) for v in panel]
     prefixes: dict[str, int] = {}
     for voter, request in zip(panel, requests, strict=True):

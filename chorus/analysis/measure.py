@@ -22,6 +22,7 @@ from chorus.vote import plan_vote, submit_plan
 from models import Pattern, Session, repo
 from settings import Settings
 from workflows.cost import Cost, total
+from workflows.registry import effort_levels
 from workflows.taskfile import VoteTask
 
 
@@ -110,6 +111,24 @@ class PatternResult:
         }
 
 
+def pattern_task(spec: PatternSpec, task: VoteTask | None) -> VoteTask | None:
+    """The task one pattern runs (`plan_vote` then applies `spec.voters` and `spec.model` over it).
+
+    A single call is a one-voter task of its own: the task's first voter (its prompt; its effort where
+    `spec.model` offers it), decided by its one answer: no quorum and no stop rule of the panel's (a
+    quorum of 2 cannot be met by one voter), the tie policy and the agreement threshold kept. A panel
+    keeps the task's rules; when `spec.model` replaces its voters' models, an effort that model does
+    not offer is dropped rather than refused."""
+    if task is None or spec.task_panel:
+        return task
+    levels = effort_levels(spec.model)
+    voters = tuple(replace(v, effort=v.effort if v.effort in levels else None) for v in task.voters)
+    if spec.voters == 1:
+        return replace(task, voters=(replace(voters[0], count=1),),
+                       vote=replace(task.vote, quorum=None, stop=None, stop_when_agree=None))
+    return replace(task, voters=voters)
+
+
 def new_batch(name: str, source: str, spec: PatternSpec, settings: Settings) -> str:
     prepare(settings)
     with Session.begin() as s:
@@ -137,6 +156,7 @@ def run_pattern(
     at most `in_flight` runs unfinished at a time, so a run's wall time measures the pattern and not
     the queue of documents behind it."""
     panel: dict[str, Any] = {} if spec.task_panel else {"voters": spec.voters, "models": [spec.model]}
+    task = pattern_task(spec, task)
     plans = [plan_vote(d.text, None if task else labels, task=task, external_id=d.id, gold_label=d.label,
                        cache_aware=spec.cache_aware, settings=settings, **panel) for d in docs]
     batch_id = new_batch(spec.name, source, spec, settings)

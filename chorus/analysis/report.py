@@ -3,7 +3,8 @@
 No scripts, no CDN: inline CSS and inline SVG only. It shows the per-worker timeline (Gantt) with
 wall = slowest worker + overhead, the agreement statistics and correlated errors, the cost
 breakdown, the low-agreement items, and each voter's quality (accuracy against gold, double faults,
-which voter to drop or rewrite: `workflows.voter_quality`).
+which voter to drop or rewrite: `workflows.voter_quality`), and why every failed run or call failed
+(`chorus.analysis.failures`), as `--json` says it.
 """
 
 from __future__ import annotations
@@ -16,8 +17,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from chorus.analysis.advise import agreement_of, voter_quality_of
+from chorus.analysis.failures import failure_reason, failures
 from chorus.costing import breakdown, minimum_cost, minimum_counted_with, run_cost, run_cost_without_cache
-from chorus.runs import RunView, get_run, prepare
+from chorus.runs import RunView, get_run, not_found, prepare
 from models import Session, repo
 from settings import Settings
 from workflows.cost import total
@@ -51,8 +53,8 @@ def load_subject(ref: str, settings: Settings) -> Subject:
     try:
         run = get_run(ref, settings=settings)
     except NotFoundError:
-        raise NotFoundError(f"no run or batch {ref!r}; give an id printed by `chorus vote`, `chorus compare` "
-                            "or `chorus advise`") from None
+        raise not_found("run or batch", ref, "give a run id or prefix printed by `chorus vote`, `chorus compare` "
+                        "or `chorus advise`, or a batch id or name", settings) from None
     return Subject("run", run.id, run.external_id, [run], {})
 
 
@@ -266,7 +268,8 @@ def quality_summary(runs: Sequence[RunView]) -> dict[str, Any]:
         labels = votes[0].config.get("labels", [])
         agreement = agreement_of(votes, labels, float(votes[0].config.get("low_agreement_below", 0.6))).to_json()
     quality = voter_quality_of(runs)
-    return {"agreement": agreement, "voter_quality": quality.to_json() if quality else None}
+    return {"agreement": agreement, "voter_quality": quality.to_json() if quality else None,
+            "failures": failures(runs)}
 
 
 def _f(x: float | None, pct: bool = False) -> str:
@@ -301,8 +304,10 @@ def voter_section(quality: VoterQuality | None) -> str:
     out.append("<h3>which voter to drop or rewrite</h3>")
     if quality.advice:
         out.append("<ul>" + "".join(f"<li>{_e(a.text)}</li>" for a in quality.advice) + "</ul>")
-    elif gold:
+    elif gold and quality.judged:
         out.append("<p>none: no voter is clearly less accurate than the rest of the panel</p>")
+    elif gold:
+        out.append("<p>no voter answered enough gold documents to be judged</p>")
     out.extend(f"<p class='cap'>{_e(n)}</p>" for n in quality.notes)
     return "".join(out)
 
@@ -331,8 +336,16 @@ def agreement_section(runs: Sequence[RunView]) -> str:
                             r.answer or "-",
                             r.gold_label or "-", f"{r.confidence:.0%}" if r.confidence is not None else "-"]
                            for r in low]))
+    elif report.no_answer:
+        out.append("<p>none among the runs where a voter answered</p>")
     else:
         out.append("<p>none</p>")
+    silent = [by_id[i] for i in report.no_answer if i in by_id]
+    if silent:
+        # No share to call low: not one voter gave a label. Listed with why, never folded into "none".
+        out.append(f"<h3>no answer at all ({len(silent)} of {len(votes)} runs): no voter gave a valid label</h3>")
+        out.append(_table(["document", "status", "why", "run"],
+                          [[r.external_id, r.status, failure_reason(r) or "-", r.id[:12]] for r in silent]))
     return "".join(out)
 
 
@@ -343,9 +356,10 @@ def runs_table(runs: Sequence[RunView]) -> str:
         overhead = r.wall_s - r.slowest_worker_s if r.wall_s is not None and r.slowest_worker_s is not None else None
         rows.append([r.external_id, r.status, r.answer or "-", r.gold_label or "-",
                      f"{r.confidence:.0%}" if r.confidence is not None else "-", _ms(r.wall_s),
-                     _ms(r.slowest_worker_s), _ms(overhead), _usd(cost.total_usd, cost.estimated), r.id[:12]])
+                     _ms(r.slowest_worker_s), _ms(overhead), _usd(cost.total_usd, cost.estimated), r.id[:12],
+                     failure_reason(r) or ""])
     return _table(["document", "status", "answer", "gold", "confidence", "wall", "slowest worker", "overhead",
-                   "cost", "run"], rows)
+                   "cost", "run", "why it failed"], rows)
 
 
 CSS = """

@@ -8,16 +8,18 @@ from __future__ import annotations
 
 import typer
 
+# Each module imports at its top only Typer, Rich and light modules: the rest is imported by the command
+# that needs it, so `chorus --help` does not import SQLAlchemy, Celery or the SDK (docs/decisions.md).
 from chorus.cli import admin, analysis, batches, cancel, listing, models, runs, tasks
-from chorus.cli.base import fit_consoles
+from chorus.cli.base import begin_command
 
 app = typer.Typer(help="Run LLM calls in parallel (voting, sectioning) on a Celery worker pool.",
                   no_args_is_help=True, add_completion=False)
 
 
 @app.callback()
-def _every_command() -> None:
-    fit_consoles()
+def _every_command(ctx: typer.Context) -> None:
+    begin_command(ctx)
 
 
 db_app = typer.Typer(help="Database schema commands.", no_args_is_help=True)

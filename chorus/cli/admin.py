@@ -8,9 +8,6 @@ from typing import Annotated
 import typer
 
 from chorus.cli.base import JsonOpt, cli_settings, errors, out
-from chorus.testing.stub.server import main as stub_main
-from models import ensure_schema, get_engine
-from models.db import table_names
 
 
 def stub(
@@ -35,6 +32,8 @@ def stub(
 ) -> None:
     """Serve a local Messages-API stub for tests and benchmarks (answers from the offline provider), with the
     Message Batches API."""
+    from chorus.testing.stub.server import main as stub_main  # heavy: imported when used (docs/decisions.md)
+
     argv = ["--host", host, "--port", str(port), "--latency-ms", str(latency_ms)]
     for rule in fail or []:
         argv += ["--fail", rule]
@@ -49,6 +48,10 @@ def stub(
 
 def db_upgrade(as_json: JsonOpt = False) -> None:
     """Create or upgrade the schema to the newest migration."""
+    # heavy: imported when used, for start-up time (docs/decisions.md)
+    from models import ensure_schema, get_engine
+    from models.db import table_names
+
     settings = cli_settings()
     with errors():
         engine = ensure_schema(settings.effective_database_url)

@@ -4,18 +4,14 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from chorus.analysis.advise import run_advise, vote_pattern
-from chorus.analysis.compare import default_specs, run_compare
-from chorus.analysis.estimate import estimate_pattern
-from chorus.analysis.labelled import read_labelled
-from chorus.analysis.report import cost_summary, load_subject, quality_summary, render
 from chorus.cli.base import (
     EXIT_FAILED,
     EXIT_OK,
@@ -29,9 +25,10 @@ from chorus.cli.base import (
     out,
     workers_for,
 )
-from chorus.taskfile import load_vote_task
-from workflows.taskfile import VoteTask, with_vote_overrides
-from workflows.voting import normalize_labels
+from workflows.advisor import percent
+
+if TYPE_CHECKING:
+    from workflows.taskfile import VoteTask
 
 DEFAULT_PANEL_MODEL = "claude-haiku-5-5"
 
@@ -54,12 +51,20 @@ def _task(labels: str | None, task: str | None) -> VoteTask | None:
         raise fail("say what to decide: --labels a,b,c or --task FILE", EXIT_USAGE)
     if task is None:
         return None
+    # heavy: imported when used, for start-up time (docs/decisions.md)
+    from chorus.taskfile import load_vote_task
+    from workflows.taskfile import with_vote_overrides
+
     with errors():
         loaded = load_vote_task(task)
         return with_vote_overrides(loaded, labels=labels) if labels else loaded
 
 
 def _load(path: Path, labels: str | None, limit: int | None, task: VoteTask | None = None) -> Any:
+    # heavy: imported when used, for start-up time (docs/decisions.md)
+    from chorus.analysis.labelled import read_labelled
+    from workflows.voting import normalize_labels
+
     with errors():
         try:
             label_set = task.label_names if task else normalize_labels(labels or "")
@@ -83,8 +88,15 @@ def runs_progress(what: str, total: int, *, hidden: bool) -> Iterator[Callable[[
         yield lambda run: progress.advance(bar)
 
 
-def _pct(x: float | None) -> str:
-    return "-" if x is None else f"{x:.0%}"
+_pct = percent  # one rounding for every share advise and report print, in tables and in sentences
+
+
+def _ms(seconds: float | None) -> str:
+    return "-" if seconds is None or math.isnan(seconds) else f"{seconds * 1000:.0f} ms"
+
+
+def _figure(x: float | None) -> str:
+    return "-" if x is None or math.isnan(x) else f"{x:g}"
 
 
 def print_voter_quality(quality: dict[str, Any] | None) -> None:
@@ -114,7 +126,7 @@ def print_voter_quality(quality: dict[str, Any] | None) -> None:
                       f"independent errors would give {p['expected_double_faults']})", highlight=False)
     for a in quality["advice"]:
         out.print(f"[bold]{a['advice']}[/bold]", highlight=False)
-    if gold and not quality["advice"]:
+    if gold and not quality["advice"] and quality.get("judged"):
         out.print("per voter: no voter is clearly less accurate than the rest of the panel", highlight=False)
     for note in quality["notes"]:
         out.print(f"[dim]{note}[/dim]", highlight=False)
@@ -139,7 +151,12 @@ def compare(
     as_json: JsonOpt = False,
 ) -> None:
     """One call on one model vs a vote on a cheaper panel, with and without cache-aware dispatch."""
-    settings = cli_settings()
+    settings = cli_settings()  # first: in embedded mode it launches the worker (base.WORK_COMMANDS)
+    # heavy: imported when the command runs, for start-up time (docs/decisions.md)
+    from chorus.analysis.advise import vote_pattern
+    from chorus.analysis.compare import default_specs, run_compare
+    from chorus.analysis.estimate import estimate_pattern
+
     vote_task = _task(labels, task)
     found = _load(input_file, labels, limit, vote_task)
     panel = vote_pattern("compare-vote", vote_task, panel_model or DEFAULT_PANEL_MODEL, voters,
@@ -170,9 +187,9 @@ def compare(
                       title=f"chorus compare: {result['documents']} documents ({result['provider']} provider)")
         for p in result["patterns"]:
             ratio = "-" if p["cost_over_minimum"] is None else f"{p['cost_over_minimum']:.3f}"
-            acc = f"{p['accuracy']:.0%} of {p['labelled']}" if p["accuracy"] is not None else "-"
-            table.add_row(p["pattern"], _usd(p["cost"]), ratio, f"{p['mean_wall_s'] * 1000:.0f} ms",
-                          f"{p['mean_slowest_worker_s'] * 1000:.0f} ms", f"{p['mean_overhead_s'] * 1000:.0f} ms",
+            acc = f"{_pct(p['accuracy'])} of {p['labelled']}" if p["accuracy"] is not None else "-"
+            table.add_row(p["pattern"], _usd(p["cost"]), ratio, _ms(p["mean_wall_s"]),
+                          _ms(p["mean_slowest_worker_s"]), _ms(p["mean_overhead_s"]),
                           acc, p["batch_id"][:12])
         out.print(table)
         counted = {p["minimum_counted_with"] for p in result["patterns"]}
@@ -201,7 +218,9 @@ def advise(
     as_json: JsonOpt = False,
 ) -> None:
     """Should I parallelize at all? Measures a single call and a vote on a labelled set."""
-    settings = cli_settings()
+    settings = cli_settings()  # first: in embedded mode it launches the worker (base.WORK_COMMANDS)
+    from chorus.analysis.advise import run_advise  # heavy: imported when used (docs/decisions.md)
+
     vote_task = _task(labels, task)
     found = _load(input_file, labels, limit, vote_task)
     if not found.labelled:
@@ -216,27 +235,37 @@ def advise(
                             in_flight=in_flight)
     if as_json:
         out.print_json(json.dumps(result))
-        raise typer.Exit(EXIT_OK)
-    table = Table("pattern", "accuracy (95 % CI)", "cost", "mean wall", "overhead", "batch",
-                  title=f"chorus advise: {result['documents']} labelled documents, target {target:.0%} "
+    else:
+        print_advice(result)
+    raise typer.Exit(EXIT_OK)
+
+
+def print_advice(result: dict[str, Any]) -> None:
+    """`chorus advise` in words: every share printed with the advisor's own `percent`, so the table and
+    the recommendation show the same figure; a figure that could not be measured (no voter answered)
+    prints as "-" rather than failing."""
+    table = Table("pattern", "accuracy (95 % CI)", "answered", "cost", "mean wall", "overhead", "batch",
+                  title=f"chorus advise: {result['documents']} labelled documents, target {_pct(result['target'])} "
                         f"({result['provider']} provider)")
     for p in result["patterns"]:
-        lo, hi = p["ci95"]
-        table.add_row(p["pattern"], f"{p['accuracy']:.1%} ({lo:.1%}-{hi:.1%})",
-                      f"{'~' if p['cost_estimated'] else ''}${p['cost_usd']:.6f}", f"{p['mean_wall_s'] * 1000:.0f} ms",
-                      f"{p['mean_overhead_s'] * 1000:.0f} ms", p["batch_id"][:12])
+        answered = "-" if p.get("answered") is None else f"{p['answered']} of {result['documents']}"
+        table.add_row(p["pattern"], p["accuracy_shown"], answered,
+                      f"{'~' if p['cost_estimated'] else ''}${p['cost_usd']:.6f}", _ms(p["mean_wall_s"]),
+                      _ms(p["mean_overhead_s"]), p["batch_id"][:12])
     out.print(table)
     agreement = result["agreement"]
+    no_answer = len(agreement.get("no_answer", []))
     out.print(f"categories discrete: {'yes' if result['discrete'] else 'no'} · voters agree unanimously on "
-              f"{agreement['unanimous_rate']:.0%} · Fleiss' kappa {agreement['fleiss_kappa']} · low agreement on "
-              f"{result['low_agreement_share']:.0%} · effective independent voters {agreement['effective_voters']}")
+              f"{_pct(agreement['unanimous_rate'])} · Fleiss' kappa {_figure(agreement['fleiss_kappa'])} · low "
+              f"agreement on {_pct(result['low_agreement_share'])} · no voter answered on {no_answer} of "
+              f"{result['documents']} · effective independent voters {_figure(agreement['effective_voters'])}",
+              highlight=False)
     if result["suggest_sectioning"]:
         out.print("sectioning: documents are long and split into sections; `chorus section` can cut latency")
     print_voter_quality(result["voter_quality"])
     out.print(f"[bold]recommendation: {result['recommendation']}[/bold]", highlight=False)
     for note in result["notes"]:
         out.print(f"[dim]{note}[/dim]", highlight=False)
-    raise typer.Exit(EXIT_OK)
 
 
 def report(
@@ -245,6 +274,8 @@ def report(
     as_json: JsonOpt = False,
 ) -> None:
     """Write one static, offline HTML page: timeline, agreement, per-voter quality, cost, low-agreement items."""
+    from chorus.analysis.report import cost_summary, load_subject, quality_summary, render  # heavy: start-up time
+
     settings = cli_settings()
     with errors():
         subject = load_subject(ref, settings)
@@ -262,4 +293,18 @@ def report(
     else:
         out.print(f"wrote {html_file} ({summary['bytes']} bytes): {subject.kind} {subject.id}, "
                   f"{len(subject.runs)} run(s)")
+        agreement = summary["agreement"]
+        if agreement is not None:
+            out.print(f"low agreement: {len(agreement['low_agreement'])} run(s); no voter answered: "
+                      f"{len(agreement['no_answer'])} run(s)", highlight=False)
         print_voter_quality(summary["voter_quality"])
+        print_failures(summary["failures"], len(subject.runs))
+
+
+def print_failures(failures: list[dict[str, Any]], runs: int) -> None:
+    """Every run with no full result and why, as `--json` has it: never a bare "-"."""
+    if not failures:
+        return
+    out.print(f"[bold]{len(failures)} of {runs} run(s) without a full result, and why:[/bold]", highlight=False)
+    for f in failures:
+        out.print(f"  {f['id']} ({f['run_id'][:12]}) {f['status']}: {f['reason']}", highlight=False, markup=False)

@@ -18,20 +18,21 @@ import sys
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import rich.table
 import typer
 from rich.console import Console
 
-from chorus.batch import batch_counts, find_batch
-from chorus.embedded import mode_line
-from chorus.native import load_document
-from chorus.runs import embedded_workers, get_run
-from models import RunStatus
-from settings import Settings, get_settings
-from workflows.calls import Attachment
 from workflows.errors import ChorusError, ConfigError, NotFoundError, RunTimeout
+
+if TYPE_CHECKING:
+    from settings import Settings
+    from workflows.calls import Attachment
+
+# Start-up time: the CLI modules import at their top only Typer, Rich and light pure modules; the rest
+# (settings, SQLAlchemy, Celery, the anthropic SDK, the document readers) is imported inside the command
+# that needs it, so `chorus --help` and `chorus models` do not import the world (docs/decisions.md).
 
 PIPED_WIDTH = 160  # a table written to a file or a pipe: wide enough for every column, none cut
 
@@ -46,6 +47,39 @@ def _width(stream: Any) -> int | None:
 
 out = Console(width=_width(sys.stdout))
 err = Console(stderr=True, width=_width(sys.stderr))
+
+
+# The commands that run work on the embedded worker: it is launched as soon as they read their settings.
+WORK_COMMANDS = frozenset({"vote", "section", "demo", "batch", "compare", "advise"})
+_invocation: dict[str, Any] = {}  # the command being run: its name, and whether it launched a worker
+
+
+def begin_command(ctx: typer.Context) -> None:
+    """Called before every command (the app's callback)."""
+    fit_consoles()
+    _invocation.clear()
+    _invocation.update(name=ctx.invoked_subcommand, early=False)
+    ctx.call_on_close(_end_command)
+
+
+def _end_command() -> None:
+    early = _invocation.get("early")
+    _invocation.clear()
+    if early:
+        from chorus.embedded import stop_early  # heavy (settings): only when a worker was launched early
+
+        stop_early()  # a worker launched for a command that ended before it sent work
+
+
+def _start_worker_early(settings: Settings) -> None:
+    """In embedded mode, launch the worker of a command that runs work now, while it still imports, reads
+    its input and plans (chorus.embedded.start_early): it boots meanwhile instead of after the submit."""
+    if not settings.embedded or _invocation.get("name") not in WORK_COMMANDS or _invocation.get("early"):
+        return
+    from chorus.embedded import start_early  # heavy (settings, Celery's queues): only for these commands
+
+    _invocation["early"] = True
+    start_early(settings)
 
 
 def fit_consoles() -> None:
@@ -94,10 +128,14 @@ def errors() -> Iterator[None]:
 
 
 def cli_settings() -> Settings:
+    from settings import get_settings  # heavy (pydantic-settings): start-up time, see the imports above
+
     try:
-        return get_settings()
+        settings = get_settings()
     except ConfigError as exc:
         raise fail(str(exc), EXIT_USAGE) from None
+    _start_worker_early(settings)
+    return settings
 
 
 class Interrupted(BaseException):
@@ -139,6 +177,10 @@ def workers_for(settings: Settings, leftover: Callable[[], str | None] | None = 
     However the command stops early (Ctrl-C, SIGTERM, SIGHUP, a timeout), the worker is stopped and
     `leftover()` says what is still queued and how to cancel or resume it: after the timeout's own
     message, or on stderr with exit code 130 (128 + the signal for SIGTERM and SIGHUP)."""
+    # heavy (Celery, SQLAlchemy): start-up time, see the imports above
+    from chorus.embedded import mode_line
+    from chorus.runs import embedded_workers
+
     with stop_signals():
         try:
             if not settings.embedded:
@@ -181,6 +223,10 @@ def left_in_run(run_id: str | None, settings: Settings) -> str | None:
     """What a vote or section command leaves behind when it stops before its run finished."""
     if run_id is None:
         return None
+    # heavy (SQLAlchemy, Celery): start-up time, see the imports above
+    from chorus.runs import get_run
+    from models import RunStatus
+
     status = get_run(run_id, settings=settings).status
     if RunStatus(status).terminal:
         return None
@@ -194,6 +240,8 @@ def left_in_batch(name: str | None, settings: Settings) -> str | None:
     """What a batch command leaves behind when it stops before every document finished."""
     if name is None:
         return None
+    from chorus.batch import batch_counts, find_batch  # heavy (SQLAlchemy, Celery): start-up time, as above
+
     try:
         batch = find_batch(name, settings=settings)
     except NotFoundError:
@@ -229,6 +277,8 @@ def read_document(arg: str, settings: Settings) -> str | Attachment:
         raise fail(f"{arg} is a folder; one document at a time here (`chorus batch {arg}` takes a folder)",
                    EXIT_USAGE)
     if looks_like_path and path.is_file():
+        from chorus.native import load_document  # heavy (the document readers): start-up time, as above
+
         try:
             return load_document(path, settings=settings)
         except ConfigError as exc:

@@ -11,8 +11,6 @@ from typing import Annotated, Any
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from chorus.analysis.export import FORMATS, write_export
-from chorus.batch import batch_counts, estimate_batch, lane_status, prepare_batch, run_batch, wait_for_batch
 from chorus.cli.base import (
     EXIT_OK,
     EXIT_USAGE,
@@ -26,9 +24,6 @@ from chorus.cli.base import (
     out,
     workers_for,
 )
-from chorus.inputs import count_records, left_out
-from chorus.schedule import load_jobs
-from chorus.taskfile import load_task, looks_like_task_file
 
 
 def batch(
@@ -58,7 +53,13 @@ def batch(
         help="Seconds to wait for the last runs (default CHORUS_RUN_TIMEOUT_S; the batch lane in embedded "
              "mode: CHORUS_LANE_EXPIRE_S).")] = None,
     new_version: Annotated[bool, typer.Option(
-        "--new-version", help="The batch name already ran another task: start NAME.v2 (v3, ...) with this one.")]
+        "--new-version", help="The batch name already ran another task, or this task with another provider or "
+                              "models: start NAME.v2 (v3, ...) with this one.")]
+    = False,
+    allow_mixed: Annotated[bool, typer.Option(
+        "--allow-mixed", help="Resume a batch sent with another provider or other models anyway: the documents "
+                              "that succeeded keep their answers, the rest get this provider's (each run records "
+                              "its own).")]
     = False,
     max_cost: Annotated[float | None, typer.Option(
         "--max-cost", min=0.0, help="Budget in US dollars: refuse when the estimate is above it, stop sending once "
@@ -72,7 +73,12 @@ def batch(
     as_json: JsonOpt = False,
 ) -> None:
     """Run a pattern over every document of SOURCE; re-running the same batch resumes it."""
-    settings = cli_settings()
+    settings = cli_settings()  # first: in embedded mode it launches the worker (base.WORK_COMMANDS)
+    # heavy: imported when the command runs, for start-up time (docs/decisions.md)
+    from chorus.batch import batch_counts, estimate_batch, lane_status, prepare_batch, run_batch, wait_for_batch
+    from chorus.inputs import count_records, left_out
+    from chorus.taskfile import load_task, looks_like_task_file
+
     options: dict[str, Any] = {}
     with errors():
         task_obj = load_task(task) if task and looks_like_task_file(task) else None
@@ -91,7 +97,8 @@ def batch(
         raise fail(f"unknown pattern {pattern!r}; use --pattern vote or --pattern section", EXIT_USAGE)
     with errors():
         prepared = prepare_batch(source, pattern=pattern, options=options, name=name, max_in_flight=max_in_flight,
-                                 settings=settings, new_version=new_version, lane=lane, recursive=recursive)
+                                 settings=settings, new_version=new_version, lane=lane, recursive=recursive,
+                                 allow_mixed=allow_mixed)
         total = count_records(source, recursive=recursive)
         ignored = left_out(source, recursive) if source.is_dir() else 0
         estimate, to_send = estimate_batch(prepared, settings)
@@ -175,6 +182,8 @@ def export(
         "--json", help="With -o: print a JSON summary (documents, file, format) on stdout.")] = False,
 ) -> None:
     """Write one line per document of a batch: status, result, confidence or synthesis, cost."""
+    from chorus.analysis.export import FORMATS, write_export  # heavy: imported when used (docs/decisions.md)
+
     settings = cli_settings()
     if fmt not in FORMATS:
         raise fail(f"unknown format {fmt!r}; use jsonl or csv", EXIT_USAGE)
@@ -200,6 +209,8 @@ def beat(
     as_json: Annotated[bool, typer.Option("--json", help="With --check: print the checked jobs as JSON.")] = False,
 ) -> None:
     """Run Celery beat with the jobs of CHORUS_SCHEDULE_FILE (validated first)."""
+    from chorus.schedule import load_jobs  # heavy: imported when used (docs/decisions.md)
+
     settings = cli_settings()
     if settings.schedule_file is None:
         raise fail("set CHORUS_SCHEDULE_FILE to a JSON or TOML file of jobs (see README: Scheduled jobs)",

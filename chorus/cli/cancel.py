@@ -7,7 +7,6 @@ from typing import Annotated
 
 import typer
 
-from chorus.batch import cancel as cancel_work
 from chorus.cli.base import JsonOpt, cli_settings, errors, out
 
 
@@ -18,6 +17,8 @@ def cancel(
 ) -> None:
     """Cancel a run or a batch: nothing not yet sent is sent, calls in flight finish and are recorded.
     Running a cancelled batch again (the same `chorus batch` command) resumes it."""
+    from chorus.batch import cancel as cancel_work  # heavy: imported when used, for start-up time (docs/decisions.md)
+
     settings = cli_settings()
     with errors():
         done = cancel_work(ref, reason=reason, settings=settings)

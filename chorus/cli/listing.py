@@ -3,14 +3,23 @@
 from __future__ import annotations
 
 import json
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from chorus.cli.base import JsonOpt, Table, cli_settings, errors, out
-from chorus.listing import list_batches, list_runs
+from chorus.cli.base import JsonOpt, Table, cli_settings, err, errors, out
+
+if TYPE_CHECKING:
+    from settings import Settings
 
 LimitOpt = Annotated[int, typer.Option("--limit", "-n", min=1, max=10_000, help="At most this many rows.")]
+
+
+def _where(settings: Settings) -> str:
+    """The line under a listing: where it was read from (a path is never folded)."""
+    from chorus.runs import searched  # heavy: imported when used, for start-up time (docs/decisions.md)
+
+    return f"in {searched(settings)}"
 
 
 def _when(value: Any) -> str:
@@ -27,7 +36,14 @@ def runs(
     as_json: JsonOpt = False,
 ) -> None:
     """List stored runs, newest first (`chorus status RUN_ID` shows one whole)."""
+    # heavy: imported when the command runs, for start-up time (docs/decisions.md)
+    from chorus.listing import list_runs
+    from chorus.runs import folder_store_note
+
     settings = cli_settings()
+    note = folder_store_note(settings)
+    if note:
+        err.print(note, highlight=False, soft_wrap=True)
     with errors():
         rows = list_runs(batch=batch, status=status, since=since, limit=limit, settings=settings)
     if as_json:
@@ -40,11 +56,19 @@ def runs(
         table.add_row(r["id"][:12], _when(r["created_at"]), r["pattern"], r["status"], r["external_id"],
                       r["task_name"] or "-", r["answer"] or "-", conf)
     out.print(table)
+    out.print(_where(settings), highlight=False, soft_wrap=True)
 
 
 def batches(limit: LimitOpt = 50, as_json: JsonOpt = False) -> None:
     """List batches, newest first, with their documents per status (`chorus status BATCH` shows one)."""
+    # heavy: imported when the command runs, for start-up time (docs/decisions.md)
+    from chorus.listing import list_batches
+    from chorus.runs import folder_store_note
+
     settings = cli_settings()
+    note = folder_store_note(settings)
+    if note:
+        err.print(note, highlight=False, soft_wrap=True)
     with errors():
         rows = list_batches(limit=limit, settings=settings)
     if as_json:
@@ -57,3 +81,4 @@ def batches(limit: LimitOpt = 50, as_json: JsonOpt = False) -> None:
         table.add_row(b["id"][:12], b["name"], _when(b["created_at"]), b["pattern"], b["task_name"] or "-",
                       str(b["documents"]), counts or "-")
     out.print(table)
+    out.print(_where(settings), highlight=False, soft_wrap=True)

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from chorus.analysis.export import batch_summary
+from rich.markup import escape
+
+from chorus.analysis.failures import call_failed, call_reasons
 from chorus.cli.base import Table, cli_settings, out
-from settings import Settings
-from tasks.limiter import limits_view
 from workflows.errors import NotFoundError
+
+if TYPE_CHECKING:
+    from settings import Settings
 
 STATUS_COLOURS = {"succeeded": "green", "partial": "yellow", "failed": "red", "cancelled": "magenta"}
 
@@ -68,11 +71,14 @@ def print_section_run(run: Any) -> None:
     for o in run.outcomes:
         latency = f"{o.latency_s * 1000:.0f} ms" if o.latency_s is not None else "-"
         est = "~" if o.usage_estimated else ""
-        first = (o.raw_output or o.error or "").strip().replace("\n", " ")
+        # A failed call shows why, not the cut reply it may have left behind (the reason in full is below).
+        first = ((o.error if call_failed(o) else None) or o.raw_output or o.error or "").strip().replace("\n", " ")
         table.add_row(str(o.slot), o.role if o.role != "synthesis" else f"{o.prompt_variant} synthesis",
                       o.title or "-", o.status, latency, f"{est}{o.input_tokens}/{est}{o.output_tokens}",
                       first[:70] + ("…" if len(first) > 70 else ""))
     out.print(table)
+    for reason in call_reasons(run):
+        out.print(f"[red]failed[/red] {escape(reason)}", highlight=False)
     result = run.result or {}
     if result.get("synthesis"):
         out.print("[bold]synthesis[/bold]")
@@ -105,6 +111,8 @@ def print_demo(runs: list[Any], summary: dict[str, Any]) -> None:
 
 
 def print_limits(settings: Settings, as_json: bool) -> None:
+    from tasks.limiter import limits_view  # heavy: imported when used, for start-up time (docs/decisions.md)
+
     rows = limits_view(settings)
     if as_json:
         out.print_json(json.dumps(rows))
@@ -120,6 +128,8 @@ def print_limits(settings: Settings, as_json: bool) -> None:
 def print_batch_status(ref: str, as_json: bool) -> bool:
     """`chorus status BATCH` (the status command falls back here when no run matches); False when
     no batch matches either."""
+    from chorus.analysis.export import batch_summary  # heavy: imported when used, for start-up time (docs/decisions.md)
+
     settings = cli_settings()
     try:
         summary = batch_summary(ref, settings=settings)

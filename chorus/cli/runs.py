@@ -8,12 +8,11 @@ import time
 from collections.abc import Callable, Iterator
 from importlib import resources
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from chorus.budget import check_budget, estimate_plan
 from chorus.cli.base import (
     EXIT_FAILED,
     EXIT_OK,
@@ -30,13 +29,12 @@ from chorus.cli.base import (
     workers_for,
 )
 from chorus.cli.render import print_batch_status, print_demo, print_limits, print_run, print_section_run
-from chorus.runs import get_run, prepare, wait_for_run
-from chorus.section import SectionPlan, plan_section, submit_section_plan
-from chorus.taskfile import load_section_task, load_vote_task, looks_like_task_file
-from chorus.vote import VotePlan, plan_vote, submit_plan
-from models import Pattern, Session, in_session, repo
-from settings import Settings
 from workflows.errors import NotFoundError
+
+if TYPE_CHECKING:
+    from chorus.section import SectionPlan
+    from chorus.vote import VotePlan
+    from settings import Settings
 
 EXAMPLES = resources.files("chorus") / "examples"
 TaskOpt = Annotated[str, typer.Option(
@@ -80,7 +78,12 @@ def vote(
     as_json: JsonOpt = False,
 ) -> None:
     """Send one document to N voters and print the tally."""
-    settings = cli_settings()
+    settings = cli_settings()  # first: in embedded mode it launches the worker (base.WORK_COMMANDS)
+    # heavy: imported when the command runs, for start-up time (docs/decisions.md)
+    from chorus.runs import wait_for_run
+    from chorus.taskfile import load_vote_task
+    from chorus.vote import plan_vote, submit_plan
+
     if labels is None and task is None:
         raise fail("say what to decide: --labels a,b,c or --task FILE (see `chorus task check`)", EXIT_USAGE)
     with errors():
@@ -124,7 +127,12 @@ def section(
     as_json: JsonOpt = False,
 ) -> None:
     """Split a document into sections, one worker per section, then synthesize their outputs."""
-    settings = cli_settings()
+    settings = cli_settings()  # first: in embedded mode it launches the worker (base.WORK_COMMANDS)
+    # heavy: imported when the command runs, for start-up time (docs/decisions.md)
+    from chorus.runs import wait_for_run
+    from chorus.section import plan_section, submit_section_plan
+    from chorus.taskfile import load_section_task, looks_like_task_file
+
     with errors():
         section_task = load_section_task(task) if looks_like_task_file(task) else task
     text = read_document(file, settings)
@@ -160,6 +168,8 @@ def calls_progress(run_id: str, settings: Settings, *, hidden: bool, check: Call
                    ) -> Iterator[Callable[[], None]]:
     """A progress bar on stderr of a long sectioning run's calls (sections, then synthesis steps),
     refreshed from the database every half second while `wait_for_run` waits; the `check` to pass it."""
+    from models import in_session, repo  # heavy: imported when used, for start-up time (docs/decisions.md)
+
     progress = Progress(TextColumn("[bold]section"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                         console=err, disable=hidden)
     bar = progress.add_task("calls", total=None)
@@ -185,6 +195,10 @@ DryRunOpt = Annotated[bool, typer.Option(
 
 def print_estimate(plan: VotePlan | SectionPlan, settings: Settings, what: str, as_json: bool) -> None:
     """`--dry-run`: the estimate (an upper bound) of the run, and exit 0 with nothing sent."""
+    # heavy: imported when the command runs, for start-up time (docs/decisions.md)
+    from chorus.budget import estimate_plan
+    from chorus.vote import VotePlan
+
     with errors():
         cost = estimate_plan(plan, settings)
     calls = len(plan.panel) if isinstance(plan, VotePlan) else len(plan.sections)
@@ -202,6 +216,8 @@ def print_estimate(plan: VotePlan | SectionPlan, settings: Settings, what: str, 
 def within_budget(plan: VotePlan | SectionPlan, max_cost: float | None, settings: Settings, what: str) -> Settings:
     """Refuse (exit 2) before any worker starts when the run's estimate is above the budget; the settings
     to submit with (the budget checked here, so the submit does not estimate it again)."""
+    from chorus.budget import check_budget, estimate_plan  # heavy: imported when used (docs/decisions.md)
+
     budget = max_cost if max_cost is not None else settings.max_cost_usd
     if budget is not None:
         with errors():
@@ -216,19 +232,27 @@ def status(
     as_json: JsonOpt = False,
 ) -> None:
     """Show a run: its tally and every voter's outcome (or, with --limits, the queues' rate limits)."""
+    from chorus.runs import folder_store_note, get_run, not_found, store_exists  # heavy: start-up time (decisions.md)
+
     settings = cli_settings()
     if limits:
         print_limits(settings, as_json)
         return
     if not run_id:
         raise fail("give a run id (printed by `chorus vote`), or --limits", EXIT_USAGE)
+    note = folder_store_note(settings)
+    if note:
+        err.print(note, highlight=False, soft_wrap=True)
     with errors():
         try:
             run = get_run(run_id, settings=settings)
-        except NotFoundError:
-            if print_batch_status(run_id, as_json):
+        except NotFoundError as exc:
+            if store_exists(settings) and print_batch_status(run_id, as_json):
                 return
-            raise
+            if "ambiguous" in str(exc):
+                raise
+            raise not_found("run or batch", run_id, "`chorus status` takes a run id, a unique prefix of one, or a "
+                            "batch id or name (`chorus runs` and `chorus batches` list them)", settings) from None
     if as_json:
         out.print_json(json.dumps(run.to_json()))
     elif run.pattern == "section":
@@ -242,7 +266,11 @@ def demo(
     as_json: JsonOpt = False,
 ) -> None:
     """Vote on the bundled example reviews and show the results, per-voter answers and timings."""
-    settings = cli_settings()
+    settings = cli_settings()  # first: in embedded mode it launches the worker (base.WORK_COMMANDS)
+    # heavy: imported when the command runs, for start-up time (docs/decisions.md)
+    from chorus.runs import wait_for_run
+    from chorus.vote import plan_vote, submit_plan
+
     examples = [json.loads(line) for line in EXAMPLES.joinpath("reviews.jsonl").read_text(encoding="utf-8").splitlines()
                 if line.strip()]
     labels = "positive,negative,neutral"
@@ -278,6 +306,10 @@ def demo(
 
 
 def _demo_batch(settings: Settings) -> str:
+    # heavy: imported when the command runs, for start-up time (docs/decisions.md)
+    from chorus.runs import prepare
+    from models import Pattern, Session, repo
+
     prepare(settings)
     with Session.begin() as s:
         batch = repo.create_batch(s, name=f"demo-{time.strftime('%Y%m%dT%H%M%S')}-{time.time_ns() % 10**6:06d}",

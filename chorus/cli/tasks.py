@@ -9,7 +9,6 @@ from typing import Annotated
 import typer
 
 from chorus.cli.base import EXIT_OK, JsonOpt, cli_settings, err, errors, out, read_document
-from chorus.taskfile import describe_task, load_task
 from workflows.errors import ConfigError
 
 task_app = typer.Typer(help="Task files: your instructions, labels, examples, panel and output schema.",
@@ -26,6 +25,8 @@ def check(
 ) -> None:
     """Validate task files; print the resolved panel, the exact prompt of each call and the estimated
     cost per document. A bad file exits 2 naming the field."""
+    from chorus.taskfile import describe_task, load_task  # heavy: imported when used (docs/decisions.md)
+
     settings = cli_settings()
     document = read_document(sample, settings) if sample else None
     described = []

@@ -45,6 +45,7 @@ EMBEDDED_RESTARTS = 3
 RESTART_WINDOW_S = 60.0
 SUPERVISE_INTERVAL_S = 0.2
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+GATE_ENV = "CHORUS_EMBEDDED_GATE"  # the file whose existence lets a gated worker take messages
 
 
 @dataclass(frozen=True)
@@ -71,7 +72,10 @@ class WorkerProcess:
         app: str = "worker",
         restarts: int = 0,
         restart_window_s: float = RESTART_WINDOW_S,
+        gated: bool = False,
+        launcher: str = "celery",
     ) -> None:
+        self.launcher = launcher  # the module run with `python -m`: celery, or chorus.embedded.launch
         self.app = app
         self.queues = queues
         self.name = name
@@ -84,6 +88,8 @@ class WorkerProcess:
         self.log_path = log_dir / f"{name}.log"
         self.stderr_path = log_dir / f"{name}.stderr"
         self.ready_path = log_dir / f"{tag}.ready"
+        # A gated worker boots at once but takes no message until `open_gate()` (chorus.embedded.transport).
+        self.gate_path = log_dir / f"{tag}.gate" if gated else None
         self.hostname = f"{tag}@{socket.gethostname()}"
         self.proc: subprocess.Popen[bytes] | None = None
         self.max_restarts = restarts
@@ -110,8 +116,10 @@ class WorkerProcess:
         self.ready_path.unlink(missing_ok=True)  # a restarted worker announces itself again
         env = dict(self.env)
         env["CHORUS_READY_FILE"] = str(self.ready_path)
+        if self.gate_path is not None:
+            env[GATE_ENV] = str(self.gate_path)
         cmd = [
-            sys.executable, "-m", "celery", "-A", self.app, "worker",
+            sys.executable, "-m", self.launcher, "-A", self.app, "worker",
             "--pool", self.pool, "--concurrency", str(self.concurrency),
             "--queues", ",".join(self.queues), "--hostname", self.hostname,
             "--without-gossip", "--without-mingle",
@@ -180,6 +188,19 @@ class WorkerProcess:
                           if line.strip()), None)
         return found.strip()[-300:] if found else "no error was logged"
 
+    def open_gate(self) -> None:
+        """Let a gated worker take messages (it may still be booting); nothing for a worker without a gate."""
+        if self.gate_path is not None:
+            self.gate_path.touch()
+
+    def same_as(self, other: WorkerProcess) -> bool:
+        """Whether `other` (not started) would run as this one does: same command, queues and environment."""
+        def spec(w: WorkerProcess) -> tuple[object, ...]:
+            env = {k: v for k, v in w.env.items() if k not in ("CHORUS_READY_FILE", GATE_ENV)}
+            return (w.launcher, w.app, w.queues, w.pool, w.concurrency, w.extra_args, w.log_path, w.max_restarts, env)
+
+        return spec(self) == spec(other)
+
     def wait_ready(self, timeout: float = 60.0) -> WorkerProcess:
         deadline = time.monotonic() + timeout
         while not self.ready_path.exists():
@@ -224,6 +245,8 @@ class WorkerProcess:
             proc.wait(timeout=5)
         finally:
             self.ready_path.unlink(missing_ok=True)
+            if self.gate_path is not None:
+                self.gate_path.unlink(missing_ok=True)
 
     @property
     def pid(self) -> int | None:
@@ -277,9 +300,10 @@ def _size(path: Path) -> int:
         return 0
 
 
-def embedded_worker(settings: Settings | None = None) -> WorkerProcess:
+def embedded_worker(settings: Settings | None = None, *, gated: bool = False) -> WorkerProcess:
     """The one worker of embedded mode: a thread pool on every queue (LLM calls wait on I/O), restarted
-    if it dies while the command runs (at most EMBEDDED_RESTARTS times a minute)."""
+    if it dies while the command runs (at most EMBEDDED_RESTARTS times a minute). A `gated` one takes
+    no message before `open_gate()`: it can boot while the queue is swept (see `start_early`)."""
     settings = settings or get_settings()
     data = settings.data_path
     env = dict(os.environ)
@@ -289,14 +313,54 @@ def embedded_worker(settings: Settings | None = None) -> WorkerProcess:
     # make it a Redis worker taking other work).
     env["CHORUS_BROKER_URL"] = env["CHORUS_RESULT_BACKEND"] = ""
     env["CHORUS_DATABASE_URL"] = settings.effective_database_url
+    if settings.models_file is not None:  # the worker prices and builds requests for the same models
+        env["CHORUS_MODELS_FILE"] = str(settings.models_file.expanduser().resolve())
     # No broker events or remote control on the filesystem transport: nothing listens to them.
     return WorkerProcess(all_queues(settings.model_list), log_dir=data, name="worker", pool="threads",
                          concurrency=settings.embedded_concurrency, env=env,
-                         extra_args=("--without-heartbeat",), restarts=EMBEDDED_RESTARTS)
+                         extra_args=("--without-heartbeat",), restarts=EMBEDDED_RESTARTS, gated=gated,
+                         launcher="chorus.embedded.launch")
+
+
+# Workers launched before their command needed them, per data directory (see `start_early`).
+_early: dict[Path, WorkerProcess] = {}
+
+
+def start_early(settings: Settings) -> None:
+    """Launch the embedded worker of a command that will need one, gated, as early as the command knows it.
+
+    A worker boots in one to three seconds (a new Python importing Celery, SQLAlchemy, the providers and
+    the task modules), which every embedded vote waited for after its submit ("overhead 2734 ms"). Booted
+    while the command imports, plans and sweeps the queue, it is ready, or nearly, when the work is sent.
+    The gate keeps it from taking the stale messages the sweep is about to clear (`chorus.embedded.commands`).
+    `take_early` hands it to the command; `stop_early` stops one no command took (the command ended first)."""
+    if not settings.embedded or settings.data_path in _early:
+        return
+    _early[settings.data_path] = embedded_worker(settings, gated=True).start()
+
+
+def take_early(settings: Settings) -> WorkerProcess | None:
+    """The worker `start_early` launched for these settings, still alive and as `embedded_worker(settings)`
+    would start it; else None (a different one is stopped)."""
+    process = _early.pop(settings.data_path, None)
+    if process is None:
+        return None
+    if process.proc is not None and process.proc.poll() is None and process.same_as(embedded_worker(settings)):
+        return process
+    process.stop()
+    return None
+
+
+def stop_early() -> None:
+    """Stop the workers launched early that no command took (it ended before it sent work)."""
+    while _early:
+        _early.popitem()[1].stop()
 
 
 def mode_line(settings: Settings) -> str:
+    # A ./.chorus found in the current folder is named as such: other folders store elsewhere.
+    found = " (the ./.chorus of this folder)" if settings.data_origin == "folder" else ""
     return (
-        f"chorus: embedded mode (filesystem broker, SQLite under {Path(settings.data_path)}); "
+        f"chorus: embedded mode (filesystem broker, SQLite under {Path(settings.data_path)}{found}); "
         "set CHORUS_BROKER_URL to use Redis"
     )

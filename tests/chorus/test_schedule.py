@@ -148,7 +148,7 @@ def test_a_job_on_the_batch_lane_says_so_and_passes_the_lane_to_its_batch(tmp_pa
         seen.update(kwargs)
         return Sub()
 
-    monkeypatch.setattr(schedule, "run_batch", fake_run_batch)
+    monkeypatch.setattr("chorus.batch.run_batch", fake_run_batch)  # run_job imports it when it runs
     schedule.run_job(job)
     assert seen["lane"] == "batch"
     (default,) = load_jobs(write(tmp_path, {"jobs": [INBOX]}))

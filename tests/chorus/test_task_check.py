@@ -49,7 +49,9 @@ def test_check_json_shows_the_panel_every_prompt_and_a_cost_per_document():
         (lambda t: t.replace('effort = "low"', 'effort = "extreme"'),
          "effort 'extreme' is not offered by claude-sonnet-5-5; use one of: low"),
         (lambda t: t.replace('model = "claude-sonnet-5-5"', 'model = "claude-nope-1"'),
-         "claude-nope-1 have no queue"),
+         "model 'claude-nope-1' is not in the model registry"),
+        (lambda t: t.replace('model = "claude-sonnet-5-5"', 'model = "claude-sonet-5-5"'),
+         "did you mean claude-sonnet-5-5?"),
         (lambda t: t + "\n[vote\n", "is not valid TOML"),
     ],
 )

@@ -253,7 +253,7 @@ def test_advise_and_report_name_the_voter_the_openings_mislead(offline_env, tmp_
         assert [a["name"] for a in quality["advice"]] == ["lead"]
         advice = quality["advice"][0]["advice"]
         assert advice.startswith("drop or rewrite `lead` (")
-        assert "0% accurate (0 of 8) against the rest of the panel's 88%" in advice
+        assert "0% accurate (0 of 8) against the rest of the panel's 87.5%" in advice
         assert "wrong together with `closing`" in advice and "on 2 of its 8 errors" in advice
     assert reported["agreement"]["vote_accuracy"] == pytest.approx(6 / 8)
     # The lead voter is wrong on every document, so any error of `closing` is a double fault with it:
@@ -311,3 +311,91 @@ def test_advise_with_a_task_file_names_its_weak_voter_and_the_rewritten_task_fix
     rewritten = {v["name"]: v for v in second["voter_quality"]["voters"]}
     before = {v["name"]: v for v in first["voter_quality"]["voters"]}
     assert rewritten["first-impression"]["accuracy"] > before["first-impression"]["accuracy"]
+
+
+# The README's own task (examples/ticket-urgency.toml: [vote] quorum = 2) on a labelled set of tickets.
+TICKETS = {
+    "lockout": ("urgent", "Our whole team is locked out since the update and we cannot work at all."),
+    "dataloss": ("urgent", "Every save deletes customer records: we are losing data right now."),
+    "outage": ("urgent", "The service is down for all of our users; a complete outage since 9am."),
+    "billing": ("urgent", "You charged our card four times and money is leaving our account."),
+    "export": ("normal", "The export button is slow, but copying the table by hand works for now."),
+    "darkmode": ("normal", "Could you add a dark mode to the dashboard? A routine request."),
+    "typo": ("normal", "There is a typo on the settings page; nothing is broken otherwise."),
+    "avatar": ("normal", "Uploading an avatar fails in Safari; it works in Firefox, so we have a workaround."),
+}
+TICKET_TASK = str(ROOT / "examples" / "ticket-urgency.toml")
+
+
+@pytest.fixture(scope="module")
+def tickets(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("tickets") / "tickets.csv"
+    path.write_text("id,text,label\n" + "".join(f'{k},"{v[1]}",{v[0]}\n' for k, v in TICKETS.items()))
+    return path
+
+
+def check_ticket_advice(done: subprocess.CompletedProcess[str]) -> None:
+    """A verdict, printed: the single call is one voter of the task (no quorum error), the panel is the
+    task's (quorum 2 kept), and the table shows each accuracy as the recommendation does."""
+    assert done.returncode == 0, done.stderr
+    assert "quorum" not in done.stderr
+    text = " ".join(done.stdout.split())
+    verdict = re.search(r"recommendation: (don't parallelize|vote|fix the prompt first): (.*)", text)
+    assert verdict is not None, done.stdout
+    shown = re.search(r"a single call \(1 x [\w-]+\) scores ([\d.]+%) \(95 % CI ([\d.]+%)-([\d.]+%)\)", text)
+    if shown is not None:  # the verdict quotes the single call: the table says the same figures
+        assert f"{shown[1]} ({shown[2]}-{shown[3]})" in text
+
+
+def test_advise_runs_the_readme_task_with_a_quorum_against_the_stub(workers, stub, tickets):
+    # Before: "error: option voters=1: field `vote.quorum`: quorum must be between 1 and 1 (the panel), got 2".
+    check_ticket_advice(chorus("advise", str(tickets), "--task", TICKET_TASK, "--target", "0.9", timeout=240))
+    advised = as_json(chorus("advise", str(tickets), "--task", TICKET_TASK, "--target", "0.9", "--json",
+                             timeout=240))
+    single, panel = advised["patterns"]
+    assert single["pattern"].startswith("1 x ") and panel["pattern"].startswith("task panel (3 voters")
+    assert advised["verdict"] in ("don't parallelize", "vote", "fix the prompt first")
+    page = as_json(chorus("report", single["batch_id"], "--html", "/dev/null", "--json"))
+    assert page["runs"] == len(TICKETS)
+
+
+def test_advise_and_compare_run_the_readme_task_offline(offline_env, tickets):
+    check_ticket_advice(chorus("advise", str(tickets), "--task", TICKET_TASK, "--target", "0.9", env=offline_env,
+                               timeout=240))
+    compared = as_json(chorus("compare", str(tickets), "--task", TICKET_TASK, "--json", env=offline_env, timeout=240))
+    assert [p["voters"] for p in compared["patterns"]] == [1, 3, 3]
+    estimate = as_json(chorus("compare", str(tickets), "--task", TICKET_TASK, "--dry-run", "--json", env=offline_env))
+    assert [e["documents"] for e in estimate["patterns"]] == [len(TICKETS)] * 3
+
+
+def test_advise_when_no_call_answers_gives_the_fix_the_prompt_verdict_and_report_says_why(workers, stub, tickets,
+                                                                                         tmp_path):
+    # Before: the table printed, then "TypeError: unsupported format string passed to NoneType.__format__"
+    # (exit 1), exactly when the user needed the verdict; and the report's failed rows showed "-".
+    stub.reset()
+    stub.set_rules(["400"])  # every call is refused: no voter answers anything
+    try:
+        done = chorus("advise", str(tickets), "--labels", "urgent,normal", "--voters", "3", "--target", "0.9",
+                      timeout=240)
+        advised = as_json(chorus("advise", str(tickets), "--labels", "urgent,normal", "--voters", "3", "--target",
+                                 "0.9", "--json", timeout=240))
+    finally:
+        stub.reset()
+    assert done.returncode == 0, done.stderr
+    assert "Traceback" not in done.stderr
+    text = " ".join(done.stdout.split())
+    assert "recommendation: fix the prompt first: no call named an allowed label" in text
+    assert "every call failed on 8" in text
+    assert "0% (0%-32.4%)" in text and "no voter answered on 8 of 8" in text
+    assert advised["agreement"]["no_answer"] and len(advised["agreement"]["no_answer"]) == len(TICKETS)
+    page = tmp_path / "failed.html"
+    reported = chorus("report", advised["patterns"][1]["batch_id"], "--html", str(page))
+    assert reported.returncode == 0, reported.stderr
+    lines = " ".join(reported.stdout.split())
+    assert f"{len(TICKETS)} of {len(TICKETS)} run(s) without a full result, and why:" in lines
+    assert "no voter answered: 8 run(s)" in lines
+    html = page.read_text()
+    assert "no answer at all (8 of 8 runs)" in html and "why it failed" in html
+    reason = next(f["reason"] for f in as_json(chorus("report", advised["patterns"][1]["batch_id"], "--html",
+                                                      str(page), "--json"))["failures"])
+    assert reason and reason in lines and "voter 0" in reason

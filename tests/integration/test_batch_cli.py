@@ -112,4 +112,4 @@ def test_a_dry_run_prints_what_would_be_sent_and_its_cost_and_writes_nothing(wor
     assert preview["dry_run"] is True and preview["documents"] == 4 and preview["to_send"] == 4
     assert preview["estimated_cost"]["total_usd"] > 0 and preview["estimated_cost"]["estimated"] is True
     assert len(stub.requests()) == before  # nothing was called
-    assert status.returncode == 2 and "no run 'cli-dry'" in status.stderr  # no batch row was written
+    assert status.returncode == 2 and "no run or batch 'cli-dry'" in status.stderr  # no batch row was written

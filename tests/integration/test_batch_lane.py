@@ -200,7 +200,7 @@ def test_cancelling_a_lane_batch_cancels_its_provider_batch_and_its_runs(lane, s
 
 
 def test_the_batch_lane_in_embedded_mode_is_refused_before_anything_is_stored(tmp_path):
-    from tests.conftest import clean_env
+    from tests.conftest import clean_env, user_store
 
     docs = documents(tmp_path / "docs.jsonl", 2)
     command = [sys.executable, "-m", "chorus.cli", "batch", str(docs), "--labels", "a,b", "--lane", "batch"]
@@ -208,7 +208,7 @@ def test_the_batch_lane_in_embedded_mode_is_refused_before_anything_is_stored(tm
     assert proc.returncode == 2, proc.stderr
     assert "the batch lane needs the anthropic provider (CHORUS_PROVIDER=anthropic" in proc.stderr
     assert "Traceback" not in proc.stderr
-    assert not (tmp_path / ".chorus" / "chorus.db").exists()
+    assert not (user_store(tmp_path) / "chorus.db").exists() and not (tmp_path / ".chorus").exists()
 
 
 def test_an_adaptive_lane_vote_sends_its_waves_as_successive_provider_batches(lane, stub, tmp_path):
@@ -410,9 +410,14 @@ def test_a_batch_whose_collector_died_before_recording_it_is_adopted_and_what_it
     released and the slots sent again (one more call each), and the batch it created, answered and paid,
     is found by listing the key's batches around the claims' time: each slot then counts both calls, in
     attempts and in usage, and the run's cost is what the stub billed."""
+    import dataclasses
+
     import tasks.lane
+    from models import in_session
+    from models.tables import utcnow
     from settings import get_settings
-    from tasks.lane import duplicate_note
+    from tasks.lane import batch_provider, custom_id, duplicate_note
+    from tasks.requests import build_request
 
     ensure_schema(PG_URL)
     stub.reset()
@@ -420,15 +425,26 @@ def test_a_batch_whose_collector_died_before_recording_it_is_adopted_and_what_it
     cluster = Lane(tmp_path)
     try:
         batch_id = submit(tmp_path, "lane-orphan", n=1)  # stored and released; no worker runs yet
-        # The collector, in this process, with claims held for one second, dies right after its create.
-        monkeypatch.setattr(tasks.lane, "CLAIM_HOLD_S", 1.0)
+        (run,) = runs_of(batch_id)
+        # A collector, in this process, claims the run's slots (held for one second), creates their
+        # provider batch, and dies right after the create (the seam of `tasks.lane._create`). Only this
+        # run's slots: runs other tests left in the database are not this collector's business.
+        marker = f"{repo.LANE_MARK}dead"
+        claims = in_session(lambda s: repo.claim_lane_slots(s, [(run.id, o.slot) for o in run.outcomes],
+                                                            marker=marker, now=utcnow(), hold_s=1.0))
+        assert len(claims) == 3, "another collector took the slots first"
+        part = []
+        for claim in claims:
+            config, text = in_session(lambda s: repo.run_inputs(s, run.id), write=False)
+            part.append((custom_id(run.id, claim.slot),
+                         dataclasses.replace(build_request(claim, config, text), cache_ttl="1h")))
 
         def killed(*args, **kwargs):
             raise _KilledBetweenCreateAndRecord
 
         monkeypatch.setattr(tasks.lane.repo, "record_provider_batch", killed)
         with pytest.raises(_KilledBetweenCreateAndRecord):
-            tasks.lane.collect(get_settings())
+            tasks.lane._create(batch_provider(get_settings()), MODEL, part, marker)
         monkeypatch.undo()
         (orphan,) = batch_ids(stub)
         with Session() as s:

@@ -26,7 +26,7 @@ from chorus.costing import shared_prefixes, token_counter
 from chorus.documents import read_document
 from chorus.native import as_input
 from tests import docfiles
-from tests.conftest import ROOT, clean_env
+from tests.conftest import ROOT, clean_env, user_store
 from workflows.cost import TokenUsage, cost_of, total
 
 pytestmark = pytest.mark.integration
@@ -109,7 +109,7 @@ def test_a_file_chorus_cannot_read_is_refused_by_name_with_exit_2_and_nothing_is
         assert proc.returncode == 2, proc.stderr
         assert path.name in proc.stderr and why in proc.stderr, proc.stderr
         assert "Traceback" not in proc.stderr
-    assert not (tmp_path / ".chorus" / "chorus.db").exists() or "inline" not in embedded(
+    assert not (user_store(tmp_path) / "chorus.db").exists() or "inline" not in embedded(
         "runs", "--json", cwd=tmp_path).stdout
 
 

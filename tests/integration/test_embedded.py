@@ -14,7 +14,7 @@ import pytest
 
 from chorus.vote import plan_vote
 from providers.offline import OfflineProvider
-from tests.conftest import clean_env, pids_matching
+from tests.conftest import clean_env, pids_matching, user_store
 from workflows.registry import supports_structured_outputs
 from workflows.voting import read_answer, tally, vote_request
 
@@ -47,7 +47,8 @@ def test_demo_json_in_an_empty_directory_runs_embedded_and_leaves_nothing_runnin
     # same voters reach when called here in-process (7 of the 8 bundled reviews: the blender's mixed
     # review is voted positive).
     assert report["accuracy"] == offline_demo_accuracy(voters=5)
-    assert (tmp_path / ".chorus" / "chorus.db").exists()
+    # Its data went to the user's one store (found from any folder), nothing into the folder it ran in.
+    assert (user_store(tmp_path) / "chorus.db").exists() and not (tmp_path / ".chorus").exists()
     assert pids_matching(str(tmp_path)) == []
 
 
@@ -91,7 +92,7 @@ def test_a_vote_then_its_status_in_embedded_mode(tmp_path):
     [
         (["vote", "   ", "--labels", "a,b"], "only whitespace"),
         (["vote", "text", "--labels", "a"], "at least two labels"),
-        (["vote", "text", "--labels", "a,b", "--model", "gpt-4"], "CHORUS_MODELS"),
+        (["vote", "text", "--labels", "a,b", "--model", "gpt-4"], "'gpt-4' is not in the model registry"),
         (["vote", "missing-file.txt", "--labels", "a,b"], "no such file"),
         (["status", "doesnotexist"], "no run"),
         (["section", "some text", "--max-tokens", "0"], "--max-tokens"),
@@ -155,4 +156,4 @@ def test_a_dry_run_prints_the_estimate_and_sends_nothing(tmp_path, command):
     assert preview["dry_run"] is True and preview["calls"] in (5, 2)
     assert preview["estimated_cost"]["total_usd"] > 0 and preview["estimated_cost"]["estimated"] is True
     assert "embedded mode" not in done.stderr  # no worker was started
-    assert not (tmp_path / ".chorus" / "broker").exists() or not any((tmp_path / ".chorus" / "broker").rglob("*.msg"))
+    assert not (user_store(tmp_path) / "broker").exists() or not any((user_store(tmp_path) / "broker").rglob("*.msg"))

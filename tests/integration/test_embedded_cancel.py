@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, clean_env, pids_matching
+from tests.conftest import ROOT, clean_env, pids_matching, user_store
 
 pytestmark = pytest.mark.integration
 
@@ -44,7 +44,7 @@ def start_batch(cwd: Path, docs: Path) -> subprocess.Popen[str]:
 
 def wait_until_working(cwd: Path, proc: subprocess.Popen[str], timeout: float = 60) -> None:
     """Until the embedded worker has run some calls (its log names them)."""
-    log = cwd / ".chorus" / "worker.log"
+    log = user_store(cwd) / "worker.log"
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         assert proc.poll() is None, proc.communicate()
@@ -81,14 +81,14 @@ def test_a_batch_stopped_by_sigterm_says_how_to_resume_stops_its_worker_and_the_
     assert "Run the same command again to resume it" in stderr and "`chorus cancel big`" in stderr
     assert "Traceback" not in stderr
     assert no_worker_within(tmp_path, 5) == []
-    assert list((tmp_path / ".chorus" / "broker" / "queue").glob("*.msg")), "the stopped batch left work queued"
+    assert list((user_store(tmp_path) / "broker" / "queue").glob("*.msg")), "the stopped batch left work queued"
 
     after_s, after = timed_vote(tmp_path)
     assert after.returncode == 0, after.stderr
     assert json.loads(after.stdout)["status"] == "succeeded"
     assert re.search(r"cancelled \d+ run\(s\) left unfinished by a command that ended", after.stderr)
     assert after_s < baseline_s + 5, (baseline_s, after_s)
-    assert list((tmp_path / ".chorus" / "broker" / "queue").glob("*.msg")) == []
+    assert list((user_store(tmp_path) / "broker" / "queue").glob("*.msg")) == []
     assert no_worker_within(tmp_path, 5) == []
 
 
@@ -132,5 +132,5 @@ def test_a_vote_estimated_above_its_budget_is_refused_before_anything_is_sent(tm
     message = " ".join(proc.stderr.split())
     assert re.search(r"estimated at \$0\.\d{4} .* above the budget of \$0\.0000", message), message
     assert "Traceback" not in proc.stderr
-    assert not (tmp_path / ".chorus" / "broker").exists() or not list((tmp_path / ".chorus").rglob("*.msg"))
+    assert not (user_store(tmp_path) / "broker").exists() or not list(user_store(tmp_path).rglob("*.msg"))
     assert pids_matching(str(tmp_path)) == []

@@ -69,7 +69,9 @@ def documents(sizes: list[int]) -> st.SearchStrategy[str]:
 
 @pytest.fixture(scope="module")
 def client(stub: Any) -> anthropic.Anthropic:
-    return anthropic.Anthropic(api_key="test-key", base_url=stub.base_url, max_retries=0)
+    # An explicit timeout, as the workers' provider has: without one the SDK refuses a non-streamed call
+    # whose max_tokens could take over 10 minutes (a fitted synthesis budget can be the model's 128k).
+    return anthropic.Anthropic(api_key="test-key", base_url=stub.base_url, max_retries=0, timeout=60)
 
 
 @pytest.fixture(scope="module")
@@ -121,6 +123,30 @@ def test_what_the_stub_bills_for_a_section_run_never_exceeds_its_estimate(stub, 
     check(estimate, billed, f"{len(plan.sections)} sections of {model}, budget {budget}, lane={lane}")
 
 
+# Units of text the stub answers quickly at the worst case (a reply of 128k tokens of CJK or digits takes
+# it over a minute): prose, emoji, and one letter a line (the estimate's narrowest margin, 1.009x).
+SCHEMA_CASES = [("The quick brown fox, jumps; over the lazy dog!", 10), ("hi 😀🎉 👨\u200d👩\u200d👧 ok", 600),
+                ("a", 8000)]
+
+
+@pytest.mark.parametrize("model", ["claude-haiku-5-5", "claude-haiku-4-5"])
+@pytest.mark.parametrize(("unit", "budget"), SCHEMA_CASES)
+def test_what_the_stub_bills_for_a_schema_task_merged_by_a_model_never_exceeds_its_estimate(
+        stub, client, every_model, model, unit, budget):
+    # examples/man-options.toml with a model merge: map budgets fitted to each section, every map reply cut
+    # and sent once more (the worst case), merges whose budgets fit what their parts recorded. The
+    # estimate is within 1.1x of this worst case (the budgets, not the bound, make it far above a real bill).
+    from bench.estimates import plan_of
+
+    configured = every_model.model_copy(update={"synthesis_budget_tokens": budget})
+    plan = plan_of("section, schema", model, "\n".join([unit] * (12_000 // (len(unit) + 1))), configured)
+    assert len(plan.sections) == 2
+    estimate = estimate_plan(plan, configured)
+    billed = bill(plan, client, stub.reset, worst_case=True)
+    check(estimate, billed, f"{len(plan.sections)} sections of {model}, schema, budget {budget}")
+    assert estimate.total_usd < 1.1 * billed.total_usd, (estimate.to_json(), billed.to_json())
+
+
 def test_a_prompt_above_the_long_prompt_tier_is_estimated_at_that_tier(stub, client, every_model):
     # Single digits: the 4-characters estimate of before said ~55,000 tokens, the stub counts ~140,000,
     # above Haiku 5.5's 100,000-token tier, where every token of the request costs 5x.
@@ -166,3 +192,61 @@ def test_a_batch_of_numbers_costs_no_more_than_its_estimate_said(workers, stub, 
     calls = [o for run in runs for o in run.outcomes]
     assert len(calls) == 12 and all(o.input_tokens + o.cache_write_tokens + o.cache_read_tokens > 0 for o in calls)
     assert 0 < recorded.total_usd <= estimate.total_usd, (recorded.to_json(), estimate.to_json())
+
+
+def test_a_long_section_run_on_haiku_5_5_costs_no_more_than_its_estimate_nor_much_less(workers, stub):
+    # 70 sections through real workers: the synthesis reads 70 summaries in a few calls, each far below
+    # Haiku 5.5's 100,000-token tier. The estimate of before priced every synthesis call at the upper
+    # tier (5x), as if one call could read every summary and as many partial syntheses: 2.8x the bill;
+    # level by level, no call of typical text can reach the tier and the estimate is 1.4x the bill.
+    import random
+
+    from bench.estimates import prose
+    from chorus.costing import run_cost
+    from chorus.runs import wait_for_run
+    from chorus.section import submit_section_plan
+
+    stub.reset()
+    settings_ = get_settings()
+    plan = plan_section(prose(random.Random(260_000), 260_000), model="claude-haiku-5-5", max_tokens=1000,
+                        settings=settings_)
+    assert len(plan.sections) >= 60
+    estimate = estimate_plan(plan, settings_)
+    run = wait_for_run(submit_section_plan(plan, settings=settings_), timeout=240)
+    assert run.status == "succeeded", run.error
+    steps = [o for o in run.outcomes if o.role == "synthesis"]
+    assert len(steps) > 1  # a tree: partial syntheses, then the final one
+    paid = run_cost(run)
+    assert 0 < paid.total_usd <= estimate.total_usd, (paid.to_json(), estimate.to_json())
+    assert estimate.total_usd < 1.6 * paid.total_usd, (paid.to_json(), estimate.to_json())
+
+
+def test_a_schema_task_merged_by_haiku_costs_no_more_than_its_estimate(workers, stub):
+    # A map step with an output schema (budgets fitted to each section, a cut reply sent once more) and a
+    # model merge whose budget is fitted to what the sections recorded: the estimate bounds the bill. It
+    # is a bound of what the budgets allow, far above this bill (docs/decisions.md): each level of the
+    # merge may write 1.25 x ratio x what it read.
+    from chorus.costing import run_cost
+    from chorus.runs import wait_for_run
+    from chorus.section import submit_section_plan
+    from workflows.taskfile import SectionTask, Step
+
+    schema = {"type": "object", "required": ["options"], "properties": {"options": {"type": "array", "items": {
+        "type": "object", "required": ["flag", "meaning"],
+        "properties": {"flag": {"type": "string"}, "meaning": {"type": "string"}}}}}}
+    task = SectionTask(name="man-options", split="headings", max_tokens=2000,
+                       map=Step("List every command-line option this section documents, with its meaning in one "
+                                "line.", model="claude-haiku-5-5", output_schema=schema),
+                       reduce=Step("Merge the lists into one.", model="claude-haiku-5-5"))
+    text = "\n".join(f"# PART {s}\n" + "\n".join(f"-{chr(97 + i % 26)}, --option-{s}-{i}=N\n    Set {s}.{i} to N "
+                                                  f"(default {i}); see --opt-{s}-{i}." for i in range(8 + 6 * s))
+                     for s in range(12))
+    stub.reset()
+    settings_ = get_settings().model_copy(update={"synthesis_budget_tokens": 2000})  # a tree of merges
+    plan = plan_section(text, task=task, settings=settings_)
+    estimate = estimate_plan(plan, settings_)
+    run = wait_for_run(submit_section_plan(plan, settings=settings_), timeout=240)
+    assert run.status == "succeeded", run.error
+    assert len([o for o in run.outcomes if o.role == "synthesis"]) > 1
+    paid = run_cost(run)
+    assert 0 < paid.total_usd <= estimate.total_usd, (paid.to_json(), estimate.to_json())

@@ -9,7 +9,7 @@ import subprocess
 
 import pytest
 
-from tests.conftest import clean_env
+from tests.conftest import clean_env, user_store
 
 pytestmark = pytest.mark.integration
 
@@ -29,7 +29,7 @@ def test_an_embedded_vote_over_the_rate_limit_waits_for_tokens_without_counting_
     starts = sorted(dt.datetime.fromisoformat(o["started_at"]) for o in run["outcomes"])
     # 54 go at once; the last three wait their turns, about 1, 2 and 3 seconds later.
     assert (starts[-1] - starts[0]).total_seconds() >= 2.0
-    assert (tmp_path / ".chorus" / "ratelimit.db").exists()
+    assert (user_store(tmp_path) / "ratelimit.db").exists()
 
 
 def test_status_limits_shows_each_queue_its_limits_and_what_its_bucket_holds(tmp_path):

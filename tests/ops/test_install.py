@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, clean_env
+from tests.conftest import ROOT, clean_env, user_store
 
 pytestmark = pytest.mark.integration
 
@@ -59,4 +59,4 @@ def test_chorus_demo_runs_from_an_empty_directory_on_the_installed_copy(installe
     report = json.loads(demo.stdout)
     assert report["mode"] == "embedded" and report["documents"] == 8
     assert all(run["status"] == "succeeded" for run in report["runs"])
-    assert (tmp_path / ".chorus").is_dir()  # its data went where the user ran it
+    assert user_store(tmp_path).is_dir() and not (tmp_path / ".chorus").exists()  # the user's one store

@@ -12,7 +12,7 @@ import pytest
 import providers
 from chorus.testing.stub.testing import StubHandle, running_stub
 from providers.anthropic_provider import AnthropicProvider, build_params, parse_retry_after, tag_headers
-from providers.offline import OfflineProvider
+from providers.offline import EVIDENCE_NOTE, OfflineProvider
 from settings import load_settings
 from workflows.errors import ConfigError, PermanentError, RetryableError
 from workflows.tokens import estimate_tokens, min_cacheable_tokens
@@ -55,7 +55,9 @@ def test_a_vote_through_the_real_sdk_parses_and_reports_usage(stub_server):
 
 def test_the_stub_answers_exactly_like_the_offline_provider(stub_server):
     req = request(model="claude-sonnet-4-6")
-    assert provider(stub_server).call(req).text == OfflineProvider().call(req).text
+    offline = OfflineProvider().call(req).text  # the same scorer; only offline notes that it is an estimate
+    assert EVIDENCE_NOTE in offline
+    assert provider(stub_server).call(req).text == offline.replace(EVIDENCE_NOTE, "")
 
 
 def test_run_and_slot_tags_arrive_as_headers(stub_server):

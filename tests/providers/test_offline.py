@@ -242,7 +242,7 @@ def test_offline_usage_is_marked_as_an_estimate():
 
 
 # ----- the user's task: label descriptions, examples, voter prompts ---------------------------------
-from providers.offline import REFUSAL, focus_of_prompt  # noqa: E402
+from providers.offline import EVIDENCE_NOTE, REFUSAL, focus_of_prompt  # noqa: E402
 from providers.offline import answer as offline_answer  # noqa: E402
 from workflows.taskfile import Example, Label, VoteTask  # noqa: E402
 from workflows.voting import label_schema, read_answer  # noqa: E402
@@ -282,8 +282,9 @@ def test_a_description_gives_cues_to_a_label_the_lexicon_does_not_know():
 def test_words_two_descriptions_share_are_no_cue_for_either():
     document = "The customer writes about the weather."
     task = VoteTask(name="t", labels=(Label("alpha", "the customer is angry"), Label("beta", "the customer is happy")))
-    reply = task_vote(task, document).text
-    assert parse_answer(reply, task.label_names) is None and "no evidence" in reply
+    result = task_vote(task, document)
+    assert parse_answer(result.text, task.label_names) is None
+    assert result.no_answer is not None and "nor part of one" in result.no_answer
 
 
 def test_examples_feed_the_cues_of_their_label():
@@ -335,7 +336,8 @@ def test_a_voter_prompt_that_shares_a_descriptions_words_weighs_that_labels_cues
     document = "The report looks odd and some data may be lost."
     plain = Voter(0, HAIKU, "own", prompt="Read the ticket.")
     data_minded = Voter(1, HAIKU, "own", prompt="Watch for data that is lost.")
-    assert task_answer(task, document, plain) == "normal"  # 2 cues each: the tie goes to the first label
+    # 2 words each: the tie is broken by parts of words, where the shorter description is the closer
+    assert task_answer(task, document, plain) == "normal"
     assert task_answer(task, document, data_minded) == "urgent"
 
 
@@ -345,17 +347,21 @@ def test_a_structured_vote_is_json_with_the_label_as_written_and_a_quoted_reason
     reply = json.loads(result.text)
     jsonschema.validate(reply, label_schema(task.label_names))
     assert reply["label"] == "Negative" and result.stop_reason == "end_turn"
-    assert reply["reason"] and reply["reason"] in NEGATIVE
+    assert reply["reason"].startswith(EVIDENCE_NOTE)  # the answer says it is the offline scorer's estimate
+    assert reply["reason"].removeprefix(EVIDENCE_NOTE) in NEGATIVE
     assert read_answer(result.text, task.label_names, structured=True, stop_reason=result.stop_reason) == (
         "Negative", None)
 
 
-def test_a_structured_vote_without_evidence_is_a_refusal():
+def test_the_stubs_model_refuses_a_structured_vote_without_evidence_as_a_model_would():
     task = VoteTask(name="t", labels=(Label("sports"), Label("politics")))
-    result = task_vote(task, "The meeting is on Tuesday at ten in room four.", structured=True)
-    assert (result.stop_reason, result.text) == ("refusal", REFUSAL)
-    label, why = read_answer(result.text, task.label_names, structured=True, stop_reason=result.stop_reason)
-    assert label is None and why is not None and "refusal" in why
+    request = vote_request(Voter(0, HAIKU, "direct"), task, "The meeting is on Tuesday at ten in room four.",
+                           structured=True)
+    reply = offline_answer(request.model, request.system, request.user_text, request.max_tokens,
+                           request.output_schema)  # what the stub server sends, standing for Claude
+    assert (reply.stop_reason, reply.text) == ("refusal", REFUSAL)
+    label, why = read_answer(reply.text, task.label_names, structured=True, stop_reason=reply.stop_reason)
+    assert label is None and why is not None and "the model declined" in why
 
 
 def test_a_structured_vote_without_evidence_takes_the_catch_all_label_like_a_text_vote():

@@ -117,3 +117,21 @@ def test_the_stored_decision_counts_over_the_plain_plurality():
 def test_no_items_is_an_error():
     with pytest.raises(ValueError, match="no items"):
         analyse([], ["a", "b"])
+
+
+def test_items_no_voter_answered_are_listed_as_no_answer_not_hidden_from_low_agreement():
+    # The report said "low agreement: none" while 12 runs had no answer at all: an item without a
+    # valid answer has no winning share to call low, so it is listed apart, never dropped.
+    items = [Item("a", ("x", "x", "x"), "x"), Item("b", (None, None, None), "x"), Item("c", ("x", "y", None), "y"),
+             Item("d", (None, None, None), "y")]
+    report = analyse(items, ["x", "y"])
+    assert report.no_answer == ["b", "d"]
+    assert report.low_agreement == ["c"]  # split 1 to 1: a share of 0.5, under 0.6
+    assert report.to_json()["no_answer"] == ["b", "d"]
+
+
+def test_when_no_voter_answered_anything_every_item_is_no_answer_and_the_rates_are_unmeasured():
+    report = analyse([Item(str(i), (None, None), "x") for i in range(3)], ["x", "y"])
+    assert report.no_answer == ["0", "1", "2"]
+    j = report.to_json()
+    assert j["unanimous_rate"] is None and j["fleiss_kappa"] is None and j["mean_pairwise_agreement"] is None

@@ -194,3 +194,12 @@ def test_a_single_voter_is_measured_but_never_advised():
 def test_no_documents_is_an_error():
     with pytest.raises(ValueError, match="no documents"):
         assess([])
+
+
+def test_a_panel_none_of_whose_voters_answered_enough_is_not_called_fine():
+    # Nobody answered: "no voter is clearly less accurate than the rest" would be a claim without evidence.
+    silent = assess([doc(i, "urgent", (CANNOT, None), (MONEY, FAIL)) for i in range(8)])
+    assert silent.judged == 0 and silent.advice == []
+    assert silent.to_json()["judged"] == 0
+    fine = assess(panel([("urgent", "urgent", "urgent", "urgent")] * 6))
+    assert fine.judged == 3

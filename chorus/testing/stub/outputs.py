@@ -6,10 +6,16 @@ the "JSON Schema limitations" of platform.claude.com/docs/en/build-with-claude/s
 * supported: the basic types, `enum` (strings, numbers, booleans or null only), `const`, `anyOf` and
   `allOf` (not `allOf` with `$ref`), local `$ref` / `$defs` / `definitions`, `default`, `required`,
   `additionalProperties` (must be false), the string formats date-time, time, date, duration, email,
-  hostname, uri, ipv4, ipv6 and uuid, `pattern` (no backreferences or lookaround), and `minItems` of 0 or 1;
+  hostname, uri, ipv4, ipv6 and uuid, `pattern` ("The following regex features are not supported:
+  Backreferences to groups (e.g., \\1, \\2); Lookahead/lookbehind assertions (e.g., (?=...), (?!...));
+  Word boundaries: \\b, \\B"), and `minItems` of 0 or 1;
 * not supported: recursive schemas, complex types within enums, external `$ref`, numerical
   constraints (minimum, maximum, multipleOf, ...), string constraints (minLength, maxLength), array
   constraints beyond `minItems` 0 or 1, and `additionalProperties` set to anything other than false.
+
+Schema complexity limits, "Explicit limits" ("If complexity limits are hit the API returns a 400"): "No
+more than 24 optional parameters" and "No more than 16 parameters with union types" (anyOf or a type
+list), counted here over the properties of every object of the format's schema.
 
 Every object must set `additionalProperties: false` explicitly: the API answers "For 'object' type,
 'additionalProperties' must be explicitly set to false" otherwise (reported by users, e.g.
@@ -40,7 +46,10 @@ UNSUPPORTED = {
     "dependentSchemas": "dependentSchemas", "if": "conditional schemas", "not": "'not'",
     "oneOf": "'oneOf' (use 'anyOf')",
 }
-_REGEX_UNSUPPORTED = re.compile(r"\(\?[=!<]|\\[1-9]|\\k<")
+_REGEX_UNSUPPORTED = re.compile(r"\(\?[=!<]|\\[1-9]|\\k<|\\[bB]")
+_ESCAPED_BACKSLASH = re.compile(r"\\\\")  # `\\1` is a backslash then 1, no backreference
+MAX_OPTIONAL_PARAMETERS = 24
+MAX_UNION_PARAMETERS = 16
 FIELD = "output_config"
 
 
@@ -107,6 +116,24 @@ def schema_problem(schema: dict[str, Any]) -> str | None:
     cycle = _recursive_ref(schema)
     if cycle:
         return f"recursive schemas are not supported ({cycle} refers back to itself)"
+    return _complexity_problem(schema)
+
+
+def _complexity_problem(schema: dict[str, Any]) -> str | None:
+    optional = unions = 0
+    for _, node in _walk(schema, ""):
+        props = node.get("properties")
+        if not isinstance(props, dict):
+            continue
+        listed = node.get("required")
+        required: list[Any] = listed if isinstance(listed, list) else []
+        optional += sum(1 for name in props if name not in required)
+        unions += sum(1 for sub in props.values()
+                      if isinstance(sub, dict) and ("anyOf" in sub or isinstance(sub.get("type"), list)))
+    if optional > MAX_OPTIONAL_PARAMETERS:
+        return f"Schema is too complex: {optional} optional parameters (the limit is {MAX_OPTIONAL_PARAMETERS})"
+    if unions > MAX_UNION_PARAMETERS:
+        return f"Schema is too complex: {unions} parameters with union types (the limit is {MAX_UNION_PARAMETERS})"
     return None
 
 
@@ -155,8 +182,8 @@ def _node_problem(node: dict[str, Any], root: dict[str, Any]) -> str | None:
     if fmt is not None and fmt not in FORMATS:
         return f"string format {fmt!r} is not supported; use one of {', '.join(sorted(FORMATS))}"
     pattern = node.get("pattern")
-    if isinstance(pattern, str) and _REGEX_UNSUPPORTED.search(pattern):
-        return "'pattern' with backreferences or lookaround is not supported"
+    if isinstance(pattern, str) and _REGEX_UNSUPPORTED.search(_ESCAPED_BACKSLASH.sub("", pattern)):
+        return "'pattern' with backreferences, lookaround or word boundaries is not supported"
     ref = node.get("$ref")
     if isinstance(ref, str) and not ref.startswith("#"):
         return f"external $ref {ref!r} is not supported; use $defs in the same schema"
