@@ -188,8 +188,10 @@ def test_a_slot_whose_worker_was_killed_mid_call_is_sent_again_by_one_of_two_rea
     while load(run_id).outcomes[2].status is not OutcomeStatus.SUCCEEDED:
         assert time.monotonic() < deadline, "the re-sent call never ran"
         time.sleep(0.1)
-    # Not part of the chord: a later pass finishes the run from what was stored.
-    assert reap(settings, run_ids=[run_id])["lost_callback"] == [run_id]
+    # Not part of the chord: a reaper pass finishes the run from what was stored, once: a later pass, or the
+    # second of the two reapers when the re-sent call had already answered before it looked (a busy machine).
+    later = reap(settings, run_ids=[run_id])
+    assert [r["lost_callback"] for r in [*results, later] if r["lost_callback"]] == [[run_id]], (results, later)
     run = load(run_id)
     assert run.status is RunStatus.SUCCEEDED
     slot = run.outcomes[2]
