@@ -460,7 +460,10 @@ def start_runs(app: Celery, run_ids: list[str]) -> int:
 
 
 def send_collect(app: Celery) -> None:
-    dispatch.publishing(app.signature(LANE_COLLECT, queue=CALLBACK_QUEUE).apply_async)
+    # Fire and forget: nobody reads a collect's result, so the sender subscribes to no result backend (a
+    # client whose backend connection broke would otherwise fail the submit for a message it never reads).
+    signature = app.signature(LANE_COLLECT, queue=CALLBACK_QUEUE)
+    dispatch.publishing(functools.partial(signature.apply_async, ignore_result=True))
 
 
 class LaneClock:
