@@ -93,7 +93,7 @@ def test_a_real_browser_with_the_credentials_sees_the_votes_tasks_on_flowers_tas
     for _ in range(3):  # the table is filled by a script; on a loaded machine a render can come too early
         proc = subprocess.run(
             [sys.executable, str(ROOT / "docs" / "flower_screenshot.py"), "--url", flower(compose_stack),
-             "--user", FLOWER_USER, "--password", flower_password, "--dump-dom"],
+             "--user", FLOWER_USER, f"--password={flower_password}", "--dump-dom"],
             capture_output=True, text=True, timeout=120, check=False, cwd=tmp_path,
         )
         assert proc.returncode == 0, proc.stderr[-2000:]
