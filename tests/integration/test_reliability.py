@@ -79,6 +79,12 @@ class Fleet:
         for proc in self.procs.values():
             proc.wait_ready()
 
+    def signal(self, name: str, signum: int) -> None:
+        """Send `signum` to the worker and its pool children."""
+        proc = self.procs[name]
+        assert proc.proc is not None
+        os.killpg(proc.proc.pid, signum)
+
     def kill(self, name: str) -> None:
         proc = self.procs[name]
         assert proc.proc is not None
@@ -271,6 +277,55 @@ def busy_and_warm(hostname: str, concurrency: int, database_url: str) -> bool:
             and len(slots_of(hostname, OutcomeStatus.RUNNING, database_url)) >= 2)
 
 
+def held_claims(hostname: str, database_url: str) -> dict[tuple[str, int], int]:
+    """The slots `hostname` holds (running, its claim the last), each with its stored attempts."""
+    get_engine(database_url)
+    with Session() as s:
+        rows = s.execute(select(WorkerOutcome.run_id, WorkerOutcome.slot, WorkerOutcome.attempts).where(
+            WorkerOutcome.hostname == hostname, WorkerOutcome.status == OutcomeStatus.RUNNING)).all()
+    return {(run_id, slot): attempts for run_id, slot, attempts in rows}
+
+
+def provider_calls(stub: StubHandle, slots: set[tuple[str, int]]) -> dict[tuple[str, int], int]:
+    """How many requests of each slot reached the stub: answered (the log, read first) or being answered
+    (in flight, read second; a request answered in between is in neither, so this never counts one twice)."""
+    counted: Counter[tuple[str, int]] = Counter()
+    for entry in [*stub.requests(bodies=False), *stub.inflight()]:
+        if entry.get("run") and (key := (entry["run"], int(entry["slot"]))) in slots:
+            counted[key] += 1
+    return {key: counted[key] for key in slots}
+
+
+def kill_with_every_claim_called(workers: Fleet, name: str, stub: StubHandle, database_url: str,
+                                 concurrency: int, timeout: float = 60) -> tuple[float, set[tuple[str, int]]]:
+    """Kill -9 the worker `name` at an instant when each slot it holds has reached the provider exactly as
+    many times as it was claimed: (when, the slots it held). A kill between a claim and its request would
+    leave that claim without a call (attempts one above calls), which no accounting can tell from a lost
+    call; so the worker is frozen (SIGSTOP), left 0.3 s for what it had already sent to arrive (its request
+    bytes at the stub, a commit at PostgreSQL), read twice, and killed only when both readings agree and
+    every held claim has its call; otherwise it is thawed and the next instant is tried."""
+    hostname = workers.procs[name].hostname
+    deadline = time.monotonic() + timeout
+    while True:
+        wait_for(lambda: busy_and_warm(hostname, concurrency, database_url), timeout=30,
+                 what=f"{hostname} to answer {concurrency} calls and hold two slots")
+        workers.signal(name, signal.SIGSTOP)
+        time.sleep(0.3)
+        held = held_claims(hostname, database_url)
+        calls = provider_calls(stub, set(held))
+        time.sleep(0.1)
+        if (len(held) >= 2 and held == held_claims(hostname, database_url) and calls == held
+                and calls == provider_calls(stub, set(held))):
+            killed_at = time.time()
+            workers.kill(name)
+            return killed_at, set(held)
+        workers.signal(name, signal.SIGCONT)
+        if time.monotonic() > deadline:
+            pytest.fail(f"no instant in {timeout:g} s when every slot {hostname} held had been called as often "
+                        f"as it was claimed (last: claims {held}, calls {calls})")
+        time.sleep(0.05)
+
+
 def test_killing_one_of_two_workers_twice_mid_batch_loses_and_duplicates_nothing(tmp_path, schema):
     concurrency = 3
     # Calls take 300 ms, so a batch of 200 outlasts a worker's restart and the second kill lands mid-batch too.
@@ -293,13 +348,9 @@ def test_killing_one_of_two_workers_twice_mid_batch_loses_and_duplicates_nothing
             kills: list[tuple[float, set[tuple[str, int]]]] = []  # (when, the slots the dead worker held)
             lost_messages: dict[tuple[str, int], str | None] = {}  # slot -> the dead holder's task id
             for round_ in range(2):
-                victim = workers.procs["llm-a"].hostname
-                wait_for(lambda: busy_and_warm(victim, concurrency, schema), timeout=30,  # noqa: B023 - called now
-                         what=f"{victim} to answer {concurrency} calls and hold two slots")
-                killed_at = time.time()
-                workers.kill("llm-a")
-                # Read after the death: these claims can no longer be finished by their holder.
-                held = slots_of(victim, OutcomeStatus.RUNNING, schema)
+                # Killed when every claim it holds has its request at the provider (in flight or answered):
+                # these claims can no longer be finished by their holder.
+                killed_at, held = kill_with_every_claim_called(workers, "llm-a", stub, schema, concurrency)
                 kills.append((killed_at, held))
                 if round_ == 0:
                     # The first kill also loses the messages of the slots it interrupted (the defect of
@@ -321,35 +372,26 @@ def test_killing_one_of_two_workers_twice_mid_batch_loses_and_duplicates_nothing
     attempts = {(r["run"], r["slot"]): r["attempts"] for r in rows}
     stranded = {key: at for at, held in kills for key in held}
     assert len(stranded) == sum(len(held) for _, held in kills)  # no slot was held by both dead workers
-    # The accounting, per slot: `attempts` counts claims, the stub's log counts calls. A slot no dead
-    # worker held was claimed once and called once. A slot a dead worker held counts that worker's claim
-    # and one more, by whichever took the slot over (its restored message or the reaper's re-send; the
-    # lease lets only one of them in, and its answer ends the slot): attempts == 2. The dead worker called
-    # the provider only if the kill came after its request went out (the answer died with the process),
-    # so such a slot has 1 or 2 calls: calls <= attempts <= calls + 1, and a slot called twice was
-    # interrupted by a kill, its first call before it.
-    interrupted = 0
+    # The accounting, per slot, exact: `attempts` counts claims, the stub's log counts calls, and every
+    # claim made a call. A slot no dead worker held was claimed once and called once. A slot a dead worker
+    # held had its request out when the worker died (the kill waited for that instant), and was claimed
+    # and called once more by whichever took it over (its restored message or the reaper's re-send; the
+    # lease lets only one of them in, and its answer ends the slot): 2 claims, 2 calls.
     for key, entries in calls.items():
         # Never two calls of one slot at once: each call began after the previous one had ended.
         assert all(later["time"] >= earlier["time"] + earlier["latency_ms"] / 1000
                    for earlier, later in itertools.pairwise(entries)), (key, entries)
-        assert len(entries) <= attempts[key] <= len(entries) + 1, (key, attempts[key], entries)
+        assert len(entries) == attempts[key], (key, attempts[key], entries)
         if key not in stranded:
-            assert len(entries) == 1 and attempts[key] == 1, (key, entries)  # nobody else was called twice
+            assert len(entries) == 1, (key, entries)  # nobody else was called twice
             continue
         killed_at = stranded[key]
-        assert attempts[key] == 2 and len(entries) in (1, 2), (key, entries)
-        assert entries[-1]["time"] > killed_at and entries[-1]["status"] == 200, (key, entries)
-        if len(entries) == 2:
-            assert entries[0]["time"] < killed_at + 0.5, (key, entries)  # sent by the worker that died
-            interrupted += 1
-    # Each kill caught a call in flight: a request of a slot the dead worker held had reached the API
-    # before the kill, and was made again after it.
-    for killed_at, held in kills:
-        assert any(len(calls[key]) == 2 and calls[key][0]["time"] < killed_at for key in held), (killed_at, held)
-    # The only duplicate calls are those interrupted calls: at most one per slot a dead worker held,
-    # so at most 2 kills x 3 pool processes in all.
-    assert sum(len(entries) - 1 for entries in calls.values()) == interrupted <= 2 * concurrency
+        assert len(entries) == 2, (key, entries)
+        assert entries[0]["time"] < killed_at < entries[1]["time"], (key, killed_at, entries)
+        assert entries[1]["status"] == 200, (key, entries)
+    # The only duplicate calls are the interrupted ones: one per slot a dead worker held, at most one per
+    # pool process, so at most 2 kills x 3.
+    assert sum(len(entries) - 1 for entries in calls.values()) == len(stranded) <= 2 * concurrency
     # The slots whose messages the first kill lost were finished by the reaper's re-send (a new task id;
     # a restored message or a retry of it keeps the killed task's id).
     assert lost_messages, "the first kill found no message of the slots it interrupted"

@@ -43,8 +43,10 @@ memory for `file` sources; `GET /_stub/files` lists every file uploaded since th
 deleted, with the `uploads` / `deletes` counts (uploads and deletes are not in the request log).
 
 Every Messages request is logged with its whole body (see `GET /_stub/requests`; `?bodies=0` leaves
-the bodies out; equal base64 data of documents and images is held once). The admin API lives under
-`/_stub/`: `requests`, `rules`, `health`, `reset`, `latency`, `limits` (`{"max_request_bytes"}`, back to
+the bodies out; equal base64 data of documents and images is held once) once it is answered; `GET
+/_stub/inflight` lists the Messages requests read and not yet answered (time, run, slot, request id;
+an answered request leaves that list as it enters the log). The admin API lives under
+`/_stub/`: `requests`, `inflight`, `rules`, `health`, `reset`, `latency`, `limits` (`{"max_request_bytes"}`, back to
 the startup value on reset), `batches`, `files`.
 
 The Message Batches API (`/v1/messages/batches`: create, retrieve, list, cancel, delete, results) is
@@ -216,6 +218,7 @@ class StubState:
         self._lock = threading.Lock()
         self._rules = list(rules)
         self._log: list[dict[str, Any]] = []
+        self._inflight: dict[str, dict[str, Any]] = {}  # request id -> Messages request being answered
         self._seq = 0
         self.cache = PromptCache()
         self.batches = BatchStore(self.batch_call, self.record, batch)
@@ -285,10 +288,22 @@ class StubState:
         with self._lock:
             return [r.to_json() for r in self._rules]
 
+    def begin(self, entry: dict[str, Any]) -> None:
+        """A Messages request has been read and is being answered: it is in flight until `record`."""
+        with self._lock:
+            self._inflight[entry["request_id"]] = {k: entry[k] for k in ("time", "run", "slot", "request_id")}
+
     def record(self, entry: dict[str, Any]) -> None:
+        """Log an answered request; it leaves the in-flight list in the same step, so a reader that reads
+        the log and then the in-flight list never counts one request twice."""
         with self._lock:
             self._seq += 1
             self._log.append({"seq": self._seq, **entry})
+            self._inflight.pop(entry.get("request_id", ""), None)
+
+    def inflight(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return list(self._inflight.values())
 
     def log(self) -> list[dict[str, Any]]:
         with self._lock:
@@ -638,6 +653,8 @@ class Handler(BaseHTTPRequestHandler):
             self._send(200, state.log())
         elif self.path == "/_stub/requests?bodies=0":
             self._send(200, [{k: v for k, v in entry.items() if k != "body"} for entry in state.log()])
+        elif self.path == "/_stub/inflight":
+            self._send(200, state.inflight())
         elif self.path == "/_stub/rules":
             self._send(200, state.rules())
         elif self.path == "/_stub/health":
@@ -745,6 +762,7 @@ class Handler(BaseHTTPRequestHandler):
         run, slot = self.headers.get("x-chorus-run"), self.headers.get("x-chorus-slot")
         api_version = self.headers.get("anthropic-version")
         entry = state.new_entry(body, run, slot, request_id, api_version)
+        state.begin(entry)
         status, payload, headers = answer_message(state, body, entry, api_version=api_version, run=run, slot=slot,
                                                   request_id=request_id)
         entry.update(status=status, latency_ms=round((time.monotonic() - started) * 1000, 3))

@@ -48,6 +48,12 @@ class StubHandle:
         `system`, the `messages`, `output_config`, ...), unless `bodies` is False."""
         return self._admin("GET", "/_stub/requests" if bodies else "/_stub/requests?bodies=0")
 
+    def inflight(self) -> list[dict[str, Any]]:
+        """The Messages requests the stub has read and not yet answered (`time`, `run`, `slot`,
+        `request_id`). Read `requests()` first and this second: a request answered in between is then
+        in neither, never in both."""
+        return self._admin("GET", "/_stub/inflight")
+
     def set_rules(self, rules: Sequence[Mapping[str, Any] | str]) -> list[dict[str, Any]]:
         return self._admin("POST", "/_stub/rules", list(rules))
 

@@ -85,6 +85,24 @@ def test_the_log_counts_requests_per_slot(stub_server):
     assert first["input_tokens"] > 0 and first["output_tokens"] > 0
 
 
+def test_a_request_being_answered_is_in_flight_until_it_enters_the_log(stub_server):
+    stub_server.set_latency(400)
+    try:
+        sender = threading.Thread(target=post, args=(stub_server, message_body(), slot_headers(7, "run-9")))
+        sender.start()
+        deadline = time.monotonic() + 5
+        while not stub_server.inflight() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        [flying] = stub_server.inflight()
+        assert (flying["run"], flying["slot"]) == ("run-9", "7") and flying["request_id"].startswith("req_")
+        assert stub_server.requests() == []  # not answered yet
+        sender.join(5)
+        [logged] = stub_server.requests()
+        assert logged["request_id"] == flying["request_id"] and stub_server.inflight() == []
+    finally:
+        stub_server.set_latency(0)
+
+
 def test_a_rule_with_times_stops_after_k_matches(stub_server):
     stub_server.set_rules([{"slot": "1", "status": 500, "times": 2}])
     statuses = [post(stub_server, message_body(), slot_headers(1))[0] for _ in range(4)]
