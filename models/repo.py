@@ -6,7 +6,7 @@ import datetime as dt
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import String, and_, case, cast, func, insert, literal, select, update
 from sqlalchemy.orm import Session as OrmSession
@@ -386,15 +386,22 @@ def outcomes_by_slot(s: OrmSession, run_id: str) -> dict[int, WorkerOutcome]:
     return {o.slot: o for o in rows}
 
 
+class StalledRun(NamedTuple):
+    id: str
+    pattern: Pattern
+    started: dt.datetime | None
+    lane: bool  # a run of the batch lane: its slots wait for a provider batch, not for messages
+
+
 def stalled_runs(s: OrmSession, *, started_before: dt.datetime, run_ids: list[str] | None = None,
-                 limit: int = 500) -> list[tuple[str, Pattern, dt.datetime | None]]:
-    """Open runs submitted (or created) before `started_before`: (id, pattern, when it started)."""
+                 limit: int = 500) -> list[StalledRun]:
+    """Open runs submitted (or created) before `started_before`."""
     started = func.coalesce(Run.submitted_at, Run.created_at)
-    query = select(Run.id, Run.pattern, started.label("started")).where(
+    query = select(Run.id, Run.pattern, started.label("started"), _is_lane_run().label("lane")).where(
         Run.status.in_((RunStatus.PENDING, RunStatus.RUNNING)), started < started_before)
     if run_ids is not None:
         query = query.where(Run.id.in_(run_ids))
-    return [(r.id, r.pattern, as_utc(r.started)) for r in s.execute(query.limit(limit)).all()]
+    return [StalledRun(r.id, r.pattern, as_utc(r.started), bool(r.lane)) for r in s.execute(query.limit(limit)).all()]
 
 
 def fail_open_slots(s: OrmSession, run_id: str, reason: str) -> None:
@@ -406,10 +413,12 @@ def fail_open_slots(s: OrmSession, run_id: str, reason: str) -> None:
 def mark_lost_slots(s: OrmSession, run_id: str, *, queued_before: dt.datetime, marker: str
                     ) -> list[tuple[int, str, OutcomeRole]]:
     """Slots never claimed since before `queued_before` (their message was lost), marked with
-    `marker` so each is re-sent once: (slot, model, role) of each."""
+    `marker` so each is re-sent once: (slot, model, role) of each. Batch-lane runs have no messages: their
+    slots wait for a collector or a provider batch, and are never taken."""
+    lane = select(Run.id).where(Run.id == WorkerOutcome.run_id, _is_lane_run()).exists()
     rows = s.execute(
         update(WorkerOutcome)
-        .where(WorkerOutcome.run_id == run_id, WorkerOutcome.status == OutcomeStatus.PENDING,
+        .where(WorkerOutcome.run_id == run_id, WorkerOutcome.status == OutcomeStatus.PENDING, ~lane,
                WorkerOutcome.attempts == 0, WorkerOutcome.task_id.is_(None), WorkerOutcome.queued_at < queued_before,
                WorkerOutcome.role.in_((OutcomeRole.VOTER, OutcomeRole.SECTION)))
         .values(task_id=marker)

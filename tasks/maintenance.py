@@ -76,11 +76,12 @@ def reap_stalled(app: Celery, settings: Settings | None = None, *, now: dt.datet
     resend_edge = now - dt.timedelta(seconds=settings.reap_resend_after_s)
     with Session() as s:
         candidates = repo.stalled_runs(s, started_before=grace_edge, run_ids=run_ids)
-    queued = _runs_still_queued(app, [run_id for run_id, _, _ in candidates])
+    queued = _runs_still_queued(app, [c.id for c in candidates if not c.lane])
     held_edge = now - dt.timedelta(seconds=settings.reap_grace_s)
-    for run_id, pattern, began in candidates:
-        if queued is None:
-            resent = []  # the broker cannot be read: a re-send now would fail the same way
+    lane_edge = now - dt.timedelta(seconds=settings.lane_expire_s)
+    for run_id, pattern, began, lane in candidates:
+        if queued is None or lane:
+            resent = []  # the broker cannot be read (a re-send now would fail the same way), or a lane run
         else:
             clear = run_id not in queued
             resent = _resend_abandoned_slots(app, run_id, settings, held_before=held_edge,
@@ -93,9 +94,10 @@ def reap_stalled(app: Celery, settings: Settings | None = None, *, now: dt.datet
         with Session() as s:
             open_slots = repo.count_open_slots(s, run_id, sent_only=True)
         if open_slots:
-            if (began or now) >= expire_edge:
-                continue  # still within its time; slots may be waiting for a retry or a token
-            reason = f"never finished: the reaper gave up on it {settings.reap_after_s:.0f} s after submit"
+            if (began or now) >= (lane_edge if lane else expire_edge):
+                continue  # still within its time; slots may be waiting for a retry, a token or a provider batch
+            after_s = settings.lane_expire_s if lane else settings.reap_after_s
+            reason = f"never finished: the reaper gave up on it {after_s:.0f} s after submit"
             with Session.begin() as s:
                 repo.fail_open_slots(s, run_id, reason)
             done["expired"].append(run_id)

@@ -29,12 +29,14 @@ def db(postgres: str) -> str:
     return PG_URL
 
 
-def stored_run(slots: list[tuple[OutcomeStatus, str | None]], age_s: float) -> str:
-    """A vote run left `running` with its slots in the given states, submitted `age_s` ago."""
+def stored_run(slots: list[tuple[OutcomeStatus, str | None]], age_s: float, *, lane: bool = False) -> str:
+    """A vote run left `running` with its slots in the given states, submitted `age_s` ago (`lane`: a run
+    of the batch lane, its slots released to the collector then)."""
     from models import get_engine
 
     get_engine(PG_URL)
-    config = {"labels": LABELS, "voters": [], "quorum": 2, "tie_policy": "none", "low_agreement_below": 0.6}
+    config = {"labels": LABELS, "voters": [], "quorum": 2, "tie_policy": "none", "low_agreement_below": 0.6,
+              **({"lane": "batch"} if lane else {})}
     specs = [repo.SlotSpec(i, OutcomeRole.VOTER, "claude-haiku-4-5") for i in range(len(slots))]
     with Session.begin() as s:
         run = repo.create_run(s, text="A fine kettle.", external_id="reaper-test", pattern=Pattern.VOTE,
@@ -44,6 +46,8 @@ def stored_run(slots: list[tuple[OutcomeStatus, str | None]], age_s: float) -> s
         for outcome, (status, answer) in zip(run.outcomes, slots, strict=True):
             outcome.status = status
             outcome.answer = answer
+            if lane:
+                outcome.queued_at = run.submitted_at
         return run.id
 
 
@@ -88,6 +92,28 @@ def test_a_run_past_its_time_fails_its_open_slots_with_a_reason_and_ends(db):
     assert all(o.status is OutcomeStatus.FAILED for o in reaped)
     assert all("never finished: the reaper gave up on it 900 s after submit" in (o.error or "") for o in reaped)
     assert run.outcomes[0].status is OutcomeStatus.SUCCEEDED
+
+
+def test_a_batch_lane_run_waits_for_its_provider_batch_until_the_lane_expiry_and_is_never_resent(db):
+    # A provider batch may take up to 24 h: the lane's slots wait for it (or for a collector), so the
+    # reaper neither sends them as calls of their own (that would pay twice) nor gives up at
+    # CHORUS_REAP_AFTER_S; it gives up at CHORUS_LANE_EXPIRE_S.
+    settings = load_settings(reap_grace_s=30, reap_after_s=900, reap_resend_after_s=60, lane_expire_s=7200)
+    waiting = stored_run([(DONE, "positive"), (OutcomeStatus.PENDING, None), (OutcomeStatus.PENDING, None)],
+                         age_s=3600, lane=True)
+    done = reap(settings, run_ids=[waiting])
+    assert done == {"lost_callback": [], "expired": [], "resent": []}
+    run = load(waiting)
+    assert run.status is RunStatus.RUNNING
+    assert [o.task_id for o in run.outcomes] == [None, None, None]  # nothing marked for a re-send
+
+    old = stored_run([(DONE, "positive"), (OutcomeStatus.PENDING, None), (OutcomeStatus.PENDING, None)],
+                     age_s=7300, lane=True)
+    done = reap(settings, run_ids=[old])
+    assert done["expired"] == [old] and done["resent"] == []
+    run = load(old)
+    assert run.status is RunStatus.PARTIAL
+    assert all("7200 s after submit" in (o.error or "") for o in run.outcomes if o.slot in (1, 2))
 
 
 def test_waiting_in_embedded_mode_runs_the_reaper_check_itself(db):
