@@ -21,6 +21,7 @@ from kombu import Queue
 
 from models import get_engine, in_session, repo
 from models.db import dispose_engine
+from providers import preload
 from settings import Settings, get_settings
 from workflows.queues import CALLBACK_QUEUE, all_queues
 
@@ -175,8 +176,7 @@ def _check_timeouts(**_: Any) -> None:
 def _preload_provider(**_: Any) -> None:
     # Prefork children inherit what the parent imported. Importing the SDK (~1.7 s of CPU) in every
     # child at once made each child's first call take ~46 s with 24 children on 2 cores.
-    if get_settings().provider_name == "anthropic":
-        import providers.anthropic_provider  # noqa: F401
+    preload(get_settings())
 
 
 @signals.worker_process_init.connect

@@ -39,12 +39,13 @@ from chorus.budget import check_budget, estimate_plan
 from chorus.costing import request_cost
 from chorus.inputs import input_kind, read_file_record, read_records
 from chorus.native import start_run
+from chorus.planners import planner
+from chorus.plans import Plan
 from chorus.runs import cancel_runs, celery_app, ensure_workers, get_run, not_found, prepare
-from chorus.section import plan_section
-from chorus.vote import plan_vote
 from models import Batch, Pattern, RunStatus, Session, in_session, repo
 from models.repo import content_hash
-from models.tables import OutcomeRole, OutcomeStatus, new_id, utcnow
+from models.tables import OutcomeStatus, new_id, utcnow
+from providers import provider_capabilities
 from providers.offline import LANE_NEEDS_ANTHROPIC
 from settings import Settings, get_settings
 from tasks import dispatch, lane
@@ -53,7 +54,7 @@ from workflows.calls import Attachment
 from workflows.cost import Cost, total
 from workflows.errors import ConfigError, NotFoundError, RunTimeout
 from workflows.intake import Record, check_text, duplicate, record_from
-from workflows.taskfile import SectionTask, VoteTask, task_from_json, task_hash
+from workflows.taskfile import SectionTask, Task, VoteTask, task_from_json, task_hash
 
 CHUNK = 200
 POLL_S = 0.02
@@ -81,14 +82,11 @@ class BatchSpec:
     models: tuple[str, ...] = ()
 
     def plan(self, text: str | Attachment, external_id: str, label: str | None, batch_id: str,
-             settings: Settings) -> Any:
+             settings: Settings) -> Plan:
         options = dict(self.options)
         if isinstance(options.get("task"), dict):  # a task stored resolved (task.to_json())
             options["task"] = task_from_json(options["task"])
-        if self.pattern is Pattern.VOTE:
-            return plan_vote(text, external_id=external_id, batch_id=batch_id, gold_label=label, settings=settings,
-                             **options)
-        return plan_section(text, external_id=external_id, batch_id=batch_id, settings=settings, **options)
+        return planner(self.pattern).plan(text, external_id, label, batch_id, settings, options)
 
     @property
     def task_hash(self) -> str | None:
@@ -104,18 +102,14 @@ class BatchSpec:
 
 def make_spec(pattern: str, options: dict[str, Any], settings: Settings) -> BatchSpec:
     """Check the pattern and its options on a probe document, before anything is written."""
-    try:
-        kind = Pattern(pattern)
-    except ValueError:
-        raise ConfigError(f"unknown pattern {pattern!r}; use vote or section") from None
+    kind = planner(pattern).pattern
     clean = {k: v for k, v in options.items() if v is not None}
     task = clean.get("task")
     if isinstance(task, VoteTask | SectionTask):
         if task.pattern != kind.value:
             raise ConfigError(f"the task {task.name!r} is a {task.pattern} task; run it with --pattern {task.pattern}")
         clean["task"] = task.to_json()  # stored with the batch, so a resume runs the very same task
-    if kind is Pattern.VOTE and "labels" not in clean and "task" not in clean:
-        raise ConfigError("--pattern vote needs --labels (e.g. --labels positive,negative,neutral) or --task FILE")
+    planner(kind).check_options(clean)
     try:
         return with_provider(BatchSpec(kind, clean), settings)
     except TypeError as exc:
@@ -125,11 +119,7 @@ def make_spec(pattern: str, options: dict[str, Any], settings: Settings) -> Batc
 def with_provider(spec: BatchSpec, settings: Settings) -> BatchSpec:
     """The spec with who would answer it now: the settings' provider and the models of a probe plan."""
     probe = spec.plan("probe text", "probe", None, "probe", settings)
-    if hasattr(probe, "panel"):
-        models = {v.model for v in probe.panel}
-    else:
-        models = {m for m in (probe.model, probe.reduce_model) if m}
-    return dataclasses.replace(spec, provider=settings.provider_name, models=tuple(sorted(models)))
+    return dataclasses.replace(spec, provider=settings.provider_name, models=tuple(sorted(probe.models())))
 
 
 Answerer = tuple[str, tuple[str, ...]]  # (provider, models sorted)
@@ -243,7 +233,7 @@ def check_lane(lane_name: str, settings: Settings) -> str:
     process that waits for them (`lane.LaneClock`)."""
     if lane_name not in LANES:
         raise ConfigError(f"unknown lane {lane_name!r}; use --lane sync or --lane batch")
-    if lane_name == "batch" and settings.provider_name != "anthropic":
+    if lane_name == "batch" and not provider_capabilities(settings).batches_api:
         raise ConfigError(LANE_NEEDS_ANTHROPIC)
     return lane_name
 
@@ -713,22 +703,21 @@ def _priced(u: repo.ModelUsage) -> Cost:
         return Cost()
 
 
-def _label(plan: Any, record: Record) -> str | None:
-    gold = getattr(plan, "gold_label", None)
+def _label(plan: Plan | None, record: Record) -> str | None:
+    gold = plan.gold_label if plan is not None else None
     return gold if gold is not None else (record.label[:64] if record.label else None)
 
 
-def _outcome_rows(run_id: str, plan: Any, now: Any) -> list[dict[str, Any]]:
+def _outcome_rows(run_id: str, plan: Plan, now: Any) -> list[dict[str, Any]]:
+    """The plan's slots as pending outcome rows (`repo.create_run` writes the same one by one)."""
     base = {"run_id": run_id, "status": OutcomeStatus.PENDING, "queued_at": now, "attempts": 0,
             "input_tokens": 0, "output_tokens": 0, "cache_write_tokens": 0, "cache_read_tokens": 0,
             "usage_estimated": False}
-    if hasattr(plan, "panel"):
-        return [{**base, "slot": spec.slot, "role": spec.role, "model": spec.model,
-                 "prompt_variant": spec.prompt_variant, "temperature": spec.temperature,
-                 "queued_at": None if spec.held else now}  # an adaptive vote's later waves wait
-                for spec in plan.slot_specs()]
-    return [{**base, "slot": sec.index, "role": OutcomeRole.SECTION, "model": plan.model, "title": sec.title[:200]}
-            for sec in plan.sections]
+    return [{**base, "slot": spec.slot, "role": spec.role, "model": spec.model,
+             "prompt_variant": spec.prompt_variant, "temperature": spec.temperature,
+             "title": spec.title[:200] if spec.title is not None else None,
+             "queued_at": None if spec.held else now}  # an adaptive vote's later waves wait
+            for spec in plan.slots()]
 
 
 def wait_for_batch(batch_id: str, *, timeout: float, on_tick: Callable[[], None] | None = None,
@@ -767,7 +756,7 @@ def wait_for_batch(batch_id: str, *, timeout: float, on_tick: Callable[[], None]
 def run_batch(source: Source | Prepared, *, pattern: str = "", options: dict[str, Any] | None = None,
               name: str | None = None, max_in_flight: int | None = 64, settings: Settings | None = None,
               on_tick: Callable[[str], None] | None = None, send_here: bool = False,
-              task: VoteTask | SectionTask | None = None, new_version: bool = False,
+              task: Task | None = None, new_version: bool = False,
               max_cost: float | None = None, lane: str | None = None, recursive: bool = False,
               allow_mixed: bool = False) -> Submission:
     """Find or create the batch and submit what needs a run (after `prepare_batch`'s checks).
@@ -916,7 +905,7 @@ def cancel(ref: str, *, reason: str = "cancelled by the user", settings: Setting
 def _cancel_provider_batches(cancelled: list[str], settings: Settings) -> None:
     """Cancel at the provider the batch-lane batches whose calls now all belong to cancelled runs (the
     poller would too, at its next tick); best effort: the runs are cancelled whatever the provider says."""
-    if not cancelled or settings.provider_name != "anthropic":
+    if not cancelled or not provider_capabilities(settings).batches_api:
         return
     if not in_session(lambda s: repo.lane_runs_among(s, cancelled), write=False):
         return

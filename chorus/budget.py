@@ -12,6 +12,8 @@ workers will build (`plan.spec()`, the one request builder):
   voters sent at once all write; no cache read is ever counted on;
 * output at max_tokens; a map call with an output schema twice, the second at its retry's larger
   budget (a reply cut before its JSON was complete is sent once more, `SectionSpec.retry_request`);
+* a vote whose task escalates (`escalate_to`): one more call at that model, as if every document
+  escalated, at the normal price (above the Batches API's, whichever way it is sent);
 * each request's own price tier (Haiku 5.5 bills every token of a prompt above 100,000 at 5x) by its
   bounded prompt;
 * a section run's synthesis, level by level over any tree the workers can build (`synthesis_costs`):
@@ -29,11 +31,13 @@ from typing import Any
 
 from providers.counting import count_tokens
 from settings import Settings
-from workflows.calls import CallRequest
+from workflows.calls import Attachment, CallRequest
 from workflows.cost import Cost, TokenUsage, cost_of, total
 from workflows.errors import ConfigError
+from workflows.escalation import escalation_request
+from workflows.orchestrating import TITLE_MAX, Subtask, SubtaskPlan, part_label
 from workflows.registry import max_output_tokens, model_info
-from workflows.runspec import SectionSpec, VoteSpec
+from workflows.runspec import OrchestrateSpec, SectionSpec
 from workflows.sectioning import (
     SYNTHESIS_OUTPUT_MARGIN,
     plan_level,
@@ -60,23 +64,37 @@ UPPER_TOKENS_PER_CHAR = 3
 
 
 def estimate_plan(plan: Any, settings: Settings, *, count: bool = True, lane: str = "sync") -> Cost:
-    """An upper bound of what one planned run costs, marked as an estimate (see the module's docstring).
-    A vote: every voter's call (and a pre-warm's), each prompt counted with Claude's `count_tokens` when
-    `count` and the provider is Claude, else bounded locally. A section run: every section's map call
-    (always bounded locally: a long document has thousands) and the synthesis. With `lane="batch"` the
-    voter and section calls are priced at the Batches API price with the lane's 1-hour cache writes (the
-    synthesis, like a pre-warm, goes the normal way)."""
+    """An upper bound of what one planned run costs, marked as an estimate (see the module's docstring):
+    the plan's own `estimate` (`chorus.plans.Plan`; a vote's is `estimate_vote`, a section run's
+    `estimate_section`). With `lane="batch"` the calls the lane carries are priced at the Batches API
+    price with the lane's 1-hour cache writes."""
+    return plan.estimate(settings, count=count, lane=lane)
+
+
+def estimate_vote(plan: Any, settings: Settings, *, count: bool = True, lane: str = "sync") -> Cost:
+    """A vote's upper bound: every voter's call (and a pre-warm's), each prompt counted with Claude's
+    `count_tokens` when `count` and the provider counts tokens, else bounded locally. In the batch lane
+    the voters' calls are at the Batches API price (a pre-warm goes the normal way)."""
     in_lane = lane == "batch"
     spec = plan.spec()  # the requests the workers will build from the stored config
-    if isinstance(spec, VoteSpec):
-        calls = [(spec.voter_request(voter, plan.document), in_lane) for voter in spec.voters]
-        dispatch = getattr(plan, "dispatch", None)
-        calls += [(spec.prewarm_request(model, plan.document), False) for _, model in (dispatch.prewarm
-                                                                                       if dispatch else ())]
-        return total(call_cost(request, lane=sent_in_lane,
-                               counted=_counted(request, settings) if count else None)
-                     for request, sent_in_lane in calls)
-    assert isinstance(spec, SectionSpec)
+    calls = [(spec.voter_request(voter, plan.document), in_lane) for voter in spec.voters]
+    dispatch = getattr(plan, "dispatch", None)
+    calls += [(spec.prewarm_request(model, plan.document), False) for _, model in (dispatch.prewarm
+                                                                                   if dispatch else ())]
+    escalation = escalation_request(spec, plan.document)
+    if escalation is not None:  # every document may escalate; at the normal price, above the lane's
+        calls.append((escalation, False))
+    return total(call_cost(request, lane=sent_in_lane,
+                           counted=_counted(request, settings) if count else None)
+                 for request, sent_in_lane in calls)
+
+
+def estimate_section(plan: Any, settings: Settings, *, count: bool = True, lane: str = "sync") -> Cost:
+    """A section run's upper bound: every section's map call (always bounded locally: a long document has
+    thousands; `count` is not used) and the synthesis. In the batch lane the map calls are at the Batches
+    API price (the synthesis goes the normal way)."""
+    in_lane = lane == "batch"
+    spec = plan.spec()  # the requests the workers will build from the stored config
     costs = []
     outputs = []  # the most output tokens each section's slot can record: both calls' when retried
     texts = []  # the most tokens its reply's text can have: the last call's max_tokens
@@ -119,7 +137,7 @@ def call_cost(request: CallRequest, *, lane: bool = False, counted: int | None =
                    tier_prompt_tokens=tier_prompt_tokens)
 
 
-def synthesis_costs(spec: SectionSpec, model: str, titles: list[str], budget: int, *,
+def synthesis_costs(spec: SectionSpec | OrchestrateSpec, model: str, titles: list[str], budget: int, *,
                     section_outputs: list[int] | None = None, section_texts: list[int] | None = None) -> list[Cost]:
     """Upper bounds of the synthesis calls of a section run whose sections (their `titles`) all succeed:
     the cost of every level of the tree the workers can build, one entry per call of the estimate's tree
@@ -223,6 +241,44 @@ def synthesis_costs(spec: SectionSpec, model: str, titles: list[str], budget: in
         held_one, read_one = max(held_one, most), max(read_one, math.ceil(most * ratio))
         frames = items * frame
         size = max(size, _measured(most))
+
+
+# A subtask's text joins its tags in the worker's prompt: a token either side of each of its three strings.
+SUBTASK_JOIN_TOKENS = 6
+
+
+def estimate_orchestrate(spec: OrchestrateSpec, document: str | Attachment, *, lane: str = "sync") -> Cost:
+    """An upper bound of an orchestrate run's cost before its plan is known (`workflows.orchestrating`):
+
+    * the planner's call, output at its max_tokens, at the normal price (above the Batches API's,
+      whichever way it is sent);
+    * `max_workers` workers, each at its output budget and writing the shared prefix (no read counted).
+      Each prompt is the worker's request for an empty subtask (the largest number, the fallback title
+      `subtask N`), plus its subtask's text: every subtask's title, instructions and focus come from the
+      planner's reply, so together they are at most its max_tokens (read in the workers' tokenizer, x its
+      ratio, as a synthesis reads section replies), plus a token either side of each string. Every worker
+      is priced at the tier of a prompt holding the whole reply. In the batch lane, at its price and 1-hour
+      writes;
+    * the synthesis of `max_workers` results, each at the workers' budget and labelled with the longest
+      label a title can make (`part_label`: `TITLE_MAX` apostrophes, 6 tokens each once escaped), by the
+      section run's bound of every tree the workers can build (`synthesis_costs`), at the normal price.
+
+    A plan of fewer subtasks costs less on every line. The planner is counted once: a plan that fails is
+    not asked again."""
+    in_lane = lane == "batch"
+    n = spec.max_workers
+    planner = call_cost(spec.planner_request(document))
+    empty = SubtaskPlan(tuple(Subtask(f"subtask {n}", "", "") for _ in range(n)))
+    worker = spec.worker_request(empty, n - 1, document)
+    share = math.ceil(spec.plan_output_tokens * max(1.0, tokenizer_ratio(worker.model)))
+    widest = upper_request_tokens(worker) + share + SUBTASK_JOIN_TOKENS
+    workers = [call_cost(worker, lane=in_lane, extra_input=SUBTASK_JOIN_TOKENS + (share if i == 0 else 0),
+                         tier_prompt_tokens=widest) for i in range(n)]
+    label = part_label(n - 1, "'" * TITLE_MAX)
+    synthesis = synthesis_costs(spec, spec.reduce_model, [label] * n, spec.synthesis_budget_tokens,
+                                section_outputs=[spec.work_output_tokens] * n,
+                                section_texts=[spec.work_output_tokens] * n)
+    return total([planner, *workers, *synthesis])
 
 
 def _priced(model: str, prompt: int, output: int, *, upper: bool) -> Cost:

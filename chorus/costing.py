@@ -25,9 +25,12 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+import tasks.all_patterns  # noqa: F401 - every pattern's entry, for `shared_prefixes`
 from models import Session, repo
+from providers import provider_capabilities
 from providers.counting import count_tokens
 from settings import Settings
+from tasks import patterns
 from workflows.attachments import attachment_of
 from workflows.calls import Attachment, CallRequest
 from workflows.cost import Cost, TokenUsage, cost_of, cost_without_cache, minimum_vote_cost, total
@@ -91,7 +94,7 @@ def _succeeded(run: Any) -> list[Any]:
 def shared_prefixes(run: Any, config: Mapping[str, Any], text: str, count: TokenCounter) -> dict[str, tuple[int, bool]]:
     """model -> (tokens, estimated?) of the prefix the voters of that model share, counted from the
     request itself. Only models with two succeeded calls or more: a lone call has nobody to share with."""
-    if run.pattern != "vote" or "labels" not in config:
+    if not patterns.entry(run.pattern).shares_prefix or "labels" not in config:
         return {}
     spec = vote_spec(config)
     document: str | Attachment = text
@@ -162,7 +165,7 @@ def minimum_cost(runs: Iterable[Any], settings: Settings, count: TokenCounter | 
 
 
 def minimum_counted_with(settings: Settings) -> str:
-    return "count_tokens" if settings.provider_name == "anthropic" and settings.anthropic_api_key else "local estimate"
+    return "count_tokens" if provider_capabilities(settings).counts_tokens else "local estimate"
 
 
 def breakdown(runs: Iterable[Any]) -> dict[str, Any]:

@@ -16,7 +16,7 @@ from pathlib import Path
 from chorus.documents import ReadDocument, read_path
 from models import RunStatus, Session, in_session, repo
 from models.tables import utcnow
-from providers import get_provider
+from providers import get_provider, provider_capabilities
 from settings import Settings, get_settings
 from tasks.files import release_files
 from workflows.attachments import join_pages
@@ -66,9 +66,9 @@ def check_pages(attachment: Attachment, models: Sequence[str], *, hint: str) -> 
 
 
 def check_readable(attachment: Attachment, settings: Settings) -> None:
-    """The offline provider reads a document's text layer only: a scan or a picture is refused before
-    anything is stored, with the reason, rather than sent to voters who can only fail on it."""
-    if settings.provider_name == "anthropic" or attachment.has_text:
+    """A provider that reads text only (offline) reads a document's text layer: a scan or a picture is refused
+    before anything is stored, with the reason, rather than sent to voters who can only fail on it."""
+    if provider_capabilities(settings).reads_documents or attachment.has_text:
         return
     raise ConfigError(f"{attachment.title or 'the document'}: {attachment.blind_reason}")
 
@@ -76,7 +76,7 @@ def check_readable(attachment: Attachment, settings: Settings) -> None:
 def needs_upload(size: int, settings: Settings) -> bool:
     """Whether bytes of this size go through the Files API rather than inline (base64) in each call.
     Only a provider with a Files API uploads (the offline provider reads the text layer)."""
-    if settings.provider_name != "anthropic" or settings.files_api == "never":
+    if not provider_capabilities(settings).files_api or settings.files_api == "never":
         return False
     if settings.files_api == "always":
         return True
@@ -89,8 +89,9 @@ def fits_inline(size: int) -> bool:
 
 
 def check_size(attachment: Attachment, settings: Settings) -> None:
-    """Bytes too large for one request need the Files API; refuse them when it is switched off."""
-    if attachment.data is None or settings.provider_name != "anthropic":
+    """Bytes too large for one request need the Files API; refuse them when it is switched off. A provider
+    that reads text only is sent the text layer, not the bytes."""
+    if attachment.data is None or not provider_capabilities(settings).reads_documents:
         return
     limits = document_limits()
     if not fits_inline(len(attachment.data)) and settings.files_api == "never":

@@ -25,20 +25,19 @@ from celery.exceptions import TimeoutError as CeleryTimeout
 from celery.result import AsyncResult
 
 # The task modules define shared tasks: imported here, every app this client makes knows them, so
-# what it sends carries the labels Flower shows (tasks.labels), as the worker's own sends do.
+# what it sends carries the labels Flower shows (tasks.labels), as the worker's own sends do;
+# tasks.all_patterns imports every pattern's module, which registers its entry (tasks.patterns).
+import tasks.all_patterns  # noqa: F401
 import tasks.batch  # noqa: F401
-import tasks.section  # noqa: F401
-import tasks.vote  # noqa: F401
 import worker
 from chorus.costing import outcome_cost, run_cost
 from chorus.embedded import WorkerProcess, embedded_worker, take_early
 from chorus.embedded import commands as embedded_commands
-from models import Run, RunStatus, WorkerOutcome, ensure_schema, get_engine, in_session, repo
+from models import Pattern, Run, RunStatus, WorkerOutcome, ensure_schema, get_engine, in_session, repo
 from settings import Settings, get_settings, user_data_dir
-from tasks import dispatch
+from tasks import dispatch, patterns
 from tasks.files import release_files
 from tasks.maintenance import StallWatch
-from tasks.vote import finish_vote
 from workflows.errors import ConfigError, NotFoundError, RunFailed, RunTimeout
 
 log = logging.getLogger("chorus.runs")
@@ -257,8 +256,8 @@ class RunView:
             if o.status in ("failed", "cancelled") and o.error:
                 by_reason.setdefault(o.error, []).append(o)
         parts = [self.error] if self.error else []
+        noun = patterns.entry(self.pattern).call_noun
         for why, calls in by_reason.items():
-            noun = "voter" if self.pattern == "vote" else "call"
             slots = ", ".join(str(o.slot) for o in calls)
             parts.append(f"{noun}{'s' if len(calls) > 1 else ''} {slots} {calls[0].status}: {why}")
         if not parts:
@@ -348,12 +347,16 @@ def cancel_runs(run_ids: Sequence[str], reason: str, settings: Settings) -> repo
     prepare(settings)
     cancelled: list[str] = []
     settled: list[str] = []
+    kinds: dict[str, Pattern] = {}
     for i in range(0, len(run_ids), CANCEL_CHUNK):
         done = _cancel_chunk(list(run_ids[i:i + CANCEL_CHUNK]), reason)
         cancelled += done.cancelled
         settled += done.settled
+        kinds.update(done.patterns)
     for run_id in settled:
-        finish_vote(run_id, bind=False)
+        settle = patterns.entry(kinds[run_id]).settle
+        if settle is not None:
+            settle(run_id)
     for run_id in cancelled:
         forget(run_id)
     if cancelled:
@@ -367,11 +370,12 @@ def cancel_runs(run_ids: Sequence[str], reason: str, settings: Settings) -> repo
             release_files([*cancelled, *settled], settings)  # their Files API uploads end with them
         except Exception:  # noqa: BLE001 - the reaper's sweep deletes what is left; the cancel stands
             log.exception("deleting the uploads of cancelled runs failed")
-    return repo.Cancelled(cancelled, settled)
+    return repo.Cancelled(cancelled, settled, kinds)
 
 
 def _cancel_chunk(run_ids: list[str], reason: str) -> repo.Cancelled:
-    return in_session(lambda s: repo.cancel_runs(s, run_ids, reason))
+    settles = patterns.settling()
+    return in_session(lambda s: repo.cancel_runs(s, run_ids, reason, settles=settles))
 
 
 # ----- the embedded worker -------------------------------------------------------------------------

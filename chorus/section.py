@@ -14,7 +14,6 @@
 from __future__ import annotations
 
 import hashlib
-import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -22,17 +21,17 @@ from typing import Any
 
 import jsonschema
 
-from chorus.budget import check_budget, estimate_plan
+from chorus.budget import estimate_section
 from chorus.documents import split_pdf
-from chorus.native import blob_of, check_readable, check_size, document_spec, load_document, needs_upload, start_run
-from chorus.runs import celery_app, ensure_workers, prepare
+from chorus.native import blob_of, check_readable, check_size, document_spec, load_document, needs_upload
+from chorus.plans import submit
 from chorus.vote import check_model_known
-from models import Pattern, RunStatus, Session, repo
-from models.tables import OutcomeRole, utcnow
+from models import Pattern, repo
+from models.tables import OutcomeRole
 from settings import Settings, get_settings
-from tasks import dispatch
 from workflows.attachments import document_config, page_texts, pages_text
 from workflows.calls import Attachment
+from workflows.cost import Cost
 from workflows.documents import page_ranges, pdf_page_image_tokens_upper
 from workflows.errors import ConfigError
 from workflows.intake import check_text
@@ -84,6 +83,32 @@ class SectionPlan:
     native: Attachment | None = None  # a PDF or an image Claude reads natively (`text` is its text layer)
     # A PDF split by pages: one Attachment per section, the PDF of exactly its pages.
     page_parts: tuple[Attachment, ...] = ()
+
+    # The `chorus.plans.Plan` protocol: what budgets, batches, --dry-run and status read.
+    @property
+    def pattern(self) -> Pattern:
+        return Pattern.SECTION
+
+    @property
+    def noun(self) -> str:
+        return "section"
+
+    @property
+    def what(self) -> str:
+        return "this sectioning run"
+
+    @property
+    def gold_label(self) -> str | None:
+        return None  # a section run has no known answer to compare with
+
+    def calls(self) -> int:
+        return len(self.sections)
+
+    def models(self) -> set[str]:
+        return {m for m in (self.model, self.reduce_model) if m}
+
+    def estimate(self, settings: Settings, *, count: bool = True, lane: str = "sync") -> Cost:
+        return estimate_section(self, settings, count=count, lane=lane)
 
     @property
     def document(self) -> str | Attachment:
@@ -150,7 +175,7 @@ class SectionPlan:
         }
 
     def slots(self) -> list[repo.SlotSpec]:
-        return [repo.SlotSpec(s.index, OutcomeRole.SECTION, self.model) for s in self.sections]
+        return [repo.SlotSpec(s.index, OutcomeRole.SECTION, self.model, title=s.title) for s in self.sections]
 
 
 def instructions_task(instructions: str) -> SectionTask:
@@ -364,32 +389,9 @@ def submit_section(text: str | Attachment | Path, *, task: SectionTask | str = "
     (`chorus.load_task(path)`); options (how, max_tokens, overlap_tokens, model, external_id,
     batch_id) override the task's fields."""
     settings = settings or get_settings()
-    return submit_section_plan(plan_section(text, task=task, settings=settings, **options), settings=settings)
+    return submit(plan_section(text, task=task, settings=settings, **options), settings=settings)
 
 
 def submit_section_plan(plan: SectionPlan, *, settings: Settings | None = None) -> str:
-    """Store the run (document, run, one pending outcome per section) and send its chord; refused above
-    the budget (CHORUS_MAX_COST_USD), and in embedded mode the worker is started, as for a vote."""
-    settings = settings or get_settings()
-    if settings.max_cost_usd is not None:
-        check_budget(estimate_plan(plan, settings), settings.max_cost_usd, "this sectioning run")
-    prepare(settings)
-    ensure_workers(settings)
-    uploads = plan.uploads(settings)
-    with Session.begin() as s:
-        run = repo.create_run(
-            s, text=plan.text, external_id=plan.external_id or f"inline-{uuid.uuid4().hex[:8]}",
-            pattern=Pattern.SECTION, provider=settings.provider_name, config=plan.config(), slots=plan.slots(),
-            batch_id=plan.batch_id, document=plan.document_spec(),
-        )
-        for outcome in run.outcomes:
-            outcome.title = plan.sections[outcome.slot].title[:200]
-        if not uploads:
-            run.status = RunStatus.RUNNING
-            run.submitted_at = utcnow()
-        run_id = run.id
-    if uploads and not start_run(run_id, uploads, settings):
-        return run_id  # failed with the upload's reason
-    # Not remembered: the reduce's result comes after the sections, long before the synthesis.
-    dispatch.send_section(celery_app(settings), run_id, plan.config())
-    return run_id
+    """Store and send a planned sectioning run: `chorus.plans.submit`, under the name the API has always had."""
+    return submit(plan, settings=settings)

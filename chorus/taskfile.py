@@ -22,6 +22,7 @@ from settings import Settings, get_settings
 from workflows.attachments import page_texts
 from workflows.calls import Attachment, CallRequest
 from workflows.cost import total
+from workflows.escalation import check_escalation, escalation_request
 from workflows.runspec import VoteSpec
 from workflows.sectioning import Part
 from workflows.taskfile import SectionTask, Task, TaskFileError, VoteTask, parse_task, task_hash
@@ -98,13 +99,20 @@ def describe_task(task: Task, *, settings: Settings | None = None, sample: str |
     if isinstance(task, VoteTask):
         panel = resolve_panel(task, settings.default_model)
         check_panel_models(panel, settings)
+        check_escalation(task, panel, settings.model_list)
         spec = VoteSpec(task, tuple(panel), {}, None)
         calls = [(f"voter {voter.slot}: {voter.label}", spec.voter_request(voter, sent)) for voter in panel]
+        escalation = escalation_request(spec, sent)
+        if escalation is not None:  # sent only when the vote is close; counted, as the budget counts it
+            calls.append((f"escalation (when the vote is close): {escalation.model}", escalation))
         described["panel"] = [{"slot": v.slot, "name": v.label, "model": v.model, "effort": v.effort,
                                "prompt": v.prompt if v.prompt is not None else f"built-in variant {v.variant!r}"}
                               for v in panel]
-    else:
+    elif isinstance(task, SectionTask):
         calls = section_calls(task, sent, settings)
+    else:  # the orchestrate pattern parses; its plan, requests and estimate are wired in with its submit
+        raise TaskFileError("pattern", f"{task.pattern!r} tasks parse, but this version cannot check or run them "
+                                       "yet; use a vote or section task")
     placeholder = f"[the document: ~{estimate_tokens(document)} tokens]"
     described["calls"] = [{"name": name, "model": r.model, "system": r.system, "user": list(r.user_blocks),
                            "user_shown": [_elide(b, document, placeholder) for b in r.user_blocks],

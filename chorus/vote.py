@@ -13,14 +13,13 @@ Submitting needs workers consuming the queues: `celery -A worker worker` against
 from __future__ import annotations
 
 import logging
-import uuid
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from chorus.budget import check_budget, estimate_plan
+from chorus.budget import estimate_vote
 from chorus.native import (
     blob_of,
     check_pages,
@@ -29,19 +28,20 @@ from chorus.native import (
     document_spec,
     load_document,
     needs_upload,
-    start_run,
 )
-from chorus.runs import celery_app, ensure_workers, prepare, remember
-from models import Pattern, RunStatus, Session, repo
-from models.tables import OutcomeRole, utcnow
+from chorus.plans import submit
+from models import Pattern, repo
+from models.tables import OutcomeRole
+from providers import provider_capabilities
 from providers.counting import count_tokens
 from settings import Settings, get_settings
-from tasks import dispatch
 from workflows.adaptive import first_wave
 from workflows.attachments import document_config
 from workflows.calls import Attachment
+from workflows.cost import Cost
 from workflows.dispatch import WARM_MODES, Dispatch, cacheable_prefix_tokens, needs_count, plan_dispatch
 from workflows.errors import ConfigError, ProviderError
+from workflows.escalation import check_escalation
 from workflows.intake import check_text
 from workflows.registry import context_window, effort_levels, supports_structured_outputs, unknown_model
 from workflows.runspec import VoteSpec, vote_spec
@@ -68,6 +68,28 @@ class VotePlan:
     dispatch: Dispatch | None = None  # None: every voter at once
     native: Attachment | None = None  # a PDF or an image Claude reads natively (`text` is its text layer)
 
+    # The `chorus.plans.Plan` protocol: what budgets, batches, --dry-run and status read.
+    @property
+    def pattern(self) -> Pattern:
+        return Pattern.VOTE
+
+    @property
+    def noun(self) -> str:
+        return "voter"
+
+    @property
+    def what(self) -> str:
+        return "this vote"
+
+    def calls(self) -> int:
+        return len(self.panel)
+
+    def models(self) -> set[str]:
+        return {v.model for v in self.panel}
+
+    def estimate(self, settings: Settings, *, count: bool = True, lane: str = "sync") -> Cost:
+        return estimate_vote(self, settings, count=count, lane=lane)
+
     @property
     def document(self) -> str | Attachment:
         """What each voter reads: the text, or the PDF or image itself."""
@@ -88,7 +110,7 @@ class VotePlan:
         n = first_wave(len(self.panel), self.quorum, len(leaders), rules.stop_when_agree)
         return tuple(leaders) if leaders else tuple(v.slot for v in self.panel[:n])
 
-    def slot_specs(self) -> list[repo.SlotSpec]:
+    def slots(self) -> list[repo.SlotSpec]:
         """One outcome row per voter; an adaptive vote's voters after the first wave are held back."""
         first = set(self.first_wave)
         warm = [repo.SlotSpec(slot, OutcomeRole.PREWARM, model, "prewarm")
@@ -194,6 +216,7 @@ def plan_vote(
         if problem is not None:
             raise ConfigError(f"the document cannot be voted on: {problem}")
     check_panel_models(panel, settings)
+    check_escalation(vote_task, panel, settings.model_list)  # vote.escalate_to: known, with a queue, not the panel's
     if native is not None:
         check_pages(native, [v.model for v in panel],
                     hint="section it by pages (`chorus section FILE`), or vote with a 1M-context model")
@@ -204,8 +227,8 @@ def plan_vote(
     gold = vote_task.canonical_label(gold_label) if gold_label else None
     if gold_label and gold is None:
         raise ConfigError(f"gold label {gold_label!r} is not one of the labels {', '.join(label_set)}")
-    # The offline provider has no prompt cache: making voters wait for a leader would only cost time.
-    with_cache = cache_aware and settings.provider_name == "anthropic"
+    # Without a prompt cache (offline) making voters wait for a leader would only cost time.
+    with_cache = cache_aware and provider_capabilities(settings).caches_prompts
     estimates, counted = prefix_sizes(panel, vote_task, document, settings, count=with_cache)
     if cache_warm not in WARM_MODES:
         raise ConfigError(f"unknown cache warm-up {cache_warm!r}; use leader (one voter per model goes first) or "
@@ -298,40 +321,9 @@ def submit_vote(text: str | Attachment | Path, labels: str | Sequence[str] | Non
     result), and external_id, batch_id, gold_label.
     """
     settings = settings or get_settings()
-    return submit_plan(plan_vote(text, labels, task=task, settings=settings, **options), settings=settings)
+    return submit(plan_vote(text, labels, task=task, settings=settings, **options), settings=settings)
 
 
 def submit_plan(plan: VotePlan, *, settings: Settings | None = None) -> str:
-    """Store the run (document, run, one pending outcome per voter) and send its chord. With a budget
-    (CHORUS_MAX_COST_USD) a vote estimated above it is refused before anything is written; in embedded
-    mode the worker that will run it is started (once per process)."""
-    settings = settings or get_settings()
-    if settings.max_cost_usd is not None:
-        check_budget(estimate_plan(plan, settings), settings.max_cost_usd, "this vote")
-    prepare(settings)
-    ensure_workers(settings)
-    callback_id = uuid.uuid4().hex
-    uploads = plan.uploads(settings)
-    with Session.begin() as s:
-        run = repo.create_run(
-            s,
-            text=plan.text,
-            external_id=plan.external_id or f"inline-{callback_id[:8]}",
-            pattern=Pattern.VOTE,
-            provider=settings.provider_name,
-            config=plan.config(),
-            slots=plan.slot_specs(),
-            batch_id=plan.batch_id,
-            gold_label=plan.gold_label,
-            document=plan.document_spec(),
-        )
-        if not uploads:
-            run.status = RunStatus.RUNNING
-            run.submitted_at = utcnow()
-        run.chord_id = callback_id
-        run_id = run.id
-    if uploads and not start_run(run_id, uploads, settings):
-        return run_id  # failed with the upload's reason
-
-    remember(run_id, dispatch.send_vote(celery_app(settings), run_id, plan.config(), callback_id))
-    return run_id
+    """Store and send a planned vote: `chorus.plans.submit`, under the name the API has always had."""
+    return submit(plan, settings=settings)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from sqlalchemy import String, and_, case, cast, func, insert, literal, select, update
@@ -49,6 +49,7 @@ class SlotSpec:
     prompt_variant: str | None = None
     temperature: float | None = None
     held: bool = False  # an adaptive vote's voter, not in the first wave: not queued (queued_at NULL)
+    title: str | None = None  # what the slot covers (a section's title), shown by status and the report
 
 
 @dataclass(frozen=True)
@@ -151,6 +152,7 @@ def create_run(
             model=spec.model,
             prompt_variant=spec.prompt_variant,
             temperature=spec.temperature,
+            title=spec.title[:200] if spec.title is not None else None,
             status=OutcomeStatus.PENDING,
             queued_at=None if spec.held else now,
         )
@@ -500,15 +502,18 @@ def finished_among(s: OrmSession, run_ids: list[str]) -> list[str]:
 @dataclass(frozen=True)
 class Cancelled:
     cancelled: list[str]  # runs now `cancelled`
-    settled: list[str]  # open votes whose voters had all finished: their tally decides (the real result)
+    settled: list[str]  # open runs whose slots had all finished, of a pattern that settles (a vote's tally)
+    patterns: dict[str, Pattern] = field(default_factory=dict)  # each settled run's pattern
 
 
-def cancel_runs(s: OrmSession, run_ids: Sequence[str], reason: str) -> Cancelled:
+def cancel_runs(s: OrmSession, run_ids: Sequence[str], reason: str, *, settles: Collection[Pattern] = ()
+                ) -> Cancelled:
     """Cancel the open runs among `run_ids`, in the caller's transaction. Slots not taken yet (pending,
     or retrying between attempts) become `cancelled` with the reason and are never called (`claim_slot`
     takes no slot of a terminal run); a slot in flight is left to finish and record its usage. The run
     and its document end `cancelled` with the reason, so a late callback finds the run terminal and
-    leaves it. A vote whose voters have all finished is not cancelled: only its tally is left to run."""
+    leaves it. A run of a pattern in `settles` (a vote) whose slots have all finished is not cancelled:
+    only its callback is left to run (the caller's, with `Cancelled.settled`)."""
     open_runs = s.execute(select(Run.id, Run.pattern).where(
         Run.id.in_(list(run_ids)), Run.status.in_((RunStatus.PENDING, RunStatus.RUNNING)))).all()
     if not open_runs:
@@ -516,10 +521,11 @@ def cancel_runs(s: OrmSession, run_ids: Sequence[str], reason: str) -> Cancelled
     ids = [r.id for r in open_runs]
     with_open_slots = set(s.scalars(select(WorkerOutcome.run_id).where(
         WorkerOutcome.run_id.in_(ids), WorkerOutcome.status.in_(OPEN_OUTCOME)).distinct()))
-    settled = [r.id for r in open_runs if r.pattern is Pattern.VOTE and r.id not in with_open_slots]
-    cancel = [r.id for r in open_runs if r.id not in set(settled)]
+    kinds = {r.id: r.pattern for r in open_runs if r.pattern in settles and r.id not in with_open_slots}
+    settled = list(kinds)
+    cancel = [r.id for r in open_runs if r.id not in kinds]
     if not cancel:
-        return Cancelled([], settled)
+        return Cancelled([], settled, kinds)
     now = utcnow()
     s.execute(update(WorkerOutcome).where(
         WorkerOutcome.run_id.in_(cancel),
@@ -533,7 +539,7 @@ def cancel_runs(s: OrmSession, run_ids: Sequence[str], reason: str) -> Cancelled
     if done:
         s.execute(update(Document).where(Document.id.in_([d for _, d in done]))
                   .values(status=RunStatus.CANCELLED, error=reason))
-    return Cancelled([r for r, _ in done], settled)
+    return Cancelled([r for r, _ in done], settled, kinds)
 
 
 def open_runs_of_batch(s: OrmSession, batch_id: str) -> list[str]:

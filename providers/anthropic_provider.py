@@ -17,6 +17,7 @@ from typing import Any
 
 import anthropic
 
+from providers.anthropic_capabilities import ANTHROPIC_CAPABILITIES
 from workflows.calls import Attachment, CallRequest, CallResult, Usage
 from workflows.errors import PermanentError, ProviderError, RetryableError
 from workflows.tokens import min_cacheable_tokens, request_tokens
@@ -179,7 +180,9 @@ def _client(api_key: str, base_url: str | None, timeout_s: float, pid: int) -> a
 
 class AnthropicProvider:
     name = "anthropic"
-    files_api = True  # a document too large for one request is uploaded once (upload_file/delete_file)
+    # Token counting, prompt caching, the Message Batches API, PDF and image blocks, the Files API (a
+    # document too large for one request is uploaded once: upload_file/delete_file).
+    capabilities = ANTHROPIC_CAPABILITIES
 
     def __init__(self, api_key: str, base_url: str | None = None, timeout_s: float = 60.0) -> None:
         self.api_key = api_key
@@ -219,6 +222,10 @@ class AnthropicProvider:
             raise translate(exc) from exc
 
     # ----- the Message Batches API (the batch lane) ---------------------------------------------
+    def entry_size(self, custom_id: str, request: CallRequest) -> int:
+        """Bytes the request adds to a provider batch's create body (the module's `entry_size`)."""
+        return entry_size(custom_id, request)
+
     def create_batch(self, items: Sequence[tuple[str, CallRequest]]) -> BatchInfo:
         """One provider batch of `(custom_id, request)` pairs; each request's body is the one `call`
         sends (`message_body`). A refused create raises RetryableError or PermanentError."""

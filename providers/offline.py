@@ -93,7 +93,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from providers.schema_fill import fill_schema, merge_texts
-from workflows.calls import CallRequest, CallResult, Usage
+from workflows.calls import CallRequest, CallResult, ProviderCapabilities, Usage
 from workflows.errors import ConfigError, PermanentError
 from workflows.tokens import estimate_tokens
 
@@ -787,7 +787,9 @@ EVIDENCE_NOTE = "offline scorer (an estimate; no model was called): "
 
 class OfflineProvider:
     name = "offline"
-    files_api = False  # nothing to upload: the offline provider reads a document's text layer
+    # None: its sizes are estimates, it has no cache and no Batches API, and it reads a document's text
+    # layer (so there is nothing to upload).
+    capabilities = ProviderCapabilities()
 
     def call(self, request: CallRequest) -> CallResult:
         blind = [a for a in request.attachments if not a.has_text]
@@ -824,6 +826,9 @@ class OfflineProvider:
         raise ConfigError(LANE_NEEDS_ANTHROPIC)
 
     def batch_results(self, batch_id: str) -> Any:
+        raise ConfigError(LANE_NEEDS_ANTHROPIC)
+
+    def entry_size(self, custom_id: str, request: CallRequest) -> int:
         raise ConfigError(LANE_NEEDS_ANTHROPIC)
 
 

@@ -5,6 +5,10 @@ for the settings it was given), by task name: a message never lands on a broker 
 name. Task arguments are ids and short labels (run id, slot, model), never document text.
 
 A send the broker refuses marks the run failed with the reason: no run is left half sent.
+
+What a pattern's messages are (a vote's leaders, panel and tally; a section run's sections and reduce)
+is its own module's: `send_run` hands a stored run to its pattern's `send` (`tasks.patterns`), which
+builds its chord from `call_signature` and sends it with `send_chord`.
 """
 
 from __future__ import annotations
@@ -27,18 +31,11 @@ from sqlalchemy.orm import Session as OrmSession
 
 from models import Pattern, RunStatus, in_session, repo
 from models.tables import OutcomeRole
-from tasks import broker
+from tasks import broker, patterns
 from workflows.errors import ChorusError
 from workflows.queues import CALLBACK_QUEUE, queue_for_model
 
-VOTE_CALL = "chorus.vote.call"
-VOTE_TALLY = "chorus.vote.tally"
-SECTION_CALL = "chorus.section.call"
-SECTION_REDUCE = "chorus.section.reduce"
-SECTION_FINISH = "chorus.section.finish"
 BATCH_DISPATCH = "chorus.batch.dispatch"
-CALL_TASK = {OutcomeRole.VOTER: VOTE_CALL, OutcomeRole.PREWARM: VOTE_CALL, OutcomeRole.SECTION: SECTION_CALL,
-             OutcomeRole.SYNTHESIS: SECTION_CALL}
 # A broker that is down for a moment (a restart, a failover) is waited for this long before a send
 # gives up and its runs are failed; Celery's own publish retry gives up after about a second.
 BROKER_RETRY_S = 30.0
@@ -69,9 +66,11 @@ def publishing(send: Callable[[], T], *, budget_s: float = BROKER_RETRY_S,
 
 def call_signature(app: Celery, role: OutcomeRole, run_id: str, slot: int, model: str, task: str = "") -> Signature:
     """One slot's call on its model's queue; the slot row holds everything else. `model` and `task` (the
-    task's name) are labels only, so Flower shows whose call this is."""
-    return app.signature(CALL_TASK[role], args=(run_id, slot, model), kwargs={"task": task} if task else {},
-                         queue=queue_for_model(model), immutable=True, ignore_result=joins_without_results(app))
+    task's name) are labels only, so Flower shows whose call this is. The task is the call task of the
+    pattern whose slots have this role."""
+    return app.signature(patterns.for_role(role).call_task, args=(run_id, slot, model),
+                         kwargs={"task": task} if task else {}, queue=queue_for_model(model), immutable=True,
+                         ignore_result=joins_without_results(app))
 
 
 def joins_without_results(app: Celery) -> bool:
@@ -81,50 +80,6 @@ def joins_without_results(app: Celery) -> bool:
     record. So on Redis the per-call SET and PUBLISH of the result buy nothing. Other backends (embedded
     mode's key-value store) join by reading the stored results, and keep them."""
     return str(app.conf.result_backend or "").startswith(("redis://", "rediss://"))
-
-
-def vote_messages(app: Celery, run_id: str, config: dict[str, Any], callback_id: str
-                  ) -> tuple[list[Signature], list[Signature], Signature]:
-    """(leaders, header, tally) of a stored vote. Leaders (cache-aware dispatch) go first, so the
-    rest of the panel reads the prompt cache they wrote."""
-    calls = {v["slot"]: call_signature(app, OutcomeRole.VOTER, run_id, v["slot"], v["model"],
-                                       config.get("task_name", ""))
-             for v in config["voters"]}
-    tally = app.signature(VOTE_TALLY, args=(run_id,), queue=CALLBACK_QUEUE, task_id=callback_id)
-    # Pre-warm calls (`max_tokens: 0`) write each model's prefix before any voter goes.
-    prewarm = [call_signature(app, OutcomeRole.PREWARM, run_id, slot, model, config.get("task_name", ""))
-               for slot, model in (config.get("dispatch") or {}).get("prewarm") or ()]
-    adaptive = config.get("adaptive")
-    if adaptive:
-        # Only the first wave goes now (it holds the cache leaders, if any); the tally sends the rest
-        # in waves for as long as they can change the result (tasks.vote.advance_vote).
-        return prewarm, [calls[slot] for slot in adaptive["first_wave"]], tally
-    leaders = tuple((config.get("dispatch") or {}).get("leaders") or ())
-    header = [sig for slot, sig in calls.items() if slot not in leaders]
-    return prewarm + [calls[slot] for slot in leaders], header, tally
-
-
-def wave_messages(app: Celery, run_id: str, slots: Sequence[tuple[int, str]], task: str = ""
-                  ) -> tuple[list[Signature], Signature]:
-    """An adaptive vote's next wave: the calls of `slots` ((slot, model) each) and a tally after them."""
-    header = [call_signature(app, OutcomeRole.VOTER, run_id, slot, model, task) for slot, model in slots]
-    return header, app.signature(VOTE_TALLY, args=(run_id,), queue=CALLBACK_QUEUE)
-
-
-def section_messages(app: Celery, run_id: str, model: str, sections: int, task: str = ""
-                     ) -> tuple[list[Signature], Signature]:
-    """(one call per section, the reduce that plans the synthesis) of a stored sectioning run."""
-    header = [call_signature(app, OutcomeRole.SECTION, run_id, i, model, task) for i in range(sections)]
-    return header, app.signature(SECTION_REDUCE, args=(run_id,), queue=CALLBACK_QUEUE)
-
-
-def level_messages(app: Celery, run_id: str, steps: Sequence[tuple[int, str]], next_items: list[int] | None
-                   ) -> tuple[list[Signature], Signature]:
-    """One level of synthesis steps, then `finish` (final level, `next_items` None) or `reduce` again."""
-    header = [call_signature(app, OutcomeRole.SYNTHESIS, run_id, slot, model) for slot, model in steps]
-    if next_items is None:
-        return header, app.signature(SECTION_FINISH, args=(run_id,), queue=CALLBACK_QUEUE)
-    return header, app.signature(SECTION_REDUCE, args=(run_id, next_items), queue=CALLBACK_QUEUE)
 
 
 def send_chord(app: Celery, run_id: str, header: list[Signature], callback: Signature, *,
@@ -146,24 +101,10 @@ def send_chord(app: Celery, run_id: str, header: list[Signature], callback: Sign
         raise ChorusError(reason) from exc
 
 
-def send_vote(app: Celery, run_id: str, config: dict[str, Any], callback_id: str) -> AsyncResult:
-    first, header, tally = vote_messages(app, run_id, config, callback_id)
-    return send_chord(app, run_id, header, tally, first=first)
-
-
-def send_section(app: Celery, run_id: str, config: dict[str, Any]) -> AsyncResult:
-    header, reduce = section_messages(app, run_id, config["model"], len(config["sections"]),
-                                      config.get("task_name", ""))
-    return send_chord(app, run_id, header, reduce)
-
-
 def send_run(app: Celery, run_id: str, pattern: Pattern, config: dict[str, Any], callback_id: str | None
              ) -> AsyncResult:
-    """Send a stored run of either pattern."""
-    if pattern is Pattern.VOTE:
-        assert callback_id is not None
-        return send_vote(app, run_id, config, callback_id)
-    return send_section(app, run_id, config)
+    """Send a stored run's messages, as its pattern sends them; the AsyncResult of its callback."""
+    return patterns.entry(pattern).send(app, run_id, config, callback_id)
 
 
 def send_stored(app: Celery, run_ids: list[str]) -> int:

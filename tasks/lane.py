@@ -15,10 +15,11 @@ Two beat tasks on the `callbacks` queue, both safe to run twice, at once, or aft
 - `chorus.lane.poll` retrieves every provider batch not yet collected; once one has ended it writes
   each result into its slot (only while the slot is open and still names that batch), sends back to
   `pending` what may be tried again (errored with a retryable error, expired, canceled while its run
-  is open) within CHORUS_MAX_ATTEMPTS, and then runs each finished run's callback: a vote through
-  `advance`, a section run through `chorus.section.reduce`, as the chord would have. A succeeded line
-  for a slot this batch does not carry (a duplicate request: a collector that recorded its batch only
-  after its claims had been released and sent again) was paid for: its usage is added to the slot.
+  is open) within CHORUS_MAX_ATTEMPTS, and then runs each finished run's callback, its pattern's
+  `lane_callback` (`tasks.patterns`: a vote's tally, a section run's reduce), as the chord would
+  have. A succeeded line for a slot this batch does not carry (a duplicate request: a collector that
+  recorded its batch only after its claims had been released and sent again) was paid for: its usage
+  is added to the slot.
 
 With no beat (embedded mode) the process waiting on lane runs sends both ticks itself (`LaneClock`).
 """
@@ -38,14 +39,14 @@ from typing import Any, Protocol, TypeVar, cast
 
 from celery import Celery, Task, shared_task
 
+import tasks.all_patterns  # noqa: F401 - every pattern's entry, for `run_callback` and the requests
 from models import OutcomeStatus, Pattern, in_session, repo
 from models.tables import utcnow
 from providers import get_provider
 from settings import Settings, get_settings
-from tasks import db, dispatch
+from tasks import db, dispatch, patterns
 from tasks.calls import describe_failure, usage_fields
 from tasks.requests import build_request, interpret
-from tasks.vote import advance_vote
 from workflows.calls import CallRequest
 from workflows.errors import ChorusError, PermanentError, ProviderError, RetryableError
 from workflows.queues import CALLBACK_QUEUE
@@ -66,8 +67,9 @@ T = TypeVar("T")
 
 
 class BatchProvider(Protocol):
-    """A provider with the Message Batches API (providers.anthropic_provider; offline refuses)."""
+    """A provider with the Message Batches API (capabilities.batches_api; the others refuse)."""
 
+    def entry_size(self, custom_id: str, request: CallRequest) -> int: ...
     def create_batch(self, items: Sequence[tuple[str, CallRequest]]) -> Any: ...
     def retrieve_batch(self, batch_id: str) -> Any: ...
     def cancel_batch(self, batch_id: str) -> Any: ...
@@ -77,13 +79,6 @@ class BatchProvider(Protocol):
 
 def batch_provider(settings: Settings) -> BatchProvider:
     return cast(BatchProvider, get_provider(settings))
-
-
-def entry_size(custom_id: str, request: CallRequest) -> int:
-    """Bytes one request adds to a create body."""
-    from providers.anthropic_provider import entry_size as size  # the SDK is only imported when the lane is used
-
-    return size(custom_id, request)
 
 
 def custom_id(run_id: str, slot: int) -> str:
@@ -165,12 +160,13 @@ def collect(settings: Settings | None = None) -> dict[str, Any]:
         claims += in_session(functools.partial(_claim, slots=chunk, marker=marker, now=now))
     by_model: dict[str, list[tuple[tuple[str, CallRequest], int]]] = defaultdict(list)
     limit = settings.lane_max_bytes - BODY_OVERHEAD
+    provider = batch_provider(settings)
     for claim in claims:
         try:
             config, text = _inputs(claim.run_id)
             request = dataclasses.replace(build_request(claim, config, text), cache_ttl="1h")
             cid = custom_id(claim.run_id, claim.slot)
-            size = entry_size(cid, request)
+            size = provider.entry_size(cid, request)  # bytes it adds to a create body
         except Exception as exc:  # noqa: BLE001 - one slot's bad request fails that slot, not the collect
             log.exception("could not build the request of %s/%s", claim.run_id, claim.slot)
             _fail_claim(claim, marker, f"internal error while building the request: {type(exc).__name__}: {exc}")
@@ -181,7 +177,6 @@ def collect(settings: Settings | None = None) -> dict[str, Any]:
             continue
         by_model[claim.model].append(((cid, request), size))
     created: list[str] = []
-    provider = batch_provider(settings)
     for model, items in by_model.items():
         for part in split_batches(items, max_requests=settings.lane_max_requests, max_bytes=limit):
             batch_id = _create(provider, model, part, marker)
@@ -408,22 +403,13 @@ def result_fields(lane_slot: repo.LaneSlot, line: Any, settings: Settings) -> di
             "error": f"{why}; gave up after {claim.attempts} attempt(s)"}
 
 
-def advance(app: Celery, run_id: str) -> dict[str, Any]:
-    """A lane vote whose released voters are all done: finish it, or for an adaptive vote release its
-    next wave and ask for a collect now. The one place the lane calls the vote's callback."""
-    result = advance_vote(app, run_id, bind=False)
+def run_callback(app: Celery, run_id: str, pattern: Pattern) -> dict[str, Any]:
+    """The callback a chord would have run for a lane run whose slots are all done (its pattern's
+    `lane_callback`); one that released more slots (an adaptive vote's next wave) gets a collect now."""
+    result = patterns.entry(pattern).lane_callback(app, run_id)
     if result.get("released"):
         send_collect(app)
     return result
-
-
-def run_callback(app: Celery, run_id: str, pattern: Pattern) -> None:
-    """The callback a chord would have run for a lane run whose slots are all done."""
-    if pattern is Pattern.VOTE:
-        advance(app, run_id)
-        return
-    signature = app.signature(dispatch.SECTION_REDUCE, args=([], run_id), queue=CALLBACK_QUEUE)
-    dispatch.publishing(signature.apply_async)
 
 
 # ----- cancel -----------------------------------------------------------------------------------

@@ -44,23 +44,21 @@ from typing import Any
 
 from celery import Celery, Task, shared_task
 
+import tasks.all_patterns  # noqa: F401 - every pattern's entry, for `_finisher`
 from models import OutcomeRole, Pattern, Session, repo
 from models.tables import utcnow
 from settings import Settings, get_settings
-from tasks import broker, db, dispatch
+from tasks import broker, db, dispatch, patterns
 from tasks.files import release_files
-from tasks.section import reap_section
-from tasks.vote import advance_vote
 
 log = logging.getLogger("chorus.reaper")
 RESENT = "resent-by-reaper"
 
 
 def _finisher(app: Celery, pattern: Pattern) -> Callable[[str], dict[str, Any]]:
-    if pattern is Pattern.SECTION:
-        # All slots done but no synthesis yet may be a callback still queued or lost: go on with it.
-        return lambda run_id: reap_section(app, run_id)
-    return lambda run_id: advance_vote(app, run_id)  # an adaptive vote may still have a wave to send
+    """How the reaper ends a run of this pattern (`PatternEntry.finish`: it may also go on with the run)."""
+    finish = patterns.entry(pattern).finish
+    return lambda run_id: finish(app, run_id)
 
 
 def reap_stalled(app: Celery, settings: Settings | None = None, *, now: dt.datetime | None = None,

@@ -4,24 +4,34 @@
 `run_slot` as a voter). `chorus.section.reduce` is the chord callback after a level: it plans the
 next level from the outputs actually returned, either one final synthesis or a level of partial
 syntheses whose own callback is `reduce` again. `chorus.section.finish` stores the result.
+
+The section run's messages, its requests and replies, and its entry in the pattern registry
+(`tasks.patterns`, registered at the end of this module) are here too.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 from celery import Celery, Task, shared_task
+from celery.canvas import Signature
+from celery.result import AsyncResult
 from sqlalchemy.orm import Session as OrmSession
 
-from models import OutcomeStatus, RunStatus, Session, WorkerOutcome, in_session, repo
+from models import OutcomeStatus, Pattern, RunStatus, Session, WorkerOutcome, in_session, repo
 from models.tables import OutcomeRole, utcnow
 from settings import get_settings
-from tasks import db, dispatch
+from tasks import db, dispatch, patterns
 from tasks.calls import run_slot
-from tasks.requests import FINAL, PARTIAL, inputs_of, step_of, succeeded
+from tasks.requests import document_bytes
+from workflows.calls import CallRequest, CallResult
+from workflows.queues import CALLBACK_QUEUE
+from workflows.runspec import SectionSpec, StepSpec, section_spec
 from workflows.sectioning import (
+    Part,
     concat_values,
     covered_sections,
     describe_missing,
@@ -32,15 +42,19 @@ from workflows.sectioning import (
 )
 
 log = logging.getLogger("chorus.tasks")
+SECTION_CALL = "chorus.section.call"
+SECTION_REDUCE = "chorus.section.reduce"
+SECTION_FINISH = "chorus.section.finish"
+FINAL, PARTIAL = "final", "partial"
 
 
-@shared_task(name=dispatch.SECTION_CALL, bind=True, max_retries=None)  # attempts: see tasks.calls
+@shared_task(name=SECTION_CALL, bind=True, max_retries=None)  # attempts: see tasks.calls
 def call(self: Task, run_id: str, slot: int, model: str, task: str = "") -> dict[str, Any]:
     """One section or synthesis step. `model` and `task` are labels for Flower; the slot row is the truth."""
     return run_slot(self, run_id, slot)
 
 
-@shared_task(name=dispatch.SECTION_REDUCE, bind=True)
+@shared_task(name=SECTION_REDUCE, bind=True)
 def reduce_level(self: Task, results: list[dict[str, Any]], run_id: str, items: list[int] | None = None
                  ) -> dict[str, Any]:
     try:
@@ -50,7 +64,7 @@ def reduce_level(self: Task, results: list[dict[str, Any]], run_id: str, items: 
         return _fail(run_id, f"internal error while planning the synthesis: {type(exc).__name__}: {exc}")
 
 
-@shared_task(name=dispatch.SECTION_FINISH, bind=True)
+@shared_task(name=SECTION_FINISH, bind=True)
 def finish(self: Task, results: list[dict[str, Any]], run_id: str) -> dict[str, Any]:
     return finish_section(run_id)
 
@@ -82,7 +96,7 @@ def plan_next(app: Celery, run_id: str, items: list[int] | None) -> dict[str, An
     new_steps, next_items, final = planned
     if not new_steps and not next_items:
         return finish_section(run_id)
-    header, callback = dispatch.level_messages(app, run_id, new_steps, None if final else next_items)
+    header, callback = level_messages(app, run_id, new_steps, None if final else next_items)
     dispatch.send_chord(app, run_id, header, callback)
     return {"run_id": run_id, "steps": [slot for slot, _ in new_steps], "final": final}
 
@@ -254,3 +268,105 @@ def _fail(run_id: str, reason: str) -> dict[str, Any]:
         if run is not None and not run.status.terminal:
             repo.finish_run(s, run, status=RunStatus.FAILED, result={"reason": reason}, error=reason)
     return {"run_id": run_id, "status": "failed", "error": reason}
+
+
+# ----- messages ---------------------------------------------------------------------------------
+def section_messages(app: Celery, run_id: str, model: str, sections: int, task: str = ""
+                     ) -> tuple[list[Signature], Signature]:
+    """(one call per section, the reduce that plans the synthesis) of a stored sectioning run."""
+    header = [dispatch.call_signature(app, OutcomeRole.SECTION, run_id, i, model, task) for i in range(sections)]
+    return header, app.signature(SECTION_REDUCE, args=(run_id,), queue=CALLBACK_QUEUE)
+
+
+def level_messages(app: Celery, run_id: str, steps: Sequence[tuple[int, str]], next_items: list[int] | None
+                   ) -> tuple[list[Signature], Signature]:
+    """One level of synthesis steps, then `finish` (final level, `next_items` None) or `reduce` again."""
+    header = [dispatch.call_signature(app, OutcomeRole.SYNTHESIS, run_id, slot, model) for slot, model in steps]
+    if next_items is None:
+        return header, app.signature(SECTION_FINISH, args=(run_id,), queue=CALLBACK_QUEUE)
+    return header, app.signature(SECTION_REDUCE, args=(run_id, next_items), queue=CALLBACK_QUEUE)
+
+
+def send_section(app: Celery, run_id: str, config: dict[str, Any], callback_id: str | None = None) -> AsyncResult:
+    header, reduce = section_messages(app, run_id, config["model"], len(config["sections"]),
+                                      config.get("task_name", ""))
+    return dispatch.send_chord(app, run_id, header, reduce)
+
+
+def lane_reduce(app: Celery, run_id: str) -> dict[str, Any]:
+    """A lane section run whose sections are all done: the reduce its chord would have run."""
+    signature = app.signature(SECTION_REDUCE, args=([], run_id), queue=CALLBACK_QUEUE)
+    dispatch.publishing(signature.apply_async)
+    return {"run_id": run_id, "status": "running"}
+
+
+# ----- a section's or a synthesis step's request and reply --------------------------------------------
+def section_request(claim: repo.Claim, spec: SectionSpec, text: str, tags: tuple[tuple[str, str], ...]
+                    ) -> CallRequest:
+    """A section's map call (its text, or the PDF of its pages), or a synthesis step over its inputs."""
+    if claim.role is OutcomeRole.SYNTHESIS:
+        return synthesis_call_request(claim, spec, tags)
+    files = dict(spec.document.files) if spec.document else {}
+    document = spec.section_document(claim.slot, text, document_bytes(spec.blob_of(claim.slot), files))
+    return spec.section_request(claim.model, claim.slot, document, tags)
+
+
+def section_fields(claim: repo.Claim, spec: SectionSpec, config: dict[str, Any], result: CallResult
+                   ) -> dict[str, Any]:
+    """A reply that is no result (a refusal; with an output schema, a cut, non-JSON or off-schema reply)
+    fails its slot with the reason; the call's usage is kept, it was paid."""
+    schema = (spec.map if claim.role is OutcomeRole.SECTION else spec.reduce).output_schema
+    _, problem = read_section_reply(result.text, schema, result.stop_reason, result.no_answer)
+    return {} if problem is None else {"status": OutcomeStatus.FAILED, "error": problem}
+
+
+def section_retry(claim: repo.Claim, spec: SectionSpec, request: CallRequest, result: CallResult
+                  ) -> CallRequest | None:
+    """A map reply cut at max_tokens before its JSON was complete is sent again with a larger budget
+    (`SectionSpec.retry_request`); None otherwise."""
+    if claim.role is not OutcomeRole.SECTION or result.stop_reason != "max_tokens" or result.no_answer:
+        return None
+    return spec.retry_request(request)
+
+
+def step_of(config: dict[str, Any], role: OutcomeRole) -> StepSpec:
+    """The map (section) or reduce (synthesis) step of a run."""
+    spec = section_spec(config)
+    return spec.map if role is OutcomeRole.SECTION else spec.reduce
+
+
+def synthesis_call_request(claim: repo.Claim, spec: SectionSpec, tags: tuple[tuple[str, str], ...]) -> CallRequest:
+    with Session() as s:
+        by_slot = repo.outcomes_by_slot(s, claim.run_id)
+    row = by_slot[claim.slot]
+    parts = [Part(by_slot[i].title or f"part {i}", by_slot[i].raw_output or "", by_slot[i].output_tokens or 0)
+             for i in row.inputs or []]
+    final = claim.prompt_variant == FINAL
+    missing: list[int] = []
+    if final:
+        covered = set(covered_sections(row.inputs or [], inputs_of(by_slot), succeeded(by_slot)))
+        missing = [i + 1 for i in range(len(spec.sections)) if i not in covered]
+    return spec.synthesis_request(claim.model, parts, missing, final=final, tags=tags)
+
+
+def inputs_of(by_slot: dict[int, WorkerOutcome]) -> dict[int, list[int]]:
+    return {slot: list(o.inputs) for slot, o in by_slot.items() if o.inputs}
+
+
+def succeeded(by_slot: dict[int, WorkerOutcome]) -> set[int]:
+    return {slot for slot, o in by_slot.items() if o.status is OutcomeStatus.SUCCEEDED}
+
+
+patterns.register(patterns.PatternEntry(
+    pattern=Pattern.SECTION,
+    roles=frozenset({OutcomeRole.SECTION, OutcomeRole.SYNTHESIS}),
+    call_task=SECTION_CALL,
+    spec=section_spec,
+    build_request=section_request,
+    interpret=section_fields,
+    retry_request=section_retry,
+    send=send_section,
+    # All slots done but no synthesis yet may be a callback still queued or lost: go on with it.
+    finish=reap_section,
+    lane_callback=lane_reduce,
+))

@@ -1,30 +1,44 @@
-"""Voting tasks: `chorus.vote.call` (one per voter, chord header) and `chorus.vote.tally` (callback)."""
+"""Voting tasks: `chorus.vote.call` (one per voter, chord header) and `chorus.vote.tally` (callback),
+the vote's messages, how a voter's request is built and its reply read, and the vote's entry in the
+pattern registry (`tasks.patterns`, registered at the end of this module)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from celery import Celery, Task, shared_task
+from celery.canvas import Signature
+from celery.result import AsyncResult
 from sqlalchemy.orm import Session as OrmSession
 
-from models import OutcomeRole, OutcomeStatus, Run, RunStatus, in_session, repo
-from tasks import db, dispatch
+from models import OutcomeRole, OutcomeStatus, Pattern, Run, RunStatus, in_session, repo
+from tasks import db, dispatch, patterns
 from tasks.calls import run_slot
+from tasks.requests import document_bytes
 from workflows.adaptive import decide
-from workflows.voting import TiePolicy, VoteStatus, default_quorum, tally
+from workflows.calls import CallRequest, CallResult
+from workflows.dispatch import expects_cache_read
+from workflows.queues import CALLBACK_QUEUE
+from workflows.registry import supports_structured_outputs
+from workflows.runspec import VoteSpec, vote_spec
+from workflows.voting import TiePolicy, VoteStatus, default_quorum, read_answer, tally
+
+VOTE_CALL = "chorus.vote.call"
+VOTE_TALLY = "chorus.vote.tally"
 
 TALLY_WAIT_S = 1.0
 MAX_TALLY_WAITS = 3600
 
 
-@shared_task(name=dispatch.VOTE_CALL, bind=True, max_retries=None)  # attempts: see tasks.calls
+@shared_task(name=VOTE_CALL, bind=True, max_retries=None)  # attempts: see tasks.calls
 def call(self: Task, run_id: str, slot: int, model: str, task: str = "") -> dict[str, Any]:
     """One voter. `model` and `task` (the task's name) are only labels so Flower shows who this is; the
     slot row is the truth."""
     return run_slot(self, run_id, slot)
 
 
-@shared_task(name=dispatch.VOTE_TALLY, bind=True, max_retries=None)  # bounded by MAX_TALLY_WAITS
+@shared_task(name=VOTE_TALLY, bind=True, max_retries=None)  # bounded by MAX_TALLY_WAITS
 def tally_votes(self: Task, results: list[dict[str, Any]], run_id: str) -> dict[str, Any]:
     # A header task redelivered after it had already stored its result (a lost ack) is counted twice
     # by the chord's join, so the callback can fire while a sibling is still running: wait for it.
@@ -50,7 +64,7 @@ def advance_vote(app: Celery, run_id: str, *, bind: bool = True) -> dict[str, An
     slots, config = step
     if config.get("lane") == "batch":
         return {"run_id": run_id, "status": "running", "released": [slot for slot, _ in slots]}
-    header, callback = dispatch.wave_messages(app, run_id, slots, config.get("task_name", ""))
+    header, callback = wave_messages(app, run_id, slots, config.get("task_name", ""))
     dispatch.send_chord(app, run_id, header, callback)
     return {"run_id": run_id, "status": "running", "sent": [slot for slot, _ in slots]}
 
@@ -134,3 +148,87 @@ def _tally_run(s: OrmSession, run_id: str, run: Run | None) -> dict[str, Any]:
     repo.finish_run(s, run, status=status, result=summary, answer=result.winner,
                     confidence=result.confidence, low_agreement=result.low_agreement, error=error)
     return {"run_id": run_id, **summary}
+
+
+# ----- messages ---------------------------------------------------------------------------------
+def vote_messages(app: Celery, run_id: str, config: dict[str, Any], callback_id: str
+                  ) -> tuple[list[Signature], list[Signature], Signature]:
+    """(leaders, header, tally) of a stored vote. Leaders (cache-aware dispatch) go first, so the
+    rest of the panel reads the prompt cache they wrote."""
+    calls = {v["slot"]: dispatch.call_signature(app, OutcomeRole.VOTER, run_id, v["slot"], v["model"],
+                                                config.get("task_name", ""))
+             for v in config["voters"]}
+    tally = app.signature(VOTE_TALLY, args=(run_id,), queue=CALLBACK_QUEUE, task_id=callback_id)
+    # Pre-warm calls (`max_tokens: 0`) write each model's prefix before any voter goes.
+    prewarm = [dispatch.call_signature(app, OutcomeRole.PREWARM, run_id, slot, model, config.get("task_name", ""))
+               for slot, model in (config.get("dispatch") or {}).get("prewarm") or ()]
+    adaptive = config.get("adaptive")
+    if adaptive:
+        # Only the first wave goes now (it holds the cache leaders, if any); the tally sends the rest
+        # in waves for as long as they can change the result (advance_vote).
+        return prewarm, [calls[slot] for slot in adaptive["first_wave"]], tally
+    leaders = tuple((config.get("dispatch") or {}).get("leaders") or ())
+    header = [sig for slot, sig in calls.items() if slot not in leaders]
+    return prewarm + [calls[slot] for slot in leaders], header, tally
+
+
+def wave_messages(app: Celery, run_id: str, slots: Sequence[tuple[int, str]], task: str = ""
+                  ) -> tuple[list[Signature], Signature]:
+    """An adaptive vote's next wave: the calls of `slots` ((slot, model) each) and a tally after them."""
+    header = [dispatch.call_signature(app, OutcomeRole.VOTER, run_id, slot, model, task) for slot, model in slots]
+    return header, app.signature(VOTE_TALLY, args=(run_id,), queue=CALLBACK_QUEUE)
+
+
+def send_vote(app: Celery, run_id: str, config: dict[str, Any], callback_id: str | None) -> AsyncResult:
+    assert callback_id is not None  # a vote's tally has the id its run row names (chord_id)
+    first, header, tally = vote_messages(app, run_id, config, callback_id)
+    return dispatch.send_chord(app, run_id, header, tally, first=first)
+
+
+# ----- a voter's request and reply -----------------------------------------------------------------
+def voter_request(claim: repo.Claim, spec: VoteSpec, text: str, tags: tuple[tuple[str, str], ...]) -> CallRequest:
+    """A voter's request (or a pre-warm's): the document is the text, or the PDF or image itself."""
+    doc = spec.document
+    document = doc.attachment(text, document_bytes(doc.blob, dict(doc.files))) if doc is not None else text
+    if claim.role is OutcomeRole.PREWARM:
+        return spec.prewarm_request(claim.model, document, tags)
+    voter = spec.voter(claim.slot, claim.model, claim.prompt_variant, claim.temperature)
+    return spec.voter_request(voter, document, tags)
+
+
+def voter_fields(claim: repo.Claim, spec: VoteSpec, config: dict[str, Any], result: CallResult) -> dict[str, Any]:
+    """A voter's answer (or why it abstained), and whether a follower of cache-aware dispatch missed the
+    cache; a pre-warm's reply means nothing."""
+    if claim.role is not OutcomeRole.VOTER:
+        return {}
+    answer, abstained = read_answer(result.text, config["labels"], stop_reason=result.stop_reason,
+                                    no_answer=result.no_answer, structured=supports_structured_outputs(claim.model))
+    fields: dict[str, Any] = {"answer": answer, "error": abstained}
+    if expects_cache_read(config, claim.slot, claim.model) and not result.usage.estimated:
+        # A follower of cache-aware dispatch: it was sent after its leader so as to read the prefix.
+        fields["cache_miss"] = result.usage.cache_read_input_tokens == 0
+    return fields
+
+
+def lane_advance(app: Celery, run_id: str) -> dict[str, Any]:
+    """A lane vote whose released voters are all done: finish it, or for an adaptive vote release its next
+    wave (`"released"`: the lane then asks for a collect)."""
+    return advance_vote(app, run_id, bind=False)
+
+
+patterns.register(patterns.PatternEntry(
+    pattern=Pattern.VOTE,
+    roles=frozenset({OutcomeRole.VOTER, OutcomeRole.PREWARM}),
+    call_task=VOTE_CALL,
+    spec=vote_spec,
+    build_request=voter_request,
+    interpret=voter_fields,
+    send=send_vote,
+    callback_ends_run=True,
+    finish=advance_vote,  # an adaptive vote may still have a wave to send
+    lane_callback=lane_advance,
+    settle=lambda run_id: finish_vote(run_id, bind=False),
+    call_noun="voter",
+    shows="tally",
+    shares_prefix=True,
+))

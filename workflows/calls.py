@@ -115,9 +115,21 @@ class CallResult:
     no_answer: str | None = None
 
 
+@dataclass(frozen=True)
+class ProviderCapabilities:
+    """What a provider can do. Callers read these, never the provider's name (`providers.capabilities`)."""
+
+    counts_tokens: bool = False  # sizes a request before it is sent (Anthropic's free count_tokens)
+    caches_prompts: bool = False  # a marked prefix is cached for later calls: cache-aware dispatch pays
+    batches_api: bool = False  # has a Message Batches API (the batch lane)
+    reads_documents: bool = False  # reads PDF and image blocks natively (their bytes), not only a text layer
+    files_api: bool = False  # uploads a document once and references it by file_id
+
+
 class Provider(Protocol):
     """Anything that can answer a CallRequest. Failures raise `workflows.errors.ProviderError`."""
 
     name: str
+    capabilities: ProviderCapabilities
 
     def call(self, request: CallRequest) -> CallResult: ...

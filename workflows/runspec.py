@@ -1,5 +1,5 @@
 """What a stored run asks, typed (pure): a run's config (the JSON a plan stores and a worker reads) as a
-`VoteSpec` or a `SectionSpec`, and the ONE place a call's request is built from it.
+`VoteSpec`, a `SectionSpec` or an `OrchestrateSpec`, and the ONE place a call's request is built from it.
 
 A plan (chorus.vote / chorus.section) writes the config; the worker (tasks/requests.py), the batch lane,
 the budget's estimate, `chorus task check` and the fit checks all read it back through `spec_of` and ask
@@ -16,17 +16,28 @@ from typing import Any
 from workflows.attachments import PAGE_SEPARATOR, attachment_of, pages_text, stored_document
 from workflows.calls import Attachment, CallRequest
 from workflows.dispatch import shares_prefix
+from workflows.orchestrating import (
+    WORK_OUTPUT_TOKENS,
+    SubtaskPlan,
+    orchestrate_synthesis_request,
+    plan_output_tokens,
+    planner_request,
+    read_plan,
+    worker_request,
+)
 from workflows.registry import max_output_tokens, supports_structured_outputs
 from workflows.sectioning import (
+    SYNTHESIS_OUTPUT_TOKENS,
     Part,
     Section,
     fitted_output_budget,
     fitted_synthesis_budget,
+    output_budget,
     retry_output_budget,
     section_request,
     synthesis_request,
 )
-from workflows.taskfile import VoteTask
+from workflows.taskfile import OrchestrateTask, VoteTask
 from workflows.voting import Voter, task_of, vote_request
 
 Tags = tuple[tuple[str, str], ...]
@@ -164,6 +175,90 @@ class SectionSpec:
                                  structured=supports_structured_outputs(model), effort=step.effort, tags=tags)
 
 
+@dataclass(frozen=True)
+class OrchestrateSpec:
+    """An orchestrate run (`workflows.orchestrating`): the planner's step and its `max_workers`, the
+    workers' step, the synthesis, each with its model and output budget. Its config (`config()`, read
+    back by `orchestrate_spec`) is what the run stores; the plan the planner answers is stored apart, and
+    a worker's request is built from it (`SubtaskPlan`)."""
+
+    plan: StepSpec
+    work: StepSpec
+    reduce: StepSpec
+    max_workers: int
+    plan_model: str
+    work_model: str
+    reduce_model: str
+    plan_output_tokens: int
+    work_output_tokens: int
+    synthesis_output_tokens: int
+    synthesis_budget_tokens: int
+    # The synthesis budget fits its parts (`fitted_synthesis_budget`) for a reduce step with an output schema
+    # and no max_output_tokens of its own, as a section run's does.
+    synthesis_output_fit: bool = False
+    document: DocumentSpec | None = None
+
+    @property
+    def section_output_tokens(self) -> int:
+        """A worker's output budget, under the name the synthesis bound reads for a part's
+        (`chorus.budget.synthesis_costs`): a worker's result is a part as a section's reply is."""
+        return self.work_output_tokens
+
+    def document_of(self, text: str, data: bytes | None) -> str | Attachment:
+        """What the planner and the workers read: the text, or the PDF or image (`data` its blob's bytes)."""
+        return self.document.attachment(text, data) if self.document is not None else text
+
+    def planner_request(self, document: str | Attachment, tags: Tags = ()) -> CallRequest:
+        step = self.plan
+        return planner_request(self.plan_model, step.instructions, document, self.max_workers,
+                               max_tokens=self.plan_output_tokens,
+                               structured=supports_structured_outputs(self.plan_model), effort=step.effort, tags=tags)
+
+    def read_plan(self, text: str, stop_reason: str | None, no_answer: str | None = None
+                  ) -> tuple[SubtaskPlan | None, str | None]:
+        """The planner's reply as the plan the workers run, or why it is none (`orchestrating.read_plan`)."""
+        return read_plan(text, stop_reason, self.max_workers, no_answer)
+
+    def worker_request(self, plan: SubtaskPlan, index: int, document: str | Attachment, tags: Tags = (),
+                       model: str | None = None) -> CallRequest:
+        """The call of subtask `index` (0-based) of the plan; `model` the worker's (the work step's by default)."""
+        model = model or self.work_model
+        step = self.work
+        return worker_request(model, step.instructions, plan.subtasks[index], index, len(plan.subtasks), document,
+                              max_tokens=self.work_output_tokens, output_schema=step.output_schema,
+                              structured=supports_structured_outputs(model), effort=step.effort, tags=tags)
+
+    def prewarm_request(self, plan: SubtaskPlan, document: str | Attachment, tags: Tags = ()) -> CallRequest:
+        """The first worker's request cut to `max_tokens: 0`: it writes the workers' shared prefix to the
+        cache before they fan out, and generates nothing."""
+        return replace(self.worker_request(plan, 0, document, tags), max_tokens=0)
+
+    def synthesis_request(self, model: str, parts: Sequence[Part], missing: Sequence[int] = (), *, final: bool,
+                          tags: Tags = ()) -> CallRequest:
+        step = self.reduce
+        budget = self.synthesis_output_tokens
+        if self.synthesis_output_fit and step.output_schema is not None:
+            budget = fitted_synthesis_budget(budget, step.output_schema, parts, model, max_output_tokens(model))
+        return orchestrate_synthesis_request(model, step.instructions, parts, missing, final=final, max_tokens=budget,
+                                             output_schema=step.output_schema,
+                                             structured=supports_structured_outputs(model), effort=step.effort,
+                                             tags=tags)
+
+    def config(self) -> dict[str, Any]:
+        """The spec's part of a run's config (the plan adds the task's name, hash and resolved JSON, and the
+        document's entry)."""
+        return {
+            "plan": {"instructions": self.plan.instructions, "model": self.plan_model, "effort": self.plan.effort,
+                     "max_workers": self.max_workers, "output_tokens": self.plan_output_tokens},
+            "work": {"instructions": self.work.instructions, "model": self.work_model, "effort": self.work.effort,
+                     "output_schema": self.work.output_schema, "output_tokens": self.work_output_tokens},
+            "reduce": {"instructions": self.reduce.instructions, "model": self.reduce_model,
+                       "effort": self.reduce.effort, "output_schema": self.reduce.output_schema,
+                       "output_tokens": self.synthesis_output_tokens, "output_fit": self.synthesis_output_fit},
+            "synthesis_budget_tokens": self.synthesis_budget_tokens,
+        }
+
+
 def _replace(request: CallRequest, values: Mapping[str, Any]) -> CallRequest:
     return replace(request, **values) if values else request
 
@@ -198,4 +293,46 @@ def section_spec(config: Mapping[str, Any]) -> SectionSpec:
         synthesis_output_fit=bool(config.get("synthesis_output_fit")))
 
 
-__all__ = ["PAGE_SEPARATOR", "DocumentSpec", "SectionSpec", "StepSpec", "VoteSpec", "section_spec", "vote_spec"]
+def orchestrate_spec_of(task: OrchestrateTask, *, plan_model: str, work_model: str, reduce_model: str,
+                        synthesis_budget_tokens: int, document: DocumentSpec | None = None) -> OrchestrateSpec:
+    """The spec of a new orchestrate run of `task` on these (resolved) models: each step's output budget
+    its own max_output_tokens, else chosen for it (the planner's fits `max_workers` subtasks; a worker's
+    and the synthesis' are a section synthesis' defaults, raised for a JSON reply and for effort), each at
+    most what its model can write."""
+    plan, work, reduce = task.plan, task.work, task.reduce
+
+    def capped(budget: int, model: str) -> int:
+        ceiling = max_output_tokens(model)
+        return min(budget, ceiling) if ceiling is not None else budget
+
+    return OrchestrateSpec(
+        plan=StepSpec(plan.instructions, plan.effort, None), work=StepSpec(work.instructions, work.effort,
+                                                                           work.output_schema),
+        reduce=StepSpec(reduce.instructions, reduce.effort, reduce.output_schema), max_workers=plan.max_workers,
+        plan_model=plan_model, work_model=work_model, reduce_model=reduce_model,
+        plan_output_tokens=plan_output_tokens(plan.max_workers, step_max=plan.max_output_tokens, effort=plan.effort,
+                                              ceiling=max_output_tokens(plan_model)),
+        work_output_tokens=capped(output_budget(work.max_output_tokens, default=WORK_OUTPUT_TOKENS,
+                                                schema=work.output_schema, effort=work.effort), work_model),
+        synthesis_output_tokens=capped(output_budget(reduce.max_output_tokens, default=SYNTHESIS_OUTPUT_TOKENS,
+                                                     schema=reduce.output_schema, effort=reduce.effort), reduce_model),
+        synthesis_budget_tokens=synthesis_budget_tokens,
+        synthesis_output_fit=reduce.output_schema is not None and reduce.max_output_tokens is None,
+        document=document)
+
+
+def orchestrate_spec(config: Mapping[str, Any]) -> OrchestrateSpec:
+    plan, work, reduce = config["plan"], config["work"], config["reduce"]
+    return OrchestrateSpec(
+        plan=StepSpec(plan["instructions"], plan.get("effort"), None),
+        work=StepSpec(work["instructions"], work.get("effort"), work.get("output_schema")),
+        reduce=StepSpec(reduce["instructions"], reduce.get("effort"), reduce.get("output_schema")),
+        max_workers=int(plan["max_workers"]), plan_model=plan["model"], work_model=work["model"],
+        reduce_model=reduce["model"], plan_output_tokens=int(plan["output_tokens"]),
+        work_output_tokens=int(work["output_tokens"]), synthesis_output_tokens=int(reduce["output_tokens"]),
+        synthesis_budget_tokens=int(config["synthesis_budget_tokens"]),
+        synthesis_output_fit=bool(reduce.get("output_fit")), document=_document(config))
+
+
+__all__ = ["PAGE_SEPARATOR", "DocumentSpec", "OrchestrateSpec", "SectionSpec", "StepSpec", "VoteSpec",
+           "orchestrate_spec", "orchestrate_spec_of", "section_spec", "vote_spec"]

@@ -1,8 +1,8 @@
 """The user's task: what the voters decide or what each section worker does, as plain data.
 
 A task file is TOML; `parse_task` takes the parsed mapping (reading the file is the client's job, see
-`chorus.tasks`), checks every field and returns a `VoteTask` or a `SectionTask`. Every problem is a
-`TaskFileError` naming the field (`labels[2].name`, `voters[0].count`), so a user can fix the file
+`chorus.tasks`), checks every field and returns a `VoteTask`, a `SectionTask` or an `OrchestrateTask`.
+Every problem is a `TaskFileError` naming the field (`labels[2].name`, `voters[0].count`), so a user can fix the file
 without reading code. The same objects are the Python API's (`chorus.VoteTask(...)`).
 
 `to_json()` is the resolved task (defaults filled in) and `task_hash` its SHA-256 over canonical JSON:
@@ -29,10 +29,12 @@ VOTER_NAME_MAX_CHARS = 32  # an outcome's prompt_variant column
 # raised), checked when a vote is planned: a run of 1,000 voters is a bill, not a vote.
 MAX_PANEL = 1000
 MAX_COUNT = MAX_PANEL
-PATTERNS = ("vote", "section")
+PATTERNS = ("vote", "section", "orchestrate")
 SPLITS = ("auto", "headings", "paragraphs", "tokens", "pages")  # pages: a PDF, by page ranges
 MERGES = ("concat",)
 TIE_POLICIES = ("none", "first")
+# When a vote with `escalate_to` hands the document to the stronger model (workflows.escalation).
+ESCALATE_CONDITIONS = ("low agreement", "tie", "below quorum")
 DEFAULT_VOTE_INSTRUCTIONS = "You classify documents."
 DEFAULT_SUMMARIZE = "Summarize the document: its main points, in order, in a few short paragraphs."
 
@@ -85,6 +87,9 @@ class VoteRules:
     # None (or "all") asks every voter. `stop_when_agree` (with "decided") also stops once k agree.
     stop: str | None = None
     stop_when_agree: int | None = None
+    # Escalation: a vote on which one of `escalate_when` holds is decided by one more call, to this model.
+    escalate_to: str | None = None
+    escalate_when: tuple[str, ...] = ESCALATE_CONDITIONS
 
     @property
     def adaptive(self) -> bool:
@@ -125,7 +130,10 @@ class VoteTask:
             "vote": _drop_none({"quorum": self.vote.quorum, "tie_policy": self.vote.tie_policy,
                                 "low_agreement_below": self.vote.low_agreement_below,
                                 "stop": self.vote.stop if self.vote.adaptive else None,
-                                "stop_when_agree": self.vote.stop_when_agree}),
+                                "stop_when_agree": self.vote.stop_when_agree,
+                                # Only with escalate_to: a task without it keeps the hash it had before.
+                                "escalate_to": self.vote.escalate_to,
+                                "escalate_when": list(self.vote.escalate_when) if self.vote.escalate_to else None}),
         }
 
 
@@ -168,7 +176,46 @@ class SectionTask:
         })
 
 
-Task = VoteTask | SectionTask
+# ----- orchestrator-worker: a planner lists subtasks, a worker does each, a synthesis combines them -----
+# The most workers one plan may run: each subtask is a slot (a call, an outcome row) and the estimate prices
+# `max_workers` of them; a planner's list of a hundred subtasks is already a long reply (docs/decisions.md).
+MAX_WORKERS = 100
+DEFAULT_MAX_WORKERS = 8
+
+
+@dataclass(frozen=True)
+class PlanStep:
+    """The planner call of an orchestrate task: its model and instructions, and `max_workers`, the most
+    subtasks its plan may run. Its reply's shape is chorus's (`workflows.orchestrating.plan_schema`)."""
+
+    instructions: str
+    model: str | None = None
+    max_workers: int = DEFAULT_MAX_WORKERS
+    max_output_tokens: int | None = None
+    effort: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return _drop_none({"instructions": self.instructions, "model": self.model, "max_workers": self.max_workers,
+                           "max_output_tokens": self.max_output_tokens, "effort": self.effort})
+
+
+@dataclass(frozen=True)
+class OrchestrateTask:
+    """Orchestrator-worker: `plan` lists the subtasks (at most `plan.max_workers`), `work` is each worker's
+    step (with an optional output schema), `reduce` the synthesis over the workers' results."""
+
+    name: str
+    plan: PlanStep
+    work: Step
+    reduce: Step
+    pattern: str = "orchestrate"
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "pattern": "orchestrate", "plan": self.plan.to_json(),
+                "work": self.work.to_json(), "reduce": self.reduce.to_json()}
+
+
+Task = VoteTask | SectionTask | OrchestrateTask
 
 
 def task_hash(task: Task) -> str:
@@ -222,17 +269,18 @@ def summary_task(instructions: str = DEFAULT_SUMMARIZE, *, name: str = "summariz
 def with_vote_overrides(task: VoteTask, *, labels: str | Sequence[str] | None = None, voters: int | None = None,
                         models: Sequence[str] | None = None, quorum: int | None = None,
                         tie_policy: str | None = None, low_agreement_below: float | None = None,
-                        adaptive: bool | None = None) -> VoteTask:
+                        adaptive: bool | None = None, escalate_to: str | None = None) -> VoteTask:
     """The task with the command line's options applied: `labels` replaces the label set (keeping the
     descriptions of labels that stay), `voters` repeats the panel's entries in order up to N voters,
     `models` replaces the voters' models in turn, and the vote rules replace theirs (`adaptive`
-    True sets stop = "decided", False asks every voter).
+    True sets stop = "decided", False asks every voter; `escalate_to` sets the model close calls go to).
 
     The result is checked as a whole, on the panel it ends with: options that make the task contradict
     itself (`voters=2` under `stop_when_agree = 3`, `quorum=4` above it) raise a TaskFileError naming
     the options and the field."""
     original = task
-    given = {"voters": voters, "quorum": quorum, "tie_policy": tie_policy, "low_agreement_below": low_agreement_below}
+    given = {"voters": voters, "quorum": quorum, "tie_policy": tie_policy, "low_agreement_below": low_agreement_below,
+             "escalate_to": escalate_to}
     if labels is not None:
         kept = {lb.name.casefold(): lb for lb in task.labels}
         fresh = labels_task(labels, voters=1).labels
@@ -256,6 +304,8 @@ def with_vote_overrides(task: VoteTask, *, labels: str | Sequence[str] | None = 
         rules = replace(rules, low_agreement_below=low_agreement_below)
     if adaptive is not None:
         rules = replace(rules, stop="decided") if adaptive else replace(rules, stop=None, stop_when_agree=None)
+    if escalate_to is not None:
+        rules = replace(rules, escalate_to=escalate_to.strip())
     try:
         return check_vote_task(replace(task, vote=rules))
     except TaskFileError as exc:
@@ -273,6 +323,7 @@ _OPTIONS_OF_FIELD: dict[str, tuple[str, ...]] = {
     "vote.stop_when_agree": ("voters", "quorum"),
     "vote.tie_policy": ("tie_policy",),
     "vote.low_agreement_below": ("low_agreement_below",),
+    "vote.escalate_to": ("escalate_to",),
 }
 
 
@@ -314,6 +365,8 @@ def _parse(data: Mapping[str, Any], *, stored: bool) -> Task:
             or (VoterSpec(count=5),),
             vote=_rules(data.get("vote", {}), "vote"),
         ), stored=stored)
+    if pattern == "orchestrate":
+        return _parse_orchestrate(data, name, stored=stored)
     _known(data, "", ("name", "pattern", "split", "max_tokens", "overlap", "map", "reduce", "merge"))
     if "map" not in data:
         raise TaskFileError("map", "a section task needs a [map] table with the instructions for each section")
@@ -388,9 +441,36 @@ def check_vote_task(task: VoteTask, *, stored: bool = False) -> VoteTask:
         if not 1 <= rules.stop_when_agree <= task.panel_size:
             raise TaskFileError("vote.stop_when_agree", f"must be between 1 and {task.panel_size} (the panel), "
                                                         f"got {rules.stop_when_agree}")
+    _check_escalation(rules)
     if not stored:
         _check_rules_agree(task)
     return task
+
+
+def _check_escalation(rules: VoteRules) -> None:
+    """The escalation fields' shape. Whether the model is in the registry, has a queue and is not the
+    whole panel's model is checked when the vote is planned (`workflows.escalation.check_escalation`),
+    where the user's models file and the resolved panel are known, as for the voters' models."""
+    to, when = rules.escalate_to, rules.escalate_when
+    if to is not None and (not isinstance(to, str) or not to.strip() or len(to.split()) != 1):
+        raise TaskFileError("vote.escalate_to", f"name the model close calls go to, e.g. escalate_to = "
+                                                f"\"claude-opus-5-5\" (`chorus models` lists them), got {to!r}")
+    if isinstance(when, str) or not isinstance(when, tuple | list):
+        raise TaskFileError("vote.escalate_when", f"must be a list of conditions, e.g. [\"tie\"]; use any of: "
+                                                  f"{_conditions()}")
+    for i, condition in enumerate(when):
+        if condition not in ESCALATE_CONDITIONS:
+            raise TaskFileError(f"vote.escalate_when[{i}]", f"unknown condition {condition!r}; use any of: "
+                                                            f"{_conditions()}")
+    if not when:
+        raise TaskFileError("vote.escalate_when", "is empty, so no vote would escalate; leave it out (every "
+                                                  f"condition: {_conditions()}) or remove escalate_to")
+    if to is None and tuple(when) != ESCALATE_CONDITIONS:
+        raise TaskFileError("vote.escalate_when", "needs escalate_to beside it: the model the close calls go to")
+
+
+def _conditions() -> str:
+    return ", ".join(f'"{c}"' for c in ESCALATE_CONDITIONS)
 
 
 def _check_rules_agree(task: VoteTask) -> None:
@@ -456,6 +536,65 @@ def concat_key(schema: Mapping[str, Any]) -> str | None | bool:
         if len(arrays) == 1:
             return arrays[0]
     return False
+
+
+def _parse_orchestrate(data: Mapping[str, Any], name: str, *, stored: bool) -> OrchestrateTask:
+    _known(data, "", ("name", "pattern", "plan", "work", "reduce"))
+    for key, what in (("plan", "the planner's instructions and max_workers"), ("work", "each worker's instructions"),
+                      ("reduce", "how the workers' results are combined")):
+        if key not in data:
+            raise TaskFileError(key, f"an orchestrate task needs a [{key}] table with {what}")
+    return check_orchestrate_task(OrchestrateTask(
+        name=name, plan=_plan_step(data["plan"], "plan"), work=_step(data["work"], "work", stored=stored),
+        reduce=_step(data["reduce"], "reduce", stored=stored)), stored=stored)
+
+
+def _plan_step(table: Any, where: str) -> PlanStep:
+    if not isinstance(table, Mapping):
+        raise TaskFileError(where, f"must be a table: write [{where}] with instructions = \"...\" and max_workers "
+                                   "below it")
+    _known(table, where, ("instructions", "model", "max_workers", "max_output_tokens", "effort"))
+    workers = table.get("max_workers", DEFAULT_MAX_WORKERS)
+    if not _whole(workers):
+        raise TaskFileError(f"{where}.max_workers", f"must be a whole number from 1 to {MAX_WORKERS}, got {workers!r}")
+    return PlanStep(
+        instructions=_text(table, "instructions", prefix=where, required=True),
+        model=_text(table, "model", prefix=where) or None,
+        max_workers=workers,
+        max_output_tokens=_int(table, "max_output_tokens", where, low=1),
+        effort=_text(table, "effort", prefix=where) or None,
+    )
+
+
+def check_orchestrate_task(task: OrchestrateTask, *, stored: bool = False) -> OrchestrateTask:
+    """The checks every orchestrate task passes, from a file or built in Python (`stored`: read back from a
+    run, whose schemas were checked when it was planned)."""
+    if not isinstance(task.name, str) or not task.name.strip():
+        raise TaskFileError("name", "give the task a name, e.g. name = \"contract-review\"")
+    if not isinstance(task.plan, PlanStep):
+        raise TaskFileError("plan", f"must be a PlanStep(instructions=..., max_workers=...), got {task.plan!r}")
+    for where, step in (("work", task.work), ("reduce", task.reduce)):
+        if not isinstance(step, Step):
+            raise TaskFileError(where, f"must be a Step(instructions=..., model=..., output_schema=...), got {step!r}")
+    workers = task.plan.max_workers
+    if not _whole(workers) or not 1 <= workers <= MAX_WORKERS:
+        raise TaskFileError("plan.max_workers", f"must be a whole number from 1 to {MAX_WORKERS} (the most subtasks "
+                                                f"one plan may run), got {workers!r}")
+    for where, text in (("plan", task.plan.instructions), ("work", task.work.instructions),
+                        ("reduce", task.reduce.instructions)):
+        if not isinstance(text, str) or not text.strip():
+            raise TaskFileError(f"{where}.instructions", "is empty; say what this step does")
+    for where, budget in (("plan", task.plan.max_output_tokens), ("work", task.work.max_output_tokens),
+                          ("reduce", task.reduce.max_output_tokens)):
+        if budget is not None and (not _whole(budget) or budget < 1):
+            raise TaskFileError(f"{where}.max_output_tokens", f"must be a whole number of at least 1, got {budget!r}")
+    if not stored:
+        for where, step in (("work", task.work), ("reduce", task.reduce)):
+            if step.output_schema is not None:
+                if not isinstance(step.output_schema, Mapping):
+                    raise TaskFileError(f"{where}.output_schema", "must be a JSON schema (a table; a dict in Python)")
+                check_schema(step.output_schema, f"{where}.output_schema")
+    return task
 
 
 def _check_label_name(name: Any, where: str) -> None:
@@ -549,15 +688,36 @@ def _rules(table: Any, where: str) -> VoteRules:
     if not isinstance(table, Mapping):
         raise TaskFileError(where, "must be a table: write [vote] with quorum, tie_policy and low_agreement_below "
                                    "below it")
-    _known(table, where, ("quorum", "tie_policy", "low_agreement_below", "stop", "stop_when_agree"))
+    _known(table, where, ("quorum", "tie_policy", "low_agreement_below", "stop", "stop_when_agree", "escalate_to",
+                          "escalate_when"))
     low = table.get("low_agreement_below", 0.6)
     if not isinstance(low, int | float) or isinstance(low, bool) or not math.isfinite(low):
         raise TaskFileError(f"{where}.low_agreement_below", f"must be a number between 0 and 1, got {low!r}")
+    escalate_to = _text(table, "escalate_to", prefix=where).strip() if "escalate_to" in table else None
+    if "escalate_when" in table and escalate_to is None:
+        raise TaskFileError(f"{where}.escalate_when", "needs escalate_to beside it: the model the close calls go to")
     return VoteRules(quorum=_int(table, "quorum", where, low=1),
                      tie_policy=_text(table, "tie_policy", prefix=where) or "none",
                      low_agreement_below=float(low),
                      stop=_text(table, "stop", prefix=where) or None,
-                     stop_when_agree=_int(table, "stop_when_agree", where, low=1))
+                     stop_when_agree=_int(table, "stop_when_agree", where, low=1),
+                     escalate_to=escalate_to,
+                     escalate_when=_conditions_of(table.get("escalate_when", list(ESCALATE_CONDITIONS)),
+                                                  f"{where}.escalate_when"))
+
+
+def _conditions_of(value: Any, where: str) -> tuple[str, ...]:
+    """`escalate_when` as written, in any case and with `_` or `-` for spaces ("low_agreement"), to the
+    known conditions in their own order: two files that list them differently hash the same."""
+    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+        raise TaskFileError(where, f"must be a list of conditions, e.g. [\"tie\"]; use any of: {_conditions()}")
+    given = []
+    for i, item in enumerate(value):
+        condition = " ".join(item.replace("_", " ").replace("-", " ").split()).casefold()
+        if condition not in ESCALATE_CONDITIONS:
+            raise TaskFileError(f"{where}[{i}]", f"unknown condition {item!r}; use any of: {_conditions()}")
+        given.append(condition)
+    return tuple(c for c in ESCALATE_CONDITIONS if c in given)
 
 
 def _step(table: Any, where: str, *, stored: bool = False) -> Step:

@@ -13,6 +13,7 @@ from typing import Any
 
 from chorus.analysis.labelled import LabelledDoc
 from chorus.analysis.measure import PatternResult, PatternSpec, run_pattern
+from providers import provider_capabilities
 from settings import Settings
 from workflows.taskfile import VoteTask
 
@@ -35,7 +36,7 @@ def stub_cache_reset(settings: Settings) -> Callable[[], None] | None:
     """With the chorus stub as the API, a function that empties its prompt cache between patterns
     (so one pattern never reads what another wrote); None against anything else."""
     base = (settings.anthropic_base_url or "").rstrip("/")
-    if settings.provider_name != "anthropic" or not base:
+    if not provider_capabilities(settings).caches_prompts or not base:
         return None
     try:
         with _OPENER.open(f"{base}/_stub/health", timeout=2) as response:
@@ -99,8 +100,8 @@ def run_compare(
     notes = []
     if any(r.cost.estimated for r in results):
         notes.append("costs are estimates: the offline provider's token counts, priced as if on each model")
-    if reset is None and settings.provider_name == "anthropic":
-        notes.append("the patterns share Anthropic's prompt cache (5 min): a later vote may read entries an "
+    if reset is None and provider_capabilities(settings).caches_prompts:
+        notes.append("the patterns share the provider's prompt cache (5 min): a later vote may read entries an "
                      "earlier one wrote")
     return {"provider": settings.provider_name, "documents": len(docs),
             "patterns": [r.to_json() for r in results], "ratios": ratios(results), "notes": notes,

@@ -14,6 +14,7 @@ from typing import Any
 from chorus.analysis.labelled import LabelledDoc
 from chorus.analysis.measure import PatternSpec, pattern_task
 from chorus.vote import check_panel_models, resolve_vote_task
+from providers import provider_capabilities
 from providers.counting import count_tokens
 from settings import Settings
 from workflows.cost import Cost, TokenUsage, cost_of, total
@@ -59,5 +60,5 @@ def estimate_pattern(spec: PatternSpec, docs: Sequence[LabelledDoc], labels: str
     vote_task = task or labels_task(labels or "", voters=1)
     cost = total(estimate_document(spec, d, vote_task, settings) for d in docs)
     return {"pattern": spec.label, "documents": len(docs), "estimated_cost": cost.to_json(),
-            "counted_with": "count_tokens" if settings.provider_name == "anthropic" else "local estimate",
+            "counted_with": "count_tokens" if provider_capabilities(settings).counts_tokens else "local estimate",
             "note": "estimate: output counted at max_tokens (an upper bound)"}

@@ -77,25 +77,21 @@ def batch(
     # heavy: imported when the command runs, for start-up time (docs/decisions.md)
     from chorus.batch import batch_counts, estimate_batch, lane_status, prepare_batch, run_batch, wait_for_batch
     from chorus.inputs import count_records, left_out
-    from chorus.taskfile import load_task, looks_like_task_file
+    from chorus.planners import PLANNERS, planner
+    from chorus.taskfile import load_task, looks_like_task_file  # (all four: start-up time)
 
-    options: dict[str, Any] = {}
     with errors():
         task_obj = load_task(task) if task and looks_like_task_file(task) else None
     pattern = pattern or (task_obj.pattern if task_obj else "vote" if labels else None)
     if pattern is None:
         raise fail("say what to run: --pattern vote --labels a,b, --pattern section, or --task FILE", EXIT_USAGE)
-    if pattern == "vote":
-        if task and task_obj is None:
-            raise fail(f"--task {task!r} is not a task file; --pattern vote takes a .toml task file", EXIT_USAGE)
-        options = {"labels": labels, "voters": voters, "models": model, "task": task_obj, "adaptive": adaptive}
-    elif pattern == "section":
-        if labels or voters or adaptive is not None:
-            raise fail("--labels, --voters and --adaptive apply to --pattern vote", EXIT_USAGE)
-        options = {"task": task_obj or task, "how": how, "model": model[0] if model else None}
-    else:
-        raise fail(f"unknown pattern {pattern!r}; use --pattern vote or --pattern section", EXIT_USAGE)
+    if pattern not in {p.value for p in PLANNERS}:
+        raise fail(f"unknown pattern {pattern!r}; use " + " or ".join(f"--pattern {p.value}" for p in PLANNERS),
+                   EXIT_USAGE)
+    given = {"labels": labels, "voters": voters, "models": model, "task": task_obj, "task_text": task, "how": how,
+             "adaptive": adaptive}
     with errors():
+        options: dict[str, Any] = planner(pattern).batch_options(given)
         prepared = prepare_batch(source, pattern=pattern, options=options, name=name, max_in_flight=max_in_flight,
                                  settings=settings, new_version=new_version, lane=lane, recursive=recursive,
                                  allow_mixed=allow_mixed)

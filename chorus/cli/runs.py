@@ -32,8 +32,8 @@ from chorus.cli.render import print_batch_status, print_demo, print_limits, prin
 from workflows.errors import NotFoundError
 
 if TYPE_CHECKING:
-    from chorus.section import SectionPlan
-    from chorus.vote import VotePlan
+    from chorus.plans import Plan
+    from chorus.runs import RunView
     from settings import Settings
 
 EXAMPLES = resources.files("chorus") / "examples"
@@ -80,9 +80,10 @@ def vote(
     """Send one document to N voters and print the tally."""
     settings = cli_settings()  # first: in embedded mode it launches the worker (base.WORK_COMMANDS)
     # heavy: imported when the command runs, for start-up time (docs/decisions.md)
+    from chorus.plans import submit
     from chorus.runs import wait_for_run
     from chorus.taskfile import load_vote_task
-    from chorus.vote import plan_vote, submit_plan
+    from chorus.vote import plan_vote  # (all four: start-up time)
 
     if labels is None and task is None:
         raise fail("say what to decide: --labels a,b,c or --task FILE (see `chorus task check`)", EXIT_USAGE)
@@ -94,11 +95,11 @@ def vote(
                          tie_policy=tie_policy, cache_aware=cache_aware, cache_warm=cache_warm, adaptive=adaptive,
                          external_id=Path(document).name if Path(document).is_file() else None, settings=settings)
     if dry_run:
-        print_estimate(plan, settings, "vote", as_json)
-    settings = within_budget(plan, max_cost, settings, "this vote")
+        print_estimate(plan, settings, as_json)
+    settings = within_budget(plan, max_cost, settings)
     sent: dict[str, str] = {}
     with errors(), workers_for(settings, leftover=lambda: left_in_run(sent.get("run"), settings)) as workers:
-        run_id = sent["run"] = submit_plan(plan, settings=settings)
+        run_id = sent["run"] = submit(plan, settings=settings)
         run = wait_for_run(run_id, timeout=timeout, settings=settings, check=workers.check if workers else None)
     if as_json:
         out.print_json(json.dumps(run.to_json()))
@@ -129,9 +130,10 @@ def section(
     """Split a document into sections, one worker per section, then synthesize their outputs."""
     settings = cli_settings()  # first: in embedded mode it launches the worker (base.WORK_COMMANDS)
     # heavy: imported when the command runs, for start-up time (docs/decisions.md)
+    from chorus.plans import submit
     from chorus.runs import wait_for_run
-    from chorus.section import plan_section, submit_section_plan
-    from chorus.taskfile import load_section_task, looks_like_task_file
+    from chorus.section import plan_section
+    from chorus.taskfile import load_section_task, looks_like_task_file  # (all four: start-up time)
 
     with errors():
         section_task = load_section_task(task) if looks_like_task_file(task) else task
@@ -141,13 +143,13 @@ def section(
                             overlap_tokens=overlap, pages_per_section=pages_per_section,
                             external_id=Path(file).name if Path(file).is_file() else None, settings=settings)
     if dry_run:
-        print_estimate(plan, settings, "section", as_json)
+        print_estimate(plan, settings, as_json)
     err.print(f"{len(plan.sections)} section(s) by {plan.how.value}; sending one worker per section",
               highlight=False)
-    settings = within_budget(plan, max_cost, settings, "this sectioning run")
+    settings = within_budget(plan, max_cost, settings)
     sent: dict[str, str] = {}
     with errors(), workers_for(settings, leftover=lambda: left_in_run(sent.get("run"), settings)) as workers:
-        run_id = sent["run"] = submit_section_plan(plan, settings=settings)
+        run_id = sent["run"] = submit(plan, settings=settings)
         with calls_progress(run_id, settings, hidden=len(plan.sections) < PROGRESS_FROM_SECTIONS
                             or (as_json and not err.is_terminal),
                             check=workers.check if workers else None) as check:
@@ -193,27 +195,25 @@ DryRunOpt = Annotated[bool, typer.Option(
     "--dry-run", help="Only check the input and print the calls it would make and their estimated cost.")]
 
 
-def print_estimate(plan: VotePlan | SectionPlan, settings: Settings, what: str, as_json: bool) -> None:
+def print_estimate(plan: Plan, settings: Settings, as_json: bool) -> None:
     """`--dry-run`: the estimate (an upper bound) of the run, and exit 0 with nothing sent."""
     # heavy: imported when the command runs, for start-up time (docs/decisions.md)
     from chorus.budget import estimate_plan
-    from chorus.vote import VotePlan
 
     with errors():
         cost = estimate_plan(plan, settings)
-    calls = len(plan.panel) if isinstance(plan, VotePlan) else len(plan.sections)
+    what, calls = plan.pattern.value, plan.calls()
     note = "an upper bound: prompts counted (bounded), a marked prefix at the cache-write price, output at max_tokens"
     if as_json:
         out.print_json(json.dumps({"dry_run": True, "pattern": what, "calls": calls,
                                    "estimated_cost": cost.to_json(), "note": note}))
     else:
-        unit = "voter" if isinstance(plan, VotePlan) else "section"
-        out.print(f"{what}: {calls} {unit}(s); estimated cost at most ${cost.total_usd:.6f} ({note}); "
+        out.print(f"{what}: {calls} {plan.noun}(s); estimated cost at most ${cost.total_usd:.6f} ({note}); "
                   f"nothing was sent", highlight=False)
     raise typer.Exit(EXIT_OK)
 
 
-def within_budget(plan: VotePlan | SectionPlan, max_cost: float | None, settings: Settings, what: str) -> Settings:
+def within_budget(plan: Plan, max_cost: float | None, settings: Settings) -> Settings:
     """Refuse (exit 2) before any worker starts when the run's estimate is above the budget; the settings
     to submit with (the budget checked here, so the submit does not estimate it again)."""
     from chorus.budget import check_budget, estimate_plan  # heavy: imported when used (docs/decisions.md)
@@ -221,7 +221,7 @@ def within_budget(plan: VotePlan | SectionPlan, max_cost: float | None, settings
     budget = max_cost if max_cost is not None else settings.max_cost_usd
     if budget is not None:
         with errors():
-            check_budget(estimate_plan(plan, settings), budget, what)
+            check_budget(estimate_plan(plan, settings), budget, plan.what)
     return settings.model_copy(update={"max_cost_usd": None}) if settings.max_cost_usd is not None else settings
 
 
@@ -255,10 +255,16 @@ def status(
                             "batch id or name (`chorus runs` and `chorus batches` list them)", settings) from None
     if as_json:
         out.print_json(json.dumps(run.to_json()))
-    elif run.pattern == "section":
-        print_section_run(run)
     else:
-        print_run(run)
+        print_stored_run(run)
+
+
+def print_stored_run(run: RunView) -> None:
+    """A run as its pattern shows it (`tasks.patterns.PatternEntry.shows`): a tally, or a synthesis."""
+    from tasks import patterns  # heavy (Celery): imported when used, for start-up time (docs/decisions.md)
+
+    printers = {"tally": print_run, "synthesis": print_section_run}
+    printers[patterns.entry(run.pattern).shows](run)
 
 
 def demo(
@@ -268,8 +274,9 @@ def demo(
     """Vote on the bundled example reviews and show the results, per-voter answers and timings."""
     settings = cli_settings()  # first: in embedded mode it launches the worker (base.WORK_COMMANDS)
     # heavy: imported when the command runs, for start-up time (docs/decisions.md)
+    from chorus.plans import submit
     from chorus.runs import wait_for_run
-    from chorus.vote import plan_vote, submit_plan
+    from chorus.vote import plan_vote
 
     examples = [json.loads(line) for line in EXAMPLES.joinpath("reviews.jsonl").read_text(encoding="utf-8").splitlines()
                 if line.strip()]
@@ -278,7 +285,7 @@ def demo(
     with errors(), workers_for(settings) as workers:
         batch_id = _demo_batch(settings)
         run_ids = [
-            submit_plan(plan_vote(ex["text"], labels, voters=voters, external_id=ex["id"], gold_label=ex["label"],
+            submit(plan_vote(ex["text"], labels, voters=voters, external_id=ex["id"], gold_label=ex["label"],
                                   batch_id=batch_id, settings=settings), settings=settings)
             for ex in examples
         ]

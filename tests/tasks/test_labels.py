@@ -45,7 +45,7 @@ def test_a_voters_call_shows_its_slot_model_and_task_name_in_flowers_args():
 
     app = make_app(get_settings(), set_as_current=False)
     config = {"task_name": "ticket-urgency", "voters": [{"slot": 0, "model": "claude-haiku-5-5"}]}
-    _, header, _ = dispatch.vote_messages(app, "run-1", config, "cb")
+    _, header, _ = vote.vote_messages(app, "run-1", config, "cb")
     (sig,) = header
     assert sig.kwargs == {"task": "ticket-urgency"}
     shown = describe_call(parameter_names(vote.call), sig.args, sig.kwargs)

@@ -27,6 +27,7 @@ ROOT = Path(__file__).resolve().parents[3]
 RECORDING = """
 import json, os, sys
 import chorus.embedded as embedded
+import chorus.plans as plans
 import chorus.vote as vote
 events = []
 
@@ -41,7 +42,7 @@ record(embedded.WorkerProcess, "start", "worker started")
 record(embedded.WorkerProcess, "open_gate", "gate opened")
 record(embedded.WorkerProcess, "stop", "worker stopped")
 record(vote, "plan_vote", "planned")
-record(vote, "submit_plan", "submitted")
+record(plans, "submit", "submitted")
 from chorus.cli import app
 try:
     app(sys.argv[1:])
@@ -77,6 +78,7 @@ def test_a_command_that_ends_before_sending_stops_the_worker_it_launched(tmp_pat
     assert pids_matching(str(tmp_path / "data")) == []
 
 
+@pytest.mark.integration  # the command, in a process of its own
 def test_the_help_of_a_work_command_launches_no_worker(tmp_path):
     proc, events = recorded(tmp_path, "vote", "--help")
     assert proc.returncode == 0, proc.stderr
@@ -106,6 +108,7 @@ def test_an_early_worker_is_taken_over_only_if_it_runs_as_the_command_would_star
     assert gated.gate_path is not None and embedded_worker(settings).gate_path is None
 
 
+@pytest.mark.integration  # celery, in a process of its own
 @pytest.mark.parametrize("args", [["--version"], ["-A", "no_such_module_anywhere", "worker"], ["no-such-command"]])
 def test_the_embedded_launcher_ends_with_the_code_and_output_celery_gives(args, tmp_path):
     """`chorus.embedded.launch` skips only Python's teardown after the exit handlers (the embedded worker's
