@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session as OrmSession
 from sqlalchemy.orm import selectinload
 
 from models.tables import (
+    CALL_ROLES,
     TERMINAL_RUN,
     Batch,
     Blob,
@@ -161,6 +162,31 @@ def create_run(
     s.add(run)
     s.flush()
     return run
+
+
+def add_slots(s: OrmSession, run_id: str, slots: Sequence[SlotSpec]) -> list[int]:
+    """Add slots to a run that is under way (a plan's workers, an escalated call), pending and queued now,
+    in the caller's transaction; a slot number the run already has is left as it is, so a callback that
+    runs twice adds each slot once. The slot numbers added by this call."""
+    if not slots:
+        return []
+    now = utcnow()
+    rows = [{"run_id": run_id, "slot": spec.slot, "role": spec.role, "model": spec.model,
+             "prompt_variant": spec.prompt_variant, "temperature": spec.temperature,
+             "title": spec.title[:200] if spec.title is not None else None, "status": OutcomeStatus.PENDING,
+             "queued_at": None if spec.held else now, "attempts": 0, "input_tokens": 0, "output_tokens": 0}
+            for spec in slots]
+    dialect = s.get_bind().dialect.name
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as pg_insert  # dialect-specific upsert
+
+        statement: Any = pg_insert(WorkerOutcome).on_conflict_do_nothing(index_elements=["run_id", "slot"])
+    else:
+        from sqlalchemy.dialects.sqlite import insert as sqlite_insert  # dialect-specific upsert
+
+        statement = sqlite_insert(WorkerOutcome).on_conflict_do_nothing(index_elements=["run_id", "slot"])
+    added = s.scalars(statement.returning(WorkerOutcome.slot), rows).all()
+    return sorted(added)
 
 
 @dataclass(frozen=True)
@@ -422,7 +448,7 @@ def mark_lost_slots(s: OrmSession, run_id: str, *, queued_before: dt.datetime, m
         update(WorkerOutcome)
         .where(WorkerOutcome.run_id == run_id, WorkerOutcome.status == OutcomeStatus.PENDING, ~lane,
                WorkerOutcome.attempts == 0, WorkerOutcome.task_id.is_(None), WorkerOutcome.queued_at < queued_before,
-               WorkerOutcome.role.in_((OutcomeRole.VOTER, OutcomeRole.SECTION)))
+               WorkerOutcome.role.in_(CALL_ROLES))
         .values(task_id=marker)
         .returning(WorkerOutcome.slot, WorkerOutcome.model, WorkerOutcome.role)
     ).all()
@@ -460,7 +486,7 @@ def take_abandoned_slots(s: OrmSession, run_id: str, *, held_before: dt.datetime
                    & WorkerOutcome.queued_at.is_not(None) & (lease < waiting_before))
         gone = held | waiting
     lane = select(Run.id).where(Run.id == WorkerOutcome.run_id, _is_lane_run()).exists()
-    taken = and_(WorkerOutcome.run_id == run_id, WorkerOutcome.role.in_((OutcomeRole.VOTER, OutcomeRole.SECTION)),
+    taken = and_(WorkerOutcome.run_id == run_id, WorkerOutcome.role.in_(CALL_ROLES),
                  lease.is_not(None), gone, WorkerOutcome.task_id.is_distinct_from(marker), ~lane)
     before, placeholder, after = reason.partition("{attempts}")
     error = (literal(before, String) + cast(WorkerOutcome.attempts, String) + literal(after, String)
@@ -764,7 +790,7 @@ from models.tables import ProviderBatch  # noqa: E402
 # (the collector died between creating the provider batch and recording it). Recording the batch sets
 # `provider_batch` and makes the slot `running`.
 LANE_MARK = "lane:"
-LANE_ROLES = (OutcomeRole.VOTER, OutcomeRole.SECTION)
+LANE_ROLES = CALL_ROLES
 
 
 def _is_lane_run() -> Any:

@@ -72,6 +72,12 @@ class OutcomeRole(StrEnum):
     PREWARM = "prewarm"
 
 
+# Roles of slots that are one provider call each, sent by a message of their own (or carried by the batch
+# lane): the reaper re-sends such a slot when its message or its holder is lost, and the lane collects it.
+# A pattern that adds a role of this kind adds it here (the synthesis and the pre-warm call are not).
+CALL_ROLES: tuple[OutcomeRole, ...] = (OutcomeRole.VOTER, OutcomeRole.SECTION)
+
+
 def _enum(cls: type[StrEnum], name: str) -> Enum:
     # Stored as plain strings (no native PG enum) so adding a value never needs an ALTER TYPE.
     return Enum(cls, name=name, native_enum=False, length=16, values_callable=lambda e: [m.value for m in e])

@@ -46,6 +46,25 @@ def test_a_new_run_has_one_pending_outcome_per_slot(db_url):
         assert all(o.queued_at is not None for o in run.outcomes)
 
 
+def test_slots_added_to_a_run_under_way_are_added_once_however_often_asked(db_url):
+    run_id = make_run(2)
+    extra = [repo.SlotSpec(2, OutcomeRole.VOTER, "strong", title="escalated"),
+             repo.SlotSpec(3, OutcomeRole.SECTION, "m", held=True)]
+    with Session.begin() as s:
+        assert repo.add_slots(s, run_id, extra) == [2, 3]
+    with Session.begin() as s:  # a callback that runs twice, or two at once
+        assert repo.add_slots(s, run_id, [*extra, repo.SlotSpec(4, OutcomeRole.VOTER, "m")]) == [4]
+        assert repo.add_slots(s, run_id, []) == []
+    with Session() as s:
+        run = repo.load_run(s, run_id)
+        assert run is not None
+        rows = {o.slot: o for o in run.outcomes}
+    assert sorted(rows) == [0, 1, 2, 3, 4]
+    assert (rows[2].model, rows[2].title, rows[2].status, rows[2].attempts) == ("strong", "escalated",
+                                                                               OutcomeStatus.PENDING, 0)
+    assert rows[2].queued_at is not None and rows[3].queued_at is None  # held: not sent yet
+
+
 def test_claiming_a_slot_counts_attempts_and_a_terminal_slot_cannot_be_claimed_again(db_url):
     run_id = make_run(2)
     with Session.begin() as s:
