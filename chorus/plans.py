@@ -13,7 +13,7 @@ To add a pattern (say `orchestrate`):
 2. write `chorus/orchestrate.py`: a frozen dataclass with the members of `Plan` below, a
    `plan_orchestrate(document, *, ..., settings)` that checks its inputs, and a `submit_orchestrate`
    that is `submit(plan_orchestrate(...))`;
-3. register its planner in `chorus.patterns` (what a batch and a scheduled job call for each document).
+3. register its planner in `chorus.planners` (what a batch and a scheduled job call for each document).
 
 Nothing else on the client side changes: `submit`, the budget, batches, cancel and `chorus status` work
 from the protocol and from the worker's registry.

@@ -10,7 +10,8 @@ task (the reaper, the lane, the client) imports it, and the worker imports them 
 
 To add a pattern (say `orchestrate`):
 
-1. add its value to `models.tables.Pattern` and the roles of its slots to `OutcomeRole` (a migration);
+1. add its value to `models.tables.Pattern` and the roles of its slots to `OutcomeRole` (stored as plain
+   strings: no migration), and to `CALL_ROLES` the roles of single calls the reaper may re-send;
 2. write `tasks/orchestrate.py`: its call task (the body is `tasks.calls.run_slot`), its callbacks,
    and the functions a `PatternEntry` names, then `register(PatternEntry(...))` at its end;
 3. import it in `tasks.all_patterns` and add it to `worker.TASK_MODULES` (tests/test_pattern_seam.py
