@@ -26,7 +26,8 @@ from settings import Settings, get_settings
 from workflows.queues import CALLBACK_QUEUE, all_queues
 
 log = logging.getLogger("chorus.worker")
-TASK_MODULES = ["tasks.vote", "tasks.section", "tasks.batch", "tasks.maintenance", "tasks.lane", "chorus.schedule"]
+TASK_MODULES = ["tasks.vote", "tasks.section", "tasks.orchestrate", "tasks.batch", "tasks.maintenance", "tasks.lane",
+                "chorus.schedule"]
 
 
 def _transport_options(settings: Settings) -> dict[str, Any]:

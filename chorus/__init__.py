@@ -29,6 +29,7 @@ if TYPE_CHECKING:  # the same names, eagerly, for type checkers and IDEs
     )
     from chorus.documents import DocumentError
     from chorus.native import load_document
+    from chorus.orchestrate import OrchestratePlan, plan_orchestrate, submit_orchestrate
     from chorus.runs import OutcomeView, RunView, celery_app, get_run, wait_for_run
     from chorus.section import SectionPlan, plan_section, submit_section, submit_section_plan
     from chorus.taskfile import load_task
@@ -36,7 +37,18 @@ if TYPE_CHECKING:  # the same names, eagerly, for type checkers and IDEs
     from settings import Settings, load_settings
     from workflows.calls import Attachment
     from workflows.errors import ChorusError, ConfigError, NotFoundError, ProviderError, RunFailed, RunTimeout
-    from workflows.taskfile import Example, Label, SectionTask, Step, TaskFileError, VoterSpec, VoteRules, VoteTask
+    from workflows.taskfile import (
+        Example,
+        Label,
+        OrchestrateTask,
+        PlanStep,
+        SectionTask,
+        Step,
+        TaskFileError,
+        VoterSpec,
+        VoteRules,
+        VoteTask,
+    )
 
 # Where each public name lives: the same names as the imports above and as __all__ (tests/test_public_api.py
 # checks all three agree).
@@ -45,6 +57,7 @@ _HOMES: dict[str, tuple[str, ...]] = {
                      "retry_failed", "run_batch", "wait_for_batch"),
     "chorus.documents": ("DocumentError",),
     "chorus.native": ("load_document",),
+    "chorus.orchestrate": ("OrchestratePlan", "plan_orchestrate", "submit_orchestrate"),
     "chorus.runs": ("OutcomeView", "RunView", "celery_app", "get_run", "wait_for_run"),
     "chorus.section": ("SectionPlan", "plan_section", "submit_section", "submit_section_plan"),
     "chorus.taskfile": ("load_task",),
@@ -52,8 +65,8 @@ _HOMES: dict[str, tuple[str, ...]] = {
     "settings": ("Settings", "load_settings"),
     "workflows.calls": ("Attachment",),
     "workflows.errors": ("ChorusError", "ConfigError", "NotFoundError", "ProviderError", "RunFailed", "RunTimeout"),
-    "workflows.taskfile": ("Example", "Label", "SectionTask", "Step", "TaskFileError", "VoterSpec", "VoteRules",
-                           "VoteTask"),
+    "workflows.taskfile": ("Example", "Label", "OrchestrateTask", "PlanStep", "SectionTask", "Step", "TaskFileError",
+                           "VoterSpec", "VoteRules", "VoteTask"),
 }
 _MODULE_OF = {name: module for module, names in _HOMES.items() for name in names}
 
@@ -67,7 +80,10 @@ __all__ = [
     "Example",
     "Label",
     "NotFoundError",
+    "OrchestratePlan",
+    "OrchestrateTask",
     "OutcomeView",
+    "PlanStep",
     "ProviderError",
     "RunFailed",
     "RunTimeout",
@@ -90,12 +106,14 @@ __all__ = [
     "load_document",
     "load_settings",
     "load_task",
+    "plan_orchestrate",
     "plan_section",
     "plan_vote",
     "prepare_batch",
     "retry_failed",
     "run_batch",
     "submit_plan",
+    "submit_orchestrate",
     "submit_section",
     "submit_section_plan",
     "submit_vote",

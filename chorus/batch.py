@@ -54,7 +54,7 @@ from workflows.calls import Attachment
 from workflows.cost import Cost, total
 from workflows.errors import ConfigError, NotFoundError, RunTimeout
 from workflows.intake import Record, check_text, duplicate, record_from
-from workflows.taskfile import SectionTask, Task, VoteTask, task_from_json, task_hash
+from workflows.taskfile import OrchestrateTask, SectionTask, Task, VoteTask, task_from_json, task_hash
 
 CHUNK = 200
 POLL_S = 0.02
@@ -105,7 +105,7 @@ def make_spec(pattern: str, options: dict[str, Any], settings: Settings) -> Batc
     kind = planner(pattern).pattern
     clean = {k: v for k, v in options.items() if v is not None}
     task = clean.get("task")
-    if isinstance(task, VoteTask | SectionTask):
+    if isinstance(task, VoteTask | SectionTask | OrchestrateTask):
         if task.pattern != kind.value:
             raise ConfigError(f"the task {task.name!r} is a {task.pattern} task; run it with --pattern {task.pattern}")
         clean["task"] = task.to_json()  # stored with the batch, so a resume runs the very same task

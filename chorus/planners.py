@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from chorus.orchestrate import plan_orchestrate
 from chorus.plans import Plan
 from chorus.section import plan_section
 from chorus.vote import plan_vote
@@ -31,7 +32,7 @@ class Planner:
     - `check_options(options)`: refuse a batch's options that cannot run (ConfigError), before anything
       is stored; the options are the keyword options of the pattern's `plan_*`;
     - `batch_options(given)`: the options from `chorus batch`'s values (`labels`, `voters`, `models`,
-      `task`, a task object or the text given to --task, `task_text`, `how`, `adaptive`), refusing the
+      `task`, a task object or the text given to --task, `task_text`, `how`, `adaptive`, `escalate_to`), refusing the
       ones that do not apply (ConfigError)."""
 
     pattern: Pattern
@@ -55,7 +56,8 @@ def _vote_options(given: Mapping[str, Any]) -> dict[str, Any]:
     if given.get("task_text") and given.get("task") is None:
         raise ConfigError(f"--task {given['task_text']!r} is not a task file; --pattern vote takes a .toml task file")
     return {"labels": given.get("labels"), "voters": given.get("voters"), "models": given.get("models"),
-            "task": given.get("task"), "adaptive": given.get("adaptive")}
+            "task": given.get("task"), "adaptive": given.get("adaptive"),
+            **({"escalate_to": given["escalate_to"]} if given.get("escalate_to") is not None else {})}
 
 
 def _plan_section(document: str | Attachment, external_id: str, label: str | None, batch_id: str,
@@ -68,16 +70,40 @@ def _check_section(options: Mapping[str, Any]) -> None:
 
 
 def _section_options(given: Mapping[str, Any]) -> dict[str, Any]:
-    if given.get("labels") or given.get("voters") or given.get("adaptive") is not None:
-        raise ConfigError("--labels, --voters and --adaptive apply to --pattern vote")
+    if given.get("labels") or given.get("voters") or given.get("adaptive") is not None or given.get("escalate_to"):
+        raise ConfigError("--labels, --voters, --adaptive and --escalate-to apply to --pattern vote")
     models = given.get("models")
     return {"task": given.get("task") or given.get("task_text"), "how": given.get("how"),
             "model": models[0] if models else None}
 
 
+def _plan_orchestrate(document: str | Attachment, external_id: str, label: str | None, batch_id: str,
+                      settings: Settings, options: dict[str, Any]) -> Plan:
+    return plan_orchestrate(document, external_id=external_id, batch_id=batch_id, settings=settings, **options)
+
+
+def _check_orchestrate(options: Mapping[str, Any]) -> None:
+    if options.get("task") is None:
+        raise ConfigError("--pattern orchestrate needs --task FILE, an orchestrate task file "
+                          "(pattern = \"orchestrate\")")
+
+
+def _orchestrate_options(given: Mapping[str, Any]) -> dict[str, Any]:
+    if given.get("labels") or given.get("voters") or given.get("adaptive") is not None or given.get("how") \
+            or given.get("escalate_to"):
+        raise ConfigError("--labels, --voters, --adaptive, --escalate-to and --split do not apply to --pattern "
+                          "orchestrate")
+    if given.get("task_text") and given.get("task") is None:
+        raise ConfigError(f"--task {given['task_text']!r} is not a task file; --pattern orchestrate takes a .toml "
+                          "orchestrate task file")
+    models = given.get("models")
+    return {"task": given.get("task"), "model": models[0] if models else None}
+
+
 PLANNERS: dict[Pattern, Planner] = {
     Pattern.VOTE: Planner(Pattern.VOTE, _plan_vote, _check_vote, _vote_options),
     Pattern.SECTION: Planner(Pattern.SECTION, _plan_section, _check_section, _section_options),
+    Pattern.ORCHESTRATE: Planner(Pattern.ORCHESTRATE, _plan_orchestrate, _check_orchestrate, _orchestrate_options),
 }
 
 

@@ -1,11 +1,12 @@
 """The client side of a pattern: a `Plan`, and the one `submit(plan)` that stores and sends any of them.
 
-A plan is a validated run, ready to store and send; building one writes nothing. `chorus.vote.VotePlan`
-and `chorus.section.SectionPlan` are the two there are. Budgets, batches, `--dry-run`, cancel and status
-read a plan through this protocol only, never its type: they ask its `pattern`, its `config()` (what the
-run stores and its workers read back), its `slots()` (one pending outcome row each), its `estimate(...)`
-(an upper bound of its cost), its `calls()` and `noun` (for `--dry-run`: "5 voter(s)"), its `models()`
-(who answers, for a batch's record) and `what` (the budget's message: "this vote").
+A plan is a validated run, ready to store and send; building one writes nothing. `chorus.vote.VotePlan`,
+`chorus.section.SectionPlan` and `chorus.orchestrate.OrchestratePlan` are the ones there are. Budgets,
+batches, `--dry-run`, cancel and status read a plan through this protocol only, never its type: they ask
+its `pattern`, its `config()` (what the run stores and its workers read back), its `slots()` (one pending
+outcome row each), its `estimate(...)` (an upper bound of its cost), its `calls()` and `noun` (for
+`--dry-run`: "5 voter(s)"), its `models()` (who answers, for a batch's record) and `what` (the budget's
+message: "this vote").
 
 To add a pattern (say `orchestrate`):
 

@@ -55,7 +55,7 @@ class Job(BaseModel):
     every_seconds: float | None = Field(default=None, gt=0)
     at: str | None = None
     folder: Path | None = None
-    pattern: Literal["vote", "section"] | None = None
+    pattern: Literal["vote", "section", "orchestrate"] | None = None
     options: dict[str, Any] = Field(default_factory=dict)
     task: Path | None = None  # a task file; read when the schedule is loaded, sent resolved (`task_spec`)
     task_spec: dict[str, Any] | None = None

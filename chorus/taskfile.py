@@ -16,16 +16,18 @@ from typing import Any
 
 from chorus.budget import call_cost
 from chorus.native import needs_upload
+from chorus.orchestrate import plan_orchestrate
 from chorus.section import plan_section
 from chorus.vote import check_panel_models
 from settings import Settings, get_settings
 from workflows.attachments import page_texts
 from workflows.calls import Attachment, CallRequest
-from workflows.cost import total
+from workflows.cost import Cost, total
 from workflows.escalation import check_escalation, escalation_request
+from workflows.orchestrating import Subtask, SubtaskPlan, part_label
 from workflows.runspec import VoteSpec
 from workflows.sectioning import Part
-from workflows.taskfile import SectionTask, Task, TaskFileError, VoteTask, parse_task, task_hash
+from workflows.taskfile import OrchestrateTask, SectionTask, Task, TaskFileError, VoteTask, parse_task, task_hash
 from workflows.tokens import attachment_tokens, estimate_tokens
 from workflows.voting import resolve_panel
 
@@ -110,9 +112,8 @@ def describe_task(task: Task, *, settings: Settings | None = None, sample: str |
                               for v in panel]
     elif isinstance(task, SectionTask):
         calls = section_calls(task, sent, settings)
-    else:  # the orchestrate pattern parses; its plan, requests and estimate are wired in with its submit
-        raise TaskFileError("pattern", f"{task.pattern!r} tasks parse, but this version cannot check or run them "
-                                       "yet; use a vote or section task")
+    else:
+        calls, estimate = orchestrate_calls(task, sent, settings)
     placeholder = f"[the document: ~{estimate_tokens(document)} tokens]"
     described["calls"] = [{"name": name, "model": r.model, "system": r.system, "user": list(r.user_blocks),
                            "user_shown": [_elide(b, document, placeholder) for b in r.user_blocks],
@@ -120,13 +121,17 @@ def describe_task(task: Task, *, settings: Settings | None = None, sample: str |
                            "attachments": [{"kind": a.kind, "title": a.title, "pages": a.pages,
                                             "tokens_at_most": attachment_tokens(a, r.model)} for a in r.attachments]}
                           for name, r in calls]
-    cost = total(call_cost(r) for _, r in calls)  # the budget's upper bound of each call (chorus.budget)
+    # The budget's upper bound of each call (chorus.budget); an orchestrate run's of every call it may make.
+    cost = estimate if isinstance(task, OrchestrateTask) else total(call_cost(r) for _, r in calls)
     described["estimated_cost_per_document"] = cost.to_json()
     described["cost_note"] = (f"estimate for a document of ~{estimate_tokens(document)} tokens: an upper bound "
                               f"(token counts bounded, a marked prefix at the cache-write price, output at "
                               f"max_tokens, no cache read)"
                               + ("; a section task: the first section's map call and the synthesis" if
                                  isinstance(task, SectionTask) else "")
+                              + (f"; an orchestrate task: the planner, max_workers = {task.plan.max_workers} workers "
+                                 f"(one shown, on a sample subtask) and their synthesis" if
+                                 isinstance(task, OrchestrateTask) else "")
                               + ("; every voter counted, while stop = \"decided\" asks only as many as the vote "
                                  "needs" if isinstance(task, VoteTask) and task.vote.adaptive else ""))
     return described
@@ -144,6 +149,23 @@ def describe_attachment(document: Attachment, settings: Settings) -> dict[str, A
                         f"an {document.kind} block" if document.kind == "image" else "a document block (base64)"),
             "offline_reads": ("its text layer" if document.has_text else
                               "nothing: no text layer (needs a Claude model that reads images)")}
+
+
+def orchestrate_calls(task: OrchestrateTask, document: str | Attachment, settings: Settings
+                      ) -> tuple[list[tuple[str, CallRequest]], Cost]:
+    """The planner's call, one worker's (every worker sends the same prompt around its own subtask, here a
+    sample one) and the final synthesis over `max_workers` placeholder results; and the estimate of the
+    whole run (`chorus.budget.estimate_orchestrate`: every call it may make)."""
+    plan = plan_orchestrate(document, task=task, settings=settings)
+    spec = plan.spec()
+    n = plan.max_workers
+    sample = SubtaskPlan(tuple(Subtask(f"<subtask {i + 1}'s title>", f"<subtask {i + 1}'s instructions, from the "
+                                       "planner>") for i in range(n)))
+    parts = [Part(part_label(i, sample.subtasks[i].title), f"<the result of subtask {i + 1}>") for i in range(n)]
+    calls = [("plan (lists at most max_workers subtasks)", spec.planner_request(plan.document)),
+             (f"work, subtask 1 of at most {n}", spec.worker_request(sample, 0, plan.document)),
+             ("reduce (final synthesis)", spec.synthesis_request(spec.reduce_model, parts, final=True))]
+    return calls, plan.estimate(settings)
 
 
 def section_calls(task: SectionTask, document: str | Attachment, settings: Settings

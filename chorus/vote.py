@@ -85,7 +85,9 @@ class VotePlan:
         return len(self.panel)
 
     def models(self) -> set[str]:
-        return {v.model for v in self.panel}
+        """The voters' models, and the model close calls escalate to (`[vote] escalate_to`)."""
+        escalate_to = self.task.vote.escalate_to
+        return {v.model for v in self.panel} | ({escalate_to} if escalate_to else set())
 
     def estimate(self, settings: Settings, *, count: bool = True, lane: str = "sync") -> Cost:
         return estimate_vote(self, settings, count=count, lane=lane)
@@ -160,6 +162,7 @@ def resolve_vote_task(
     tie_policy: str | None = None,
     low_agreement_below: float | None = None,
     adaptive: bool | None = None,
+    escalate_to: str | None = None,
 ) -> VoteTask:
     """The task a vote runs: the given task (a file's, or `VoteTask(...)`) with the options applied over
     it, or, without one, the labels-only default task (today's `--labels a,b --voters N`)."""
@@ -175,9 +178,11 @@ def resolve_vote_task(
         # `voters` again (the panel already has that size, so it changes nothing): a quorum it contradicts
         # is then reported as the options', e.g. "options voters=3, quorum=4".
         return with_vote_overrides(task, voters=voters, quorum=quorum, tie_policy=tie_policy,
-                                   low_agreement_below=low_agreement_below, adaptive=adaptive)
+                                   low_agreement_below=low_agreement_below, adaptive=adaptive,
+                                   escalate_to=escalate_to)
     return with_vote_overrides(task, labels=labels, voters=voters, models=models, quorum=quorum,
-                               tie_policy=tie_policy, low_agreement_below=low_agreement_below, adaptive=adaptive)
+                               tie_policy=tie_policy, low_agreement_below=low_agreement_below, adaptive=adaptive,
+                               escalate_to=escalate_to)
 
 
 def plan_vote(
@@ -196,6 +201,7 @@ def plan_vote(
     cache_aware: bool = True,
     cache_warm: str = "leader",
     adaptive: bool | None = None,
+    escalate_to: str | None = None,
     settings: Settings | None = None,
 ) -> VotePlan:
     """Check a vote's inputs; bad input raises ConfigError naming the problem."""
@@ -209,7 +215,8 @@ def plan_vote(
     native = document if isinstance(document, Attachment) else None
     body: str = native.text if native is not None else text  # type: ignore[assignment]
     vote_task = resolve_vote_task(labels, task=task, voters=voters, models=models, quorum=quorum,
-                                  tie_policy=tie_policy, low_agreement_below=low_agreement_below, adaptive=adaptive)
+                                  tie_policy=tie_policy, low_agreement_below=low_agreement_below, adaptive=adaptive,
+                                  escalate_to=escalate_to)
     panel = resolve_panel(vote_task, settings.default_model)
     if native is None:
         _, problem = check_text(body, settings.max_document_bytes)
@@ -318,7 +325,8 @@ def submit_vote(text: str | Attachment | Path, labels: str | Sequence[str] | Non
     Give the labels (`"positive,negative"`) for the default task, or `task=chorus.load_task(path)` for
     your own; options override the task's fields: voters, models, quorum, tie_policy,
     low_agreement_below, adaptive (True: ask voters in waves and stop once the rest cannot change the
-    result), and external_id, batch_id, gold_label.
+    result), escalate_to (a close vote's one more call goes to this model, whose answer decides), and
+    external_id, batch_id, gold_label.
     """
     settings = settings or get_settings()
     return submit(plan_vote(text, labels, task=task, settings=settings, **options), settings=settings)

@@ -51,6 +51,8 @@ class SlotSpec:
     temperature: float | None = None
     held: bool = False  # an adaptive vote's voter, not in the first wave: not queued (queued_at NULL)
     title: str | None = None  # what the slot covers (a section's title), shown by status and the report
+    inputs: tuple[int, ...] | None = None  # a synthesis step's input slots, in order (`add_slots` only)
+    level: int | None = None  # a synthesis step's level in its tree (`add_slots` only)
 
 
 @dataclass(frozen=True)
@@ -174,7 +176,8 @@ def add_slots(s: OrmSession, run_id: str, slots: Sequence[SlotSpec]) -> list[int
     rows = [{"run_id": run_id, "slot": spec.slot, "role": spec.role, "model": spec.model,
              "prompt_variant": spec.prompt_variant, "temperature": spec.temperature,
              "title": spec.title[:200] if spec.title is not None else None, "status": OutcomeStatus.PENDING,
-             "queued_at": None if spec.held else now, "attempts": 0, "input_tokens": 0, "output_tokens": 0}
+             "queued_at": None if spec.held else now, "attempts": 0, "input_tokens": 0, "output_tokens": 0,
+             "inputs": list(spec.inputs) if spec.inputs is not None else None, "level": spec.level}
             for spec in slots]
     dialect = s.get_bind().dialect.name
     if dialect == "postgresql":

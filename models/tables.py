@@ -28,6 +28,7 @@ Stamp = Annotated[dt.datetime | None, mapped_column(DateTime(timezone=True))]
 class Pattern(StrEnum):
     VOTE = "vote"
     SECTION = "section"
+    ORCHESTRATE = "orchestrate"
 
 
 class RunStatus(StrEnum):
@@ -70,12 +71,22 @@ class OutcomeRole(StrEnum):
     # A `max_tokens: 0` call that only writes a vote's shared prefix to the prompt cache before the
     # voters go (cache-aware dispatch with --cache-warm prewarm); not a voter, never tallied.
     PREWARM = "prewarm"
+    # A vote's escalated call (`[vote] escalate_to`): one call to the stronger model, added once the panel
+    # is tallied and close; its answer decides (workflows.escalation). Not a voter, never tallied.
+    ESCALATION = "escalation"
+    # Orchestrator-worker (tasks/orchestrate.py): the planner's call (slot 0), one worker per subtask of its
+    # plan (slots 1..N, added once the plan is read), and the synthesis steps over the workers' results.
+    PLANNER = "planner"
+    WORKER = "worker"
+    REDUCE = "reduce"
 
 
 # Roles of slots that are one provider call each, sent by a message of their own (or carried by the batch
 # lane): the reaper re-sends such a slot when its message or its holder is lost, and the lane collects it.
-# A pattern that adds a role of this kind adds it here (the synthesis and the pre-warm call are not).
-CALL_ROLES: tuple[OutcomeRole, ...] = (OutcomeRole.VOTER, OutcomeRole.SECTION)
+# A pattern that adds a role of this kind adds it here (a section run's synthesis and the pre-warm call are
+# not; an orchestrate run's synthesis steps are: they are sent, re-sent and carried one slot each).
+CALL_ROLES: tuple[OutcomeRole, ...] = (OutcomeRole.VOTER, OutcomeRole.SECTION, OutcomeRole.ESCALATION,
+                                       OutcomeRole.PLANNER, OutcomeRole.WORKER, OutcomeRole.REDUCE)
 
 
 def _enum(cls: type[StrEnum], name: str) -> Enum:

@@ -5,6 +5,6 @@ pattern's own tasks: the reaper, the batch lane, the batch dispatch task and the
 To add a pattern, import its module here.
 """
 
-from tasks import section, vote
+from tasks import orchestrate, section, vote
 
-PATTERN_MODULES = (vote, section)
+PATTERN_MODULES = (vote, section, orchestrate)

@@ -54,7 +54,8 @@ class PatternEntry:
     - `settle(run_id)`: for a run whose slots have all finished when it is cancelled, the function that
       finishes it with its real result (a vote's tally) instead of cancelling it; None: cancel it.
     - `call_noun`: what one call of its runs is called in a reason ("voter", "call").
-    - `shows`: how `chorus status` prints a run: "tally" (answer and confidence) or "synthesis" (text).
+    - `shows`: how `chorus status` prints a run: "tally" (answer and confidence), "synthesis" (text) or
+      "plan" (the plan's subtasks, each call by its subtask, and the synthesis).
     - `shares_prefix`: its calls read one shared prefix, so the minimum cost is one cache write and reads
       (`chorus.costing.shared_prefixes`, which reads the config as a vote's: labels and voters).
     """

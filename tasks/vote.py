@@ -12,17 +12,24 @@ from celery.canvas import Signature
 from celery.result import AsyncResult
 from sqlalchemy.orm import Session as OrmSession
 
-from models import OutcomeRole, OutcomeStatus, Pattern, Run, RunStatus, in_session, repo
+from models import OutcomeRole, OutcomeStatus, Pattern, Run, RunStatus, WorkerOutcome, in_session, repo
 from tasks import db, dispatch, patterns
 from tasks.calls import run_slot
 from tasks.requests import document_bytes
 from workflows.adaptive import decide
 from workflows.calls import CallRequest, CallResult
 from workflows.dispatch import expects_cache_read
+from workflows.escalation import (
+    ESCALATION_NAME,
+    Escalated,
+    decide_with_escalation,
+    escalation_reason,
+    escalation_request,
+)
 from workflows.queues import CALLBACK_QUEUE
 from workflows.registry import supports_structured_outputs
 from workflows.runspec import VoteSpec, vote_spec
-from workflows.voting import TiePolicy, VoteStatus, default_quorum, read_answer, tally
+from workflows.voting import Tally, TiePolicy, VoteStatus, default_quorum, read_answer, tally, task_of
 
 VOTE_CALL = "chorus.vote.call"
 VOTE_TALLY = "chorus.vote.tally"
@@ -52,33 +59,38 @@ def tally_votes(self: Task, results: list[dict[str, Any]], run_id: str) -> dict[
     return advance_vote(self.app, run_id, bind=False)
 
 
+# What a tally sends next: the role of the calls, their (slot, model)s, and the run's config.
+Wave = tuple[OutcomeRole, list[tuple[int, str]], dict[str, Any]]
+
+
 def advance_vote(app: Celery, run_id: str, *, bind: bool = True) -> dict[str, Any]:
-    """Every sent voter has answered: finish the vote, or for an adaptive vote whose voters not yet
-    asked could still change the result, send the next wave (its own tally comes back here). In the
-    batch lane the wave is only released: the lane's collector sends it."""
+    """Every sent voter has answered: finish the vote; or for an adaptive vote whose voters not yet
+    asked could still change the result, send the next wave; or for a close vote of a task that
+    escalates, send the one escalated call (either's own tally comes back here). In the batch lane the
+    calls are only released: the lane's collector sends them."""
     if bind:
         db.bind()
     step = in_session(lambda s: _advance(s, run_id))
     if isinstance(step, dict):
         return step  # tallied, in the same transaction that read the run
-    slots, config = step
+    role, slots, config = step
     if config.get("lane") == "batch":
         return {"run_id": run_id, "status": "running", "released": [slot for slot, _ in slots]}
-    header, callback = wave_messages(app, run_id, slots, config.get("task_name", ""))
+    header, callback = wave_messages(app, run_id, slots, config.get("task_name", ""), role=role)
     dispatch.send_chord(app, run_id, header, callback)
     return {"run_id": run_id, "status": "running", "sent": [slot for slot, _ in slots]}
 
 
-def _advance(s: OrmSession, run_id: str) -> dict[str, Any] | tuple[list[tuple[int, str]], dict[str, Any]]:
-    """The vote's tally (a dict), or the next wave of an adaptive vote to send: one read of the run
-    for a vote that is not adaptive."""
+def _advance(s: OrmSession, run_id: str) -> dict[str, Any] | Wave:
+    """The vote's tally (a dict), or the calls to send next (an adaptive vote's next wave, or the
+    escalated call): one read of the run for a vote that is not adaptive."""
     run = repo.load_run(s, run_id)
     if run is not None and not run.status.terminal and run.config.get("adaptive"):
         wave = _next_wave(s, run_id)
         if wave is not None:
-            return wave
+            return OutcomeRole.VOTER, *wave
         run = repo.load_run_locked(s, run_id)  # as the decision left it (voters skipped)
-    return _tally_run(s, run_id, run)
+    return _tally_run(s, run_id, run, escalate=True)
 
 
 def _next_wave(s: OrmSession, run_id: str) -> tuple[list[tuple[int, str]], dict[str, Any]] | None:
@@ -115,16 +127,37 @@ def finish_vote(run_id: str, *, bind: bool = True) -> dict[str, Any]:
 
 
 def _finish_vote(s: OrmSession, run_id: str) -> dict[str, Any]:
-    return _tally_run(s, run_id, repo.load_run(s, run_id))
+    done = _tally_run(s, run_id, repo.load_run(s, run_id))  # escalate=False: never a wave
+    assert isinstance(done, dict)
+    return done
 
 
-def _tally_run(s: OrmSession, run_id: str, run: Run | None) -> dict[str, Any]:
+def _tally_run(s: OrmSession, run_id: str, run: Run | None, *, escalate: bool = False) -> dict[str, Any] | Wave:
+    """Tally the panel and finish the run, or (`escalate`: the vote's own tally, the reaper's, the lane's)
+    add the escalated call when the task escalates and the tally is close (`Wave`: the caller sends it).
+    A run whose escalated call has ended is decided with it; one whose call is still open waits for it."""
     if run is None:
         return {"run_id": run_id, "status": "failed", "error": "unknown run"}
     if run.status.terminal:
         return {"run_id": run_id, "status": run.status.value, **(run.result or {})}
+    result, unfinished = _panel_tally(run)
+    escalated = next((o for o in run.outcomes if o.role is OutcomeRole.ESCALATION), None)
+    if escalated is not None and not escalated.status.terminal:
+        return {"run_id": run_id, "status": "running", "escalating": escalated.slot}
+    rules = task_of(run.config).vote
+    why = escalation_reason(result, rules)
+    if escalated is None and escalate and why is not None:
+        return _escalate(s, run, why) or {"run_id": run_id, "status": "running", "escalating": "added by another"}
+    if escalated is not None:
+        return _finish_escalated(s, run, result, escalated, why or escalated.title or "escalated", unfinished)
+    return _finish_panel(s, run, result, unfinished)
+
+
+def _panel_tally(run: Run) -> tuple[Tally, int]:
+    """The panel's tally (voters only: a pre-warm call and the escalated call are none), and how many of
+    its voters never finished (counted as failed)."""
     config = run.config
-    voters = [o for o in run.outcomes if o.role is OutcomeRole.VOTER]  # a pre-warm call is no voter
+    voters = [o for o in run.outcomes if o.role is OutcomeRole.VOTER]
     answers = [o.answer for o in voters if o.status is OutcomeStatus.SUCCEEDED]
     unfinished = sum(1 for o in voters if not o.status.terminal)
     failed = sum(1 for o in voters if o.status is OutcomeStatus.FAILED) + unfinished
@@ -138,16 +171,49 @@ def _tally_run(s: OrmSession, run_id: str, run: Run | None) -> dict[str, Any]:
         tie_policy=TiePolicy(config.get("tie_policy", TiePolicy.NONE)),
         low_agreement_below=config.get("low_agreement_below", 0.6),
     )
-    summary = result.to_json()
+    return result, unfinished
+
+
+def _never_finished(summary: dict[str, Any], unfinished: int) -> dict[str, Any]:
     if unfinished:
         summary["reason"] = (summary["reason"] + "; " if summary["reason"] else "") + (
             f"{unfinished} voter(s) never finished"
         )
+    return summary
+
+
+def _finish_panel(s: OrmSession, run: Run, result: Tally, unfinished: int) -> dict[str, Any]:
+    summary = _never_finished(result.to_json(), unfinished)
     status = RunStatus(result.status.value)
     error = summary["reason"] or None if result.status is not VoteStatus.SUCCEEDED else None
     repo.finish_run(s, run, status=status, result=summary, answer=result.winner,
                     confidence=result.confidence, low_agreement=result.low_agreement, error=error)
-    return {"run_id": run_id, **summary}
+    return {"run_id": run.id, **summary}
+
+
+def _escalate(s: OrmSession, run: Run, why: str) -> Wave | None:
+    """Add the escalated call's slot (after every voter's and pre-warm's), once: the slot number is fixed
+    and `repo.add_slots` adds a slot the run already has never again, so of two tallies racing only the
+    one whose insert went in sends the call. None when another tally added it."""
+    model = task_of(run.config).vote.escalate_to
+    assert model is not None  # escalation_reason is None without escalate_to
+    slot = max((o.slot for o in run.outcomes), default=-1) + 1
+    added = repo.add_slots(s, run.id, [repo.SlotSpec(slot, OutcomeRole.ESCALATION, model, ESCALATION_NAME,
+                                                     title=why)])
+    return (OutcomeRole.ESCALATION, [(slot, model)], run.config) if added else None
+
+
+def _finish_escalated(s: OrmSession, run: Run, panel: Tally, call: WorkerOutcome, why: str, unfinished: int
+                      ) -> dict[str, Any]:
+    """Finish a vote whose escalated call has ended: its label decides, or the panel's result stands."""
+    answer = call.answer if call.status is OutcomeStatus.SUCCEEDED else None
+    decision = decide_with_escalation(panel, Escalated(call.model, answer, None if answer else call.error), why=why)
+    summary = _never_finished(decision.to_json(), unfinished)
+    status = RunStatus(decision.status.value)
+    error = None if status is RunStatus.SUCCEEDED else summary["reason"] or None
+    repo.finish_run(s, run, status=status, result=summary, answer=decision.winner, confidence=panel.confidence,
+                    low_agreement=panel.low_agreement, error=error)
+    return {"run_id": run.id, **summary}
 
 
 # ----- messages ---------------------------------------------------------------------------------
@@ -172,10 +238,11 @@ def vote_messages(app: Celery, run_id: str, config: dict[str, Any], callback_id:
     return prewarm + [calls[slot] for slot in leaders], header, tally
 
 
-def wave_messages(app: Celery, run_id: str, slots: Sequence[tuple[int, str]], task: str = ""
-                  ) -> tuple[list[Signature], Signature]:
-    """An adaptive vote's next wave: the calls of `slots` ((slot, model) each) and a tally after them."""
-    header = [dispatch.call_signature(app, OutcomeRole.VOTER, run_id, slot, model, task) for slot, model in slots]
+def wave_messages(app: Celery, run_id: str, slots: Sequence[tuple[int, str]], task: str = "", *,
+                  role: OutcomeRole = OutcomeRole.VOTER) -> tuple[list[Signature], Signature]:
+    """An adaptive vote's next wave, or the escalated call: the calls of `slots` ((slot, model) each,
+    of `role`) and a tally after them."""
+    header = [dispatch.call_signature(app, role, run_id, slot, model, task) for slot, model in slots]
     return header, app.signature(VOTE_TALLY, args=(run_id,), queue=CALLBACK_QUEUE)
 
 
@@ -192,19 +259,25 @@ def voter_request(claim: repo.Claim, spec: VoteSpec, text: str, tags: tuple[tupl
     document = doc.attachment(text, document_bytes(doc.blob, dict(doc.files))) if doc is not None else text
     if claim.role is OutcomeRole.PREWARM:
         return spec.prewarm_request(claim.model, document, tags)
+    if claim.role is OutcomeRole.ESCALATION:
+        request = escalation_request(spec, document, tags, slot=claim.slot)
+        if request is None:
+            raise ValueError("an escalation slot in a run whose task has no escalate_to")
+        return request
     voter = spec.voter(claim.slot, claim.model, claim.prompt_variant, claim.temperature)
     return spec.voter_request(voter, document, tags)
 
 
 def voter_fields(claim: repo.Claim, spec: VoteSpec, config: dict[str, Any], result: CallResult) -> dict[str, Any]:
     """A voter's answer (or why it abstained), and whether a follower of cache-aware dispatch missed the
-    cache; a pre-warm's reply means nothing."""
-    if claim.role is not OutcomeRole.VOTER:
+    cache; the escalated call's answer, read as a voter's; a pre-warm's reply means nothing."""
+    if claim.role is OutcomeRole.PREWARM:
         return {}
     answer, abstained = read_answer(result.text, config["labels"], stop_reason=result.stop_reason,
                                     no_answer=result.no_answer, structured=supports_structured_outputs(claim.model))
     fields: dict[str, Any] = {"answer": answer, "error": abstained}
-    if expects_cache_read(config, claim.slot, claim.model) and not result.usage.estimated:
+    follower = claim.role is OutcomeRole.VOTER and expects_cache_read(config, claim.slot, claim.model)
+    if follower and not result.usage.estimated:
         # A follower of cache-aware dispatch: it was sent after its leader so as to read the prefix.
         fields["cache_miss"] = result.usage.cache_read_input_tokens == 0
     return fields
@@ -218,7 +291,7 @@ def lane_advance(app: Celery, run_id: str) -> dict[str, Any]:
 
 patterns.register(patterns.PatternEntry(
     pattern=Pattern.VOTE,
-    roles=frozenset({OutcomeRole.VOTER, OutcomeRole.PREWARM}),
+    roles=frozenset({OutcomeRole.VOTER, OutcomeRole.PREWARM, OutcomeRole.ESCALATION}),
     call_task=VOTE_CALL,
     spec=vote_spec,
     build_request=voter_request,

@@ -1,5 +1,7 @@
 from pathlib import Path
 
+import pytest
+
 from settings import Settings, _env_name
 
 README = (Path(__file__).resolve().parent.parent / "README.md").read_text()
@@ -15,6 +17,12 @@ def test_the_readme_gives_the_two_setup_commands():
     assert "bash .ci/run" in README
 
 
+def test_the_readme_names_the_fast_lane_by_the_marker_the_suite_defines():
+    pyproject = (Path(__file__).resolve().parent.parent / "pyproject.toml").read_text()
+    assert 'python3 -m pytest -q -m "not integration"' in README
+    assert '"integration: ' in pyproject  # a registered marker (--strict-markers refuses a typo)
+
+
 def test_the_task_files_the_readme_shows_are_the_shipped_examples():
     import re
     import tomllib
@@ -27,7 +35,7 @@ def test_the_task_files_the_readme_shows_are_the_shipped_examples():
     examples = Path(__file__).resolve().parent.parent / "examples"
     files = [tomllib.loads(p.read_text()) for p in examples.glob("*.toml")]
     shipped = {t.name: task_hash(t) for t in map(parse_task, files)}
-    assert set(shown) == {"ticket-urgency", "man-options"}
+    assert set(shown) == {"ticket-urgency", "man-options", "contract-review"}
     assert shown == {name: shipped[name] for name in shown}
 
 
@@ -40,6 +48,7 @@ def test_the_readmes_worker_commands_each_have_a_node_name_of_their_own():
     assert len({m.group(1) for m in names if m}) == len(commands)
 
 
+@pytest.mark.integration  # `python -m bench list`, a process
 def test_the_benchmarks_the_readme_and_benchmarks_md_name_are_the_ones_bench_runs():
     import re
     import subprocess

@@ -237,6 +237,21 @@ def part_label(index: int, title: str) -> str:
 
 
 # ----- the synthesis ---------------------------------------------------------------------------------
+def span_label(first: int, last: int) -> str:
+    """A partial synthesis' label from its 1-based first and last subtask numbers: "subtasks 1-4" (as long
+    as the section label the estimate frames, `sectioning.span_label`)."""
+    return f"subtask {first}" if first == last else f"subtasks {first}-{last}"
+
+
+def describe_missing(numbers: Sequence[int], titles: Sequence[str]) -> str:
+    """'subtask 3 (Indemnity) missing', 'subtasks 2 and 5 missing' (1-based; titles named up to five)."""
+    if not numbers:
+        return ""
+    named = [titles[n - 1] for n in numbers if 0 < n <= len(titles)]
+    about = f" ({_titles(named)})" if named and len(numbers) <= 5 else ""
+    return f"{_numbers(numbers)}{about} missing"
+
+
 def orchestrate_synthesis_request(model: str, instructions: str, parts: Sequence[Part], missing: Sequence[int] = (),
                                   *, final: bool = True, max_tokens: int,
                                   output_schema: Mapping[str, Any] | None = None, structured: bool = False,

@@ -1,5 +1,7 @@
 """`chorus advise`: measure a single call and a vote on a labelled set, then ask the pure advisor
-(`workflows.advisor`) whether to parallelize at all."""
+(`workflows.advisor`) whether to parallelize at all. With escalation (`--escalate-to`, or the task's
+`[vote] escalate_to`) also the three ways side by side (`chorus.analysis.compare.three_ways`): the
+strong model alone is one more single call on that model (the single call itself when it is that model)."""
 
 from __future__ import annotations
 
@@ -7,6 +9,7 @@ import statistics
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from chorus.analysis.compare import escalation_rules, three_ways, without_escalation
 from chorus.analysis.labelled import LabelledDoc
 from chorus.analysis.measure import PatternResult, PatternSpec, run_pattern
 from settings import Settings
@@ -120,7 +123,10 @@ def run_advise(
     on_run: Callable[[Any], None] | None = None,
     timeout: float | None = None,
     in_flight: int = 2,
+    escalate_to: str | None = None,
 ) -> dict[str, Any]:
+    escalation = escalation_rules(task, escalate_to) if escalate_to else None
+    task = without_escalation(task)
     label_set = task.label_names if task else normalize_labels(labels or "")
     vote_spec = vote_pattern("advise-vote", task, panel_model or single_model, voters,
                              default_model=settings.default_model, panel_model_given=panel_model is not None)
@@ -128,6 +134,12 @@ def run_advise(
                          settings=settings, check=check, on_run=on_run, timeout=timeout, in_flight=in_flight)
     vote = run_pattern(vote_spec, docs, labels, task=task, source=source,
                        settings=settings, check=check, on_run=on_run, timeout=timeout, in_flight=in_flight)
+    ways: dict[str, Any] = {}
+    if escalation is not None and escalate_to is not None:
+        strong = single if escalate_to == single_model else run_pattern(
+            PatternSpec("advise-strong", escalate_to, 1), docs, labels, task=task, source=source, settings=settings,
+            check=check, on_run=on_run, timeout=timeout, in_flight=in_flight)
+        ways = three_ways(vote, strong, escalation, target=target)
     agreement = agreement_of(vote.runs, label_set)
     quality = voter_quality_of(vote.runs)
     inputs = AdviceInputs(
@@ -167,5 +179,5 @@ def run_advise(
         "splittable_share": round(inputs.splittable_share, 4),
         "patterns": rows, "agreement": agreement.to_json(),
         "error_overlap": inputs.error_overlap.to_json() if inputs.error_overlap else None,
-        "voter_quality": quality.to_json() if quality else None, **advice.to_json(), "notes": notes,
+        "voter_quality": quality.to_json() if quality else None, **advice.to_json(), "notes": notes, **ways,
     }

@@ -1,6 +1,12 @@
 """`chorus compare`: the same documents as one call on one model and as a vote on a cheaper panel,
 with and without cache-aware dispatch. Every figure comes from the stored usage and timestamps;
-the ratios are computed, never quoted."""
+the ratios are computed, never quoted.
+
+With escalation (`--escalate-to MODEL`, or a task with `[vote] escalate_to`) the single call is the
+strong model's, and the three ways (panel alone, strong model alone, panel+escalation) are set side by
+side with `workflows.cascade`: the panel is measured without escalating, and where its stored tally
+escalates (`escalation_reason`) the strong model's call on that document stands for the escalated call
+(docs/decisions.md, "Escalation")."""
 
 from __future__ import annotations
 
@@ -8,14 +14,18 @@ import json
 import math
 import urllib.request
 from collections.abc import Callable, Sequence
-from dataclasses import replace
+from dataclasses import fields, replace
 from typing import Any
 
 from chorus.analysis.labelled import LabelledDoc
 from chorus.analysis.measure import PatternResult, PatternSpec, run_pattern
+from chorus.costing import run_cost
 from providers import provider_capabilities
 from settings import Settings
-from workflows.taskfile import VoteTask
+from workflows.cascade import Call, Case, compare_ways, recommend_way
+from workflows.escalation import escalation_reason
+from workflows.taskfile import VoteRules, VoteTask
+from workflows.voting import Tally, VoteStatus
 
 _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
@@ -77,6 +87,70 @@ def ratios(results: Sequence[PatternResult]) -> dict[str, float | None]:
     return out
 
 
+def escalates_to(task: VoteTask | None, given: str | None) -> str | None:
+    """The strong model of the three ways: `--escalate-to`, else the task's `[vote] escalate_to`."""
+    return given or (task.vote.escalate_to if task is not None else None)
+
+
+def without_escalation(task: VoteTask | None) -> VoteTask | None:
+    """The task as measured: the panel alone, never escalating (the third way is computed, not run)."""
+    if task is None or task.vote.escalate_to is None:
+        return task
+    return replace(task, vote=replace(task.vote, escalate_to=None, escalate_when=VoteRules().escalate_when))
+
+
+def stored_tally(result: dict[str, Any] | None) -> Tally | None:
+    """A vote run's stored tally (`Tally.to_json`) read back; None for a run with none (it failed to send)."""
+    if not result or "counts" not in result:
+        return None
+    known = {f.name for f in fields(Tally)}
+    values = {k: v for k, v in result.items() if k in known}
+    values["status"] = VoteStatus(values["status"])
+    try:
+        return Tally(**values)
+    except TypeError:
+        return None
+
+
+def _call(run: Any) -> Call:
+    """One run as one way's outcome on its document: its answer, cost, wall time and calls made."""
+    made = [o for o in run.outcomes if o.status != "skipped"]
+    cost = run_cost(run)
+    return Call(run.answer, cost.total_usd, run.wall_s or 0.0, calls=len(made),
+                failed=run.answer is None and bool(made) and all(o.status == "failed" for o in made),
+                cost_estimated=cost.estimated)
+
+
+def escalation_cases(panel: PatternResult, strong: PatternResult, rules: VoteRules) -> list[Case]:
+    """One `Case` per labelled document both ways ran: the panel's run, whether its tally escalates under
+    `rules` (the task's escalate_when and threshold, with the strong model as escalate_to), the strong
+    model's run."""
+    strong_runs = {r.external_id: r for r in strong.labelled}
+    cases = []
+    for run in panel.labelled:
+        other = strong_runs.get(run.external_id)
+        if other is None:
+            continue
+        tallied = stored_tally(run.result)
+        why = escalation_reason(tallied, rules) if tallied is not None else None
+        cases.append(Case(run.external_id, run.gold_label, _call(run), why, _call(other)))
+    return cases
+
+
+def three_ways(panel: PatternResult, strong: PatternResult, rules: VoteRules, *, target: float | None = None
+               ) -> dict[str, Any]:
+    """The three ways' rows (`--json`: `ways`) and which to use (`way_recommendation`)."""
+    cases = escalation_cases(panel, strong, rules)
+    if not cases:
+        return {"ways": [], "way_recommendation": None}
+    rows = compare_ways(cases, panel_name=panel.spec.label, strong_name=strong.spec.label)
+    return {"ways": [r.to_json() for r in rows], "way_recommendation": recommend_way(rows, target=target).to_json()}
+
+
+def escalation_rules(task: VoteTask | None, strong: str) -> VoteRules:
+    return replace(task.vote if task is not None else VoteRules(), escalate_to=strong)
+
+
 def run_compare(
     docs: Sequence[LabelledDoc],
     labels: str | Sequence[str] | None,
@@ -89,7 +163,12 @@ def run_compare(
     on_run: Callable[[Any], None] | None = None,
     timeout: float | None = None,
     in_flight: int = 2,
+    escalate_to: str | None = None,
 ) -> dict[str, Any]:
+    """Measure each pattern in turn; with `escalate_to` (the first pattern is then that model's single
+    call, the second the panel), the three ways side by side too."""
+    escalation = escalation_rules(task, escalate_to) if escalate_to else None
+    task = without_escalation(task)
     reset = stub_cache_reset(settings)
     results = []
     for spec in specs:
@@ -103,6 +182,7 @@ def run_compare(
     if reset is None and provider_capabilities(settings).caches_prompts:
         notes.append("the patterns share the provider's prompt cache (5 min): a later vote may read entries an "
                      "earlier one wrote")
+    ways = three_ways(results[1], results[0], escalation) if escalation is not None and len(results) > 1 else {}
     return {"provider": settings.provider_name, "documents": len(docs),
-            "patterns": [r.to_json() for r in results], "ratios": ratios(results), "notes": notes,
+            "patterns": [r.to_json() for r in results], "ratios": ratios(results), "notes": notes, **ways,
             "_results": results}

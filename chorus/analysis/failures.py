@@ -22,9 +22,8 @@ def call_failed(outcome: Any) -> bool:
 
 
 def who(outcome: Any) -> str:
-    """How a call is named in a reason: `section 2 (Install)`, `voter 1 (lead)`, `synthesis 5`."""
-    name = (outcome.title if outcome.role in ("section", "synthesis")
-            else outcome.prompt_variant if outcome.role == "voter" else None)
+    """How a call is named in a reason: `section 2 (Install)`, `voter 1 (lead)`, `worker 3 (Indemnity)`."""
+    name = outcome.prompt_variant if outcome.role == "voter" else outcome.title
     return f"{outcome.role} {outcome.slot}" + (f" ({name})" if name else "")
 
 

@@ -123,7 +123,8 @@ def run_gantt(run: RunView, width: int = 900) -> str:
     leaders = set((run.config.get("dispatch") or {}).get("leaders", []))
     for i, o in enumerate(run.outcomes):
         y = 10 + i * row_h
-        who = f"slot {o.slot} · {o.model} · {o.prompt_variant or '-'}" + (" · leader" if o.slot in leaders else "")
+        who = (f"slot {o.slot} · {o.model} · {o.prompt_variant or o.title or '-'}"
+               + (" · leader" if o.slot in leaders else ""))
         parts.append(_text(4, y + 14, who, "lbl"))
         if o.started_at is not None:
             parts.append(_rect(x(o.queued_at), y + 4, x(o.started_at) - x(o.queued_at), 12, "#cfd8dc", "queued"))

@@ -10,10 +10,10 @@ import typer
 
 # Each module imports at its top only Typer, Rich and light modules: the rest is imported by the command
 # that needs it, so `chorus --help` does not import SQLAlchemy, Celery or the SDK (docs/decisions.md).
-from chorus.cli import admin, analysis, batches, cancel, listing, models, runs, tasks
+from chorus.cli import admin, analysis, batches, cancel, listing, models, orchestrate, runs, tasks
 from chorus.cli.base import begin_command
 
-app = typer.Typer(help="Run LLM calls in parallel (voting, sectioning) on a Celery worker pool.",
+app = typer.Typer(help="Run LLM calls in parallel (voting, sectioning, orchestrator-worker) on a Celery worker pool.",
                   no_args_is_help=True, add_completion=False)
 
 
@@ -26,9 +26,9 @@ db_app = typer.Typer(help="Database schema commands.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(tasks.task_app, name="task")
 
-for command in (runs.vote, runs.status, runs.demo, admin.stub, runs.section, batches.batch, batches.export,
-                batches.beat, analysis.compare, analysis.advise, analysis.report, models.models, listing.runs,
-                listing.batches, cancel.cancel):
+for command in (runs.vote, runs.status, runs.demo, admin.stub, runs.section, orchestrate.orchestrate, batches.batch,
+                batches.export, batches.beat, analysis.compare, analysis.advise, analysis.report, models.models,
+                listing.runs, listing.batches, cancel.cancel):
     app.command()(command)
 db_app.command("upgrade")(admin.db_upgrade)
 

@@ -40,6 +40,9 @@ LimitOpt = Annotated[int | None, typer.Option("--limit", min=1, help="Use only t
 VotersOpt = Annotated[int | None, typer.Option("--voters", "-n", min=2, max=15,
                                                help="Voters in the panel (default 3, or the task's panel).")]
 TimeoutOpt = Annotated[float | None, typer.Option(help="Seconds to wait for each run.")]
+EscalateOpt = Annotated[str | None, typer.Option(
+    "--escalate-to", help="A stronger model: also set side by side the panel alone, this model alone, and the "
+                          "panel handing its close votes to it (default: the task's [vote] escalate_to).")]
 InFlightOpt = Annotated[int, typer.Option("--in-flight", min=1, max=256,
                                           help="Runs sent and unfinished at once (more: faster, but queueing "
                                                "then shows in each run's wall time).")]
@@ -140,7 +143,8 @@ def compare(
     input_file: Annotated[Path, typer.Argument(metavar="INPUT", help="JSONL or CSV with id, text[, label].")],
     labels: LabelsOpt = None,
     task: TaskOpt = None,
-    single_model: Annotated[str, typer.Option(help="Model of the single call.")] = "claude-sonnet-5-5",
+    single_model: Annotated[str | None, typer.Option(
+        help="Model of the single call (default claude-sonnet-5-5, or the escalation's model).")] = None,
     panel_model: Annotated[str | None, typer.Option(
         help="Model of the voting panel (default claude-haiku-5-5, or the task's panel).")] = None,
     voters: VotersOpt = None,
@@ -148,23 +152,28 @@ def compare(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Only estimate the cost; send nothing.")] = False,
     timeout: TimeoutOpt = None,
     in_flight: InFlightOpt = 2,
+    escalate_to: EscalateOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """One call on one model vs a vote on a cheaper panel, with and without cache-aware dispatch."""
+    """One call on one model vs a vote on a cheaper panel, with and without cache-aware dispatch (and with
+    escalation, the panel alone, the strong model alone and panel+escalation side by side)."""
     settings = cli_settings()  # first: in embedded mode it launches the worker (base.WORK_COMMANDS)
     # heavy: imported when the command runs, for start-up time (docs/decisions.md)
     from chorus.analysis.advise import vote_pattern
-    from chorus.analysis.compare import default_specs, run_compare
+    from chorus.analysis.compare import default_specs, escalates_to, run_compare, without_escalation
     from chorus.analysis.estimate import estimate_pattern
 
     vote_task = _task(labels, task)
+    strong = escalates_to(vote_task, escalate_to)
+    single_model = _strong_model(single_model, strong)
     found = _load(input_file, labels, limit, vote_task)
     panel = vote_pattern("compare-vote", vote_task, panel_model or DEFAULT_PANEL_MODEL, voters,
                          default_model=settings.default_model, panel_model_given=panel_model is not None)
     specs = default_specs(single_model, panel.model, panel.voters, task_panel=panel if panel.task_panel else None)
     if dry_run:
         with errors():
-            estimates = [estimate_pattern(s, found.docs, labels, settings, task=vote_task) for s in specs]
+            estimates = [estimate_pattern(s, found.docs, labels, settings, task=without_escalation(vote_task))
+                         for s in specs]
         if as_json:
             out.print_json(json.dumps({"dry_run": True, "patterns": estimates}))
         else:
@@ -178,7 +187,8 @@ def compare(
             runs_progress("compare", len(found.docs) * len(specs), hidden=as_json and not err.is_terminal) as on_run:
         result = run_compare(found.docs, labels, specs, task=vote_task, source=str(input_file), settings=settings,
                              on_run=on_run,
-                             check=workers.check if workers else None, timeout=timeout, in_flight=in_flight)
+                             check=workers.check if workers else None, timeout=timeout, in_flight=in_flight,
+                             escalate_to=strong)
     result.pop("_results")
     if as_json:
         out.print_json(json.dumps(result))
@@ -199,8 +209,36 @@ def compare(
             out.print(f"{name}: {value if value is not None else '-'}")
         for note in result["notes"]:
             out.print(f"[dim]{note}[/dim]")
+        print_ways(result)
     failed = all(s == "failed" for p in result["patterns"] for s in p["statuses"])
     raise typer.Exit(EXIT_FAILED if failed else EXIT_OK)
+
+
+def _strong_model(single_model: str | None, strong: str | None) -> str:
+    """The single call's model: the escalation's model when there is one (the strong model alone is one of
+    the three ways), refusing a different --single-model beside it."""
+    if strong is not None and single_model is not None and single_model != strong:
+        raise fail(f"--single-model {single_model} and --escalate-to {strong}: with escalation the single call is "
+                   f"the strong model's; give one of them", EXIT_USAGE)
+    return strong or single_model or "claude-sonnet-5-5"
+
+
+def print_ways(result: dict[str, Any]) -> None:
+    """The three ways side by side (escalation) and which to use; nothing without escalation."""
+    if not result.get("ways"):
+        return
+    table = Table("way", "pattern", "accuracy (95 % CI)", "cost", "calls", "mean wall", "escalated",
+                  title="panel alone, strong model alone, panel+escalation")
+    for w in result["ways"]:
+        lo, hi = w["ci95"]
+        table.add_row(w["way"], w["name"], f"{w['accuracy_shown']} ({_pct(lo)}-{_pct(hi)})",
+                      f"{'~' if w['cost_estimated'] else ''}{w['cost_shown']}", str(w["calls"]), w["mean_wall_shown"],
+                      str(w["escalated"]) if "escalated" in w else "-")
+    out.print(table)
+    advice = result["way_recommendation"]
+    out.print(f"[bold]use {advice['recommendation']}[/bold]", highlight=False)
+    for line in advice["others"] + advice["notes"]:
+        out.print(f"[dim]{line}[/dim]", highlight=False)
 
 
 def advise(
@@ -215,24 +253,30 @@ def advise(
     limit: LimitOpt = None,
     timeout: TimeoutOpt = None,
     in_flight: InFlightOpt = 2,
+    escalate_to: EscalateOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Should I parallelize at all? Measures a single call and a vote on a labelled set."""
+    """Should I parallelize at all? Measures a single call and a vote on a labelled set (and with escalation,
+    the panel alone, the strong model alone and panel+escalation side by side)."""
     settings = cli_settings()  # first: in embedded mode it launches the worker (base.WORK_COMMANDS)
-    from chorus.analysis.advise import run_advise  # heavy: imported when used (docs/decisions.md)
+    # heavy: imported when used (docs/decisions.md)
+    from chorus.analysis.advise import run_advise
+    from chorus.analysis.compare import escalates_to
 
     vote_task = _task(labels, task)
+    strong = escalates_to(vote_task, escalate_to)
     found = _load(input_file, labels, limit, vote_task)
     if not found.labelled:
         raise fail(f"{input_file}: every document needs a label for `chorus advise`", EXIT_USAGE)
     single_model = model or settings.default_model
+    patterns = 2 if strong in (None, single_model) else 3
     with errors(), workers_for(settings) as workers, \
-            runs_progress("advise", len(found.docs) * 2, hidden=as_json and not err.is_terminal) as on_run:
+            runs_progress("advise", len(found.docs) * patterns, hidden=as_json and not err.is_terminal) as on_run:
         result = run_advise(found.docs, labels, target=target, single_model=single_model,
                             panel_model=panel_model, voters=voters, task=vote_task, source=str(input_file),
                             on_run=on_run,
                             settings=settings, check=workers.check if workers else None, timeout=timeout,
-                            in_flight=in_flight)
+                            in_flight=in_flight, escalate_to=strong)
     if as_json:
         out.print_json(json.dumps(result))
     else:
@@ -266,6 +310,7 @@ def print_advice(result: dict[str, Any]) -> None:
     out.print(f"[bold]recommendation: {result['recommendation']}[/bold]", highlight=False)
     for note in result["notes"]:
         out.print(f"[dim]{note}[/dim]", highlight=False)
+    print_ways(result)
 
 
 def report(

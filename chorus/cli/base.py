@@ -50,7 +50,7 @@ err = Console(stderr=True, width=_width(sys.stderr))
 
 
 # The commands that run work on the embedded worker: it is launched as soon as they read their settings.
-WORK_COMMANDS = frozenset({"vote", "section", "demo", "batch", "compare", "advise"})
+WORK_COMMANDS = frozenset({"vote", "section", "orchestrate", "demo", "batch", "compare", "advise"})
 _invocation: dict[str, Any] = {}  # the command being run: its name, and whether it launched a worker
 
 

@@ -24,6 +24,7 @@ from chorus.cli.base import (
     out,
     workers_for,
 )
+from chorus.cli.runs import naming_escalate_to
 
 
 def batch(
@@ -32,7 +33,7 @@ def batch(
     recursive: Annotated[bool, typer.Option(
         "--recursive", "-r", help="A folder: take the files of its subfolders too.")] = False,
     pattern: Annotated[str | None, typer.Option(
-        "--pattern", "-p", help="vote or section (default: the task's, or vote when --labels is given).")]
+        "--pattern", "-p", help="vote, section or orchestrate (default: the task's, or vote when --labels is given).")]
     = None,
     name: Annotated[str | None, typer.Option(help="The batch's name; the same name resumes it.")] = None,
     labels: Annotated[str | None, typer.Option("--labels", "-l", help="vote: allowed labels.")] = None,
@@ -40,6 +41,9 @@ def batch(
     adaptive: Annotated[bool | None, typer.Option(
         "--adaptive/--all-voters", help="vote: ask voters in waves and stop once the rest cannot change the result "
                                         "(default: the task's [vote] stop).")] = None,
+    escalate_to: Annotated[str | None, typer.Option(
+        "--escalate-to", help="vote: a stronger model that decides each close vote with one more call (default: "
+                              "the task's [vote] escalate_to).")] = None,
     model: Annotated[list[str] | None, typer.Option("--model", "-m", help="Model(s).")] = None,
     task: Annotated[str | None, typer.Option(
         "--task", "-t", help='A task file (.toml); for section also plain instructions ("summarize", '
@@ -89,8 +93,8 @@ def batch(
         raise fail(f"unknown pattern {pattern!r}; use " + " or ".join(f"--pattern {p.value}" for p in PLANNERS),
                    EXIT_USAGE)
     given = {"labels": labels, "voters": voters, "models": model, "task": task_obj, "task_text": task, "how": how,
-             "adaptive": adaptive}
-    with errors():
+             "adaptive": adaptive, "escalate_to": escalate_to}
+    with errors(), naming_escalate_to(escalate_to):
         options: dict[str, Any] = planner(pattern).batch_options(given)
         prepared = prepare_batch(source, pattern=pattern, options=options, name=name, max_in_flight=max_in_flight,
                                  settings=settings, new_version=new_version, lane=lane, recursive=recursive,

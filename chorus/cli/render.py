@@ -25,6 +25,8 @@ def print_run(run: Any) -> None:
         conf = f"{run.confidence:.0%}" if run.confidence is not None else "-"
         flag = "  [yellow]low agreement[/yellow]" if run.low_agreement else ""
         out.print(f"answer [bold]{run.answer}[/bold]  confidence {conf}{flag}")
+    if (run.result or {}).get("escalated") and not run.error:  # a failed escalated vote says it in its error
+        out.print(f"[cyan]{escape(run.result['reason'])}[/cyan]", highlight=False)
     if run.error:
         out.print(f"[yellow]{run.error}[/yellow]", highlight=False)
     table = Table("slot", "model", "voter", "status", "answer", "attempts", "latency", "tokens in/out", "error")
@@ -86,6 +88,44 @@ def print_section_run(run: Any) -> None:
     if run.wall_s is not None and run.slowest_worker_s is not None:
         out.print(f"wall {run.wall_s * 1000:.0f} ms; slowest worker {run.slowest_worker_s * 1000:.0f} ms; "
                   f"{result.get('sections', '?')} sections, {result.get('synthesis_steps', 0)} synthesis step(s)")
+    print_cost_line(run)
+
+
+def print_orchestrate_run(run: Any) -> None:
+    """An orchestrate run: its plan (each subtask's title and instructions, those cut at max_workers), each
+    call (the planner, a worker by its subtask, the synthesis steps) and the synthesis."""
+    colour = STATUS_COLOURS.get(run.status, "white")
+    out.print(f"run [bold]{run.id}[/bold]  [{colour}]{run.status}[/{colour}]  provider {run.provider}")
+    print_task_line(run)
+    if run.error:
+        out.print(f"[yellow]{escape(run.error)}[/yellow]", highlight=False)
+    result = run.result or {}
+    subtasks = result.get("subtasks") or []
+    if subtasks:
+        out.print(f"[bold]plan[/bold]: {len(subtasks)} subtask(s)", highlight=False)
+        for n, subtask in enumerate(subtasks, 1):
+            focus = f" [dim](focus: {escape(subtask['focus'])})[/dim]" if subtask.get("focus") else ""
+            out.print(f"  {n}. [bold]{escape(subtask['title'])}[/bold]: {escape(subtask['instructions'])}{focus}",
+                      highlight=False)
+        for title in result.get("dropped") or []:
+            out.print(f"  [dim]not run (beyond max_workers): {escape(title)}[/dim]", highlight=False)
+    table = Table("slot", "role", "subtask", "model", "status", "latency", "tokens in/out", "output")
+    for o in run.outcomes:
+        latency = f"{o.latency_s * 1000:.0f} ms" if o.latency_s is not None else "-"
+        est = "~" if o.usage_estimated else ""
+        first = ((o.error if call_failed(o) else None) or o.raw_output or o.error or "").strip().replace("\n", " ")
+        role = f"{o.prompt_variant} {o.role}" if o.prompt_variant else o.role
+        table.add_row(str(o.slot), role, o.title or "-", o.model, o.status, latency,
+                      f"{est}{o.input_tokens}/{est}{o.output_tokens}", first[:60] + ("…" if len(first) > 60 else ""))
+    out.print(table)
+    for reason in call_reasons(run):
+        out.print(f"[red]failed[/red] {escape(reason)}", highlight=False)
+    if result.get("synthesis"):
+        out.print("[bold]synthesis[/bold]")
+        out.print(result["synthesis"], highlight=False, markup=False)
+    if run.wall_s is not None and run.slowest_worker_s is not None:
+        out.print(f"wall {run.wall_s * 1000:.0f} ms; slowest call {run.slowest_worker_s * 1000:.0f} ms; "
+                  f"{result.get('workers', 0)} worker(s), {result.get('synthesis_steps', 0)} synthesis step(s)")
     print_cost_line(run)
 
 

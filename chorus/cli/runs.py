@@ -28,8 +28,15 @@ from chorus.cli.base import (
     read_document,
     workers_for,
 )
-from chorus.cli.render import print_batch_status, print_demo, print_limits, print_run, print_section_run
-from workflows.errors import NotFoundError
+from chorus.cli.render import (
+    print_batch_status,
+    print_demo,
+    print_limits,
+    print_orchestrate_run,
+    print_run,
+    print_section_run,
+)
+from workflows.errors import ConfigError, NotFoundError
 
 if TYPE_CHECKING:
     from chorus.plans import Plan
@@ -50,6 +57,10 @@ CacheWarmOpt = Annotated[str, typer.Option(
 AdaptiveOpt = Annotated[bool | None, typer.Option(
     "--adaptive/--all-voters", help="Ask voters in waves and stop once the rest cannot change the result "
                                     "(default: the task's [vote] stop).")]
+EscalateOpt = Annotated[str | None, typer.Option(
+    "--escalate-to", help="A stronger model: a close vote (low agreement, a tie, below quorum; the task's [vote] "
+                          "escalate_when) gets one more call to it, whose answer decides (default: the task's "
+                          "[vote] escalate_to).")]
 VoteTaskOpt = Annotated[str | None, typer.Option(
     "--task", "-t", help="A vote task file (.toml): instructions, labels with meanings, examples, the panel. "
                          "Options given here override its fields.")]
@@ -73,6 +84,7 @@ def vote(
     ] = True,
     cache_warm: CacheWarmOpt = "leader",
     adaptive: AdaptiveOpt = None,
+    escalate_to: EscalateOpt = None,
     max_cost: MaxCostOpt = None,
     dry_run: DryRunOpt = False,
     as_json: JsonOpt = False,
@@ -90,10 +102,11 @@ def vote(
     with errors():
         vote_task = load_vote_task(task) if task else None
     text = read_document(document, settings)
-    with errors():
+    with errors(), naming_escalate_to(escalate_to):
         plan = plan_vote(text, labels, task=vote_task, voters=voters, models=model, quorum=quorum,
                          tie_policy=tie_policy, cache_aware=cache_aware, cache_warm=cache_warm, adaptive=adaptive,
-                         external_id=Path(document).name if Path(document).is_file() else None, settings=settings)
+                         escalate_to=escalate_to,
+                         external_id=file_name(document), settings=settings)
     if dry_run:
         print_estimate(plan, settings, as_json)
     settings = within_budget(plan, max_cost, settings)
@@ -106,6 +119,25 @@ def vote(
     else:
         print_run(run)
     raise typer.Exit(exit_code([run.status]))
+
+
+def file_name(document: str) -> str | None:
+    """The name of the file the argument names, or None when it is the text itself (however long)."""
+    try:
+        return Path(document).name if Path(document).is_file() else None
+    except OSError:  # text longer than a path may be
+        return None
+
+
+@contextlib.contextmanager
+def naming_escalate_to(value: str | None) -> Iterator[None]:
+    """A refused `vote.escalate_to` that `--escalate-to` set is reported as the option's (exit 2)."""
+    try:
+        yield
+    except ConfigError as exc:
+        if value is not None and getattr(exc, "field", None) == "vote.escalate_to":
+            raise fail(f"--escalate-to {value}: {getattr(exc, 'problem', exc)}", EXIT_USAGE) from None
+        raise
 
 
 def section(
@@ -141,7 +173,7 @@ def section(
     with errors():
         plan = plan_section(text, task=section_task, how=how, model=model, max_tokens=max_tokens,
                             overlap_tokens=overlap, pages_per_section=pages_per_section,
-                            external_id=Path(file).name if Path(file).is_file() else None, settings=settings)
+                            external_id=file_name(file), settings=settings)
     if dry_run:
         print_estimate(plan, settings, as_json)
     err.print(f"{len(plan.sections)} section(s) by {plan.how.value}; sending one worker per section",
@@ -166,13 +198,13 @@ PROGRESS_EVERY_S = 0.5
 
 
 @contextlib.contextmanager
-def calls_progress(run_id: str, settings: Settings, *, hidden: bool, check: Callable[[], None] | None
-                   ) -> Iterator[Callable[[], None]]:
+def calls_progress(run_id: str, settings: Settings, *, hidden: bool, check: Callable[[], None] | None,
+                   label: str = "section") -> Iterator[Callable[[], None]]:
     """A progress bar on stderr of a long sectioning run's calls (sections, then synthesis steps),
     refreshed from the database every half second while `wait_for_run` waits; the `check` to pass it."""
     from models import in_session, repo  # heavy: imported when used, for start-up time (docs/decisions.md)
 
-    progress = Progress(TextColumn("[bold]section"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+    progress = Progress(TextColumn(f"[bold]{label}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                         console=err, disable=hidden)
     bar = progress.add_task("calls", total=None)
     last = 0.0
@@ -263,7 +295,7 @@ def print_stored_run(run: RunView) -> None:
     """A run as its pattern shows it (`tasks.patterns.PatternEntry.shows`): a tally, or a synthesis."""
     from tasks import patterns  # heavy (Celery): imported when used, for start-up time (docs/decisions.md)
 
-    printers = {"tally": print_run, "synthesis": print_section_run}
+    printers = {"tally": print_run, "synthesis": print_section_run, "plan": print_orchestrate_run}
     printers[patterns.entry(run.pattern).shows](run)
 
 

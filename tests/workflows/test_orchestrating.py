@@ -42,7 +42,7 @@ from workflows.taskfile import (
 )
 from workflows.tokens import marks_prefix, upper_request_tokens
 
-EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "orchestrate" / "contract-review.toml"
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "contract-review.toml"
 SONNET, HAIKU = "claude-sonnet-5-5", "claude-haiku-5-5"
 TASK = """
 name = "contract-review"
@@ -384,3 +384,23 @@ def test_no_synthesis_tree_of_any_plan_costs_more_than_the_estimates_synthesis(r
                                   section_outputs=[spec.work_output_tokens] * n,
                                   section_texts=[spec.work_output_tokens] * n))
     assert paid.total_usd <= bound.total_usd * (1 + 1e-9)
+
+
+@pytest.mark.parametrize(("numbers", "titles", "said"), [
+    ([2], ["A", "B"], "subtask 2 ('B') missing"),
+    ([1, 3], ["A", "B", "C"], "subtasks 1 and 3 ('A', 'C') missing"),
+    (list(range(1, 7)), [str(i) for i in range(1, 7)], "subtasks 1, 2, 3, 4, 5 and 6 missing"),
+    ([], ["A"], ""),
+])
+def test_missing_subtasks_are_named_by_number_and_title(numbers, titles, said):
+    from workflows.orchestrating import describe_missing
+
+    assert describe_missing(numbers, titles) == said
+
+
+def test_a_partial_synthesis_label_is_as_long_as_the_section_label_the_estimate_frames():
+    from workflows.orchestrating import span_label
+    from workflows.sectioning import span_label as section_span
+
+    assert (span_label(3, 3), span_label(1, 4)) == ("subtask 3", "subtasks 1-4")
+    assert all(len(span_label(a, b)) == len(section_span(a, b)) for a, b in ((1, 1), (1, 12), (10, 99)))
