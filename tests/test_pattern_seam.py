@@ -14,15 +14,16 @@ PACKAGES = ("chorus", "tasks", "models", "workflows")
 SWITCHES = re.compile(
     r"isinstance\([^)]*\b\w*(Plan|Spec)\b"
     r"|hasattr\([^)]*[\"'](panel|sections)[\"']"
-    r"|\bPattern\.(VOTE|SECTION)\b"
-    r"|[!=]=\s*[\"'](vote|section)[\"']"
-    r"|[\"'](vote|section)[\"']\s*[!=]="
+    r"|\bPattern\.(VOTE|SECTION|ORCHESTRATE)\b"
+    r"|[!=]=\s*[\"'](vote|section|orchestrate)[\"']"
+    r"|[\"'](vote|section|orchestrate)[\"']\s*[!=]="
 )
 
 # A pattern's own modules, and the places that are about one pattern by nature.
 OWN = {
-    "chorus/vote.py", "chorus/section.py",  # the plans
-    "tasks/vote.py", "tasks/section.py",  # the worker side
+    "chorus/vote.py", "chorus/section.py", "chorus/orchestrate.py",  # the plans
+    "tasks/vote.py", "tasks/section.py", "tasks/orchestrate.py",  # the worker side
+    "chorus/cli/orchestrate.py",  # the pattern's own command (it checks a task file is of its pattern)
     "workflows/voting.py", "workflows/sectioning.py", "workflows/runspec.py", "workflows/escalation.py",
     "workflows/cascade.py", "workflows/orchestrating.py",
     "chorus/planners.py", "tasks/patterns.py",  # the registries
@@ -58,7 +59,7 @@ def test_no_module_switches_on_a_pattern_outside_its_own():
 def test_the_check_finds_each_kind_of_switch(tmp_path):
     lines = ['if isinstance(plan, VotePlan):', 'if hasattr(probe, "panel"):', 'if hasattr(p, "sections"):',
              'if pattern is Pattern.SECTION:', 'if run.pattern == "vote":', 'if "section" != kind:',
-             'if isinstance(spec, SectionSpec):']
+             'if isinstance(spec, SectionSpec):', 'if p is Pattern.ORCHESTRATE:', 'if kind == "orchestrate":']
     (tmp_path / "chorus").mkdir()
     (tmp_path / "chorus" / "budget.py").write_text("\n".join(lines) + "\nok = plan.pattern\n", encoding="utf-8")
     assert [f.split(":")[1] for f in switches(tmp_path)] == [str(n) for n in range(1, len(lines) + 1)]
