@@ -5,11 +5,10 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import func, select
 
-from chorus.batch import prepare_batch, read_records
+from chorus.batch import prepare_batch
+from chorus.inputs import read_records
 from models import Batch, Session, ensure_schema
 from workflows.errors import ConfigError
-
-pytestmark = pytest.mark.integration
 
 
 def test_every_kind_of_bad_file_in_a_folder_fails_alone_with_its_reason(tmp_path):
