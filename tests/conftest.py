@@ -14,12 +14,14 @@ import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from chorus.embedded import WorkerProcess
 
 ROOT = Path(__file__).resolve().parent.parent
+pytest_plugins = ("tests.lanes",)  # the fast lane and the integration lane: which test is in which
 
 
 def claim_redis_db() -> int:
@@ -90,6 +92,10 @@ def user_store(home: Path) -> Path:
 def postgres() -> Iterator[str]:
     import psycopg
 
+    from tests.lanes import require_integration
+
+    require_integration("uses PostgreSQL")  # reached with request.getfixturevalue, past the collection's check
+
     try:
         admin = psycopg.connect(PG_ADMIN_URL, autocommit=True, connect_timeout=5)
     except psycopg.OperationalError as exc:
@@ -139,6 +145,28 @@ def stub() -> Iterator[object]:
 
     with running_stub(latency_ms=0, extra_args=("--port", str(STUB_PORT))) as handle:
         yield handle
+
+
+@pytest.fixture
+def stub_state() -> Any:
+    """A fresh stub (its request log, rules, cache and limits) for `stub_client`: `stub_state.log()` is
+    what the HTTP stub's GET /_stub/requests shows."""
+    from chorus.testing.stub.server import StubState
+
+    return StubState()
+
+
+@pytest.fixture
+def stub_client(stub_state: Any) -> Iterator[Any]:
+    """A real anthropic.Anthropic client answered by the stub in this process (no socket, no thread):
+    for unit tests of the Messages and token counting routes. Anything else needs the HTTP stub."""
+    from chorus.testing.stub.inprocess import stub_client as client_of
+
+    client = client_of(stub_state)
+    try:
+        yield client
+    finally:
+        client.close()
 
 
 class WorkerProcs:

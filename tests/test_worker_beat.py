@@ -22,7 +22,7 @@ from settings import load_settings
 from tests.conftest import ROOT, clean_env
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.integration)])
 def db_url(request, tmp_path) -> Iterator[str]:
     url = f"sqlite:///{tmp_path / 'chorus.db'}" if request.param == "sqlite" else request.getfixturevalue("postgres")
     ensure_schema(url)

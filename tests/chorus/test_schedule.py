@@ -64,25 +64,20 @@ def test_a_missing_schedule_file_says_so(tmp_path):
         load_jobs(tmp_path / "nope.json")
 
 
+@pytest.mark.integration  # the command, in a process of its own
 @pytest.mark.parametrize(("jobs", "code", "expected"), [
     ({"jobs": [INBOX, RETRY]}, 0, "job nightly: daily at 03:00 UTC: re-run the failed documents of batch 'mail'"),
     ({"jobs": [{**RETRY, "every_minutes": 5}]}, 2, "job 1 (nightly): give exactly one of"),
 ])
 def test_chorus_beat_check_validates_the_schedule_file_without_starting_beat(tmp_path, jobs, code, expected):
-    import os
-    import subprocess
-    import sys
+    from tests.clirunner import session_chorus
 
-    from tests.conftest import ROOT
-
-    env = dict(os.environ, CHORUS_SCHEDULE_FILE=str(write(tmp_path, jobs)))
-    done = subprocess.run([sys.executable, "-c", "from chorus.cli import app; app()", "beat", "--check"], cwd=ROOT,
-                          env=env, capture_output=True, text=True, timeout=60, check=False)
+    schedule = str(write(tmp_path, jobs))
+    done = session_chorus("beat", "--check", CHORUS_SCHEDULE_FILE=schedule)
     assert done.returncode == code
     assert expected in " ".join(done.stderr.split())
     if code == 0:
-        as_json = subprocess.run([sys.executable, "-c", "from chorus.cli import app; app()", "beat", "--check",
-                                  "--json"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60, check=False)
+        as_json = session_chorus("beat", "--check", "--json", CHORUS_SCHEDULE_FILE=schedule)
         assert as_json.returncode == 0, as_json.stderr
         checked = json.loads(as_json.stdout)
         assert [j["name"] for j in checked] == [j["name"] for j in jobs["jobs"]]

@@ -35,6 +35,7 @@ def run_cli(*args: str) -> str:
     return f"import sys\nsys.argv = ['chorus', *{list(args)!r}]\nfrom chorus.cli import app\napp()\n"
 
 
+@pytest.mark.integration  # the command, in a process of its own
 @pytest.mark.parametrize("args", [["--help"], ["models"], ["models", "--json"], ["vote", "--help"],
                                   ["batch", "--help"], ["task", "check", "--help"]])
 def test_the_help_and_models_commands_import_no_heavy_package(args, tmp_path):
@@ -43,11 +44,13 @@ def test_the_help_and_models_commands_import_no_heavy_package(args, tmp_path):
     assert sorted(loaded & set(HEAVY)) == []
 
 
+@pytest.mark.integration  # a fresh interpreter
 def test_import_chorus_imports_nothing_heavy_until_a_name_is_used(tmp_path):
     assert sorted(modules_after("import chorus", tmp_path) & set(HEAVY)) == []
     assert {"sqlalchemy", "celery"} <= modules_after("import chorus\nchorus.submit_vote", tmp_path)
 
 
+@pytest.mark.integration  # a fresh interpreter
 def test_the_help_still_lists_every_command(tmp_path):
     from typer.testing import CliRunner
 

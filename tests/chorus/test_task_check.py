@@ -2,18 +2,12 @@
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-
 import pytest
 
-from tests.conftest import ROOT, clean_env
+from tests.clirunner import chorus
+from tests.conftest import ROOT
 
-
-def chorus(*args: str, cwd=ROOT) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-c", "from chorus.cli import app; app()", *args], cwd=cwd,
-                          env=clean_env(COLUMNS="200"), capture_output=True, text=True, timeout=60)
+pytestmark = pytest.mark.integration  # the command, in a process of its own
 
 
 def test_the_shipped_examples_pass_the_check():
@@ -26,7 +20,7 @@ def test_the_shipped_examples_pass_the_check():
 def test_check_json_shows_the_panel_every_prompt_and_a_cost_per_document():
     done = chorus("task", "check", "examples/ticket-urgency.toml", "--json", "--sample", "We are locked out.")
     assert done.returncode == 0, done.stderr
-    data = json.loads(done.stdout)
+    data = done.json()
     assert data["name"] == "ticket-urgency" and len(data["hash"]) == 64
     assert [(v["name"], v["model"], v["effort"]) for v in data["panel"]] == [
         ("cannot-do", "claude-haiku-5-5", None), ("cannot-do", "claude-haiku-5-5", None),

@@ -4,13 +4,10 @@ the option, on the panel as resolved (`voters` changes its size and with it the 
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import pytest
 
 from chorus.vote import plan_vote, resolve_vote_task
-from tests.conftest import ROOT, clean_env
+from tests.clirunner import CliResult, chorus
 from workflows.errors import ConfigError
 from workflows.taskfile import Label, TaskFileError, VoterSpec, VoteRules, VoteTask
 
@@ -23,11 +20,11 @@ def task_file(tmp_path, vote: str, count: int = 5):
     return path
 
 
-def check(path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "chorus.cli", "task", "check", str(path)], cwd=ROOT,
-                          env=clean_env(COLUMNS="200"), capture_output=True, text=True, timeout=60)
+def check(path) -> CliResult:
+    return chorus("task", "check", str(path))
 
 
+@pytest.mark.integration  # the command, in a process of its own
 @pytest.mark.parametrize(("vote", "count", "field", "words"), [
     ('quorum = 3\nstop = "decided"\nstop_when_agree = 2', 5, "vote.stop_when_agree",
      "raise it to at least the quorum (3) or lower the quorum"),
@@ -47,6 +44,7 @@ def test_task_check_exits_2_naming_the_field_of_a_contradiction(tmp_path, vote, 
     assert "Traceback" not in done.stderr
 
 
+@pytest.mark.integration  # the command, in a process of its own
 def test_task_check_passes_a_sound_adaptive_task(tmp_path):
     done = check(task_file(tmp_path, 'quorum = 2\nstop = "decided"\nstop_when_agree = 2'))
     assert done.returncode == 0, done.stderr

@@ -14,6 +14,8 @@ from typing import Any
 
 import pytest
 
+from tests.clirunner import session_chorus as chorus
+
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -23,13 +25,6 @@ LONG = {
     "lamp": ("negative", "The lamp broke in a week. Awful light, a waste of money and I regret it. " * 330),
     "desk": ("neutral", "The desk arrived on Tuesday. It is an ordinary, standard desk with four legs. " * 320),
 }
-
-
-def chorus(*args: str, timeout: float = 120, env: dict[str, str] | None = None
-           ) -> subprocess.CompletedProcess[str]:
-    exe = shutil.which("chorus") or pytest.fail("the `chorus` console script is not installed (pip install -e .)")
-    return subprocess.run([exe, *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout,
-                          env=os.environ.copy() if env is None else env, check=False)
 
 
 def as_json(done: subprocess.CompletedProcess[str]) -> Any:

@@ -6,19 +6,13 @@ from __future__ import annotations
 import csv
 import io
 import json
-import subprocess
-import sys
 
 import pytest
 
+from tests.clirunner import session_chorus as chorus
 from tests.conftest import ROOT
 
 pytestmark = pytest.mark.integration
-
-
-def chorus(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-c", "from chorus.cli import app; app()", *args], cwd=ROOT,
-                          capture_output=True, text=True, timeout=120, check=False)
 
 
 def test_batch_status_and_export_from_the_command_line(workers, stub, tmp_path):

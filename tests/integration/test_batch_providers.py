@@ -6,9 +6,6 @@ documents themselves: texts, or records with id and text or path."""
 from __future__ import annotations
 
 import json
-import shutil
-import subprocess
-import sys
 import uuid
 from pathlib import Path
 from typing import Any
@@ -28,6 +25,7 @@ from chorus.runs import prepare
 from models import Batch, Pattern, RunStatus, Session, in_session, repo
 from models.tables import new_id, utcnow
 from settings import load_settings
+from tests.clirunner import chorus
 from tests.conftest import clean_env
 from workflows.errors import ConfigError
 
@@ -174,13 +172,6 @@ def test_documents_run_batch_cannot_read_are_refused_before_anything_is_written(
 
 
 # ----- the symptom, as the user met it: the CLI, offline then with a key ------------------------------
-def chorus(*args: str, cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    exe = shutil.which("chorus")
-    cmd = [exe, *args] if exe else [sys.executable, "-m", "chorus.cli", *args]
-    return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=240,
-                          stdin=subprocess.DEVNULL)
-
-
 def test_the_same_batch_command_with_a_key_after_an_offline_run_is_refused_not_mixed_in_silence(stub, tmp_path):
     tickets = tmp_path / "tickets.jsonl"
     tickets.write_text("".join(json.dumps({"id": f"t{i}", "text": text}) + "\n" for i, text in enumerate([

@@ -10,26 +10,14 @@ session's PostgreSQL database.
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import time
 from collections import Counter
 
 import pytest
 import redis
 
-from chorus.testing import outcome_rows, private_redis
-from chorus.testing.stub.testing import running_stub
+from tests.cluster import LABELS, QUEUES, assert_every_run_agrees_with_its_slots, chorus_finished, write_jsonl
 from tests.conftest import ROOT
-from tests.integration.test_reliability import (  # noqa: F401  (a fixture)
-    LABELS,
-    QUEUES,
-    assert_every_run_agrees_with_its_slots,
-    cluster_env,
-    documents,
-    fleet,
-    schema,
-)
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -58,36 +46,28 @@ def lose_queued_calls(redis_url: str) -> int:
         client.close()
 
 
-def test_a_batch_whose_call_messages_were_lost_ends_without_beat(tmp_path, schema):  # noqa: F811
-    source = tmp_path / "docs.jsonl"
-    source.write_text("".join(json.dumps({"id": f"d{i}", "text": t}) + "\n" for i, t in enumerate(documents(DOCS))))
-    with private_redis(tmp_path / "redis") as redis_server, running_stub(latency_ms=50) as stub:
-        env = cluster_env(broker_url=redis_server.url, database_url=schema, data_dir=tmp_path, stub_url=stub.base_url,
-                         CHORUS_REAP_GRACE_S="2", CHORUS_REAP_RESEND_AFTER_S="3", CHORUS_REAP_AFTER_S="600")
-        with fleet(tmp_path, env) as workers:
-            workers.start("callbacks", "callbacks", pool="solo", concurrency=1)  # dispatch and tallies; no beat
-            workers.ready()
-            batch = subprocess.Popen([sys.executable, "-m", "chorus.cli", "batch", str(source), "--labels", LABELS,
-                                      "--voters", str(VOTERS), "--name", f"stall-{time.time_ns()}", "--timeout", "90",
-                                      "--json"],
-                                     cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-            try:
-                deadline = time.monotonic() + 60
-                while queued_calls(redis_server.url) < DOCS * VOTERS:
-                    assert batch.poll() is None, batch.communicate()
-                    assert time.monotonic() < deadline, "the calls were never queued"
-                    time.sleep(0.05)
-                assert lose_queued_calls(redis_server.url) == DOCS * VOTERS
-                workers.start("llm", concurrency=4)
-                workers.ready()
-                began = time.monotonic()
-                out, err = batch.communicate(timeout=120)
-                took = time.monotonic() - began
-            finally:
-                if batch.poll() is None:  # a failed test never leaves its batch command running
-                    batch.kill()
-                    batch.communicate()
-        log = stub.requests(bodies=False)
+@pytest.mark.cluster(stub_latency_ms=50, env={"CHORUS_REAP_GRACE_S": "2", "CHORUS_REAP_RESEND_AFTER_S": "3",
+                                              "CHORUS_REAP_AFTER_S": "600"})
+def test_a_batch_whose_call_messages_were_lost_ends_without_beat(cluster, tmp_path, schema):
+    source = write_jsonl(tmp_path / "docs.jsonl", DOCS)
+    redis_url = cluster.redis.url
+    cluster.start_callbacks()  # dispatch and tallies; no beat
+    cluster.ready()
+    with chorus_finished(cluster.chorus("batch", str(source), "--labels", LABELS, "--voters", str(VOTERS), "--name",
+                                        f"stall-{time.time_ns()}", "--timeout", "90", "--json", cwd=ROOT)) as batch:
+        deadline = time.monotonic() + 60
+        while queued_calls(redis_url) < DOCS * VOTERS:
+            assert batch.poll() is None, batch.communicate()
+            assert time.monotonic() < deadline, "the calls were never queued"
+            time.sleep(0.05)
+        assert lose_queued_calls(redis_url) == DOCS * VOTERS
+        cluster.start_llm(concurrency=4)
+        cluster.ready()
+        began = time.monotonic()
+        out, err = batch.communicate(timeout=120)
+        took = time.monotonic() - began
+    cluster.workers.stop_all()
+    log = cluster.stub.requests(bodies=False)
 
     assert batch.returncode in (0, 3), err[-3000:]  # ended, no document failed (3: a tie is legitimate)
     assert took < 60, f"the batch took {took:.0f} s to end after its calls were lost"
@@ -95,7 +75,7 @@ def test_a_batch_whose_call_messages_were_lost_ends_without_beat(tmp_path, schem
     assert summary["counts"]["failed"] == 0 and summary["counts"]["total"] == DOCS, summary["counts"]
     run_ids = sorted({e["run"] for e in log if e.get("run")})
     assert len(run_ids) == DOCS
-    rows = outcome_rows(run_ids, schema)
+    rows = cluster.outcome_rows(run_ids)
     assert [(r["run"], r["slot"], r["error"]) for r in rows if r["status"] != "succeeded"] == []
     assert_every_run_agrees_with_its_slots(run_ids, schema)
     # Each lost call was sent again exactly once: one call, one attempt per slot.

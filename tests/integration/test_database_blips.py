@@ -9,8 +9,6 @@ PostgreSQL database, and `chorus batch` as a user runs it.
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import threading
 import time
 from collections import Counter
@@ -18,17 +16,8 @@ from collections import Counter
 import psycopg
 import pytest
 
-from chorus.testing import outcome_rows, private_redis
-from chorus.testing.stub.testing import running_stub
+from tests.cluster import LABELS, assert_every_run_agrees_with_its_slots, chorus_finished, write_jsonl
 from tests.conftest import PG_DB, ROOT
-from tests.integration.test_reliability import (  # noqa: F401  (a fixture)
-    LABELS,
-    assert_every_run_agrees_with_its_slots,
-    cluster_env,
-    documents,
-    fleet,
-    schema,
-)
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -44,42 +33,36 @@ def terminate_chorus_connections() -> int:
     return sum(1 for (ok,) in rows if ok)
 
 
-def test_terminated_database_connections_mid_batch_fail_no_paid_slot_and_no_run(tmp_path, schema):  # noqa: F811
-    source = tmp_path / "docs.jsonl"
-    source.write_text("".join(json.dumps({"id": f"d{i}", "text": t}) + "\n" for i, t in enumerate(documents(DOCS))))
-    with private_redis(tmp_path / "redis") as redis, running_stub(latency_ms=300) as stub:
-        env = cluster_env(broker_url=redis.url, database_url=schema, data_dir=tmp_path, stub_url=stub.base_url,
-                         CHORUS_REAP_AFTER_S="600")
-        with fleet(tmp_path, env) as workers:
-            workers.start("llm", pool="prefork", concurrency=4)
-            workers.start("callbacks", "callbacks", pool="solo", concurrency=1)
-            workers.ready()
-            batch = subprocess.Popen([sys.executable, "-m", "chorus.cli", "batch", str(source), "--pattern", "vote",
-                                      "--labels", LABELS, "--voters", str(VOTERS), "--max-in-flight", "8",
-                                      "--timeout", "180", "--json"],
-                                     cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-            terminated: list[int] = []
-            calls_at_blip: list[int] = []
+@pytest.mark.cluster(stub_latency_ms=300, env={"CHORUS_REAP_AFTER_S": "600"})
+def test_terminated_database_connections_mid_batch_fail_no_paid_slot_and_no_run(cluster, tmp_path, schema):
+    source = write_jsonl(tmp_path / "docs.jsonl", DOCS)
+    stub = cluster.stub
+    cluster.start_llm(pool="prefork", concurrency=4)
+    cluster.start_callbacks()
+    cluster.ready()
+    terminated: list[int] = []
+    calls_at_blip: list[int] = []
 
-            def blips() -> None:
-                deadline = time.monotonic() + 60
-                while len(stub.requests()) < 5 and time.monotonic() < deadline:
-                    time.sleep(0.1)  # the batch is under way
-                for _ in range(3):
-                    calls_at_blip.append(len(stub.requests()))
-                    terminated.append(terminate_chorus_connections())
-                    time.sleep(1.5)
+    def blips() -> None:
+        deadline = time.monotonic() + 60
+        while len(stub.requests()) < 5 and time.monotonic() < deadline:
+            time.sleep(0.1)  # the batch is under way
+        for _ in range(3):
+            calls_at_blip.append(len(stub.requests()))
+            terminated.append(terminate_chorus_connections())
+            time.sleep(1.5)
 
-            blipper = threading.Thread(target=blips)
-            blipper.start()
-            try:
-                out, err = batch.communicate(timeout=240)
-            finally:
-                if batch.poll() is None:  # a failed test never leaves its batch command running
-                    batch.kill()
-                    batch.wait(10)
-                blipper.join()
-        log = stub.requests()
+    with chorus_finished(cluster.chorus("batch", str(source), "--pattern", "vote", "--labels", LABELS, "--voters",
+                                        str(VOTERS), "--max-in-flight", "8", "--timeout", "180", "--json",
+                                        cwd=ROOT)) as batch:
+        blipper = threading.Thread(target=blips)
+        blipper.start()
+        try:
+            out, err = batch.communicate(timeout=240)
+        finally:
+            blipper.join()
+    cluster.workers.stop_all()
+    log = stub.requests()
 
     assert len(terminated) == 3 and all(n > 0 for n in terminated), terminated  # the blips hit live connections
     assert calls_at_blip[0] > 0 and calls_at_blip[-1] < DOCS * VOTERS, calls_at_blip  # ... while calls ran
@@ -88,7 +71,7 @@ def test_terminated_database_connections_mid_batch_fail_no_paid_slot_and_no_run(
     assert summary["counts"] == {"total": DOCS, "succeeded": DOCS, "partial": 0, "failed": 0, "cancelled": 0,
                                  "running": 0, "pending": 0}, summary
     run_ids = sorted({e["run"] for e in log if e.get("run")})
-    rows = outcome_rows(run_ids, schema)
+    rows = cluster.outcome_rows(run_ids)
     assert_every_run_agrees_with_its_slots(run_ids, schema)  # each run's status, from its own slots
     assert len(rows) == DOCS * VOTERS
     assert [r for r in rows if r["status"] != "succeeded"] == []  # no answer thrown away for a failed write

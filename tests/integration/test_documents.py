@@ -26,6 +26,8 @@ from chorus.costing import shared_prefixes, token_counter
 from chorus.documents import read_document
 from chorus.native import as_input
 from tests import docfiles
+from tests.clirunner import chorus as fresh_chorus
+from tests.clirunner import session_chorus as chorus
 from tests.conftest import ROOT, clean_env, user_store
 from workflows.cost import TokenUsage, cost_of, total
 
@@ -37,16 +39,7 @@ NEGATIVE = "Awful. It broke after a day, terrible and useless, a waste of money.
 
 def embedded(*args: str, cwd: Path, timeout: float = 240) -> subprocess.CompletedProcess[str]:
     """A fresh user's chorus: embedded mode, offline provider (no key), in its own folder."""
-    exe = shutil.which("chorus")
-    cmd = [exe, *args] if exe else [sys.executable, "-m", "chorus.cli", *args]
-    return subprocess.run(cmd, cwd=cwd, env=clean_env(COLUMNS="200"), capture_output=True, text=True,
-                          timeout=timeout, stdin=subprocess.DEVNULL)
-
-
-def chorus(*args: str) -> subprocess.CompletedProcess[str]:
-    """chorus against the session's workers, Redis, PostgreSQL and the stub (the anthropic provider)."""
-    return subprocess.run([sys.executable, "-c", "from chorus.cli import app; app()", *args], cwd=ROOT,
-                          capture_output=True, text=True, timeout=180, check=False)
+    return fresh_chorus(*args, cwd=cwd, timeout=timeout)
 
 
 def mixed_folder(folder: Path) -> dict[str, str]:

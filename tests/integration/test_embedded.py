@@ -4,28 +4,19 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import sys
 import tomllib
 from importlib import resources
-from pathlib import Path
 
 import pytest
 
 from chorus.vote import plan_vote
 from providers.offline import OfflineProvider
-from tests.conftest import clean_env, pids_matching, user_store
+from tests.clirunner import chorus
+from tests.conftest import pids_matching, user_store
 from workflows.registry import supports_structured_outputs
 from workflows.voting import read_answer, tally, vote_request
 
 pytestmark = pytest.mark.integration
-
-
-def chorus(*args: str, cwd: Path, timeout: float = 240) -> subprocess.CompletedProcess[str]:
-    exe = shutil.which("chorus")
-    cmd = [exe, *args] if exe else [sys.executable, "-m", "chorus.cli", *args]
-    return subprocess.run(cmd, cwd=cwd, env=clean_env(COLUMNS="200"), capture_output=True, text=True,
-                          timeout=timeout, stdin=subprocess.DEVNULL)
 
 
 def test_demo_json_in_an_empty_directory_runs_embedded_and_leaves_nothing_running(tmp_path):

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -14,19 +13,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.clirunner import chorus, command
 from tests.conftest import ROOT, clean_env, pids_matching, user_store
 
 pytestmark = pytest.mark.integration
-
-
-def command(*args: str) -> list[str]:
-    exe = shutil.which("chorus")
-    return [exe, *args] if exe else [sys.executable, "-m", "chorus.cli", *args]
-
-
-def chorus(*args: str, cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(command(*args), cwd=cwd, env=clean_env(COLUMNS="200"), capture_output=True, text=True,
-                          timeout=timeout, stdin=subprocess.DEVNULL)
 
 
 def write_docs(path: Path, n: int) -> Path:

@@ -7,10 +7,8 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
-import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -19,6 +17,8 @@ from pathlib import Path
 import pytest
 
 from chorus.testing.stub.testing import StubHandle, running_stub
+from tests import clirunner
+from tests.clirunner import command
 from tests.conftest import clean_env, pids_matching
 from workflows.cost import TokenUsage, cost_of
 
@@ -49,19 +49,13 @@ def documents(folder: Path, n: int) -> Path:
     return path
 
 
-def command(*args: str) -> list[str]:
-    exe = shutil.which("chorus")
-    return [exe, *args] if exe else [sys.executable, "-m", "chorus.cli", *args]
-
-
 def lane_env(stub: StubHandle) -> dict[str, str]:
     return clean_env(ANTHROPIC_API_KEY="test-key", ANTHROPIC_BASE_URL=stub.base_url, COLUMNS="200",
                      CHORUS_LANE_COLLECT_S="0.5", CHORUS_LANE_POLL_S="0.5")
 
 
-def chorus(stub: StubHandle, *args: str, cwd: Path, timeout: float = 90) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(command(*args), cwd=cwd, env=lane_env(stub), capture_output=True, text=True,
-                          timeout=timeout, stdin=subprocess.DEVNULL)
+def chorus(stub: StubHandle, *args: str, cwd: Path, timeout: float = 90) -> clirunner.CliResult:
+    return clirunner.chorus(*args, cwd=cwd, env=lane_env(stub), timeout=timeout)
 
 
 def batch_args(docs: Path) -> list[str]:

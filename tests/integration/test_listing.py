@@ -4,24 +4,13 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 
 from chorus.batch import run_batch, wait_for_batch
 from chorus.listing import list_batches, list_runs, parse_since
-from tests.conftest import ROOT
+from tests.clirunner import session_chorus
 from workflows.errors import ConfigError
-
-pytestmark = pytest.mark.integration
-
-
-def chorus(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    environ = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}
-    return subprocess.run([sys.executable, "-c", "from chorus.cli import app; app()", *args], cwd=ROOT,
-                          env={**environ, **env}, capture_output=True, text=True, timeout=120, check=False)
 
 
 def test_runs_of_a_batch_are_listed_newest_first_filtered_and_never_cut(workers, stub, tmp_path):
@@ -43,12 +32,12 @@ def test_runs_of_a_batch_are_listed_newest_first_filtered_and_never_cut(workers,
     (batch,) = [b for b in list_batches(limit=1000) if b["name"] == "listing-batch"]
     assert batch["documents"] == 3 and batch["counts"] == {"succeeded": 3}
 
-    shown = chorus("runs", "--batch", "listing-batch")  # piped: no terminal width to squeeze into
+    shown = session_chorus("runs", "--batch", "listing-batch", columns=None)  # piped: no width to squeeze into
     assert shown.returncode == 0, shown.stderr
     assert "…" not in shown.stdout
     for r in rows:
         assert r["id"][:12] in shown.stdout and r["external_id"] in shown.stdout
-    as_json = json.loads(chorus("batches", "--json").stdout)
+    as_json = session_chorus("batches", "--json").json()
     assert any(b["name"] == "listing-batch" and b["documents"] == 3 for b in as_json)
 
 

@@ -5,24 +5,20 @@ abstained and the cost showed "-"); a model of the user's models file runs and i
 from __future__ import annotations
 
 import json
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from tests import clirunner
 from tests.conftest import clean_env, pids_matching
 from tests.workflows.test_registry_user_models import OPUS_6
 
 pytestmark = pytest.mark.integration
 
 
-def chorus(*args: str, cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
-    exe = shutil.which("chorus")
-    cmd = [exe, *args] if exe else [sys.executable, "-m", "chorus.cli", *args]
-    return subprocess.run(cmd, cwd=cwd, env=clean_env(COLUMNS="200", CHORUS_DATA_DIR=str(cwd / "store"), **env),
-                          capture_output=True, text=True, timeout=240, stdin=subprocess.DEVNULL)
+def chorus(*args: str, cwd: Path, **env: str) -> clirunner.CliResult:
+    """A fresh user's command whose store is `cwd`/store."""
+    return clirunner.chorus(*args, cwd=cwd, timeout=240, env=clean_env(CHORUS_DATA_DIR=str(cwd / "store"), **env))
 
 
 @pytest.mark.parametrize(("args", "expected"), [

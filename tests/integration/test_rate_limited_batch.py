@@ -11,60 +11,48 @@ the same requests per minute, real worker processes, the session's PostgreSQL da
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import time
 from collections import Counter
 
 import pytest
 
-from chorus.testing import outcome_rows, private_redis
-from chorus.testing.stub.testing import running_stub
+from tests.cluster import LABELS, assert_every_run_agrees_with_its_slots, chorus_finished, write_jsonl
 from tests.conftest import ROOT
-from tests.integration.test_reliability import (  # noqa: F401  (a fixture)
-    LABELS,
-    assert_every_run_agrees_with_its_slots,
-    cluster_env,
-    documents,
-    fleet,
-    schema,
-)
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-RPM = 60
+RPM = 120
 DOCS, VOTERS = 14, 3
 MAX_ATTEMPTS = 4
 BURST = 0.9 * RPM  # chorus keeps 10 % of the provider's bucket in reserve (tasks/limiter.py)
 
 
-def test_a_batch_under_a_tight_shared_rate_limit_calls_every_slot_within_its_attempts(tmp_path, schema):  # noqa: F811
-    source = tmp_path / "docs.jsonl"
-    source.write_text("".join(json.dumps({"id": f"d{i}", "text": t}) + "\n" for i, t in enumerate(documents(DOCS))))
-    stub_args = ("--rpm", str(RPM), "--fault", "429=0.1,529=0.05,500=0.05", "--seed", "11", "--retry-after", "1")
-    with private_redis(tmp_path / "redis") as redis, running_stub(latency_ms=20, extra_args=stub_args) as stub:
-        env = cluster_env(broker_url=redis.url, database_url=schema, data_dir=tmp_path, stub_url=stub.base_url,
-                         CHORUS_RATE_LIMITS=f"claude-haiku-4-5:rpm={RPM}", CHORUS_MAX_ATTEMPTS=str(MAX_ATTEMPTS),
-                         # A short longest reservation: a slot far back in the line waits, wakes, and waits again,
-                         # many times over (the issue saw 573 MaxRetriesExceededError this way).
-                         CHORUS_RATE_LIMIT_MAX_WAIT_S="2", CHORUS_RETRY_BACKOFF_S="0.2",
-                         CHORUS_RETRY_BACKOFF_MAX_S="1", CHORUS_REAP_AFTER_S="600")
-        with fleet(tmp_path, env) as workers:
-            workers.start("llm", pool="prefork", concurrency=4)
-            workers.start("callbacks", "callbacks", pool="solo", concurrency=1)
-            workers.ready()
-            began = time.monotonic()
-            done = subprocess.run([sys.executable, "-m", "chorus.cli", "batch", str(source), "--pattern", "vote",
-                                   "--labels", LABELS, "--voters", str(VOTERS), "--timeout", "240", "--json"],
-                                  cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
-            elapsed = time.monotonic() - began
-        log = stub.requests()
+@pytest.mark.cluster(
+    stub_latency_ms=20,
+    stub_args=("--rpm", str(RPM), "--fault", "429=0.1,529=0.05,500=0.05", "--seed", "11", "--retry-after", "1"),
+    env={"CHORUS_RATE_LIMITS": f"claude-haiku-4-5:rpm={RPM}", "CHORUS_MAX_ATTEMPTS": str(MAX_ATTEMPTS),
+         # A short longest reservation: a slot far back in the line waits, wakes, and waits again, many
+         # times over (the issue saw 573 MaxRetriesExceededError this way).
+         "CHORUS_RATE_LIMIT_MAX_WAIT_S": "2", "CHORUS_RETRY_BACKOFF_S": "0.2", "CHORUS_RETRY_BACKOFF_MAX_S": "1",
+         "CHORUS_REAP_AFTER_S": "600"})
+def test_a_batch_under_a_tight_shared_rate_limit_calls_every_slot_within_its_attempts(cluster, tmp_path, schema):
+    source = write_jsonl(tmp_path / "docs.jsonl", DOCS)
+    cluster.start_llm(pool="prefork", concurrency=4)
+    cluster.start_callbacks()
+    cluster.ready()
+    began = time.monotonic()
+    with chorus_finished(cluster.chorus("batch", str(source), "--pattern", "vote", "--labels", LABELS, "--voters",
+                                        str(VOTERS), "--timeout", "240", "--json", cwd=ROOT)) as batch:
+        out, err = batch.communicate(timeout=300)
+    elapsed = time.monotonic() - began
+    cluster.workers.stop_all()
+    log = cluster.stub.requests()
 
-    assert done.returncode in (0, 1, 3), done.stderr[-3000:]  # 3: a document ended partial (exit-code table)
-    summary = json.loads(done.stdout)
+    assert batch.returncode in (0, 1, 3), err[-3000:]  # 3: a document ended partial (exit-code table)
+    summary = json.loads(out)
     assert summary["counts"]["running"] == 0 and summary["counts"]["pending"] == 0
     run_ids = {e["run"] for e in log if e.get("run")}
-    rows = outcome_rows(sorted(run_ids), schema)
+    rows = cluster.outcome_rows(sorted(run_ids))
     assert_every_run_agrees_with_its_slots(sorted(run_ids), schema)  # each run's status, from its own slots
     assert len(rows) == DOCS * VOTERS, "every slot of every document was called at least once"
     calls = Counter((e["run"], int(e["slot"])) for e in log if e.get("run"))

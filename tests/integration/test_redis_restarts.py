@@ -11,97 +11,54 @@ connection's channel, see docs/operations.md); a supervised `WorkerProcess` star
 
 from __future__ import annotations
 
-import contextlib
 import time
 from collections import Counter, defaultdict
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-from chorus.embedded import WorkerProcess
-from chorus.testing import outcome_rows, private_redis, submit_votes, wait_terminal, worker_env
-from chorus.testing.stub.testing import running_stub
-from tests.conftest import PG_URL, pids_matching
-from tests.integration.test_reliability import assert_every_run_agrees_with_its_slots
+from tests.cluster import TERMINAL, assert_every_run_agrees_with_its_slots, documents
+from tests.conftest import pids_matching
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-LABELS = "positive,negative,neutral"
-LLM_QUEUE = "llm.claude-haiku-4-5"
-TERMINAL = ("succeeded", "partial", "failed")
 RESTARTS = 5
 DOWN_S = 1.0  # how long Redis stays down each time
 UP_S = 2.5  # how long it runs between two restarts: the workers reconnect and work
-TEXTS = [
-    "I love this kettle. It is excellent, fast and quiet.",
-    "Terrible. It broke after a day and support never answered.",
-    "It is a kettle. It boils water. The box was blue.",
-    "Great value, works perfectly, would buy again.",
-]
 
 
-@pytest.fixture
-def schema(postgres: str) -> str:
-    from models import ensure_schema
-
-    ensure_schema(PG_URL)
-    return PG_URL
-
-
-@contextlib.contextmanager
-def supervised(folder: Path, env: dict[str, str], beat_schedule: Path) -> Iterator[dict[str, WorkerProcess]]:
-    """The issue's cluster: two prefork LLM workers and a prefork callbacks worker that runs beat (the
-    reaper), each restarted by chorus if it dies (at most 5 times a minute)."""
-    procs = {
-        name: WorkerProcess([LLM_QUEUE], log_dir=folder, name=name, pool="prefork", concurrency=4, env=env,
-                            restarts=RESTARTS)
-        for name in ("llm-a", "llm-b")
-    }
-    procs["callbacks"] = WorkerProcess(["callbacks"], log_dir=folder, name="callbacks", pool="prefork", concurrency=2,
-                                       env=env, restarts=RESTARTS,
-                                       extra_args=("--beat", "--schedule", str(beat_schedule)))
-    try:
-        for proc in procs.values():
-            proc.start()
-        for proc in procs.values():
-            proc.wait_ready()
-        yield procs
-    finally:
-        for proc in procs.values():
-            proc.stop(timeout=5)
-
-
-def test_five_redis_restarts_under_load_leave_no_worker_dead_no_run_open_and_no_extra_call(tmp_path, schema):
+# A task whose ack was lost with the connection is redelivered after the visibility timeout; the call
+# timeout stays well inside it. The reaper (beat, every 2 s) tallies a run whose callback was lost and
+# re-sends a slot whose message was lost.
+@pytest.mark.cluster(stub_latency_ms=300, env={
+    "CHORUS_VISIBILITY_TIMEOUT_S": "15", "CHORUS_CALL_TIMEOUT_S": "4", "CHORUS_RATE_LIMIT_MAX_WAIT_S": "2",
+    "CHORUS_RETRY_BACKOFF_S": "0.1", "CHORUS_REAP_INTERVAL_S": "2", "CHORUS_REAP_GRACE_S": "3",
+    "CHORUS_REAP_RESEND_AFTER_S": "20", "CHORUS_REAP_AFTER_S": "60"})
+def test_five_redis_restarts_under_load_leave_no_worker_dead_no_run_open_and_no_extra_call(cluster, tmp_path, schema):
     started = time.monotonic()
-    with private_redis(tmp_path / "redis") as redis, running_stub(latency_ms=300) as stub:
-        # A task whose ack was lost with the connection is redelivered after the visibility timeout;
-        # the call timeout stays well inside it. The reaper (beat, every 2 s) tallies a run whose
-        # callback was lost and re-sends a slot whose message was lost.
-        env = worker_env(broker_url=redis.url, database_url=schema, data_dir=tmp_path, stub_url=stub.base_url,
-                         CHORUS_DEFAULT_MODEL=LLM_QUEUE.removeprefix("llm."),
-                         CHORUS_VISIBILITY_TIMEOUT_S="15", CHORUS_CALL_TIMEOUT_S="4",
-                         CHORUS_RATE_LIMIT_MAX_WAIT_S="2", CHORUS_RETRY_BACKOFF_S="0.1",
-                         CHORUS_REAP_INTERVAL_S="2", CHORUS_REAP_GRACE_S="3", CHORUS_REAP_RESEND_AFTER_S="20",
-                         CHORUS_REAP_AFTER_S="60")
-        with supervised(tmp_path, env, tmp_path / "beat-schedule") as workers:
-            run_ids = submit_votes(env, [f"{TEXTS[i % 4]} (review {i})" for i in range(90)], LABELS, voters=3)
-            done_before = []
-            for _ in range(RESTARTS):
-                time.sleep(UP_S)
-                done_before.append(sum(s in TERMINAL for s in
-                                       wait_terminal(run_ids, timeout=0, database_url=schema).values()))
-                redis.stop()
-                time.sleep(DOWN_S)
-                redis.start()
-            statuses = wait_terminal(run_ids, timeout=75, database_url=schema)
-            time.sleep(0.5)  # a call still in flight (there should be none) is logged when it answers
-            log = stub.requests()
-            # No worker is left dead: each is alive now, whether it survived or was started again.
-            for proc in workers.values():
-                proc.check()
-            alive = {name: proc.proc is not None and proc.proc.poll() is None for name, proc in workers.items()}
-            restarts = {name: [(r.returncode, r.reason) for r in proc.restarts] for name, proc in workers.items()}
+    # The issue's cluster: two prefork LLM workers and a prefork callbacks worker that runs beat (the
+    # reaper), each restarted by chorus if it dies (at most 5 times a minute).
+    for name in ("llm-a", "llm-b"):
+        cluster.start_llm(name, pool="prefork", concurrency=4, restarts=RESTARTS)
+    cluster.start_callbacks(beat=True, pool="prefork", concurrency=2, restarts=RESTARTS)
+    cluster.ready()
+    workers = cluster.workers.procs
+    run_ids = cluster.submit_votes(documents(90), voters=3)
+    done_before = []
+    for _ in range(RESTARTS):
+        time.sleep(UP_S)
+        done_before.append(sum(s in TERMINAL for s in cluster.wait_terminal(run_ids, timeout=0).values()))
+        cluster.redis.stop()
+        time.sleep(DOWN_S)
+        cluster.redis.start()
+    statuses = cluster.wait_terminal(run_ids, timeout=75)
+    time.sleep(0.5)  # a call still in flight (there should be none) is logged when it answers
+    log = cluster.stub.requests()
+    # No worker is left dead: each is alive now, whether it survived or was started again.
+    for proc in workers.values():
+        proc.check()
+    alive = {name: proc.proc is not None and proc.proc.poll() is None for name, proc in workers.items()}
+    restarts = {name: [(r.returncode, r.reason) for r in proc.restarts] for name, proc in workers.items()}
+    cluster.stop()
     elapsed = time.monotonic() - started
 
     assert alive == dict.fromkeys(workers, True), restarts
@@ -111,7 +68,7 @@ def test_five_redis_restarts_under_load_leave_no_worker_dead_no_run_open_and_no_
     assert len(statuses) == len(run_ids) and not open_runs, (Counter(statuses.values()), restarts)
     assert_every_run_agrees_with_its_slots(run_ids, schema)  # each run's status, from its own slots
 
-    rows = outcome_rows(run_ids, schema)
+    rows = cluster.outcome_rows(run_ids)
     assert Counter(r["run"] for r in rows) == dict.fromkeys(run_ids, 3)  # none lost, none duplicated
     assert {r["status"] for r in rows} <= {"succeeded", "failed"}
     assert all(r["error"] for r in rows if r["status"] == "failed")

@@ -1,190 +1,69 @@
 """Reliability under injected faults, crashes and a broker outage, and the shared rate limit.
 
-Each test runs its own cluster: a private redis-server on a free loopback port, its own stub server,
-real `celery worker` processes pointed at both, and the session's PostgreSQL database. Votes are
-submitted through the chorus API from a separate process configured for that cluster.
+Each test runs its own cluster (tests/cluster.py: the `cluster` fixture, or for the kill test, the same
+parts set up in its body): a private redis-server on a free loopback port, its own stub server, real
+`celery worker` processes pointed at both, and the session's PostgreSQL database. Votes are submitted
+through the chorus API from a separate process configured for that cluster.
 """
 
 from __future__ import annotations
 
 import base64
-import contextlib
 import itertools
 import json
-import os
 import signal
 import time
-from collections import Counter, defaultdict
-from collections.abc import Callable, Iterator
-from pathlib import Path
-from typing import Any, TypeVar
+from collections import Counter
+from typing import Any
 
 import pytest
 import redis
 from sqlalchemy import select
-from sqlalchemy.orm import selectinload
 
-from chorus.embedded import WorkerProcess
-from chorus.testing import outcome_rows, private_redis, submit_votes, wait_terminal, worker_env
+from chorus.testing import outcome_rows, private_redis, submit_votes, wait_terminal
 from chorus.testing.stub.testing import StubHandle, running_stub
-from models import OutcomeStatus, Run, Session, WorkerOutcome, get_engine
-from tests.conftest import PG_URL
-from workflows.voting import TiePolicy, tally
-
-T = TypeVar("T")
+from models import OutcomeStatus, Session, WorkerOutcome, get_engine
+from tests.cluster import (
+    LABELS,
+    QUEUES,
+    TERMINAL,
+    Fleet,
+    assert_every_run_agrees_with_its_slots,
+    assert_one_row_per_slot_and_all_terminal,
+    cluster_env,
+    documents,
+    fleet,
+    logged_at_least,
+    requests_by_slot,
+    wait_for,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-LABELS = "positive,negative,neutral"
-MODEL = "claude-haiku-4-5"  # every vote's model (not the default, which may change), the workers' queue
-QUEUES = f"llm.{MODEL}"
-TEXTS = [
-    "I love this kettle. It is excellent, fast and quiet.",
-    "Terrible. It broke after a day and support never answered.",
-    "It is a kettle. It boils water. The box was blue.",
-    "Great value, works perfectly, would buy again.",
-]
+HANG_S = 2.5
 
 
-def cluster_env(**options: Any) -> dict[str, str]:
-    return worker_env(**options, CHORUS_DEFAULT_MODEL=MODEL)
-
-
-def documents(n: int) -> list[str]:
-    return [f"{TEXTS[i % len(TEXTS)]} (review {i})" for i in range(n)]
-
-
-@pytest.fixture
-def schema(postgres: str) -> str:
-    from models import ensure_schema
-
-    ensure_schema(PG_URL)
-    return PG_URL
-
-
-class Fleet:
-    def __init__(self, folder: Path, env: dict[str, str]) -> None:
-        self.folder = folder
-        self.env = env
-        self.procs: dict[str, WorkerProcess] = {}
-
-    def start(self, name: str, queues: str = QUEUES, pool: str = "threads", concurrency: int = 4,
-              extra_args: tuple[str, ...] = (), restarts: int = 0) -> WorkerProcess:
-        proc = WorkerProcess(queues.split(","), log_dir=self.folder, name=name, pool=pool, concurrency=concurrency,
-                             env=self.env, extra_args=extra_args, restarts=restarts)
-        self.procs[name] = proc
-        return proc.start()
-
-    def ready(self) -> None:
-        for proc in self.procs.values():
-            proc.wait_ready()
-
-    def signal(self, name: str, signum: int) -> None:
-        """Send `signum` to the worker and its pool children."""
-        proc = self.procs[name]
-        assert proc.proc is not None
-        os.killpg(proc.proc.pid, signum)
-
-    def kill(self, name: str) -> None:
-        proc = self.procs[name]
-        assert proc.proc is not None
-        os.killpg(proc.proc.pid, signal.SIGKILL)  # the worker and its pool children, no warm shutdown
-        proc.proc.wait(10)
-        proc.proc = None
-
-    def stop_all(self) -> None:
-        for proc in self.procs.values():
-            proc.stop(timeout=5)
-
-
-@contextlib.contextmanager
-def fleet(folder: Path, env: dict[str, str]) -> Iterator[Fleet]:
-    f = Fleet(folder, env)
-    try:
-        yield f
-    finally:
-        f.stop_all()
-
-
-def requests_by_slot(log: list[dict]) -> dict[tuple[str, int], list[dict]]:
-    by_slot: dict[tuple[str, int], list[dict]] = defaultdict(list)
-    for entry in sorted(log, key=lambda e: e["time"]):
-        if entry.get("run"):
-            by_slot[(entry["run"], int(entry["slot"]))].append(entry)
-    return by_slot
-
-
-def wait_for(condition: Callable[[], T | None], timeout: float, what: str, every: float = 0.05) -> T:
-    """Poll `condition` until it returns something other than None (or False); fail naming `what`."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value is not None and value is not False:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout:g} s waiting for {what}")
-        time.sleep(every)
-
-
-def stored_runs(run_ids: list[str], database_url: str) -> dict[str, Run]:
-    get_engine(database_url)
-    with Session() as s:
-        runs = s.scalars(select(Run).options(selectinload(Run.outcomes)).where(Run.id.in_(run_ids))).all()
-        s.expunge_all()
-    return {run.id: run for run in runs}
-
-
-def assert_every_run_agrees_with_its_slots(run_ids: list[str], database_url: str) -> Counter[str]:
-    """Each stored run's status and answer are what `tally`, under the run's own stored vote rules, makes
-    of its stored slots: succeeded iff at least the quorum gave a valid answer and one label won;
-    partial when some answered but below quorum or tied; failed when none did. A run finished early
-    (its callback fired before a slot ended) or tallied by the reaper from other rows would differ."""
-    runs = stored_runs(run_ids, database_url)
-    assert set(runs) == set(run_ids)
-    wrong = {}
-    for run_id, run in runs.items():
-        config = run.config
-        answers = [o.answer for o in run.outcomes if o.status is OutcomeStatus.SUCCEEDED]
-        expected = tally(answers, config["labels"], failed=len(run.outcomes) - len(answers), quorum=config["quorum"],
-                         tie_policy=TiePolicy(config["tie_policy"]),
-                         low_agreement_below=config["low_agreement_below"])
-        if (run.status.value, run.answer) != (expected.status.value, expected.winner):
-            wrong[run_id] = ((run.status.value, run.answer), (expected.status.value, expected.winner),
-                             [(o.slot, o.status.value, o.answer) for o in run.outcomes])
-    assert wrong == {}
-    return Counter(run.status.value for run in runs.values())
-
-
-def assert_one_row_per_slot_and_all_terminal(run_ids: list[str], rows: list[dict], voters: int) -> None:
-    per_run = Counter(r["run"] for r in rows)
-    assert per_run == dict.fromkeys(run_ids, voters)  # none lost, none duplicated
-    assert len({(r["run"], r["slot"]) for r in rows}) == len(rows)
-    assert {r["status"] for r in rows} <= {"succeeded", "failed"}
-
-
-def test_a_fault_mix_on_a_40_run_batch_ends_every_run_and_retries_only_the_failed_calls(tmp_path, schema):
-    hang_s = 2.5
-    stub_args = ("--fault", "429=0.2,529=0.05,500=0.05,hang=0.02", "--seed", "7", "--hang-s", str(hang_s),
-                 "--retry-after", "0.3")
-    with private_redis(tmp_path / "redis") as redis, running_stub(latency_ms=20, extra_args=stub_args) as stub:
-        env = cluster_env(broker_url=redis.url, database_url=schema, data_dir=tmp_path, stub_url=stub.base_url,
-                         CHORUS_CALL_TIMEOUT_S="1.0", CHORUS_RETRY_BACKOFF_S="0.1", CHORUS_RETRY_BACKOFF_MAX_S="1",
-                         CHORUS_MAX_ATTEMPTS="4")
-        with fleet(tmp_path, env) as workers:
-            workers.start("llm", concurrency=10)
-            workers.start("callbacks", "callbacks", pool="solo", concurrency=1)
-            workers.ready()
-            run_ids = submit_votes(env, documents(40), LABELS, voters=5)
-            statuses = wait_terminal(run_ids, timeout=120, database_url=schema)
-        rows = outcome_rows(run_ids, schema)
-        # The stub logs a hung request only when its bounded hang ends, after the client gave up on it:
-        # wait until the log holds every attempt the slots counted (a missing one fails here, by name).
-        attempts = sum(r["attempts"] for r in rows)
-        log = wait_for(lambda: logged_at_least(stub, attempts), timeout=hang_s + 10,
-                       what=f"the stub to log the {attempts} attempts the slots counted")
+@pytest.mark.cluster(stub_latency_ms=20,
+                     stub_args=("--fault", "429=0.2,529=0.05,500=0.05,hang=0.02", "--seed", "7", "--hang-s",
+                                str(HANG_S), "--retry-after", "0.3"),
+                     env={"CHORUS_CALL_TIMEOUT_S": "1.0", "CHORUS_RETRY_BACKOFF_S": "0.1",
+                          "CHORUS_RETRY_BACKOFF_MAX_S": "1", "CHORUS_MAX_ATTEMPTS": "4"})
+def test_a_fault_mix_on_a_40_run_batch_ends_every_run_and_retries_only_the_failed_calls(cluster, schema):
+    cluster.start_llm(concurrency=10)
+    cluster.start_callbacks()
+    cluster.ready()
+    run_ids = cluster.submit_votes(documents(40), voters=5)
+    statuses = cluster.wait_terminal(run_ids, timeout=120)
+    cluster.workers.stop_all()
+    rows = cluster.outcome_rows(run_ids)
+    # The stub logs a hung request only when its bounded hang ends, after the client gave up on it:
+    # wait until the log holds every attempt the slots counted (a missing one fails here, by name).
+    attempts = sum(r["attempts"] for r in rows)
+    log = wait_for(lambda: logged_at_least(cluster.stub, attempts), timeout=HANG_S + 10,
+                   what=f"the stub to log the {attempts} attempts the slots counted")
 
     assert len(statuses) == 40
-    assert all(s in ("succeeded", "partial", "failed") for s in statuses.values()), statuses
+    assert all(s in TERMINAL for s in statuses.values()), statuses
     assert_one_row_per_slot_and_all_terminal(run_ids, rows, voters=5)
     by_status = assert_every_run_agrees_with_its_slots(run_ids, schema)
     assert sum(by_status.values()) == 40
@@ -209,11 +88,6 @@ def test_a_fault_mix_on_a_40_run_batch_ends_every_run_and_retries_only_the_faile
         retried += len(entries) > 1
     assert retried >= 20  # the mix really did make slots retry
     assert len(log) == attempts
-
-
-def logged_at_least(stub: StubHandle, n: int) -> list[dict[str, Any]] | None:
-    log = stub.requests(bodies=False)
-    return log if len(log) >= n else None
 
 
 def slots_of(hostname: str, status: OutcomeStatus, database_url: str) -> set[tuple[str, int]]:
@@ -399,38 +273,36 @@ def test_killing_one_of_two_workers_twice_mid_batch_loses_and_duplicates_nothing
     assert all(finishers[key] != killed for key, killed in lost_messages.items()), (finishers, lost_messages)
 
 
-def test_a_redis_outage_mid_batch_is_survived(tmp_path, schema):
-    with private_redis(tmp_path / "redis") as redis, running_stub(latency_ms=60) as stub:
-        # Beat runs the reaper every 2 s: a chord whose callback was lost with the connection is finished
-        # from what was stored, and a slot whose message was lost is sent again (CHORUS_REAP_RESEND_AFTER_S),
-        # never failed: the deadline (CHORUS_REAP_AFTER_S) is far beyond the test.
-        env = cluster_env(broker_url=redis.url, database_url=schema, data_dir=tmp_path, stub_url=stub.base_url,
-                         CHORUS_VISIBILITY_TIMEOUT_S="6", CHORUS_RETRY_BACKOFF_S="0.1", CHORUS_REAP_INTERVAL_S="2",
-                         CHORUS_REAP_GRACE_S="3", CHORUS_REAP_RESEND_AFTER_S="10", CHORUS_REAP_AFTER_S="600")
-        with fleet(tmp_path, env) as workers:
-            # celery 5.7's consumer sometimes dies on the lost connection, on either pool ("'NoneType'
-            # object has no attribute 'hostname'", see docs/decisions.md): the workers are supervised.
-            workers.start("llm", pool="prefork", concurrency=4, restarts=3)
-            workers.start("callbacks", "callbacks", pool="solo", concurrency=1, restarts=3,
-                          extra_args=("--beat", "--schedule", str(tmp_path / "beat-schedule")))
-            workers.ready()
-            run_ids = submit_votes(env, documents(40), LABELS, voters=5)
-            wait_for(lambda: sum(r["status"] == "succeeded" for r in outcome_rows(run_ids, schema)) >= 10,
-                     timeout=30, what="the batch to get going (10 slots answered)")
-            before = wait_terminal(run_ids, timeout=0, database_url=schema)
-            redis.stop()
-            time.sleep(2.0)
-            redis.start()
-            statuses = wait_terminal(run_ids, timeout=120, database_url=schema)
-            restarts = {name: [(r.returncode, r.reason) for r in proc.restarts] for name, proc in workers.procs.items()}
-        rows = outcome_rows(run_ids, schema)
-        attempts = sum(r["attempts"] for r in rows)
-        log = wait_for(lambda: logged_at_least(stub, attempts), timeout=10,
-                       what=f"the stub to log the {attempts} attempts the slots counted")
+# Beat runs the reaper every 2 s: a chord whose callback was lost with the connection is finished from
+# what was stored, and a slot whose message was lost is sent again (CHORUS_REAP_RESEND_AFTER_S), never
+# failed: the deadline (CHORUS_REAP_AFTER_S) is far beyond the test.
+@pytest.mark.cluster(stub_latency_ms=60, env={
+    "CHORUS_VISIBILITY_TIMEOUT_S": "6", "CHORUS_RETRY_BACKOFF_S": "0.1", "CHORUS_REAP_INTERVAL_S": "2",
+    "CHORUS_REAP_GRACE_S": "3", "CHORUS_REAP_RESEND_AFTER_S": "10", "CHORUS_REAP_AFTER_S": "600"})
+def test_a_redis_outage_mid_batch_is_survived(cluster, schema):
+    # celery 5.7's consumer sometimes dies on the lost connection, on either pool ("'NoneType' object has
+    # no attribute 'hostname'", see docs/decisions.md): the workers are supervised.
+    cluster.start_llm(pool="prefork", concurrency=4, restarts=3)
+    cluster.start_callbacks(beat=True, restarts=3)
+    cluster.ready()
+    run_ids = cluster.submit_votes(documents(40), voters=5)
+    wait_for(lambda: sum(r["status"] == "succeeded" for r in cluster.outcome_rows(run_ids)) >= 10,
+             timeout=30, what="the batch to get going (10 slots answered)")
+    before = cluster.wait_terminal(run_ids, timeout=0)
+    cluster.redis.stop()
+    time.sleep(2.0)
+    cluster.redis.start()
+    statuses = cluster.wait_terminal(run_ids, timeout=120)
+    restarts = {name: [(r.returncode, r.reason) for r in proc.restarts] for name, proc in cluster.workers.procs.items()}
+    cluster.workers.stop_all()
+    rows = cluster.outcome_rows(run_ids)
+    attempts = sum(r["attempts"] for r in rows)
+    log = wait_for(lambda: logged_at_least(cluster.stub, attempts), timeout=10,
+                   what=f"the stub to log the {attempts} attempts the slots counted")
 
-    done_before = sum(s in ("succeeded", "partial", "failed") for s in before.values())
+    done_before = sum(s in TERMINAL for s in before.values())
     assert done_before < 40  # the outage really hit the batch in the middle
-    open_runs = {r for r, s in statuses.items() if s not in ("succeeded", "partial", "failed")}
+    open_runs = {r for r, s in statuses.items() if s not in TERMINAL}
     assert not open_runs, (Counter(statuses.values()), Counter(r["status"] for r in rows if r["run"] in open_runs))
     assert_one_row_per_slot_and_all_terminal(run_ids, rows, voters=5)
     # Survived: the outage cost no answer. Every slot succeeded (a slot whose message was lost was sent
@@ -445,26 +317,27 @@ def test_a_redis_outage_mid_batch_is_survived(tmp_path, schema):
     assert len(log) == attempts
 
 
-def test_four_workers_share_one_rate_limit_and_the_stub_never_answers_429(tmp_path, schema):
-    rpm = 120
-    with private_redis(tmp_path / "redis") as redis, running_stub(latency_ms=20,
-                                                                   extra_args=("--rpm", str(rpm))) as stub:
-        env = cluster_env(broker_url=redis.url, database_url=schema, data_dir=tmp_path, stub_url=stub.base_url,
-                         CHORUS_RATE_LIMITS=f"claude-haiku-4-5:rpm={rpm}", CHORUS_RETRY_BACKOFF_S="0.1")
-        # Queued before any worker runs, so demand exceeds the bucket from the first second.
-        run_ids = submit_votes(env, documents(28), LABELS, voters=5)  # 140 calls: a full bucket + 30
-        with fleet(tmp_path, env) as workers:
-            for i in range(4):
-                workers.start(f"llm-{i}", concurrency=4)
-            workers.start("callbacks", "callbacks", pool="solo", concurrency=1)
-            workers.ready()
-            statuses = wait_terminal(run_ids, timeout=90, database_url=schema)
-        log = stub.requests()
+RPM = 120
+
+
+@pytest.mark.cluster(stub_latency_ms=20, stub_args=("--rpm", str(RPM)),
+                     env={"CHORUS_RATE_LIMITS": f"claude-haiku-4-5:rpm={RPM}", "CHORUS_RETRY_BACKOFF_S": "0.1"})
+def test_four_workers_share_one_rate_limit_and_the_stub_never_answers_429(cluster, schema):
+    rpm = RPM
+    # Queued before any worker runs, so demand exceeds the bucket from the first second.
+    run_ids = cluster.submit_votes(documents(28), voters=5)  # 140 calls: a full bucket + 30
+    for i in range(4):
+        cluster.start_llm(f"llm-{i}", concurrency=4)
+    cluster.start_callbacks()
+    cluster.ready()
+    statuses = cluster.wait_terminal(run_ids, timeout=90)
+    cluster.workers.stop_all()
+    log = cluster.stub.requests()
 
     assert set(statuses.values()) == {"succeeded"} and len(statuses) == 28
     assert [e for e in log if e["status"] == 429] == []
     assert len(log) == 140
-    rows = outcome_rows(run_ids, schema)
+    rows = cluster.outcome_rows(run_ids)
     assert all(r["attempts"] == 1 for r in rows)  # a wait for a token is not an attempt
     # After the first full bucket, calls go out at the refill rate of 2 per second: not faster
     # (no 429 above) and not much slower either.

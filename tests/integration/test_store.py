@@ -5,23 +5,19 @@ store it searched and what the command takes; listing an empty store creates not
 from __future__ import annotations
 
 import json
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from tests import clirunner
 from tests.conftest import PG_URL, REDIS_URL, clean_env, user_store
 
 pytestmark = pytest.mark.integration
 
 
-def chorus(*args: str, cwd: Path, timeout: float = 180, **env: str) -> subprocess.CompletedProcess[str]:
-    exe = shutil.which("chorus")
-    cmd = [exe, *args] if exe else [sys.executable, "-m", "chorus.cli", *args]
-    return subprocess.run(cmd, cwd=cwd, env=clean_env(COLUMNS="300", **env), capture_output=True, text=True,
-                          timeout=timeout, stdin=subprocess.DEVNULL)
+def chorus(*args: str, cwd: Path, **env: str) -> clirunner.CliResult:
+    """A fresh user's command, 300 columns wide (the run ids of a table are never cut)."""
+    return clirunner.chorus(*args, cwd=cwd, timeout=180, columns=300, env=clean_env(**env))
 
 
 def folder(tmp_path: Path, name: str) -> Path:

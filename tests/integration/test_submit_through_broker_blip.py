@@ -10,25 +10,14 @@ session's PostgreSQL database.
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import time
 from collections import Counter
 
 import psycopg
 import pytest
 
-from chorus.testing import outcome_rows, private_redis
-from chorus.testing.stub.testing import running_stub
+from tests.cluster import LABELS, assert_every_run_agrees_with_its_slots, chorus_finished, write_jsonl
 from tests.conftest import PG_URL, ROOT
-from tests.integration.test_reliability import (  # noqa: F401  (a fixture)
-    LABELS,
-    assert_every_run_agrees_with_its_slots,
-    cluster_env,
-    documents,
-    fleet,
-    schema,
-)
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -42,39 +31,30 @@ def document_errors(batch_name: str) -> list[str]:
     return [r[0] for r in rows]
 
 
-def test_a_broker_outage_while_submitting_fails_no_document(tmp_path, schema):  # noqa: F811
-    source = tmp_path / "docs.jsonl"
-    source.write_text("".join(json.dumps({"id": f"d{i}", "text": t}) + "\n" for i, t in enumerate(documents(DOCS))))
+@pytest.mark.cluster(stub_latency_ms=100, env={"CHORUS_VISIBILITY_TIMEOUT_S": "10", "CHORUS_REAP_INTERVAL_S": "2",
+                                               "CHORUS_REAP_GRACE_S": "3", "CHORUS_REAP_AFTER_S": "120"})
+def test_a_broker_outage_while_submitting_fails_no_document(cluster, tmp_path, schema):
+    source = write_jsonl(tmp_path / "docs.jsonl", DOCS)
     name = f"blip-{time.time_ns()}"
-    with private_redis(tmp_path / "redis") as redis, running_stub(latency_ms=100) as stub:
-        env = cluster_env(broker_url=redis.url, database_url=schema, data_dir=tmp_path, stub_url=stub.base_url,
-                         CHORUS_VISIBILITY_TIMEOUT_S="10", CHORUS_REAP_INTERVAL_S="2", CHORUS_REAP_GRACE_S="3",
-                         CHORUS_REAP_AFTER_S="120")
-        with fleet(tmp_path, env) as workers:
-            # Supervised: a worker can die on the Redis restart (docs/decisions.md); that is not what this tests.
-            workers.start("llm", pool="prefork", concurrency=4, restarts=3)
-            workers.start("callbacks", "callbacks", pool="solo", concurrency=1, restarts=3,
-                          extra_args=("--beat", "--schedule", str(tmp_path / "beat-schedule")))
-            workers.ready()
-            # Few runs in flight at once, so the submitter is still sending when the broker goes away.
-            batch = subprocess.Popen([sys.executable, "-m", "chorus.cli", "batch", str(source), "--pattern", "vote",
-                                      "--labels", LABELS, "--voters", str(VOTERS), "--max-in-flight", "2",
-                                      "--name", name, "--timeout", "150", "--json"],
-                                     cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-            try:
-                deadline = time.monotonic() + 60
-                while len(stub.requests()) < 6 and time.monotonic() < deadline:
-                    time.sleep(0.05)
-                calls_before = len(stub.requests())
-                redis.stop()
-                time.sleep(3.0)
-                redis.start()
-                out, err = batch.communicate(timeout=240)
-            finally:
-                if batch.poll() is None:  # a failed test never leaves its batch command running
-                    batch.kill()
-                    batch.wait(10)
-        log = stub.requests()
+    stub = cluster.stub
+    # Supervised: a worker can die on the Redis restart (docs/decisions.md); that is not what this tests.
+    cluster.start_llm(pool="prefork", concurrency=4, restarts=3)
+    cluster.start_callbacks(beat=True, restarts=3)
+    cluster.ready()
+    # Few runs in flight at once, so the submitter is still sending when the broker goes away.
+    with chorus_finished(cluster.chorus("batch", str(source), "--pattern", "vote", "--labels", LABELS, "--voters",
+                                        str(VOTERS), "--max-in-flight", "2", "--name", name, "--timeout", "150",
+                                        "--json", cwd=ROOT)) as batch:
+        deadline = time.monotonic() + 60
+        while len(stub.requests()) < 6 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        calls_before = len(stub.requests())
+        cluster.redis.stop()
+        time.sleep(3.0)
+        cluster.redis.start()
+        out, err = batch.communicate(timeout=240)
+    cluster.workers.stop_all()
+    log = stub.requests()
 
     assert 0 < calls_before < DOCS * VOTERS  # the outage came mid-batch
     # The command got through and waited for the end, and no document failed: exit 0, or 3 when a vote
@@ -86,7 +66,7 @@ def test_a_broker_outage_while_submitting_fails_no_document(tmp_path, schema):  
     assert document_errors(name) == []  # nothing failed for the outage, in sending or after
     run_ids = sorted({e["run"] for e in log if e.get("run")})
     assert len(run_ids) == DOCS
-    rows = outcome_rows(run_ids, schema)
+    rows = cluster.outcome_rows(run_ids)
     assert_every_run_agrees_with_its_slots(run_ids, schema)  # each run's status, from its own slots
     # Every slot was answered, called exactly as often as its stored attempts say.
     assert [(r["run"], r["slot"], r["error"]) for r in rows if r["status"] != "succeeded"] == []

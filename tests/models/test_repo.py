@@ -12,7 +12,7 @@ from models import OutcomeStatus, Pattern, RunStatus, Session, WorkerOutcome, en
 from models.tables import OutcomeRole
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.integration)])
 def db_url(request, tmp_path):
     url = f"sqlite:///{tmp_path / 'chorus.db'}" if request.param == "sqlite" else request.getfixturevalue("postgres")
     ensure_schema(url)

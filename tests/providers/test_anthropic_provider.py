@@ -23,14 +23,16 @@ REVIEW = "I loved this kettle. It is fast, quiet and beautiful. I recommend it."
 
 
 @pytest.fixture(scope="module")
-def stub_server() -> Iterator[StubHandle]:
+def stub_process() -> Iterator[StubHandle]:
     with running_stub() as handle:
         yield handle
 
 
-@pytest.fixture(autouse=True)
-def _fresh_stub(stub_server: StubHandle) -> None:
-    stub_server.reset()
+@pytest.fixture
+def stub_server(stub_process: StubHandle) -> StubHandle:
+    """The module's HTTP stub, reset for each test (a test using it is in the integration lane)."""
+    stub_process.reset()
+    return stub_process
 
 
 def provider(stub: StubHandle, timeout_s: float = 10) -> AnthropicProvider:
@@ -104,6 +106,7 @@ def test_one_call_is_one_attempt_because_sdk_retries_are_off(stub_server):
     assert [r["status"] for r in stub_server.requests()] == [500]
 
 
+@pytest.mark.integration  # a real connection, refused
 def test_a_dead_port_is_a_retryable_connection_error():
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -115,6 +118,7 @@ def test_a_dead_port_is_a_retryable_connection_error():
     assert "connection" in str(info.value)
 
 
+@pytest.mark.integration  # the stub server, a process
 def test_a_slow_answer_past_the_timeout_is_retryable():
     with running_stub(latency_ms=2000) as slow:
         started = time.monotonic()

@@ -85,7 +85,7 @@ def test_a_canceled_request_of_a_cancelled_run_ends_cancelled_and_is_not_sent_ag
 
 
 # ----- the claims, on both databases ----------------------------------------------------------------
-@pytest.fixture(params=["sqlite", "postgresql"])
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.integration)])
 def db_url(request, tmp_path):
     url = f"sqlite:///{tmp_path / 'chorus.db'}" if request.param == "sqlite" else request.getfixturevalue("postgres")
     ensure_schema(url)

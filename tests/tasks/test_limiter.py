@@ -24,7 +24,7 @@ def make(kind: str, where: str):
     return SQLiteLimiter(Path(where) / "ratelimit.db")
 
 
-@pytest.fixture(params=["redis", "sqlite"])
+@pytest.fixture(params=[pytest.param("redis", marks=pytest.mark.integration), "sqlite"])
 def limiter(request, tmp_path):
     if request.param == "redis":
         return make("redis", request.getfixturevalue("redis_db"))
@@ -89,6 +89,7 @@ def _hammer(kind: str, where: str, prefix: str, out: multiprocessing.Queue) -> N
     out.put(sum(limiter.acquire("q", uuid.uuid4().hex, RPM, ONE, max_wait_s=0).wait_s == 0 for _ in range(40)))
 
 
+@pytest.mark.integration  # processes of its own
 @pytest.mark.parametrize("kind", ["redis", "sqlite"])
 def test_four_processes_together_never_take_more_than_the_bucket_holds(kind, request, tmp_path):
     where = request.getfixturevalue("redis_db") if kind == "redis" else str(tmp_path)

@@ -5,19 +5,15 @@ stub refuses is refused by the client before anything is sent, naming the keywor
 
 from __future__ import annotations
 
-import subprocess
-import sys
-from collections.abc import Iterator
 from typing import Any
 
-import anthropic
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from chorus.testing.stub.outputs import schema_problem
-from chorus.testing.stub.testing import running_stub
-from tests.conftest import ROOT, clean_env
+from tests.clirunner import chorus
+from tests.conftest import ROOT
 from workflows.schema_subset import first_problem
 from workflows.taskfile import TaskFileError, check_schema, closed_schema
 from workflows.voting import label_schema
@@ -204,28 +200,22 @@ def test_the_generated_schemas_are_mostly_accepted_so_the_property_tests_somethi
     assert accepted >= 50
 
 
-# ----- through the real SDK, the stub server and the CLI ----------------------------------------------
-@pytest.fixture(scope="module")
-def client() -> Iterator[anthropic.Anthropic]:
-    with running_stub() as handle:
-        yield anthropic.Anthropic(api_key="test", base_url=handle.base_url, max_retries=0)
-
-
+# ----- through the real SDK and the stub (in this process), and the CLI -----------------------------
 @pytest.mark.parametrize("schema", ACCEPTED)
-def test_an_accepted_schema_is_answered_by_the_stub_server(client, schema):
-    reply = client.messages.create(model="claude-haiku-5-5", max_tokens=512,
+def test_an_accepted_schema_is_answered_by_the_stub(stub_client, schema):
+    reply = stub_client.messages.create(model="claude-haiku-5-5", max_tokens=512,
                                    messages=[{"role": "user", "content": "-a, --all  show all\n"}],
                                    output_config={"format": {"type": "json_schema", "schema": closed_schema(schema)}})
     assert reply.type == "message"  # answered (a refusal too), not a 400
 
 
+@pytest.mark.integration  # the command, in a process of its own
 def test_task_check_exits_2_naming_the_keyword(tmp_path):
     bad = tmp_path / "bad.toml"
     bad.write_text((ROOT / "examples" / "man-options.toml").read_text().replace(
         'properties = { flag = { type = "string" }, meaning = { type = "string" } }',
         'properties = { flag = { type = "string" }, meaning = { oneOf = [{ type = "string" }, { type = "null" }] } }'))
-    done = subprocess.run([sys.executable, "-c", "from chorus.cli import app; app()", "task", "check", str(bad)],
-                          cwd=ROOT, env=clean_env(COLUMNS="200"), capture_output=True, text=True, timeout=60)
+    done = chorus("task", "check", str(bad))
     assert done.returncode == 2, done.stdout + done.stderr
     assert "Traceback" not in done.stderr
     assert "map.output_schema.properties.options.items.properties.meaning.oneOf" in done.stderr

@@ -76,7 +76,7 @@ import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import parse_qs, urlsplit
 
 from chorus.testing.stub.batches import (
@@ -756,37 +756,53 @@ class Handler(BaseHTTPRequestHandler):
                          "latency_jitter_ms": state.latency_jitter_ms, "ms_per_input_page": state.ms_per_input_page})
 
     def _messages(self, body: Any) -> None:
-        started = time.monotonic()
-        request_id = _request_id()
-        state = self.server.state
-        run, slot = self.headers.get("x-chorus-run"), self.headers.get("x-chorus-slot")
-        api_version = self.headers.get("anthropic-version")
-        entry = state.new_entry(body, run, slot, request_id, api_version)
-        state.begin(entry)
-        status, payload, headers = answer_message(state, body, entry, api_version=api_version, run=run, slot=slot,
-                                                  request_id=request_id)
-        entry.update(status=status, latency_ms=round((time.monotonic() - started) * 1000, 3))
-        state.record(entry)
+        status, payload, headers, entry = post_message(self.server.state, body, self.headers)
         # A hung request's client has usually gone by the time it is answered.
         with contextlib.suppress(OSError) if "fault" in entry else contextlib.nullcontext():
-            self._send(status, payload, {"request-id": request_id, **headers})
+            self._send(status, payload, headers)
 
     def _count_tokens(self, body: Any) -> None:
-        """`POST /v1/messages/count_tokens`: the prompt's tokens, counted the way `_messages` bills them
-        (every input token, cached or not; the cache is not consulted)."""
-        problem = "request body is not valid JSON" if body is _INVALID_JSON else validate(
-            {"max_tokens": 0, **body} if isinstance(body, dict) else body, self.headers.get("anthropic-version")
-        )
-        if problem:
-            self._send(400, _error_body(400, problem, _request_id()))
-            return
-        media = self.server.state.media_reader(count_only=True)
-        try:
-            media.check(body)
-        except MediaError as exc:
-            self._send(exc.status, _error_body(exc.status, exc.message, _request_id(), exc.details))
-            return
-        self._send(200, {"input_tokens": count_request(body, media)})
+        self._send(*count_tokens(self.server.state, body, self.headers.get("anthropic-version")))
+
+
+class RequestHeaders(Protocol):
+    """Case-insensitive request headers: http.server's message or httpx's `Headers`."""
+
+    def get(self, name: str, /) -> str | None: ...
+
+
+def post_message(state: StubState, body: Any, headers: RequestHeaders
+                 ) -> tuple[int, dict[str, Any], dict[str, str], dict[str, Any]]:
+    """`POST /v1/messages` with its parsed body (or `_INVALID_JSON`) and its request headers, answered and
+    logged: (status, payload, response headers, log entry). The HTTP handler and the in-process transport
+    (`inprocess.StubTransport`) both answer through it."""
+    started = time.monotonic()
+    request_id = _request_id()
+    run, slot = headers.get("x-chorus-run"), headers.get("x-chorus-slot")
+    api_version = headers.get("anthropic-version")
+    entry = state.new_entry(body, run, slot, request_id, api_version)
+    state.begin(entry)
+    status, payload, sent = answer_message(state, body, entry, api_version=api_version, run=run, slot=slot,
+                                           request_id=request_id)
+    entry.update(status=status, latency_ms=round((time.monotonic() - started) * 1000, 3))
+    state.record(entry)
+    return status, payload, {"request-id": request_id, **sent}, entry
+
+
+def count_tokens(state: StubState, body: Any, api_version: str | None) -> tuple[int, dict[str, Any]]:
+    """`POST /v1/messages/count_tokens`: (status, payload), the prompt's tokens counted the way
+    `answer_message` bills them (every input token, cached or not; the cache is not consulted)."""
+    problem = "request body is not valid JSON" if body is _INVALID_JSON else validate(
+        {"max_tokens": 0, **body} if isinstance(body, dict) else body, api_version
+    )
+    if problem:
+        return 400, _error_body(400, problem, _request_id())
+    media = state.media_reader(count_only=True)
+    try:
+        media.check(body)
+    except MediaError as exc:
+        return exc.status, _error_body(exc.status, exc.message, _request_id(), exc.details)
+    return 200, {"input_tokens": count_request(body, media)}
 
 
 def _fit(text: str, max_tokens: int) -> tuple[str, str]:

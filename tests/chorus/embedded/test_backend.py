@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import multiprocessing
 
+import pytest
 from celery import Celery
 
 from chorus.embedded.backend import SQLiteKVBackend
@@ -22,6 +23,7 @@ def _bump(path: str, times: int) -> None:
         backend.incr(b"counter")
 
 
+@pytest.mark.integration  # processes of its own
 def test_incr_is_atomic_across_processes(tmp_path):
     path = str(tmp_path / "results.db")
     backend_at(path)  # create the table first

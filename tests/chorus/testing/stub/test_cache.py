@@ -144,6 +144,7 @@ def send(stub: StubHandle, focus: str, results: dict[str, Any], document: str = 
     results[focus] = client(stub).messages.create(**body(document, focus=focus)).usage
 
 
+@pytest.mark.integration  # the stub server, a process (slow_stub)
 def test_three_calls_sent_at_once_all_miss_and_all_pay_a_cache_write(slow_stub):
     slow_stub.reset()
     results: dict[str, Any] = {}
@@ -156,6 +157,7 @@ def test_three_calls_sent_at_once_all_miss_and_all_pay_a_cache_write(slow_stub):
     assert all(results[f].cache_creation_input_tokens > 4096 for f in results)
 
 
+@pytest.mark.integration  # the stub server, a process (slow_stub)
 def test_one_call_first_then_the_rest_at_once_read_the_prefix_from_the_cache(slow_stub):
     slow_stub.reset()
     results: dict[str, Any] = {}
@@ -175,6 +177,7 @@ def test_one_call_first_then_the_rest_at_once_read_the_prefix_from_the_cache(slo
     assert logged == [(written, 0), (0, written), (0, written)]
 
 
+@pytest.mark.integration  # the stub server, a process (slow_stub)
 def test_under_the_minimum_nothing_is_written_or_read_over_http(slow_stub):
     slow_stub.reset()
     results: dict[str, Any] = {}
@@ -185,6 +188,7 @@ def test_under_the_minimum_nothing_is_written_or_read_over_http(slow_stub):
         assert results[f].input_tokens > 400
 
 
+@pytest.mark.integration  # the stub server, a process (slow_stub)
 def test_count_tokens_through_the_sdk_matches_what_a_call_bills(slow_stub):
     params = body(SHORT_DOC)
     counted = client(slow_stub).messages.count_tokens(model=params["model"], system=params["system"],
@@ -193,6 +197,7 @@ def test_count_tokens_through_the_sdk_matches_what_a_call_bills(slow_stub):
     assert counted.input_tokens == billed.input_tokens > 400
 
 
+@pytest.mark.integration  # the stub server, a process (slow_stub)
 @pytest.mark.parametrize("bad", [{"latency_ms": -1}, {"latency_ms": "fast"}, {"latency_ms": True}, {}])
 def test_the_latency_admin_route_refuses_a_bad_value(slow_stub, bad):
     import urllib.error

@@ -87,6 +87,7 @@ def test_output_tokens_are_charged_max_tokens_up_front_and_the_rest_given_back()
     assert verdict.headers["anthropic-ratelimit-tokens-limit"] == "100"
 
 
+@pytest.mark.integration  # the stub server, a process
 def test_the_stub_answers_anthropic_rate_limit_headers_and_429s_over_http():
     with running_stub(extra_args=("--rpm", "3", "--itpm", "100000", "--otpm", "20000")) as stub:
         results = [post(stub, message_body()) for _ in range(4)]
@@ -107,6 +108,7 @@ def test_the_stub_answers_anthropic_rate_limit_headers_and_429s_over_http():
     assert [e.get("limited") for e in log] == [None, None, None, "requests"]
 
 
+@pytest.mark.integration  # the stub server, a process
 def test_a_seeded_fault_mix_answers_429_with_retry_after_and_a_hang_outlasts_the_client():
     args = ("--fault", "429=0.5,hang=0.5", "--seed", "11", "--hang-s", "1.5", "--retry-after", "2")
     with running_stub(extra_args=args) as stub:
@@ -169,6 +171,7 @@ def cached_body(document: str = LONG) -> dict[str, object]:
             {"type": "text", "text": "<focus>whole</focus>\nReply with one line: Answer: <label>"}]}]}
 
 
+@pytest.mark.integration  # the stub server, a process
 def test_cache_reads_do_not_count_towards_input_tokens_per_minute_but_writes_do():
     # Anthropic's cache-aware ITPM: input_tokens + cache_creation_input_tokens count, cache reads do not.
     with running_stub(extra_args=("--itpm", "6000")) as stub:

@@ -18,14 +18,16 @@ from chorus.testing.stub.testing import StubHandle, running_stub
 
 
 @pytest.fixture(scope="module")
-def stub_server() -> Iterator[StubHandle]:
+def stub_process() -> Iterator[StubHandle]:
     with running_stub() as handle:
         yield handle
 
 
-@pytest.fixture(autouse=True)
-def _fresh_stub(stub_server: StubHandle) -> None:
-    stub_server.reset()
+@pytest.fixture
+def stub_server(stub_process: StubHandle) -> StubHandle:
+    """The module's HTTP stub, reset for each test (a test using it is in the integration lane)."""
+    stub_process.reset()
+    return stub_process
 
 
 def message_body(**overrides: Any) -> dict[str, Any]:
@@ -123,6 +125,7 @@ def test_injected_errors_have_anthropic_error_bodies(stub_server, status, kind):
     assert ("retry-after" in headers) is (status == 429)
 
 
+@pytest.mark.integration  # the stub server, a process
 def test_rules_from_the_command_line_match_run_and_slot():
     with running_stub(rules=["run=abc,slot=1:429:times=2:retry_after=3"]) as stub:
         other_run = post(stub, message_body(), slot_headers(1, run="xyz"))[0]
@@ -188,6 +191,7 @@ def test_sampling_parameters_are_refused_under_the_2026_api_version_like_anthrop
     assert post(stub_server, body, {"anthropic-version": "2023-06-01"})[0] == 200
 
 
+@pytest.mark.integration  # the stub server, a process
 def test_latency_is_applied_to_each_answer():
     with running_stub(latency_ms=300) as stub:
         started = time.monotonic()
@@ -198,6 +202,7 @@ def test_latency_is_applied_to_each_answer():
     assert elapsed >= 0.3 and logged >= 300
 
 
+@pytest.mark.integration  # the stub server, a process
 def test_latency_jitter_varies_each_answer_within_its_bounds():
     with running_stub(latency_ms=200, extra_args=("--latency-jitter-ms", "100", "--latency-seed", "3")) as stub:
         elapsed = []
@@ -207,6 +212,7 @@ def test_latency_jitter_varies_each_answer_within_its_bounds():
             elapsed.append(time.monotonic() - started)
         logged = stub.requests(bodies=False)
     delays = [e["delay_ms"] for e in logged]
+    assert all("body" not in e for e in logged)  # ?bodies=0
     assert len(set(delays)) == len(delays)  # each call drew its own delay
     assert all(100 <= d <= 300 for d in delays)
     assert max(delays) - min(delays) > 20  # spread, not 200 ms give or take rounding
@@ -257,6 +263,7 @@ def test_health_and_unknown_routes(stub_server):
     assert status == 404 and body["error"]["type"] == "not_found_error"
 
 
+@pytest.mark.integration  # the stub server, a process
 def test_running_stub_stops_the_process_even_when_the_body_raises():
     seen: list[StubHandle] = []
     with pytest.raises(RuntimeError, match="boom"), running_stub() as handle:
@@ -268,6 +275,7 @@ def test_running_stub_stops_the_process_even_when_the_body_raises():
         os.kill(seen[0].pid, 0)
 
 
+@pytest.mark.integration  # the stub server on a thread, a socket
 def test_the_server_runs_in_process_until_stopped():
     server = make_server(latency_ms=0, rules=["slot=9:529"])
     stop = threading.Event()

@@ -1,9 +1,9 @@
-"""The stub speaks structured outputs and refuses what the current models refuse, through the real SDK."""
+"""The stub speaks structured outputs and refuses what the current models refuse, through the real SDK
+(answered by the stub in this process: the `stub_client` fixture)."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import anthropic
@@ -12,7 +12,6 @@ import pytest
 
 from chorus.testing.stub.models import traits
 from chorus.testing.stub.outputs import schema_problem
-from chorus.testing.stub.testing import StubHandle, running_stub
 from workflows.taskfile import Label, VoteTask
 from workflows.voting import Voter, label_schema, vote_request
 
@@ -28,20 +27,9 @@ MAN_SCHEMA = {"type": "object", "required": ["options"], "additionalProperties":
 MAN_SECTION = "-a, --all\n       do not ignore entries starting with .\n-l     use a long listing format\n"
 
 
-@pytest.fixture(scope="module")
-def stub_server() -> Iterator[StubHandle]:
-    with running_stub() as handle:
-        yield handle
-
-
-@pytest.fixture(autouse=True)
-def _fresh_stub(stub_server: StubHandle) -> None:
-    stub_server.reset()
-
-
 @pytest.fixture
-def client(stub_server: StubHandle) -> anthropic.Anthropic:
-    return anthropic.Anthropic(api_key="test", base_url=stub_server.base_url, max_retries=0)
+def client(stub_client: anthropic.Anthropic) -> anthropic.Anthropic:
+    return stub_client
 
 
 def create(client: anthropic.Anthropic, **overrides: Any) -> anthropic.types.Message:
@@ -74,7 +62,7 @@ def json_format(schema: dict[str, Any] | None) -> dict[str, Any]:
     return {"format": {"type": "json_schema", "schema": schema}}
 
 
-def test_a_voters_structured_request_round_trips_and_the_log_keeps_the_whole_body(client, stub_server):
+def test_a_voters_structured_request_round_trips_and_the_log_keeps_the_whole_body(client, stub_state):
     voter = Voter(0, "claude-haiku-5-5", "own", name="cannot-do", prompt="Judge from what they cannot do.")
     request = vote_request(voter, TASK, TICKET, structured=True)
     response = client.messages.create(
@@ -86,14 +74,13 @@ def test_a_voters_structured_request_round_trips_and_the_log_keeps_the_whole_bod
     jsonschema.validate(reply, label_schema(LABELS))
     assert reply["label"] == "urgent" and reply["reason"] in TICKET
     assert response.stop_reason == "end_turn" and response.usage.output_tokens > 0
-    logged = stub_server.requests()[-1]
+    logged = stub_state.log()[-1]
     body = logged["body"]
     assert logged["status"] == 200 and logged["anthropic_version"] == "2026-10-21"
     assert "the customer cannot work at all, or data is being lost" in body["system"]
     assert "<voter>\nJudge from what they cannot do.\n</voter>" in body["messages"][0]["content"][1]["text"]
     assert body["output_config"]["format"]["schema"]["properties"]["label"]["enum"] == list(LABELS)
     assert not {"temperature", "top_p", "top_k"} & set(body)
-    assert "body" not in stub_server.requests(bodies=False)[-1]
 
 
 def test_a_section_schema_is_answered_with_conforming_json(client):

@@ -7,10 +7,8 @@ import ast
 from pathlib import Path
 from typing import Any
 
-import anthropic
 import pytest
 
-from chorus.testing.stub.testing import running_stub
 from chorus.testing.stub.tokenizer import MESSAGE_FRAMING, SYSTEM_FRAMING, count_request, count_text, truncate
 from workflows.tokens import estimate_tokens
 
@@ -59,13 +57,12 @@ def test_truncate_keeps_whole_pieces_within_the_budget():
     assert truncate("short", 10) == "short"
 
 
-def test_count_tokens_over_the_sdk_is_the_stubs_count_and_what_a_call_bills():
+def test_count_tokens_over_the_sdk_is_the_stubs_count_and_what_a_call_bills(stub_client):
     system, text = "You classify documents.", "x " * 300 + "Reply with one line: Answer: <label>"
     messages: list[Any] = [{"role": "user", "content": text}]
-    with running_stub() as stub:
-        client = anthropic.Anthropic(api_key="k", base_url=stub.base_url, max_retries=0)
-        counted = client.messages.count_tokens(model="claude-haiku-4-5", system=system, messages=messages).input_tokens
-        billed = client.messages.create(model="claude-haiku-4-5", system=system, messages=messages, max_tokens=16).usage
+    model = "claude-haiku-4-5"
+    counted = stub_client.messages.count_tokens(model=model, system=system, messages=messages).input_tokens
+    billed = stub_client.messages.create(model=model, system=system, messages=messages, max_tokens=16).usage
     assert counted == count_request({"system": system, "messages": messages}) == billed.input_tokens
     assert counted == SYSTEM_FRAMING + 5 + MESSAGE_FRAMING + 300 + 11
     # chorus's ~4 characters a token says about half of that: only the API's count is right here
