@@ -78,14 +78,15 @@ def check_sent_to(client, other, env_broker, before, run_id, settings):
 
 
 def test_results_kept_for_waiting_stay_bounded_when_the_caller_only_polls(workers, stub, monkeypatch):
-    monkeypatch.setattr(chorus.runs, "MAX_PENDING", 3)
-    chorus.runs._pending.clear()
+    kept = chorus.runs.app  # the module that keeps each sent run's callback for waiting
+    monkeypatch.setattr(kept, "MAX_PENDING", 3)
+    kept._pending.clear()
     run_ids = []
     for i in range(8):
         run_ids.append(submit_vote(f"{TEXT} ({i})", LABELS, voters=2))
-        assert len(chorus.runs._pending) <= 3
+        assert len(kept._pending) <= 3
     deadline = time.monotonic() + 90
     while not all(get_run(r).terminal for r in run_ids):  # polling, never wait_for_run
         assert time.monotonic() < deadline, "the runs did not finish"
         time.sleep(0.1)
-    assert chorus.runs._pending == {}, "polling a finished run must release what was kept for it"
+    assert kept._pending == {}, "polling a finished run must release what was kept for it"
