@@ -151,7 +151,7 @@ def stub() -> Iterator[object]:
 def stub_state() -> Any:
     """A fresh stub (its request log, rules, cache and limits) for `stub_client`: `stub_state.log()` is
     what the HTTP stub's GET /_stub/requests shows."""
-    from chorus.testing.stub.server import StubState
+    from chorus.testing.stub.answering import StubState
 
     return StubState()
 

@@ -1,5 +1,5 @@
 """Output budgets of section runs with an output schema (issue 25, item 6), against the stub's model: the
-offline provider's answer cut by the stub's own tokenizer (`chorus.testing.stub.server._fit`), the way a
+offline provider's answer cut by the stub's own tokenizer (`chorus.testing.stub.answering.fit_answer`), the way a
 run against the stub gets it. A map call's budget fits its section in the schema's shape; a synthesis's
 fits its parts; raising `max_output_tokens` never makes a run worse; the estimate stays an upper bound
 with the one retry of a cut map reply counted."""
@@ -13,7 +13,7 @@ import pytest
 
 from chorus.budget import call_cost, estimate_plan
 from chorus.section import plan_section
-from chorus.testing.stub.server import _fit
+from chorus.testing.stub.answering import fit_answer
 from providers.offline import answer
 from settings import Settings
 from workflows.calls import CallRequest
@@ -54,7 +54,7 @@ def stub_reply(request: CallRequest) -> tuple[str, str]:
     """(text, stop_reason) as the stub answers the request."""
     reply = answer(request.model, request.system, "".join(request.user_blocks), request.max_tokens,
                    request.output_schema)
-    return _fit(reply.text, request.max_tokens)
+    return fit_answer(reply.text, request.max_tokens)
 
 
 def run_in_process(text: str, task: SectionTask) -> tuple[int, int, str | None]:

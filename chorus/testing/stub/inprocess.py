@@ -21,7 +21,14 @@ from typing import Any
 import anthropic
 import httpx2
 
-from chorus.testing.stub.server import _INVALID_JSON, StubState, _error_body, _request_id, count_tokens, post_message
+from chorus.testing.stub.answering import (
+    INVALID_JSON,
+    StubState,
+    count_tokens,
+    error_body,
+    new_request_id,
+    post_message,
+)
 
 BASE_URL = "http://stub.invalid"  # never resolved: the transport answers before any connection
 
@@ -41,18 +48,18 @@ class StubTransport(httpx2.BaseTransport):
         limit = self.state.max_request_bytes
         if request.method == "POST" and path in ("/v1/messages", "/v1/messages/count_tokens") and len(raw) > limit:
             what = "the Messages API" if path == "/v1/messages" else "the Token Counting API"
-            status, payload = 413, _error_body(413, f"Request exceeds the maximum allowed number of bytes: {what} "
+            status, payload = 413, error_body(413, f"Request exceeds the maximum allowed number of bytes: {what} "
                                                     f"takes at most {limit:,} bytes, this request has {len(raw):,}",
-                                               _request_id())
+                                               new_request_id())
         elif request.method == "POST" and path == "/v1/messages":
             status, payload, headers, _ = post_message(self.state, _parse(raw), request.headers)
         elif request.method == "POST" and path == "/v1/messages/count_tokens":
             status, payload = count_tokens(self.state, _parse(raw), request.headers.get("anthropic-version"))
         else:
-            status, payload = 404, _error_body(404, f"the in-process stub answers only POST /v1/messages and "
+            status, payload = 404, error_body(404, f"the in-process stub answers only POST /v1/messages and "
                                                     f"/v1/messages/count_tokens, not {request.method} {path}; use "
                                                     f"the HTTP stub (chorus.testing.stub.testing.running_stub)",
-                                               _request_id())
+                                               new_request_id())
         return httpx2.Response(status, headers=headers, json=payload, request=request)
 
 
@@ -60,7 +67,7 @@ def _parse(raw: bytes) -> Any:
     try:
         return json.loads(raw or b"null")
     except ValueError:
-        return _INVALID_JSON
+        return INVALID_JSON
 
 
 def stub_client(state: StubState | None = None, **options: Any) -> anthropic.Anthropic:

@@ -10,7 +10,7 @@ from typing import Any
 import anthropic
 import pytest
 
-from chorus.testing.stub.server import FaultRule, StubState
+from chorus.testing.stub.answering import FaultRule, StubState
 from chorus.testing.stub.tokenizer import count_request
 
 MESSAGES: list[Any] = [{"role": "user", "content": "I love this kettle. Is the review positive or negative?"}]
