@@ -167,9 +167,7 @@ class SectionSpec:
     def synthesis_request(self, model: str, parts: Sequence[Part], missing: Sequence[int] = (), *, final: bool,
                           tags: Tags = ()) -> CallRequest:
         step = self.reduce
-        budget = self.synthesis_output_tokens
-        if self.synthesis_output_fit and step.output_schema is not None:
-            budget = fitted_synthesis_budget(budget, step.output_schema, parts, model, max_output_tokens(model))
+        budget = _synthesis_budget(step, self.synthesis_output_tokens, self.synthesis_output_fit, parts, model)
         return synthesis_request(model, step.instructions, parts, missing, final=final,
                                  max_tokens=budget, output_schema=step.output_schema,
                                  structured=supports_structured_outputs(model), effort=step.effort, tags=tags)
@@ -236,9 +234,7 @@ class OrchestrateSpec:
     def synthesis_request(self, model: str, parts: Sequence[Part], missing: Sequence[int] = (), *, final: bool,
                           tags: Tags = ()) -> CallRequest:
         step = self.reduce
-        budget = self.synthesis_output_tokens
-        if self.synthesis_output_fit and step.output_schema is not None:
-            budget = fitted_synthesis_budget(budget, step.output_schema, parts, model, max_output_tokens(model))
+        budget = _synthesis_budget(step, self.synthesis_output_tokens, self.synthesis_output_fit, parts, model)
         return orchestrate_synthesis_request(model, step.instructions, parts, missing, final=final, max_tokens=budget,
                                              output_schema=step.output_schema,
                                              structured=supports_structured_outputs(model), effort=step.effort,
@@ -336,3 +332,11 @@ def orchestrate_spec(config: Mapping[str, Any]) -> OrchestrateSpec:
 
 __all__ = ["PAGE_SEPARATOR", "DocumentSpec", "OrchestrateSpec", "SectionSpec", "StepSpec", "VoteSpec",
            "orchestrate_spec", "orchestrate_spec_of", "section_spec", "vote_spec"]
+
+
+def _synthesis_budget(step: StepSpec, budget: int, fit: bool, parts: Sequence[Part], model: str) -> int:
+    """A synthesis step's output budget: `budget`, or, when chorus fits it (`fit`) to a schema, the budget
+    its parts' structured output needs (`fitted_synthesis_budget`, within the model's max output)."""
+    if fit and step.output_schema is not None:
+        return fitted_synthesis_budget(budget, step.output_schema, parts, model, max_output_tokens(model))
+    return budget
